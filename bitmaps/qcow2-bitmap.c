@@ -1,0 +1,280 @@
+/* Loading qcow2 persistent bitmaps: see qcow2-bitmap.h.  Rule numbers in
+ * comments refer to shared/reference/qcow2-bitmaps.md §4. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitmaps/qcow2-bitmap.h"
+#include "common/error.h"
+#include "formats/qcow2.h"
+
+uint64_t
+qcow2_bitmap_stream_bytes (uint64_t size, unsigned gran_bits)
+{
+  uint64_t bits = (size >> gran_bits) + ((size & ((1ULL << gran_bits) - 1)) != 0);
+  return (bits + 7) / 8;
+}
+
+uint64_t
+qcow2_bitmap_table_size (uint64_t size, unsigned gran_bits,
+                         uint32_t cluster_size)
+{
+  uint64_t bytes = qcow2_bitmap_stream_bytes (size, gran_bits);
+  return (bytes + cluster_size - 1) / cluster_size;
+}
+
+void
+qcow2_bitmaps_free (struct qcow2_bitmap_list *list)
+{
+  if (!list)
+    return;
+  for (size_t i = 0; i < list->n; i++) {
+    free (list->v[i].name);
+    dirty_bitmap_free (list->v[i].bm);
+  }
+  free (list->v);
+  list->v = NULL;
+  list->n = 0;
+}
+
+/* check_dir_entry (rules 11-19). */
+static int
+check_entry (struct qcow2 *s, const struct qcow2_bitmap *b, uint8_t type)
+{
+  const char *fn = s->base.filename;
+  uint64_t cs = s->cluster_size;
+
+  if (b->table_size == 0) {
+    set_invalid ("%s: bitmap '%s': bitmap table size is zero", fn, b->name);
+    return -1;
+  }
+  if (b->table_offset == 0 || (b->table_offset & (cs - 1))) {
+    set_invalid ("%s: bitmap '%s': bitmap table offset %#" PRIx64
+                 " is zero or not cluster aligned", fn, b->name,
+                 b->table_offset);
+    return -1;
+  }
+  if (b->table_size > BME_MAX_TABLE_SIZE) {
+    set_invalid ("%s: bitmap '%s': bitmap table size %" PRIu32
+                 " exceeds the maximum", fn, b->name, b->table_size);
+    return -1;
+  }
+  if (b->granularity_bits < BME_MIN_GRANULARITY_BITS ||
+      b->granularity_bits > BME_MAX_GRANULARITY_BITS) {
+    set_invalid ("%s: bitmap '%s': granularity bits %u outside 9..31",
+                 fn, b->name, b->granularity_bits);
+    return -1;
+  }
+  if (b->flags & BME_RESERVED_FLAGS) {
+    set_invalid ("%s: bitmap '%s': reserved flag bits set (flags %#"
+                 PRIx32 ")", fn, b->name, b->flags);
+    return -1;
+  }
+  if (type != BME_TYPE_DIRTY) {
+    set_invalid ("%s: bitmap '%s': unknown bitmap type %u", fn, b->name,
+                 type);
+    return -1;
+  }
+  if ((uint64_t) b->table_size * cs > BME_MAX_PHYS_SIZE) {
+    set_invalid ("%s: bitmap '%s': bitmap table size %" PRIu32
+                 " covers more than 512 MiB of bitmap data", fn, b->name,
+                 b->table_size);
+    return -1;
+  }
+  if (!b->in_use) {
+    uint64_t need = qcow2_bitmap_table_size (s->base.size,
+                                             b->granularity_bits, s->cluster_size);
+    if (b->table_size < need) {
+      set_invalid ("%s: bitmap '%s': bitmap table too small for the virtual "
+                   "size (%" PRIu32 " entries, %" PRIu64 " needed)", fn,
+                   b->name, b->table_size, need);
+      return -1;
+    }
+  }
+  return qcow2_check_metadata_range (s, b->table_offset,
+                                     (uint64_t) b->table_size * 8,
+                                     "bitmap table");
+}
+
+/* Read the table and the data of B (rules 20-21). */
+static int
+load_data (struct qcow2 *s, struct qcow2_bitmap *b)
+{
+  const char *fn = s->base.filename;
+  uint64_t cs = s->cluster_size;
+  uint64_t need = qcow2_bitmap_table_size (s->base.size, b->granularity_bits,
+                                           s->cluster_size);
+  if (b->table_size != need) {
+    set_invalid ("%s: bitmap '%s': bitmap table size %" PRIu32 " does not "
+                 "match the virtual size (%" PRIu64 " entries expected)",
+                 fn, b->name, b->table_size, need);
+    return -1;
+  }
+  b->bm = dirty_bitmap_create (s->base.size, 1ULL << b->granularity_bits);
+  if (!b->bm)
+    return -1;
+
+  size_t tbytes = (size_t) b->table_size * 8;
+  uint8_t *table = malloc (tbytes);
+  uint8_t *cluster = malloc (cs);
+  int ret = -1;
+  if (!table || !cluster) {
+    set_nomem ();
+    goto out;
+  }
+  if (qbak_file_pread (s->base.file, table, tbytes, b->table_offset) < 0)
+    goto out;
+
+  uint64_t stream = dirty_bitmap_stream_bytes (b->bm);
+  for (uint32_t i = 0; i < b->table_size; i++) {
+    uint64_t e = be64_at (table + (size_t) i * 8);
+    uint64_t off = e & BME_TABLE_ENTRY_OFFSET_MASK;
+    uint64_t start = (uint64_t) i * cs;
+    size_t len = stream - start < cs ? (size_t) (stream - start) : cs;
+
+    if (e & BME_TABLE_ENTRY_RESERVED_MASK) {
+      set_invalid ("%s: bitmap '%s': table entry %" PRIu32 " has reserved "
+                   "bits set (%#" PRIx64 ")", fn, b->name, i, e);
+      goto out;
+    }
+    if (off == 0) {
+      if (e & BME_TABLE_ENTRY_FLAG_ALL_ONES)
+        dirty_bitmap_deserialize_ones (b->bm, start, len);
+      continue;
+    }
+    if (e & BME_TABLE_ENTRY_FLAG_ALL_ONES) {
+      set_invalid ("%s: bitmap '%s': table entry %" PRIu32 " has both an "
+                   "offset and the all-ones flag", fn, b->name, i);
+      goto out;
+    }
+    if (qcow2_check_metadata_range (s, off, cs, "bitmap data cluster") < 0) {
+      qbak_internal_error_prefix ("bitmap '%s': table entry %" PRIu32,
+                                  b->name, i);
+      goto out;
+    }
+    if (qbak_file_pread (s->base.file, cluster, len, off) < 0)
+      goto out;
+    dirty_bitmap_deserialize (b->bm, start, len, cluster);
+  }
+  ret = 0;
+out:
+  free (table);
+  free (cluster);
+  return ret;
+}
+
+int
+qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out)
+{
+  memset (out, 0, sizeof *out);
+  if (img->format != IMAGE_QCOW2)
+    return 0;
+  struct qcow2 *s = to_qcow2 (img);
+  if (s->nb_bitmaps == 0)
+    return 0;
+
+  const char *fn = img->filename;
+  uint64_t size = s->bitmap_directory_size;
+  if (size == 0) {                                   /* rule 8 */
+    set_invalid ("%s: bitmap directory size is zero", fn);
+    return -1;
+  }
+  if (qcow2_check_metadata_range (s, s->bitmap_directory_offset, size,
+                                  "bitmap directory") < 0)
+    return -1;
+  uint8_t *dir = malloc (size);
+  out->v = calloc (s->nb_bitmaps, sizeof *out->v);
+  if (!dir || !out->v) {
+    free (dir);
+    set_nomem ();
+    return -1;
+  }
+  if (qbak_file_pread (img->file, dir, size, s->bitmap_directory_offset) < 0)
+    goto fail;
+
+  uint64_t pos = 0;
+  while (pos < size) {                               /* rule 9 */
+    if (size - pos < 24) {
+      set_invalid ("%s: broken bitmap directory: entry at %" PRIu64
+                   " is truncated", fn, pos);
+      goto fail;
+    }
+    if (out->n >= s->nb_bitmaps) {
+      set_invalid ("%s: bitmap directory holds more bitmaps than the %"
+                   PRIu32 " the bitmaps extension declares", fn,
+                   s->nb_bitmaps);
+      goto fail;
+    }
+    const uint8_t *e = dir + pos;
+    uint32_t extra = be32_at (e + 20);
+    uint16_t name_size = be16_at (e + 18);
+    uint64_t esize = (24 + (uint64_t) extra + name_size + 7) & ~7ULL;
+    if (esize > size - pos) {
+      set_invalid ("%s: broken bitmap directory: entry at %" PRIu64
+                   " runs past the directory size", fn, pos);
+      goto fail;
+    }
+    if (extra != 0) {
+      set_invalid ("%s: bitmap directory entry %zu: bitmap extra data is "
+                   "not supported (extra_data_size %" PRIu32 ")", fn,
+                   out->n, extra);
+      goto fail;
+    }
+    if (name_size == 0) {
+      set_invalid ("%s: bitmap directory entry %zu: bitmap name is empty",
+                   fn, out->n);
+      goto fail;
+    }
+    if (name_size > BME_MAX_NAME_SIZE) {
+      set_invalid ("%s: bitmap directory entry %zu: bitmap name too long "
+                   "(%u bytes, at most 1023)", fn, out->n, name_size);
+      goto fail;
+    }
+    struct qcow2_bitmap *b = &out->v[out->n];
+    b->name = malloc ((size_t) name_size + 1);
+    if (!b->name) {
+      set_nomem ();
+      goto fail;
+    }
+    memcpy (b->name, e + 24 + extra, name_size);
+    b->name[name_size] = '\0';
+    out->n++;
+    b->table_offset = be64_at (e);
+    b->table_size = be32_at (e + 8);
+    b->flags = be32_at (e + 12);
+    b->granularity_bits = e[17];
+    b->in_use = b->flags & BME_FLAG_IN_USE;
+    b->enabled = b->flags & BME_FLAG_AUTO;
+    if (strlen (b->name) != name_size) {
+      set_invalid ("%s: bitmap directory entry %zu: bitmap name contains a "
+                   "NUL byte", fn, out->n - 1);
+      goto fail;
+    }
+    if (check_entry (s, b, e[16]) < 0)
+      goto fail;
+    for (size_t j = 0; j + 1 < out->n; j++) {        /* rule 22 */
+      if (strcmp (out->v[j].name, b->name) == 0) {
+        set_invalid ("%s: duplicate bitmap name '%s' in the bitmap "
+                     "directory", fn, b->name);
+        goto fail;
+      }
+    }
+    pos += esize;
+  }
+  if (out->n != s->nb_bitmaps) {                     /* rule 10 */
+    set_invalid ("%s: bitmap directory holds %zu bitmaps, the bitmaps "
+                 "extension declares %" PRIu32, fn, out->n, s->nb_bitmaps);
+    goto fail;
+  }
+  for (size_t i = 0; i < out->n; i++)
+    if (!out->v[i].in_use && load_data (s, &out->v[i]) < 0)
+      goto fail;
+  free (dir);
+  return 0;
+
+fail:
+  free (dir);
+  qcow2_bitmaps_free (out);
+  return -1;
+}

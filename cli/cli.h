@@ -1,0 +1,56 @@
+/* cli/: qbak's command line.  Only this folder prints or exits. */
+#ifndef QBAK_CLI_H
+#define QBAK_CLI_H
+
+#include <getopt.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <json-c/json.h>
+
+#include "qbak.h"
+#include "cli/exit-codes.h"
+
+/* One subcommand: NAME, its entry point, a one-line summary. */
+struct command {
+  const char *name;
+  int (*fn) (int argc, char **argv);
+  const char *summary;
+};
+
+/* main.c */
+extern const char *progname;
+
+/* errors.c */
+/* Print the library's last error as one line and return its exit code. */
+int report_error (void);
+/* Print "qbak CMD: MSG" and the usage line to stderr; return EXIT_USAGE. */
+int usage_error (const char *usage, const char *fmt, ...)
+  __attribute__((format(printf, 2, 3)));
+/* Handle the options every command shares in its getopt loop:
+ * --help (print HELP on stdout, exit 0) and the hidden --long-options. */
+void print_help_and_exit (const char *help) __attribute__((noreturn));
+void print_long_options_and_exit (const struct option *opts)
+  __attribute__((noreturn));
+/* Parse a size with an optional k/M/G/T suffix (powers of 1024). */
+int parse_size (const char *s, uint64_t *out);
+
+/* json-out.c: the one JSON emitter (json-c). */
+void json_print (json_object *obj);
+json_object *json_u64 (uint64_t v);
+json_object *json_bitmap_info (const struct qbak_bitmap_info *b);
+
+/* Subcommands, one file each. */
+int cmd_info (int argc, char **argv);
+int cmd_map (int argc, char **argv);
+int cmd_bitmap (int argc, char **argv);
+
+/* Options shared by the read-only commands. */
+enum {
+  OPT_HELP = CHAR_MAX + 1,
+  OPT_LONG_OPTIONS,
+  OPT_JSON,
+  OPT_FIRST_COMMAND_OPTION,
+};
+
+#endif

@@ -1,0 +1,190 @@
+/* qbak info IMAGE [--json] [-U]: what qemu-img info shows, plus every
+ * bitmap's dirty bytes. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/cli.h"
+
+static const char usage_line[] = "Usage: qbak info [--json] [-U] IMAGE";
+static const char help[] =
+  "Usage: qbak info [--json] [-U] IMAGE\n"
+  "\n"
+  "Show an image: format (probed by content), virtual size, cluster size,\n"
+  "features, backing chain, and every persistent bitmap (name,\n"
+  "granularity, in-use and auto flags, dirty bytes).\n"
+  "\n"
+  "  --json            print a JSON object\n"
+  "  -U, --force-share read without taking QEMU's image locks\n"
+  "  --help            this text\n";
+
+static const struct option long_options[] = {
+  { "help", no_argument, NULL, OPT_HELP },
+  { "long-options", no_argument, NULL, OPT_LONG_OPTIONS },
+  { "json", no_argument, NULL, OPT_JSON },
+  { "force-share", no_argument, NULL, 'U' },
+  { NULL, 0, NULL, 0 },
+};
+
+static uint64_t
+disk_usage (const char *path)
+{
+  struct stat st;
+  return stat (path, &st) == 0 ? (uint64_t) st.st_blocks * 512 : 0;
+}
+
+static json_object *
+image_json (struct qbak_image *img)
+{
+  struct qbak_image_info in;
+  qbak_image_get_info (img, &in);
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "filename", json_object_new_string (in.filename));
+  json_object_object_add (o, "format", json_object_new_string (in.format));
+  json_object_object_add (o, "virtual-size", json_u64 (in.virtual_size));
+  json_object_object_add (o, "actual-size", json_u64 (disk_usage (in.filename)));
+  if (in.cluster_size)
+    json_object_object_add (o, "cluster-size", json_u64 (in.cluster_size));
+  if (in.backing_filename) {
+    json_object_object_add (o, "backing-filename",
+                            json_object_new_string (in.backing_filename));
+    json_object_object_add (o, "full-backing-filename",
+                            json_object_new_string (in.backing_full));
+    if (in.backing_format)
+      json_object_object_add (o, "backing-filename-format",
+                              json_object_new_string (in.backing_format));
+  }
+  json_object_object_add (o, "corrupt", json_object_new_boolean (in.corrupt));
+  json_object_object_add (o, "dirty-flag", json_object_new_boolean (in.dirty));
+  if (in.qcow2_version) {
+    json_object *fs = json_object_new_object ();
+    json_object_object_add (fs, "compat", json_object_new_string (
+                              in.qcow2_version == 2 ? "0.10" : "1.1"));
+    json_object_object_add (fs, "compression-type",
+                            json_object_new_string (in.compression_type));
+    json_object_object_add (fs, "lazy-refcounts",
+                            json_object_new_boolean (in.lazy_refcounts));
+    json_object_object_add (fs, "refcount-bits", json_u64 (in.refcount_bits));
+    json_object_object_add (fs, "extended-l2",
+                            json_object_new_boolean (in.extended_l2));
+    json_object_object_add (fs, "corrupt", json_object_new_boolean (in.corrupt));
+    json_object_object_add (fs, "bitmaps-consistent",
+                            json_object_new_boolean (in.bitmaps_consistent));
+    if (in.data_file) {
+      json_object_object_add (fs, "data-file",
+                              json_object_new_string (in.data_file));
+      json_object_object_add (fs, "data-file-raw",
+                              json_object_new_boolean (in.data_file_raw));
+    }
+    json_object_object_add (o, "format-specific", fs);
+  }
+  json_object *bitmaps = json_object_new_array ();
+  for (size_t i = 0; i < qbak_bitmap_count (img); i++) {
+    struct qbak_bitmap_info b;
+    if (qbak_bitmap_get_info (img, i, &b) == 0)
+      json_object_array_add (bitmaps, json_bitmap_info (&b));
+  }
+  json_object_object_add (o, "bitmaps", bitmaps);
+  return o;
+}
+
+static void
+print_text (struct qbak_image *img)
+{
+  struct qbak_image_info in;
+  qbak_image_get_info (img, &in);
+  printf ("image: %s\n", in.filename);
+  printf ("file format: %s\n", in.format);
+  printf ("virtual size: %" PRIu64 " bytes\n", in.virtual_size);
+  printf ("disk size: %" PRIu64 " bytes\n", disk_usage (in.filename));
+  if (in.cluster_size)
+    printf ("cluster_size: %" PRIu32 "\n", in.cluster_size);
+  if (in.backing_filename) {
+    printf ("backing file: %s", in.backing_filename);
+    if (strcmp (in.backing_filename, in.backing_full) != 0)
+      printf (" (actual path: %s)", in.backing_full);
+    printf ("\n");
+    if (in.backing_format)
+      printf ("backing file format: %s\n", in.backing_format);
+  }
+  if (in.qcow2_version) {
+    printf ("qcow2 version: %" PRIu32 "\n", in.qcow2_version);
+    printf ("compression type: %s\n", in.compression_type);
+    printf ("refcount bits: %" PRIu32 "\n", in.refcount_bits);
+    printf ("extended l2: %s\n", in.extended_l2 ? "true" : "false");
+    printf ("lazy refcounts: %s\n", in.lazy_refcounts ? "true" : "false");
+    if (in.data_file)
+      printf ("data file: %s%s\n", in.data_file,
+              in.data_file_raw ? " (raw)" : "");
+    if (!in.bitmaps_consistent)
+      printf ("bitmaps: inconsistent (a program without bitmap support "
+              "wrote the image)\n");
+  }
+  printf ("corrupt: %s\n", in.corrupt ? "true" : "false");
+  if (in.dirty)
+    printf ("dirty flag: true (refcounts may be stale)\n");
+  for (struct qbak_image *b = qbak_image_backing (img); b;
+       b = qbak_image_backing (b)) {
+    struct qbak_image_info bi;
+    qbak_image_get_info (b, &bi);
+    printf ("chain: %s (%s, %" PRIu64 " bytes)\n", bi.filename, bi.format,
+            bi.virtual_size);
+  }
+  size_t n = qbak_bitmap_count (img);
+  if (n) {
+    printf ("bitmaps:\n");
+    printf ("  %-20s %12s %-8s %s\n", "NAME", "GRANULARITY", "FLAGS", "DIRTY");
+    for (size_t i = 0; i < n; i++) {
+      struct qbak_bitmap_info b;
+      if (qbak_bitmap_get_info (img, i, &b) < 0)
+        continue;
+      char dirty[32];
+      if (b.dirty_known)
+        snprintf (dirty, sizeof dirty, "%" PRIu64, b.dirty_bytes);
+      else
+        snprintf (dirty, sizeof dirty, "unknown");
+      printf ("  %-20s %12" PRIu64 " %-8s %s\n", b.name, b.granularity,
+              b.in_use ? "in-use" : b.enabled ? "auto" : "disabled", dirty);
+    }
+  }
+}
+
+int
+cmd_info (int argc, char **argv)
+{
+  bool json = false;
+  unsigned flags = QBAK_OPEN_INSPECT;
+  int c;
+
+  while ((c = getopt_long (argc, argv, "U", long_options, NULL)) != -1) {
+    switch (c) {
+    case OPT_HELP: print_help_and_exit (help);
+    case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
+    case OPT_JSON: json = true; break;
+    case 'U': flags |= QBAK_OPEN_FORCE_SHARE; break;
+    default: return usage_error (usage_line, "info: invalid option");
+    }
+  }
+  if (optind >= argc)
+    return usage_error (usage_line, "info: missing IMAGE");
+  if (argc - optind > 1)
+    return usage_error (usage_line, "info: too many arguments");
+
+  struct qbak_image *img = qbak_image_open (argv[optind], flags);
+  if (!img)
+    return report_error ();
+  if (json) {
+    json_object *o = image_json (img);
+    json_object *chain = json_object_new_array ();
+    for (struct qbak_image *b = qbak_image_backing (img); b;
+         b = qbak_image_backing (b))
+      json_object_array_add (chain, image_json (b));
+    json_object_object_add (o, "backing-chain", chain);
+    json_print (o);
+  }
+  else
+    print_text (img);
+  qbak_image_close (img);
+  return EXIT_OK;
+}

@@ -1,0 +1,39 @@
+/* Library-wide error reporting (STYLE habit 2).
+ *
+ * Internal code returns -1 after qbak_set_error(), which stores one
+ * complete message "context: detail[: strerror]" and a status class per
+ * thread.  The CLI reads them back through qbak_get_error()/_status()/
+ * _errno() and prints one line.  The library itself never prints.
+ */
+#ifndef QBAK_COMMON_ERROR_H
+#define QBAK_COMMON_ERROR_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include "qbak.h"
+
+/* Record an error.  STATUS is one of enum qbak_status (pinned values that
+ * the CLI maps to exit codes); ERRNUM is 0 or an errno whose strerror is
+ * appended.  errno is preserved across the call. */
+void qbak_internal_error(enum qbak_status status, int errnum,
+                         const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+
+/* Prefix the stored message with "PREFIX: " (to add context on the way up,
+ * e.g. the file name).  Keeps status and errno. */
+void qbak_internal_error_prefix(const char *fmt, ...)
+  __attribute__((format(printf, 1, 2)));
+
+/* Short forms. */
+#define set_io_error(errnum, ...) \
+  qbak_internal_error(QBAK_STATUS_IO, (errnum), __VA_ARGS__)
+#define set_invalid(...) \
+  qbak_internal_error(QBAK_STATUS_INVALID, 0, __VA_ARGS__)
+#define set_usage_error(...) \
+  qbak_internal_error(QBAK_STATUS_USAGE, 0, __VA_ARGS__)
+#define set_busy(errnum, ...) \
+  qbak_internal_error(QBAK_STATUS_BUSY, (errnum), __VA_ARGS__)
+#define set_nomem() \
+  qbak_internal_error(QBAK_STATUS_IO, ENOMEM, "out of memory")
+
+#endif

@@ -1,0 +1,27 @@
+/* Fail points: deterministic fault injection in qbak's own file I/O.
+ *
+ * Compiled into every build and inert unless QBAK_FAILPOINT is set.  The
+ * developer documentation is tests/FAILPOINTS.md.  Format:
+ *
+ *   QBAK_FAILPOINT=CLASS:N:EFFECT[,CLASS:N:EFFECT...]
+ *     CLASS  read | write | flush | any
+ *     N      the N-th call of that class in this process (1-based)
+ *     EFFECT eio | enospc | abort | stop
+ *
+ * "abort" kills the process at that call (a crash: nothing after it
+ * happens, not even the I/O itself); "stop" raises SIGSTOP before the call
+ * so a test can inspect locks and then SIGCONT.  QBAK_FAILPOINT_LOG=FILE
+ * appends one line per triggered point, and QBAK_FAILPOINT_COUNT=FILE
+ * writes the number of calls per class at exit, so tests can enumerate
+ * every N.
+ */
+#ifndef QBAK_COMMON_FAILPOINT_H
+#define QBAK_COMMON_FAILPOINT_H
+
+enum failpoint_class { FP_READ, FP_WRITE, FP_FLUSH };
+
+/* Returns 0 to go on, or an errno (EIO, ENOSPC) the caller must fail
+ * with.  May not return (abort). */
+int qbak_failpoint (enum failpoint_class cls, const char *path);
+
+#endif

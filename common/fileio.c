@@ -1,0 +1,226 @@
+/* File I/O with full-transfer loops and fail points: see fileio.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "common/failpoint.h"
+#include "common/fileio.h"
+
+static struct qbak_file *
+wrap (int fd, const char *path, bool writable)
+{
+  struct qbak_file *f = calloc (1, sizeof *f);
+  if (!f || !(f->path = strdup (path))) {
+    free (f);
+    close (fd);
+    set_nomem ();
+    return NULL;
+  }
+  f->fd = fd;
+  f->writable = writable;
+  return f;
+}
+
+struct qbak_file *
+qbak_file_open (const char *path, bool writable)
+{
+  int fd = open (path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    qbak_internal_error (e == ENOENT ? QBAK_STATUS_INVALID : QBAK_STATUS_IO,
+                         e, "%s: cannot open", path);
+    return NULL;
+  }
+  struct stat st;
+  if (fstat (fd, &st) == 0 && S_ISDIR (st.st_mode)) {
+    close (fd);
+    set_invalid ("%s: is a directory, not an image", path);
+    return NULL;
+  }
+  return wrap (fd, path, writable);
+}
+
+struct qbak_file *
+qbak_file_create (const char *path)
+{
+  int fd = open (path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    int e = errno;
+    qbak_internal_error (e == EEXIST ? QBAK_STATUS_USAGE : QBAK_STATUS_IO,
+                         e, "%s: cannot create", path);
+    return NULL;
+  }
+  return wrap (fd, path, true);
+}
+
+void
+qbak_file_close (struct qbak_file *f)
+{
+  if (!f)
+    return;
+  close (f->fd);
+  free (f->path);
+  free (f);
+}
+
+static int
+do_pread (struct qbak_file *f, void *buf, size_t count, uint64_t offset,
+          bool zerofill)
+{
+  char *p = buf;
+  int e = qbak_failpoint (FP_READ, f->path);
+  if (e) {
+    set_io_error (e, "%s: read at offset %" PRIu64, f->path, offset);
+    return -1;
+  }
+  if (offset > INT64_MAX || count > INT64_MAX - offset) {
+    set_invalid ("%s: read at offset %" PRIu64 " is out of range",
+                 f->path, offset);
+    return -1;
+  }
+  while (count > 0) {
+    ssize_t r = pread (f->fd, p, count, (off_t) offset);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      set_io_error (errno, "%s: read at offset %" PRIu64, f->path, offset);
+      return -1;
+    }
+    if (r == 0) {
+      if (zerofill) {
+        memset (p, 0, count);
+        return 0;
+      }
+      set_invalid ("%s: unexpected end of file reading offset %" PRIu64
+                   ": the image is truncated", f->path, offset);
+      return -1;
+    }
+    p += r;
+    count -= (size_t) r;
+    offset += (uint64_t) r;
+  }
+  return 0;
+}
+
+int
+qbak_file_pread (struct qbak_file *f, void *buf, size_t count, uint64_t offset)
+{
+  return do_pread (f, buf, count, offset, false);
+}
+
+int
+qbak_file_pread_zerofill (struct qbak_file *f, void *buf, size_t count,
+                          uint64_t offset)
+{
+  return do_pread (f, buf, count, offset, true);
+}
+
+int
+qbak_file_pwrite (struct qbak_file *f, const void *buf, size_t count,
+                  uint64_t offset)
+{
+  const char *p = buf;
+  int e = qbak_failpoint (FP_WRITE, f->path);
+  if (e) {
+    set_io_error (e, "%s: write at offset %" PRIu64, f->path, offset);
+    return -1;
+  }
+  while (count > 0) {
+    ssize_t r = pwrite (f->fd, p, count, (off_t) offset);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      set_io_error (errno, "%s: write at offset %" PRIu64, f->path, offset);
+      return -1;
+    }
+    p += r;
+    count -= (size_t) r;
+    offset += (uint64_t) r;
+  }
+  return 0;
+}
+
+int
+qbak_file_flush (struct qbak_file *f)
+{
+  int e = qbak_failpoint (FP_FLUSH, f->path);
+  if (e) {
+    set_io_error (e, "%s: flush", f->path);
+    return -1;
+  }
+  if (fsync (f->fd) < 0) {
+    set_io_error (errno, "%s: flush", f->path);
+    return -1;
+  }
+  return 0;
+}
+
+int
+qbak_file_truncate (struct qbak_file *f, uint64_t size)
+{
+  int e = qbak_failpoint (FP_WRITE, f->path);
+  if (e) {
+    set_io_error (e, "%s: truncate to %" PRIu64, f->path, size);
+    return -1;
+  }
+  if (ftruncate (f->fd, (off_t) size) < 0) {
+    set_io_error (errno, "%s: truncate to %" PRIu64, f->path, size);
+    return -1;
+  }
+  return 0;
+}
+
+int64_t
+qbak_file_size (struct qbak_file *f)
+{
+  struct stat st;
+  if (fstat (f->fd, &st) < 0) {
+    set_io_error (errno, "%s: stat", f->path);
+    return -1;
+  }
+  return st.st_size;
+}
+
+int
+qbak_file_extent (struct qbak_file *f, uint64_t offset, uint64_t length,
+                  bool *is_data, uint64_t *pnum)
+{
+  int64_t size = qbak_file_size (f);
+  if (size < 0)
+    return -1;
+  if (offset >= (uint64_t) size) {
+    *is_data = false;
+    *pnum = length;
+    return 0;
+  }
+  off_t data = lseek (f->fd, (off_t) offset, SEEK_DATA);
+  if (data < 0) {
+    if (errno == ENXIO) {       /* a hole up to EOF */
+      *is_data = false;
+      *pnum = length;
+      return 0;
+    }
+    *is_data = true;            /* no SEEK_DATA here: assume data */
+    *pnum = length;
+    return 0;
+  }
+  if ((uint64_t) data > offset) {
+    *is_data = false;
+    *pnum = (uint64_t) data - offset;
+  }
+  else {
+    off_t hole = lseek (f->fd, (off_t) offset, SEEK_HOLE);
+    *is_data = true;
+    *pnum = hole < 0 ? length : (uint64_t) hole - offset;
+  }
+  if (*pnum > length)
+    *pnum = length;
+  if (*pnum == 0)
+    *pnum = length;
+  return 0;
+}

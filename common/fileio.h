@@ -1,0 +1,47 @@
+/* File I/O for every layer: full-transfer loops, EINTR retries, errors
+ * with the file name, and the fail-point hooks (failpoint.h) on every call,
+ * so tests can fail or crash qbak at any single I/O (STYLE habit 10). */
+#ifndef QBAK_COMMON_FILEIO_H
+#define QBAK_COMMON_FILEIO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+struct qbak_file {
+  int fd;
+  char *path;
+  bool writable;
+};
+
+/* Open PATH read-only, or read-write if WRITABLE.  Returns NULL on error
+ * (QBAK_STATUS_INVALID for a missing file, IO otherwise). */
+struct qbak_file *qbak_file_open (const char *path, bool writable);
+/* Create PATH exclusively (O_EXCL); fails if it exists. */
+struct qbak_file *qbak_file_create (const char *path);
+/* Close; accepts NULL. */
+void qbak_file_close (struct qbak_file *f);
+
+/* Read exactly COUNT bytes at OFFSET.  A read past the end of the file is
+ * an error ("unexpected end of file"), QBAK_STATUS_INVALID. */
+int qbak_file_pread (struct qbak_file *f, void *buf, size_t count,
+                     uint64_t offset);
+/* Read up to COUNT bytes; bytes past the end of the file read as zeroes
+ * (as QEMU's file driver does for a cluster whose tail was never written). */
+int qbak_file_pread_zerofill (struct qbak_file *f, void *buf, size_t count,
+                              uint64_t offset);
+int qbak_file_pwrite (struct qbak_file *f, const void *buf, size_t count,
+                      uint64_t offset);
+int qbak_file_flush (struct qbak_file *f);
+int qbak_file_truncate (struct qbak_file *f, uint64_t size);
+/* Current size of the file, or -1. */
+int64_t qbak_file_size (struct qbak_file *f);
+
+
+/* Allocation of the host file itself (SEEK_DATA/SEEK_HOLE): set *IS_DATA
+ * and *PNUM (bytes from OFFSET, at most LENGTH, with the same state).
+ * Offsets at or past the end of the file are holes.  Filesystems without
+ * SEEK_DATA report everything as data. */
+int qbak_file_extent (struct qbak_file *f, uint64_t offset, uint64_t length,
+                      bool *is_data, uint64_t *pnum);
+#endif

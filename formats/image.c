@@ -1,0 +1,127 @@
+/* Chain-level reads and allocation status built from each layer's
+ * block_status and read_layer (see image.h). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "formats/image.h"
+
+void
+image_close (struct image *img)
+{
+  while (img) {
+    struct image *next = img->backing;
+    img->backing = NULL;
+    img->ops->close (img);
+    img = next;
+  }
+}
+
+int
+image_read (struct image *img, void *buf, uint64_t count, uint64_t offset)
+{
+  char *p = buf;
+
+  while (count > 0) {
+    if (offset >= img->size) {
+      /* Past the end of a shorter backing file: zeroes, as in QEMU. */
+      memset (p, 0, count);
+      return 0;
+    }
+    uint64_t n = count;
+    if (n > img->size - offset)
+      n = img->size - offset;
+
+    struct layer_extent ext;
+    if (img->ops->block_status (img, offset, n, &ext) < 0)
+      return -1;
+    if (ext.length == 0 || ext.length > n) {
+      set_invalid ("%s: internal error: bad extent length at %" PRIu64,
+                   img->filename, offset);
+      return -1;
+    }
+    n = ext.length;
+    switch (ext.state) {
+    case LAYER_DATA:
+      if (img->ops->read_layer (img, p, n, offset) < 0)
+        return -1;
+      break;
+    case LAYER_ZERO:
+      memset (p, 0, n);
+      break;
+    case LAYER_UNALLOCATED:
+      if (img->backing) {
+        if (image_read (img->backing, p, n, offset) < 0)
+          return -1;
+      }
+      else
+        memset (p, 0, n);
+      break;
+    }
+    p += n;
+    offset += n;
+    count -= n;
+  }
+  return 0;
+}
+
+/* qemu-img map's view (qemu-img.c get_block_status): walk down the chain
+ * until a layer has data or zeroes; the extent shrinks to what every layer
+ * visited agrees on.  A data range whose host bytes are a hole in the
+ * image file also reads as zero, as QEMU's block layer reports it. */
+int
+image_chain_status (struct image *img, uint64_t offset, uint64_t length,
+                    struct chain_extent *out)
+{
+  int depth = 0;
+  struct image *layer = img;
+
+  memset (out, 0, sizeof *out);
+  for (;;) {
+    struct layer_extent ext;
+    if (layer->ops->block_status (layer, offset, length, &ext) < 0)
+      return -1;
+    length = ext.length;
+    if (ext.state == LAYER_DATA) {
+      out->present = out->data = true;
+      out->offset_valid = ext.offset_valid;
+      out->offset = ext.offset;
+      if (ext.offset_valid && layer->data_file) {
+        bool is_data;
+        uint64_t pnum;
+        if (qbak_file_extent (layer->data_file, ext.offset, length,
+                              &is_data, &pnum) < 0)
+          return -1;
+        out->zero = !is_data;
+        length = pnum;
+      }
+      break;
+    }
+    if (ext.state == LAYER_ZERO) {
+      out->present = out->zero = true;
+      out->offset_valid = ext.offset_valid;
+      out->offset = ext.offset;
+      break;
+    }
+    /* Unallocated in this layer. */
+    struct image *next = layer->backing;
+    if (!next) {
+      out->zero = true;
+      break;
+    }
+    if (offset >= next->size) {
+      /* Beyond the end of the backing file: zeroes, not present. */
+      out->zero = true;
+      break;
+    }
+    if (length > next->size - offset)
+      length = next->size - offset;
+    layer = next;
+    depth++;
+  }
+  out->depth = depth;
+  out->length = length;
+  return 0;
+}

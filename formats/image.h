@@ -1,0 +1,102 @@
+/* formats/: image access behind one ops table (STYLE habit 13).
+ *
+ * An image is one layer of a chain.  Each format answers two questions
+ * about its own layer: what is at offset X (block_status), and give me the
+ * bytes of a range it holds (read_layer).  image.c builds guest reads and
+ * the qemu-img-map view of a whole chain from those two, so the engine
+ * never switches on format.
+ */
+#ifndef QBAK_FORMATS_IMAGE_H
+#define QBAK_FORMATS_IMAGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/fileio.h"
+
+enum image_format { IMAGE_RAW, IMAGE_QCOW2, IMAGE_QCOW1 };
+
+/* What one layer holds at an offset. */
+enum layer_state {
+  LAYER_UNALLOCATED,  /* not in this layer: read the backing file */
+  LAYER_DATA,         /* data in this layer */
+  LAYER_ZERO,         /* reads as zeroes, no backing read */
+};
+
+struct layer_extent {
+  uint64_t length;
+  enum layer_state state;
+  bool offset_valid;     /* host offset known (not compressed) */
+  uint64_t offset;       /* host offset of the first byte */
+  bool compressed;
+};
+
+struct image;
+
+struct image_ops {
+  const char *name;
+  /* Describe this layer at OFFSET: fill EXT with the longest run of equal
+   * state (offsets contiguous) no longer than LENGTH.  0 or -1. */
+  int (*block_status) (struct image *img, uint64_t offset, uint64_t length,
+                       struct layer_extent *ext);
+  /* Read [OFFSET, +COUNT) that block_status reported as LAYER_DATA. */
+  int (*read_layer) (struct image *img, void *buf, uint64_t count,
+                     uint64_t offset);
+  void (*close) (struct image *img);
+};
+
+struct image {
+  const struct image_ops *ops;
+  enum image_format format;
+  char *filename;           /* as given (for messages) */
+  struct qbak_file *file;
+  struct qbak_file *data_file; /* where LAYER_DATA offsets point (may be
+                                  file; NULL if not a plain file) */
+  uint64_t size;            /* virtual size */
+  uint32_t cluster_size;    /* allocation unit; 0 for raw */
+  bool corrupt;             /* marked corrupt: never write, never back up */
+
+  /* Backing chain. */
+  char *backing_name;       /* as stored in the image */
+  char *backing_path;       /* resolved against the image's directory */
+  char *backing_format;     /* from the extension, or NULL */
+  struct image *backing;    /* owned, or NULL */
+};
+
+enum image_open_flags {
+  IMAGE_OPEN_WRITE = 1,
+  IMAGE_OPEN_NO_BACKING = 2,
+};
+
+/* probe.c: open PATH by content, and its backing chain.  NULL on error. */
+struct image *image_open (const char *path, unsigned flags);
+/* Close IMG and its chain; accepts NULL. */
+void image_close (struct image *img);
+
+/* image.c */
+/* Guest read through the chain; beyond a shorter backing file: zeroes. */
+int image_read (struct image *img, void *buf, uint64_t count, uint64_t offset);
+
+/* One extent of the chain as qemu-img map reports it. */
+struct chain_extent {
+  uint64_t length;
+  int depth;
+  bool present, zero, data, offset_valid;
+  uint64_t offset;
+};
+/* Describe the chain at OFFSET (length capped at LENGTH). */
+int image_chain_status (struct image *img, uint64_t offset, uint64_t length,
+                        struct chain_extent *ext);
+
+/* raw.c, qcow2.c, qcow1.c: format constructors used by probe.c. */
+struct image *raw_open (struct qbak_file *file, const char *path);
+struct image *qcow2_open (struct qbak_file *file, const char *path,
+                          unsigned flags);
+struct image *qcow1_open (const char *path);
+
+/* Resolve NAME (a backing file name from IMAGE_PATH) as QEMU does:
+ * absolute names as they are, relative ones against the directory of
+ * IMAGE_PATH.  Returns a malloc'ed string or NULL. */
+char *image_resolve_backing (const char *image_path, const char *name);
+
+#endif

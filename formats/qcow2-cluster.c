@@ -1,0 +1,329 @@
+/* qcow2 guest-to-host mapping: L1/L2 lookup, cluster and subcluster types,
+ * and reads of data and compressed clusters
+ * (shared/reference/qcow2-bitmaps.md §1.7-1.9). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "common/error.h"
+#include "formats/qcow2.h"
+
+int
+qcow2_check_metadata_range (struct qcow2 *s, uint64_t offset, uint64_t len,
+                            const char *what)
+{
+  const char *fn = s->base.filename;
+
+  if (offset & (s->cluster_size - 1)) {
+    set_invalid ("%s: %s offset %#" PRIx64 " is not cluster aligned",
+                 fn, what, offset);
+    return -1;
+  }
+  if (offset == 0) {
+    set_invalid ("%s: %s at offset 0 overlaps the header", fn, what);
+    return -1;
+  }
+  if (offset > s->file_size || len > s->file_size - offset) {
+    set_invalid ("%s: %s at offset %#" PRIx64 " (%" PRIu64 " bytes) lies "
+                 "past the end of the file", fn, what, offset, len);
+    return -1;
+  }
+  return 0;
+}
+
+void
+qcow2_cluster_cleanup (struct qcow2 *s)
+{
+  for (int i = 0; i < QCOW2_L2_CACHE_SIZE; i++)
+    free (s->l2_cache[i].table);
+  free (s->zbuf);
+  ZSTD_freeDCtx (s->zstd_dctx);
+}
+
+/* The L2 table at host offset L2_OFFSET, through a small LRU cache. */
+static const uint64_t *
+get_l2 (struct qcow2 *s, uint64_t l2_offset)
+{
+  struct qcow2_l2_cache_entry *victim = &s->l2_cache[0];
+  size_t nwords = s->cluster_size / 8;
+
+  for (int i = 0; i < QCOW2_L2_CACHE_SIZE; i++) {
+    struct qcow2_l2_cache_entry *c = &s->l2_cache[i];
+    if (c->offset == l2_offset && c->table) {
+      c->last_use = ++s->l2_cache_clock;
+      return c->table;
+    }
+    if (c->last_use < victim->last_use)
+      victim = c;
+  }
+  if (!victim->table && !(victim->table = malloc (s->cluster_size))) {
+    set_nomem ();
+    return NULL;
+  }
+  victim->offset = 0;
+  if (qcow2_check_metadata_range (s, l2_offset, s->cluster_size,
+                                  "L2 table") < 0 ||
+      qbak_file_pread (s->base.file, victim->table, s->cluster_size,
+                       l2_offset) < 0)
+    return NULL;
+  uint8_t *raw = (uint8_t *) victim->table;
+  for (size_t i = 0; i < nwords; i++) {
+    uint64_t v = be64_at (raw + i * 8);
+    victim->table[i] = v;
+  }
+  victim->offset = l2_offset;
+  victim->last_use = ++s->l2_cache_clock;
+  return victim->table;
+}
+
+/* State of one guest cluster (or subcluster range within it). */
+struct cluster_info {
+  enum layer_state state;
+  bool compressed;
+  bool offset_valid;
+  uint64_t host;       /* host offset of the cluster start (normal) */
+  uint64_t l2e;        /* raw entry (compressed descriptor) */
+  uint64_t bytes;      /* bytes from the queried offset with this state */
+};
+
+static int
+compressed_bounds (struct qcow2 *s, uint64_t l2e, uint64_t *coffset,
+                   uint64_t *csize)
+{
+  unsigned x = 62 - (s->cluster_bits - 8);
+  uint64_t off_mask = (1ULL << x) - 1;
+  uint64_t size_mask = (1ULL << (s->cluster_bits - 8)) - 1;
+  uint64_t nb_sectors = ((l2e >> x) & size_mask) + 1;
+
+  *coffset = l2e & off_mask;
+  *csize = nb_sectors * 512 - (*coffset & 511);
+  if (*coffset & ~L2E_OFFSET_MASK & ~511ULL) {
+    set_invalid ("%s: compressed cluster descriptor %#" PRIx64
+                 " has an offset beyond 2^56", s->base.filename, l2e);
+    return -1;
+  }
+  if (*coffset >= s->file_size) {
+    set_invalid ("%s: compressed cluster data at offset %#" PRIx64
+                 " lies past the end of the file", s->base.filename,
+                 *coffset);
+    return -1;
+  }
+  return 0;
+}
+
+/* Describe guest OFFSET (inside the image); ci->bytes is capped at the end
+ * of the cluster (or of the run of equal subclusters). */
+static int
+lookup (struct qcow2 *s, uint64_t offset, struct cluster_info *ci)
+{
+  const char *fn = s->base.filename;
+  uint64_t cs = s->cluster_size;
+  uint64_t cluster = offset >> s->cluster_bits;
+  uint64_t in_cluster = offset & (cs - 1);
+  uint64_t l1_index = cluster / s->l2_entries;
+  uint64_t l2_index = cluster % s->l2_entries;
+
+  memset (ci, 0, sizeof *ci);
+  ci->bytes = cs - in_cluster;
+  ci->state = LAYER_UNALLOCATED;
+
+  if (l1_index >= s->l1_size)
+    return 0;
+  uint64_t l2_offset = s->l1[l1_index] & L1E_OFFSET_MASK;
+  if (!l2_offset) {
+    /* The whole L2 range is unallocated. */
+    ci->bytes = ((uint64_t) s->l2_entries - l2_index) * cs - in_cluster;
+    return 0;
+  }
+  const uint64_t *l2 = get_l2 (s, l2_offset);
+  if (!l2)
+    return -1;
+
+  uint64_t e = l2[l2_index * (s->l2_entry_bytes / 8)];
+  uint64_t bitmap = s->extended_l2 ? l2[l2_index * 2 + 1] : 0;
+  ci->l2e = e;
+
+  if (e & QCOW_OFLAG_COMPRESSED) {
+    uint64_t coff, csize;
+    if (s->base.data_file != s->base.file) {
+      set_invalid ("%s: compressed cluster at guest offset %#" PRIx64
+                   " in an image with an external data file", fn, offset);
+      return -1;
+    }
+    if (s->extended_l2 && bitmap) {
+      set_invalid ("%s: compressed cluster at guest offset %#" PRIx64
+                   " has subcluster bits set", fn, offset);
+      return -1;
+    }
+    if (compressed_bounds (s, e, &coff, &csize) < 0)
+      return -1;
+    ci->state = LAYER_DATA;
+    ci->compressed = true;
+    return 0;
+  }
+
+  if (e & L2E_STD_RESERVED_MASK || (s->extended_l2 && (e & QCOW_OFLAG_ZERO))) {
+    set_invalid ("%s: L2 entry for guest offset %#" PRIx64 " has reserved "
+                 "bits set (%#" PRIx64 ")", fn, offset, e);
+    return -1;
+  }
+  uint64_t host = e & L2E_OFFSET_MASK;
+  bool external = s->base.data_file != s->base.file;
+  bool allocated = host != 0 || (external && (e & QCOW_OFLAG_COPIED));
+
+  if (allocated && !external && host >= s->file_size) {
+    set_invalid ("%s: data cluster for guest offset %#" PRIx64 " at host "
+                 "offset %#" PRIx64 " lies past the end of the file", fn,
+                 offset, host);
+    return -1;
+  }
+
+  if (!s->extended_l2) {
+    if (e & QCOW_OFLAG_ZERO) {
+      ci->state = LAYER_ZERO;
+      ci->offset_valid = host != 0;
+      ci->host = host;
+    }
+    else if (allocated) {
+      ci->state = LAYER_DATA;
+      ci->offset_valid = true;
+      ci->host = host;
+    }
+    return 0;
+  }
+
+  /* Extended L2: 32 subclusters, alloc bits 0-31, zero bits 32-63. */
+  uint32_t alloc = (uint32_t) bitmap, zero = (uint32_t) (bitmap >> 32);
+  if (!allocated && alloc) {
+    set_invalid ("%s: L2 entry for guest offset %#" PRIx64 " marks "
+                 "subclusters allocated without a host cluster", fn, offset);
+    return -1;
+  }
+  if (alloc & zero) {
+    set_invalid ("%s: L2 entry for guest offset %#" PRIx64 " marks "
+                 "subclusters both allocated and zero", fn, offset);
+    return -1;
+  }
+  unsigned sc = (unsigned) (in_cluster / s->subcluster_size);
+  bool a = alloc >> sc & 1, z = zero >> sc & 1;
+  unsigned end = sc + 1;
+  while (end < 32 && (bool) (alloc >> end & 1) == a &&
+         (bool) (zero >> end & 1) == z)
+    end++;
+  ci->bytes = (uint64_t) end * s->subcluster_size - in_cluster;
+  if (z) {
+    ci->state = LAYER_ZERO;
+    ci->offset_valid = allocated;
+    ci->host = host;
+  }
+  else if (a) {
+    ci->state = LAYER_DATA;
+    ci->offset_valid = true;
+    ci->host = host;
+  }
+  return 0;
+}
+
+int
+qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,
+                    struct layer_extent *ext)
+{
+  struct qcow2 *s = to_qcow2 (img);
+  struct cluster_info ci;
+
+  if (length > img->size - offset)
+    length = img->size - offset;
+  if (lookup (s, offset, &ci) < 0)
+    return -1;
+  memset (ext, 0, sizeof *ext);
+  ext->state = ci.state;
+  ext->compressed = ci.compressed;
+  ext->offset_valid = ci.offset_valid;
+  ext->offset = ci.host + (offset & (s->cluster_size - 1));
+  uint64_t done = ci.bytes < length ? ci.bytes : length;
+
+  /* A compressed cluster stands alone: its bytes are not contiguous with
+   * anything. */
+  while (!ci.compressed && done < length) {
+    struct cluster_info next;
+    if (lookup (s, offset + done, &next) < 0)
+      return -1;
+    if (next.state != ext->state || next.compressed ||
+        next.offset_valid != ext->offset_valid)
+      break;
+    if (ext->offset_valid &&
+        next.host + ((offset + done) & (s->cluster_size - 1)) !=
+        ext->offset + done)
+      break;
+    done += next.bytes;
+  }
+  ext->length = done < length ? done : length;
+  return 0;
+}
+
+static int
+read_compressed (struct qcow2 *s, uint64_t l2e, uint8_t **out)
+{
+  if (s->zbuf && s->zbuf_host == l2e) {
+    *out = s->zbuf;
+    return 0;
+  }
+  uint64_t coff, csize;
+  if (compressed_bounds (s, l2e, &coff, &csize) < 0)
+    return -1;
+  if (!s->zbuf && !(s->zbuf = malloc (s->cluster_size))) {
+    set_nomem ();
+    return -1;
+  }
+  uint8_t *src = malloc (csize);
+  if (!src) {
+    set_nomem ();
+    return -1;
+  }
+  s->zbuf_host = 0;
+  int r = qbak_file_pread_zerofill (s->base.file, src, csize, coff);
+  if (r == 0)
+    r = qcow2_decompress (s, src, csize, s->zbuf);
+  free (src);
+  if (r < 0)
+    return -1;
+  s->zbuf_host = l2e;
+  *out = s->zbuf;
+  return 0;
+}
+
+int
+qcow2_read_layer (struct image *img, void *buf, uint64_t count,
+                  uint64_t offset)
+{
+  struct qcow2 *s = to_qcow2 (img);
+  uint8_t *p = buf;
+
+  while (count > 0) {
+    struct layer_extent ext;
+    if (qcow2_block_status (img, offset, count, &ext) < 0)
+      return -1;
+    uint64_t n = ext.length;
+    if (ext.state != LAYER_DATA) {
+      /* Callers only ask for data ranges; anything else reads as zero
+       * here and the chain logic in image.c never relies on it. */
+      memset (p, 0, n);
+    }
+    else if (ext.compressed) {
+      struct cluster_info ci;
+      uint8_t *cluster;
+      if (lookup (s, offset, &ci) < 0 || read_compressed (s, ci.l2e,
+                                                          &cluster) < 0)
+        return -1;
+      memcpy (p, cluster + (offset & (s->cluster_size - 1)), n);
+    }
+    else if (qbak_file_pread_zerofill (img->data_file, p, n, ext.offset) < 0)
+      return -1;
+    p += n;
+    offset += n;
+    count -= n;
+  }
+  return 0;
+}

@@ -1,0 +1,166 @@
+/* formats/ internal header for qcow2 (QEMU's qcow2.h split, STYLE 6).
+ * Byte layouts: shared/reference/qcow2-bitmaps.md §1. */
+#ifndef QBAK_FORMATS_QCOW2_H
+#define QBAK_FORMATS_QCOW2_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "formats/image.h"
+
+#define QCOW2_MAGIC 0x514649fbU
+#define QCOW2_V2_HEADER_LENGTH 72
+#define QCOW2_V3_MIN_HEADER_LENGTH 104
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_MAX_L1_BYTES (32u << 20)
+#define QCOW2_MAX_REFTABLE_BYTES (8u << 20)
+#define QCOW2_MAX_BACKING_NAME 1023
+
+#define QCOW2_INCOMPAT_DIRTY        (1ULL << 0)
+#define QCOW2_INCOMPAT_CORRUPT      (1ULL << 1)
+#define QCOW2_INCOMPAT_DATA_FILE    (1ULL << 2)
+#define QCOW2_INCOMPAT_COMPRESSION  (1ULL << 3)
+#define QCOW2_INCOMPAT_EXTL2        (1ULL << 4)
+#define QCOW2_INCOMPAT_KNOWN        0x1fULL
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+#define QCOW2_AUTOCLEAR_BITMAPS     (1ULL << 0)
+#define QCOW2_AUTOCLEAR_DATA_RAW    (1ULL << 1)
+#define QCOW2_AUTOCLEAR_KNOWN       0x3ULL
+
+#define QCOW2_EXT_END          0x00000000U
+#define QCOW2_EXT_BACKING_FMT  0xe2792acaU
+#define QCOW2_EXT_FEATURES     0x6803f857U
+#define QCOW2_EXT_BITMAPS      0x23852875U
+#define QCOW2_EXT_CRYPTO       0x0537be77U
+#define QCOW2_EXT_DATA_FILE    0x44415441U
+
+#define L1E_OFFSET_MASK        0x00fffffffffffe00ULL
+#define L1E_RESERVED_MASK      0x7f000000000001ffULL
+#define L2E_OFFSET_MASK        0x00fffffffffffe00ULL
+#define L2E_STD_RESERVED_MASK  0x3f000000000001feULL
+#define QCOW_OFLAG_COPIED      (1ULL << 63)
+#define QCOW_OFLAG_COMPRESSED  (1ULL << 62)
+#define QCOW_OFLAG_ZERO        (1ULL << 0)
+#define REFT_OFFSET_MASK       0xfffffffffffffe00ULL
+#define REFT_RESERVED_MASK     0x1ffULL
+
+/* An extension qbak does not interpret, kept byte-identical for rewrites. */
+struct qcow2_ext {
+  uint32_t type;
+  uint32_t len;
+  uint8_t *data;
+};
+
+struct qcow2_feature_name {
+  uint8_t type, bit;
+  char name[47];
+};
+
+struct qcow2_l2_cache_entry {
+  uint64_t offset;       /* host offset of the table; 0 = empty slot */
+  uint64_t *table;       /* entries, CPU order */
+  uint64_t last_use;
+};
+#define QCOW2_L2_CACHE_SIZE 16
+
+struct qcow2 {
+  struct image base;     /* must be first */
+
+  /* Header fields, CPU order. */
+  uint32_t version;
+  uint64_t backing_file_offset;
+  uint32_t backing_file_size;
+  uint32_t cluster_bits;
+  uint32_t cluster_size;
+  uint32_t crypt_method;
+  uint32_t l1_size;
+  uint64_t l1_table_offset;
+  uint64_t refcount_table_offset;
+  uint32_t refcount_table_clusters;
+  uint32_t nb_snapshots;
+  uint64_t snapshots_offset;
+  uint64_t incompatible_features;
+  uint64_t compatible_features;
+  uint64_t autoclear_features;
+  uint32_t refcount_order;
+  uint32_t header_length;
+  uint8_t compression_type;   /* 0 deflate, 1 zstd */
+  uint8_t *unknown_header;    /* header bytes past 112 (kept) */
+  uint32_t unknown_header_len;
+
+  /* Extensions. */
+  struct qcow2_ext *unknown_exts;
+  size_t n_unknown_exts;
+  struct qcow2_feature_name *features;
+  size_t n_features;
+  char *data_file_name;
+  bool has_bitmaps_ext;       /* present (whether consistent or not) */
+  uint32_t nb_bitmaps;
+  uint64_t bitmap_directory_size;
+  uint64_t bitmap_directory_offset;
+
+  /* Derived. */
+  bool extended_l2;
+  uint32_t l2_entries;        /* per L2 table */
+  uint32_t l2_entry_bytes;    /* 8 or 16 */
+  uint32_t subcluster_size;
+  uint64_t file_size;         /* at open */
+  uint64_t *l1;               /* CPU order */
+  struct qbak_file *data_file; /* external data file, or NULL */
+
+  struct qcow2_l2_cache_entry l2_cache[QCOW2_L2_CACHE_SIZE];
+  uint64_t l2_cache_clock;
+
+  /* One decompressed cluster (sequential reads hit it repeatedly). */
+  uint64_t zbuf_host;         /* descriptor of the cached cluster, 0 = none */
+  uint8_t *zbuf;
+  void *zstd_dctx;
+};
+
+static inline struct qcow2 *
+to_qcow2 (struct image *img)
+{
+  return (struct qcow2 *) img;
+}
+
+/* qcow2.c */
+/* Look up a feature's name from the image's feature table ("bit N" when
+ * absent).  Returns a static or image-owned string. */
+const char *qcow2_feature_name (struct qcow2 *s, int type, int bit,
+                                char *buf, size_t bufsize);
+
+/* qcow2-cluster.c */
+int qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,
+                        struct layer_extent *ext);
+int qcow2_read_layer (struct image *img, void *buf, uint64_t count,
+                      uint64_t offset);
+void qcow2_cluster_cleanup (struct qcow2 *s);
+/* Check that [OFFSET, +LEN) of metadata lies inside the file and OFFSET is
+ * cluster aligned.  WHAT names it for the message. */
+int qcow2_check_metadata_range (struct qcow2 *s, uint64_t offset,
+                                uint64_t len, const char *what);
+
+/* qcow2-compress.c */
+/* Decompress one cluster: SRC/SRCLEN (padded to sectors) into DST of
+ * cluster_size bytes. */
+int qcow2_decompress (struct qcow2 *s, const uint8_t *src, size_t srclen,
+                      uint8_t *dst);
+
+/* Big-endian helpers for on-disk fields. */
+static inline uint16_t be16_at (const uint8_t *p)
+{ return (uint16_t) ((p[0] << 8) | p[1]); }
+static inline uint32_t be32_at (const uint8_t *p)
+{ return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
+         ((uint32_t) p[2] << 8) | p[3]; }
+static inline uint64_t be64_at (const uint8_t *p)
+{ return ((uint64_t) be32_at (p) << 32) | be32_at (p + 4); }
+static inline void put_be16 (uint8_t *p, uint16_t v)
+{ p[0] = (uint8_t) (v >> 8); p[1] = (uint8_t) v; }
+static inline void put_be32 (uint8_t *p, uint32_t v)
+{ p[0] = (uint8_t) (v >> 24); p[1] = (uint8_t) (v >> 16);
+  p[2] = (uint8_t) (v >> 8); p[3] = (uint8_t) v; }
+static inline void put_be64 (uint8_t *p, uint64_t v)
+{ put_be32 (p, (uint32_t) (v >> 32)); put_be32 (p + 4, (uint32_t) v); }
+
+#endif

@@ -1,0 +1,61 @@
+/* Reading persistent bitmaps through the public API: list and extents. */
+#include <string.h>
+
+#include "common/error.h"
+#include "lib/internal.h"
+
+size_t
+qbak_bitmap_count (struct qbak_image *h)
+{
+  return h->bitmaps.n;
+}
+
+int
+qbak_bitmap_get_info (struct qbak_image *h, size_t i,
+                      struct qbak_bitmap_info *info)
+{
+  if (i >= h->bitmaps.n) {
+    set_usage_error ("%s: no bitmap number %zu", h->img->filename, i);
+    return -1;
+  }
+  const struct qcow2_bitmap *b = &h->bitmaps.v[i];
+  memset (info, 0, sizeof *info);
+  info->name = b->name;
+  info->granularity = 1ULL << b->granularity_bits;
+  info->in_use = b->in_use;
+  info->enabled = b->enabled;
+  info->dirty_known = b->bm != NULL;
+  info->dirty_bytes = b->bm ? dirty_bitmap_dirty_bytes (b->bm) : 0;
+  return 0;
+}
+
+int
+qbak_bitmap_extents (struct qbak_image *h, const char *name,
+                     qbak_bitmap_extent_cb cb, void *opaque)
+{
+  struct qcow2_bitmap *b = qbak_internal_find_bitmap (h, name);
+  if (!b) {
+    set_invalid ("%s: no bitmap named '%s'", h->img->filename, name);
+    return -1;
+  }
+  if (b->in_use) {
+    set_invalid ("%s: bitmap '%s' is in use (its writer did not close the "
+                 "image): its contents are unknown; make a full backup and "
+                 "remove or clear it", h->img->filename, name);
+    return -1;
+  }
+  const struct dirty_bitmap *bm = b->bm;
+  uint64_t size = dirty_bitmap_size (bm), off = 0;
+  while (off < size) {
+    bool dirty = dirty_bitmap_test (bm, off);
+    int64_t next = dirty ? dirty_bitmap_next_clean (bm, off)
+                         : dirty_bitmap_next_dirty (bm, off);
+    uint64_t end = next < 0 ? size : (uint64_t) next;
+    struct qbak_bitmap_extent e = { off, end - off, dirty };
+    int r = cb (&e, opaque);
+    if (r)
+      return r;
+    off = end;
+  }
+  return 0;
+}

@@ -1,0 +1,133 @@
+/* Image handles: open (probe, chain, bitmaps), info, close. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "formats/qcow2.h"
+#include "lib/internal.h"
+
+const char *
+qbak_version (void)
+{
+  return "0.1.0";
+}
+
+static struct qbak_image *
+wrap (struct image *img, unsigned flags, bool top)
+{
+  struct qbak_image *h = calloc (1, sizeof *h);
+  if (!h) {
+    set_nomem ();
+    return NULL;
+  }
+  h->img = img;
+  h->flags = flags;
+  h->is_top = top;
+  if (qcow2_bitmaps_load (img, &h->bitmaps) < 0) {
+    free (h);
+    return NULL;
+  }
+  return h;
+}
+
+struct qbak_image *
+qbak_image_open (const char *path, unsigned flags)
+{
+  qbak_clear_error ();
+  unsigned iflags = 0;
+  if (flags & QBAK_OPEN_WRITE)
+    iflags |= IMAGE_OPEN_WRITE;
+  if (flags & QBAK_OPEN_NO_BACKING)
+    iflags |= IMAGE_OPEN_NO_BACKING;
+  struct image *img = image_open (path, iflags);
+  if (!img)
+    return NULL;
+  if (img->corrupt && !(flags & QBAK_OPEN_INSPECT)) {
+    set_invalid ("%s: image is marked corrupt; run 'qemu-img check -r all' "
+                 "on it first", path);
+    image_close (img);
+    return NULL;
+  }
+  struct qbak_image *h = wrap (img, flags, true);
+  if (!h)
+    image_close (img);
+  return h;
+}
+
+void
+qbak_image_close (struct qbak_image *h)
+{
+  if (!h)
+    return;
+  qbak_image_close (h->backing);
+  qcow2_bitmaps_free (&h->bitmaps);
+  if (h->is_top)
+    image_close (h->img);
+  free (h);
+}
+
+struct qbak_image *
+qbak_image_backing (struct qbak_image *h)
+{
+  if (!h->img->backing)
+    return NULL;
+  if (!h->backing)
+    h->backing = wrap (h->img->backing, h->flags, false);
+  return h->backing;
+}
+
+void
+qbak_image_get_info (struct qbak_image *h, struct qbak_image_info *info)
+{
+  struct image *img = h->img;
+  memset (info, 0, sizeof *info);
+  info->filename = img->filename;
+  info->format = img->ops->name;
+  info->virtual_size = img->size;
+  int64_t fs = img->file ? qbak_file_size (img->file) : -1;
+  info->file_size = fs < 0 ? 0 : (uint64_t) fs;
+  info->cluster_size = img->cluster_size;
+  info->backing_filename = img->backing_name;
+  info->backing_full = img->backing_path;
+  info->backing_format = img->backing_format;
+  info->corrupt = img->corrupt;
+  if (img->format != IMAGE_QCOW2)
+    return;
+  struct qcow2 *s = to_qcow2 (img);
+  info->qcow2_version = s->version;
+  info->refcount_bits = 1u << s->refcount_order;
+  info->compression_type = s->compression_type == 1 ? "zstd" : "zlib";
+  info->extended_l2 = s->extended_l2;
+  info->lazy_refcounts = s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS;
+  info->dirty = s->incompatible_features & QCOW2_INCOMPAT_DIRTY;
+  info->bitmaps_consistent = !s->has_bitmaps_ext ||
+                             (s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
+  info->data_file = s->data_file_name;
+  info->data_file_raw = s->autoclear_features & QCOW2_AUTOCLEAR_DATA_RAW;
+  info->incompatible_features = s->incompatible_features;
+  info->compatible_features = s->compatible_features;
+  info->autoclear_features = s->autoclear_features;
+}
+
+int
+qbak_image_pread (struct qbak_image *h, void *buf, uint64_t count,
+                  uint64_t offset)
+{
+  if (offset > h->img->size || count > h->img->size - offset) {
+    set_usage_error ("%s: read of %llu bytes at %llu is beyond the virtual "
+                     "size", h->img->filename, (unsigned long long) count,
+                     (unsigned long long) offset);
+    return -1;
+  }
+  return image_read (h->img, buf, count, offset);
+}
+
+struct qcow2_bitmap *
+qbak_internal_find_bitmap (struct qbak_image *h, const char *name)
+{
+  for (size_t i = 0; i < h->bitmaps.n; i++)
+    if (strcmp (h->bitmaps.v[i].name, name) == 0)
+      return &h->bitmaps.v[i];
+  return NULL;
+}

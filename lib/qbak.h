@@ -1,0 +1,152 @@
+/* libqbak: the public API of qbak.
+ *
+ * qbak backs up qcow2 and raw disk images offline from the persistent
+ * dirty bitmaps that QEMU keeps in qcow2 metadata.  This header is the only
+ * one installed.  Every call that can fail returns -1 (or NULL) and leaves
+ * one complete message in thread-local storage: qbak_get_error() for the
+ * text ("operation: file: detail"), qbak_get_status() for its class, which
+ * the command-line tool maps to its exit code.  The library never prints
+ * and never exits.
+ *
+ * The API is young (0.x): structures may grow between releases.
+ */
+#ifndef QBAK_H
+#define QBAK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(QBAK_BUILDING_LIB)
+#define QBAK_API __attribute__((visibility("default")))
+#else
+#define QBAK_API
+#endif
+
+/* Status classes.  The values are pinned: they are qbak's exit codes. */
+enum qbak_status {
+  QBAK_STATUS_OK = 0,
+  QBAK_STATUS_IO = 1,          /* the job failed: I/O error, no space */
+  QBAK_STATUS_USAGE = 2,       /* bad argument */
+  QBAK_STATUS_INVALID = 3,     /* unusable input: corrupt, unsupported */
+  QBAK_STATUS_BUSY = 4,        /* locked by another process */
+  QBAK_STATUS_MISMATCH = 5,    /* verification found a difference */
+  QBAK_STATUS_CANCELLED = 130, /* interrupted */
+};
+
+QBAK_API const char *qbak_get_error (void);
+QBAK_API enum qbak_status qbak_get_status (void);
+QBAK_API int qbak_get_errno (void);
+QBAK_API void qbak_clear_error (void);
+QBAK_API const char *qbak_version (void);
+
+/* ---- Images ---------------------------------------------------------- */
+
+struct qbak_image;
+
+enum qbak_open_flags {
+  QBAK_OPEN_READ = 0,
+  QBAK_OPEN_WRITE = 1,        /* metadata writes (bitmaps); takes write locks */
+  QBAK_OPEN_FORCE_SHARE = 2,  /* -U: read without taking QEMU's locks */
+  QBAK_OPEN_NO_BACKING = 4,   /* do not open the backing chain */
+  QBAK_OPEN_INSPECT = 8,      /* allow images marked corrupt (info, map) */
+};
+
+/* Open PATH (format probed by content: qcow2, qcow v1 or raw) with its
+ * backing chain.  Returns NULL on error. */
+QBAK_API struct qbak_image *qbak_image_open (const char *path, unsigned flags)
+  __attribute__((nonnull (1)));
+/* Close an image and its chain.  Accepts NULL. */
+QBAK_API void qbak_image_close (struct qbak_image *img);
+
+/* The next image of the backing chain, or NULL.  Owned by IMG. */
+QBAK_API struct qbak_image *qbak_image_backing (struct qbak_image *img);
+
+struct qbak_image_info {
+  const char *filename;          /* as opened */
+  const char *format;            /* "qcow2", "qcow", "raw" */
+  uint64_t virtual_size;
+  uint64_t file_size;            /* bytes of the image file */
+  uint32_t cluster_size;         /* 0 for raw */
+  uint32_t qcow2_version;        /* 2 or 3 (qcow2 only) */
+  uint32_t refcount_bits;
+  const char *compression_type;  /* "zlib", "zstd" or NULL */
+  bool extended_l2;
+  bool lazy_refcounts;
+  bool corrupt;                  /* incompatible bit 1 */
+  bool dirty;                    /* incompatible bit 0 */
+  bool bitmaps_consistent;       /* autoclear bit 0 */
+  const char *backing_filename;  /* as stored in the image, or NULL */
+  const char *backing_full;      /* resolved path, or NULL */
+  const char *backing_format;    /* from the extension, or NULL */
+  const char *data_file;         /* external data file as stored, or NULL */
+  bool data_file_raw;
+  uint64_t incompatible_features, compatible_features, autoclear_features;
+};
+
+/* Fill INFO; strings are owned by IMG. */
+QBAK_API void qbak_image_get_info (struct qbak_image *img,
+                                   struct qbak_image_info *info);
+
+/* ---- Allocation map (qemu-img map semantics) ------------------------- */
+
+struct qbak_map_extent {
+  uint64_t start, length;
+  int depth;          /* layer where the data was found (0 = top) */
+  bool present;       /* allocated somewhere in the chain */
+  bool zero;          /* reads as zeroes */
+  bool data;          /* has data (not only zero) */
+  bool offset_valid;  /* offset below is meaningful */
+  uint64_t offset;    /* host offset in the layer's file (or data file) */
+};
+
+typedef int (*qbak_map_cb) (const struct qbak_map_extent *ext, void *opaque);
+
+/* Walk [start, start+length) and call CB for maximal extents with equal
+ * fields (offsets contiguous).  A non-zero return from CB stops the walk
+ * and is returned. */
+QBAK_API int qbak_image_map (struct qbak_image *img, uint64_t start,
+                             uint64_t length, qbak_map_cb cb, void *opaque);
+
+/* Read guest bytes through the backing chain. */
+QBAK_API int qbak_image_pread (struct qbak_image *img, void *buf,
+                               uint64_t count, uint64_t offset);
+
+/* ---- Persistent dirty bitmaps ----------------------------------------- */
+
+struct qbak_bitmap_info {
+  const char *name;
+  uint64_t granularity;
+  bool in_use;        /* the writer did not close the image: unusable */
+  bool enabled;       /* "auto": records guest writes */
+  bool dirty_known;   /* false for in_use bitmaps (data never read) */
+  uint64_t dirty_bytes;
+};
+
+/* Number of bitmaps of IMG (0 for images that cannot hold any). */
+QBAK_API size_t qbak_bitmap_count (struct qbak_image *img);
+/* Fill INFO for bitmap I; returns -1 if out of range. */
+QBAK_API int qbak_bitmap_get_info (struct qbak_image *img, size_t i,
+                                   struct qbak_bitmap_info *info);
+
+struct qbak_bitmap_extent {
+  uint64_t start, length;
+  bool dirty;
+};
+typedef int (*qbak_bitmap_extent_cb) (const struct qbak_bitmap_extent *ext,
+                                      void *opaque);
+
+/* Walk the bitmap NAME over [0, virtual size), calling CB for maximal runs
+ * of equal state.  Refuses (QBAK_STATUS_INVALID) an in_use bitmap. */
+QBAK_API int qbak_bitmap_extents (struct qbak_image *img, const char *name,
+                                  qbak_bitmap_extent_cb cb, void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QBAK_H */
