@@ -193,13 +193,9 @@ dirty_bitmap_count (const struct dirty_bitmap *bm)
 uint64_t
 dirty_bitmap_dirty_bytes (const struct dirty_bitmap *bm)
 {
-  uint64_t bytes = bm->count << bm->gran_bits;
-  uint64_t last = bm->nbits ? bm->nbits - 1 : 0;
-  if (bm->nbits && (bm->words[last / 64] >> (last % 64) & 1)) {
-    uint64_t tail = bm->size - (last << bm->gran_bits);
-    bytes -= (1ULL << bm->gran_bits) - tail;
-  }
-  return bytes;
+  /* QEMU's meaning (bdrv_get_dirty_count): whole granules, even the last
+   * one that extends past the end of the disk. */
+  return bm->count << bm->gran_bits;
 }
 
 static int64_t

@@ -31,8 +31,8 @@ void dirty_bitmap_clear (struct dirty_bitmap *bm, uint64_t offset,
 void dirty_bitmap_clear_all (struct dirty_bitmap *bm);
 bool dirty_bitmap_test (const struct dirty_bitmap *bm, uint64_t offset);
 
-/* Number of set bits, and the bytes they cover (the last granule may be
- * partial: only bytes inside the disk count). */
+/* Number of set bits, and the bytes they cover, counting whole granules
+ * as QEMU's dirty count does. */
 uint64_t dirty_bitmap_count (const struct dirty_bitmap *bm);
 uint64_t dirty_bitmap_dirty_bytes (const struct dirty_bitmap *bm);
 

@@ -53,4 +53,54 @@ uint64_t qcow2_bitmap_stream_bytes (uint64_t size, unsigned gran_bits);
 uint64_t qcow2_bitmap_table_size (uint64_t size, unsigned gran_bits,
                                   uint32_t cluster_size);
 
+
+/* ---- Storing (qcow2-bitmap-store.c) -------------------------------------
+ *
+ * QEMU's protocol (reference §3.3): new data clusters, new tables, a new
+ * directory, all flushed; one header write as the commit point; flush;
+ * then free the old clusters.  It is split in two so that several images
+ * can form one transaction: qcow2_bitmaps_commit() on each, then
+ * qcow2_bitmaps_finish() on each (frees the old clusters) or, if a later
+ * image failed, qcow2_bitmaps_revert() (points the header back at the old
+ * directory, which is still intact, and frees the new clusters).
+ */
+
+/* A bitmap of the new state.  REWRITE: write BM as new data and table;
+ * otherwise reuse TABLE_OFFSET/TABLE_SIZE as they are on disk (a flag
+ * change, or an in_use entry kept verbatim). */
+struct qcow2_bitmap_state {
+  const char *name;
+  uint8_t granularity_bits;
+  uint32_t flags;                 /* BME_FLAG_* */
+  bool rewrite;
+  const struct dirty_bitmap *bm;  /* when REWRITE */
+  uint64_t table_offset;          /* when !REWRITE */
+  uint32_t table_size;
+};
+
+struct qcow2_bitmap_pending;
+
+/* Validate the new state against QEMU's limits, write it and commit it.
+ * OLD is the image's current list (its clusters are freed by finish).
+ * On error nothing is committed and what was allocated is freed. */
+int qcow2_bitmaps_commit (struct image *img,
+                          const struct qcow2_bitmap_list *old,
+                          const struct qcow2_bitmap_state *state, size_t n,
+                          struct qcow2_bitmap_pending **pending);
+/* Free the clusters the commit made garbage.  Errors only leak clusters,
+ * so this never fails; PENDING is freed. */
+void qcow2_bitmaps_finish (struct image *img,
+                           struct qcow2_bitmap_pending *pending);
+/* Undo a commit whose finish has not run.  -1 if the old header could not
+ * be restored (the image then holds the new state, still consistent). */
+int qcow2_bitmaps_revert (struct image *img,
+                          struct qcow2_bitmap_pending *pending);
+
+/* QEMU's default granularity: the cluster size clamped to 4k..64k. */
+uint64_t qcow2_bitmap_default_granularity (struct image *img);
+/* Check a new bitmap against QEMU's constraints (name, granularity,
+ * size); 0 or -1 with the reason. */
+int qcow2_bitmap_check_new (struct image *img, const char *name,
+                            uint64_t granularity);
+
 #endif

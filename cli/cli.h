@@ -27,6 +27,9 @@ int report_error (void);
 /* Print "qbak CMD: MSG" and the usage line to stderr; return EXIT_USAGE. */
 int usage_error (const char *usage, const char *fmt, ...)
   __attribute__((format(printf, 2, 3)));
+/* Report the option getopt_long just refused (opterr is off, so this is
+ * the only message); returns EXIT_USAGE. */
+int bad_option (const char *usage, const char *cmd, char **argv);
 /* Handle the options every command shares in its getopt loop:
  * --help (print HELP on stdout, exit 0) and the hidden --long-options. */
 void print_help_and_exit (const char *help) __attribute__((noreturn));

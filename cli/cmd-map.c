@@ -66,7 +66,7 @@ cmd_map (int argc, char **argv)
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
     case OPT_JSON: json = true; break;
     case 'U': flags |= QBAK_OPEN_FORCE_SHARE; break;
-    default: return usage_error (usage_line, "map: invalid option");
+    default: return bad_option (usage_line, "map", argv);
     }
   }
   if (optind >= argc)

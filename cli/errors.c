@@ -78,3 +78,12 @@ parse_size (const char *s, uint64_t *out)
   *out = (uint64_t) v << shift;
   return 0;
 }
+
+int
+bad_option (const char *usage, const char *cmd, char **argv)
+{
+  const char *arg = optind > 0 ? argv[optind - 1] : "?";
+  if (optopt && strchr ("gib", optopt) && arg[0] == '-' && arg[1] == optopt)
+    return usage_error (usage, "%s: option '%s' needs an argument", cmd, arg);
+  return usage_error (usage, "%s: unrecognized option '%s'", cmd, arg);
+}

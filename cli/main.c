@@ -39,6 +39,7 @@ main (int argc, char **argv)
     usage (stderr);
     return EXIT_USAGE;
   }
+  opterr = 0;          /* every command reports bad options itself */
   const char *cmd = argv[1];
   if (strcmp (cmd, "--help") == 0 || strcmp (cmd, "-h") == 0 ||
       strcmp (cmd, "help") == 0) {

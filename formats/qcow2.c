@@ -40,6 +40,7 @@ qcow2_close (struct image *img)
   if (!s)
     return;
   qcow2_cluster_cleanup (s);
+  qcow2_refcount_cleanup (s);
   for (size_t i = 0; i < s->n_unknown_exts; i++)
     free (s->unknown_exts[i].data);
   free (s->unknown_exts);
@@ -549,6 +550,8 @@ qcow2_open (struct qbak_file *file, const char *path, unsigned flags)
       load_backing_name (s, c0) < 0 || check_tables (s) < 0 ||
       open_data_file (s, flags) < 0)
     goto fail;
+  if ((flags & IMAGE_OPEN_WRITE) && qcow2_refcount_init (s) < 0)
+    goto fail;
   s->base.corrupt = !!(s->incompatible_features & QCOW2_INCOMPAT_CORRUPT);
   free (c0);
   return &s->base;
@@ -557,4 +560,163 @@ fail:
   free (c0);
   qcow2_close (&s->base);
   return NULL;
+}
+
+/* ---- Writing the header ---------------------------------------------- */
+
+static const struct { uint8_t type, bit; const char *name; } qemu_features[] = {
+  { 0, 0, "dirty bit" }, { 0, 1, "corrupt bit" },
+  { 0, 2, "external data file" }, { 0, 3, "compression type" },
+  { 0, 4, "extended L2 entries" }, { 1, 0, "lazy refcounts" },
+  { 2, 0, "bitmaps" }, { 2, 1, "raw external data" },
+};
+
+/* Append extension TYPE with LEN bytes of DATA at *OFF in BUF. */
+static int
+put_ext (struct qcow2 *s, uint8_t *buf, uint64_t *off, uint32_t type,
+         const void *data, uint32_t len)
+{
+  uint64_t padded = ((uint64_t) len + 7) & ~7ULL;
+  if (*off + 8 + padded > s->cluster_size) {
+    set_invalid ("%s: header extensions do not fit in the first cluster",
+                 s->base.filename);
+    return -1;
+  }
+  put_be32 (buf + *off, type);
+  put_be32 (buf + *off + 4, len);
+  if (len)
+    memcpy (buf + *off + 8, data, len);
+  *off += 8 + padded;
+  return 0;
+}
+
+int
+qcow2_update_header (struct qcow2 *s)
+{
+  uint8_t *h = calloc (1, s->cluster_size);
+  int ret = -1;
+  if (!h) {
+    set_nomem ();
+    return -1;
+  }
+  /* Autoclear bits we do not understand must be cleared by a writer. */
+  s->autoclear_features &= QCOW2_AUTOCLEAR_KNOWN;
+  if (s->nb_bitmaps)
+    s->autoclear_features |= QCOW2_AUTOCLEAR_BITMAPS;
+  else
+    s->autoclear_features &= ~QCOW2_AUTOCLEAR_BITMAPS;
+  s->header_length = 112 + s->unknown_header_len;
+
+  put_be32 (h, QCOW2_MAGIC);
+  put_be32 (h + 4, s->version);
+  put_be32 (h + 16, s->backing_file_size);
+  put_be32 (h + 20, s->cluster_bits);
+  put_be64 (h + 24, s->base.size);
+  put_be32 (h + 32, s->crypt_method);
+  put_be32 (h + 36, s->l1_size);
+  put_be64 (h + 40, s->l1_table_offset);
+  put_be64 (h + 48, s->refcount_table_offset);
+  put_be32 (h + 56, s->refcount_table_clusters);
+  put_be32 (h + 60, s->nb_snapshots);
+  put_be64 (h + 64, s->snapshots_offset);
+  put_be64 (h + 72, s->incompatible_features);
+  put_be64 (h + 80, s->compatible_features);
+  put_be64 (h + 88, s->autoclear_features);
+  put_be32 (h + 96, s->refcount_order);
+  put_be32 (h + 100, s->header_length);
+  h[104] = s->compression_type;
+  if (s->unknown_header_len)
+    memcpy (h + 112, s->unknown_header, s->unknown_header_len);
+
+  /* The bitmaps extension goes first, inside the first 512-byte sector
+   * with the header: a bitmap commit then changes bytes of one sector
+   * only, which the disk writes atomically.  (QEMU puts it later; the
+   * order of extensions is free.) */
+  uint64_t off = s->header_length;
+  if (s->nb_bitmaps) {
+    uint8_t b[24] = { 0 };
+    put_be32 (b, s->nb_bitmaps);
+    put_be64 (b + 8, s->bitmap_directory_size);
+    put_be64 (b + 16, s->bitmap_directory_offset);
+    if (put_ext (s, h, &off, QCOW2_EXT_BITMAPS, b, sizeof b) < 0)
+      goto out;
+  }
+  if (s->base.backing_format &&
+      put_ext (s, h, &off, QCOW2_EXT_BACKING_FMT, s->base.backing_format,
+               (uint32_t) strlen (s->base.backing_format)) < 0)
+    goto out;
+  if (s->data_file_name &&
+      put_ext (s, h, &off, QCOW2_EXT_DATA_FILE, s->data_file_name,
+               (uint32_t) strlen (s->data_file_name)) < 0)
+    goto out;
+  if (s->cluster_size > 4096) {
+    uint8_t table[sizeof qemu_features / sizeof qemu_features[0] * 48];
+    memset (table, 0, sizeof table);
+    for (size_t i = 0; i < sizeof qemu_features / sizeof qemu_features[0]; i++) {
+      table[i * 48] = qemu_features[i].type;
+      table[i * 48 + 1] = qemu_features[i].bit;
+      memcpy (table + i * 48 + 2, qemu_features[i].name,
+              strlen (qemu_features[i].name));
+    }
+    if (put_ext (s, h, &off, QCOW2_EXT_FEATURES, table, sizeof table) < 0)
+      goto out;
+  }
+  for (size_t i = 0; i < s->n_unknown_exts; i++)
+    if (put_ext (s, h, &off, s->unknown_exts[i].type, s->unknown_exts[i].data,
+                 s->unknown_exts[i].len) < 0)
+      goto out;
+  if (put_ext (s, h, &off, QCOW2_EXT_END, NULL, 0) < 0)
+    goto out;
+  if (s->base.backing_name) {
+    size_t n = strlen (s->base.backing_name);
+    if (off + n > s->cluster_size) {
+      set_invalid ("%s: backing file name does not fit in the first cluster",
+                   s->base.filename);
+      goto out;
+    }
+    memcpy (h + off, s->base.backing_name, n);
+    s->backing_file_offset = off;
+    s->backing_file_size = (uint32_t) n;
+  }
+  else {
+    s->backing_file_offset = 0;
+    s->backing_file_size = 0;
+  }
+  put_be64 (h + 8, s->backing_file_offset);
+  put_be32 (h + 16, s->backing_file_size);
+
+  if (qbak_file_pwrite (s->base.file, h, s->cluster_size, 0) < 0 ||
+      qbak_file_flush (s->base.file) < 0)
+    goto out;
+  ret = 0;
+out:
+  free (h);
+  return ret;
+}
+
+int
+qcow2_check_writable (struct qcow2 *s)
+{
+  const char *fn = s->base.filename;
+  if (s->version < 3) {
+    set_invalid ("%s: cannot store dirty bitmaps in qcow2 v2 (compat=0.10) "
+                 "images; upgrade with 'qemu-img amend -o compat=1.1'", fn);
+    return -1;
+  }
+  if (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
+    set_invalid ("%s: image is marked corrupt; qbak will not write to it; "
+                 "run 'qemu-img check -r all' first", fn);
+    return -1;
+  }
+  if (s->incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+    set_invalid ("%s: image is marked dirty (its refcounts may be stale "
+                 "after a crash with lazy refcounts); run 'qemu-img check -r "
+                 "all' first", fn);
+    return -1;
+  }
+  if (!s->reftable) {
+    set_invalid ("%s: image was not opened for writing", fn);
+    return -1;
+  }
+  return 0;
 }

@@ -112,10 +112,27 @@ struct qcow2 {
   struct qcow2_l2_cache_entry l2_cache[QCOW2_L2_CACHE_SIZE];
   uint64_t l2_cache_clock;
 
+  /* Refcounts (qcow2-refcount.c), loaded for writable opens only. */
+  uint64_t *reftable;         /* CPU order */
+  uint64_t reftable_entries;
+  uint32_t refblock_entries;  /* refcounts per block */
+  struct qcow2_refblock *refblocks;   /* small write-back cache */
+  size_t n_refblocks;
+  uint64_t free_hint;         /* first cluster index that may be free */
+  uint64_t *alloc_log;        /* clusters allocated since the last
+                                 qcow2_refcount_forget (for rollback) */
+  size_t n_alloc_log, cap_alloc_log;
+
   /* One decompressed cluster (sequential reads hit it repeatedly). */
   uint64_t zbuf_host;         /* descriptor of the cached cluster, 0 = none */
   uint8_t *zbuf;
   void *zstd_dctx;
+};
+
+struct qcow2_refblock {
+  uint64_t offset;            /* host offset of the block */
+  uint8_t *data;              /* raw on-disk bytes (cluster_size) */
+  bool dirty;
 };
 
 static inline struct qcow2 *
@@ -129,6 +146,36 @@ to_qcow2 (struct image *img)
  * absent).  Returns a static or image-owned string. */
 const char *qcow2_feature_name (struct qcow2 *s, int type, int bit,
                                 char *buf, size_t bufsize);
+
+/* Rewrite cluster 0 from the in-memory header fields and extensions as
+ * QEMU's qcow2_update_header does: unknown header fields, unknown
+ * extensions and the backing file name kept byte-identical, unknown
+ * autoclear bits cleared.  One write, then a flush: a commit point. */
+int qcow2_update_header (struct qcow2 *s);
+
+/* Refuse metadata writes to images whose refcounts cannot be trusted or
+ * that QEMU would not let us write (corrupt, dirty, v2 for bitmaps). */
+int qcow2_check_writable (struct qcow2 *s);
+
+/* qcow2-refcount.c */
+/* Load the refcount table (writable opens). */
+int qcow2_refcount_init (struct qcow2 *s);
+void qcow2_refcount_cleanup (struct qcow2 *s);
+/* Refcount of host cluster INDEX into *OUT; 0 or -1. */
+int qcow2_get_refcount (struct qcow2 *s, uint64_t index, uint64_t *out);
+/* Allocate BYTES (rounded up to clusters) of contiguous free clusters
+ * with refcount 1; returns the host offset or -1.  The refcount blocks are
+ * written by qcow2_refcount_flush (call it before anything references the
+ * new clusters). */
+int64_t qcow2_alloc_clusters (struct qcow2 *s, uint64_t bytes);
+/* Decrement the refcounts of the clusters of [OFFSET, +BYTES). */
+int qcow2_free_clusters (struct qcow2 *s, uint64_t offset, uint64_t bytes);
+/* Write dirty refcount blocks, then fsync the image file. */
+int qcow2_refcount_flush (struct qcow2 *s);
+/* Forget / roll back (free again) the clusters allocated since the last
+ * forget.  Rollback is best effort: what it cannot free is leaked. */
+void qcow2_refcount_forget (struct qcow2 *s);
+void qcow2_refcount_rollback (struct qcow2 *s);
 
 /* qcow2-cluster.c */
 int qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,

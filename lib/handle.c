@@ -49,6 +49,19 @@ qbak_image_open (const char *path, unsigned flags)
     image_close (img);
     return NULL;
   }
+  /* Reading: hold consistent-read and do not share write or resize, as a
+   * read-only QEMU user does.  Writing metadata: hold everything, share
+   * nothing. */
+  if (!(flags & QBAK_OPEN_FORCE_SHARE)) {
+    int r = (flags & QBAK_OPEN_WRITE)
+      ? qbak_internal_lock (img, QBAK_PERM_ALL, 0)
+      : qbak_internal_lock (img, QBAK_PERM_CONSISTENT_READ,
+                            QBAK_PERM_ALL & ~(QBAK_PERM_WRITE | QBAK_PERM_RESIZE));
+    if (r < 0) {
+      image_close (img);
+      return NULL;
+    }
+  }
   struct qbak_image *h = wrap (img, flags, true);
   if (!h)
     image_close (img);

@@ -14,6 +14,16 @@ struct qbak_image {
   bool is_top;
 };
 
+/* lock.c: QEMU permission bits. */
+#define QBAK_PERM_CONSISTENT_READ 0x1
+#define QBAK_PERM_WRITE           0x2
+#define QBAK_PERM_WRITE_UNCHANGED 0x4
+#define QBAK_PERM_RESIZE          0x8
+#define QBAK_PERM_ALL             0xf
+/* Take QEMU's locks on IMG's file for holding PERM and sharing SHARED.
+ * -1 with QBAK_STATUS_BUSY if another process conflicts. */
+int qbak_internal_lock (struct image *img, unsigned perm, unsigned shared);
+
 /* handle.c */
 struct qcow2_bitmap *qbak_internal_find_bitmap (struct qbak_image *h,
                                                 const char *name);

@@ -145,6 +145,39 @@ typedef int (*qbak_bitmap_extent_cb) (const struct qbak_bitmap_extent *ext,
 QBAK_API int qbak_bitmap_extents (struct qbak_image *img, const char *name,
                                   qbak_bitmap_extent_cb cb, void *opaque);
 
+/* ---- Changing bitmaps ------------------------------------------------- */
+
+enum qbak_bitmap_op_kind {
+  QBAK_BITMAP_ADD,
+  QBAK_BITMAP_REMOVE,
+  QBAK_BITMAP_CLEAR,
+  QBAK_BITMAP_ENABLE,
+  QBAK_BITMAP_DISABLE,
+  QBAK_BITMAP_MERGE,
+};
+
+struct qbak_bitmap_op {
+  enum qbak_bitmap_op_kind kind;
+  const char *name;               /* the bitmap (merge: the destination) */
+  uint64_t granularity;           /* add: 0 = QEMU's default */
+  bool disabled;                  /* add: do not record writes */
+  const char *const *sources;     /* merge: bitmaps ORed into NAME */
+  size_t n_sources;
+  struct qbak_image *source_image; /* merge: where SOURCES are (NULL: the
+                                      image itself) */
+};
+
+/* Apply OPS, in order, to every image of IMAGES (opened with
+ * QBAK_OPEN_WRITE) as one transaction: every operation is checked on every
+ * image before anything is written (QEMU's rules: names 1..1023 bytes and
+ * unique, in_use bitmaps can only be removed, ...); then each image is
+ * committed crash-safely; if one fails, those already committed are put
+ * back.  The result is all or none. */
+QBAK_API int qbak_bitmap_apply (struct qbak_image *const *images,
+                                size_t n_images,
+                                const struct qbak_bitmap_op *ops,
+                                size_t n_ops);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,7 +12,7 @@ setup_file() {
     require_common_oracles
     require_bitmap_oracles
     export F=$BATS_FILE_TMPDIR
-    cd "$F"
+    cd "$F" || return
 
     # resized.qcow2: mkimage writes (scattered, runs, zero, discard,
     # compressed) with bitmaps of granularities 512 B .. 2 MiB, one of them
@@ -110,6 +110,26 @@ bitmap_list_vs_qemu() {
     qemu-img create -q -f qcow2 empty.qcow2 8M
     qemu-img bitmap --add empty.qcow2 b0
     check_dump empty.qcow2 b0
+}
+
+@test "bitmap dump: fully dirty bitmap is one dirty extent, as qemu-nbd says" {
+    qemu-img create -q -f qcow2 full.qcow2 8M
+    qemu-img bitmap --add -g 64k full.qcow2 b0
+    qemu_io_fmt qcow2 full.qcow2 "write -P 1 0 8M"
+    check_dump full.qcow2 b0
+}
+
+@test "bitmap dump: bitmap whose data spans many 512 B clusters equals qemu-nbd's" {
+    mkimage small.qcow2 --size 32M --cluster-size 512 --bitmap b0 --granularity 512 \
+        --dirty 1% --runs 2 --zero-writes 3 --discards 3 --compressed 3 --seed 6
+    check_dump small.qcow2 b0
+}
+
+@test "bitmap dump: bitmap on a 2 MiB cluster image equals qemu-nbd's" {
+    mkimage big.qcow2 --size 64M --cluster-size 2M --bitmap b0 --granularity 4k \
+        --dirty 10% --zero-writes 2 --discards 2 --compressed 2 --seed 7
+    qemu_io_fmt qcow2 big.qcow2 "write -P 3 $((33 * M + 4096)) 512"
+    check_dump big.qcow2 b0
 }
 
 @test "bitmap dump: in_use bitmap exits 3" {

@@ -64,7 +64,7 @@ qbak() {
 # it after the test.
 setup_tmpdir() {
     T=$BATS_TEST_TMPDIR
-    cd "$T"
+    cd "$T" || return
 }
 
 # fail MSG...: print MSG on stderr and return 1.
@@ -90,11 +90,11 @@ track_pid() {
 # Only processes whose command line names a QEMU tool are signalled, so a
 # recycled pid is never hit.
 stop_pid() {
-    local pid=$1 sig=${2:-TERM} i
+    local pid=$1 sig=${2:-TERM}
     [ -r "/proc/$pid/cmdline" ] || return 0
     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'qemu-' || return 0
     kill -s "$sig" "$pid" 2>/dev/null || return 0
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         [ -d "/proc/$pid" ] || return 0
         # a zombie child of this shell: reap it
         if grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
@@ -169,14 +169,14 @@ qemu_granularity() {
 # qemu-storage-daemon, wait until QEMU has marked its persistent bitmaps
 # in_use on disk, then kill -9 the daemon, as a crashed VM would leave it.
 leave_bitmaps_in_use() {
-    local img=$1 pid i
+    local img=$1 pid
     qemu-storage-daemon \
         --blockdev "driver=file,node-name=f,filename=$img" \
         --blockdev driver=qcow2,node-name=q,file=f \
         </dev/null >"$img.qsd.log" 2>&1 3>&- &
     pid=$!
     track_pid "$pid"
-    for i in $(seq 200); do
+    for _ in $(seq 200); do
         if qemu_info "$img" 2>/dev/null |
                 jq -e '[.["format-specific"].data.bitmaps // [] | .[].flags[]] | index("in-use") != null' \
                 >/dev/null; then

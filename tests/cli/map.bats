@@ -77,6 +77,16 @@ teardown() {
     check_map b.qcow2
 }
 
+# QEMU looks through to holes in the host file (zero: true, data: true) when
+# it detects metadata preallocation (qcow2_detect_metadata_preallocation:
+# clusters with refcount > 0 >= max(real*10/9, real+2), real = allocated
+# file bytes / cluster size).
+@test "map: preallocation=metadata image reports host-file holes as zero" {
+    qemu-img create -q -f qcow2 -o preallocation=metadata p.qcow2 8M
+    qemu_io_fmt qcow2 p.qcow2 "write -P 1 64k 4k" "write -z 1M 64k"
+    check_map p.qcow2
+}
+
 @test "map: qcow2 v2 (compat=0.10) image with zero writes" {
     qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 8M
     qemu_io_fmt qcow2 v2.qcow2 "write -P 1 0 64k" "write -z 64k 64k" \

@@ -1,0 +1,131 @@
+/* Streaming sparse raw writer for targets and restores: see raw-writer.h.
+ *
+ * ftruncate makes the whole file a hole first; data is written where it
+ * belongs and zero ranges are left alone.  Because requests never go back
+ * (the same order rule as qcow2_writer), a zeroed range cannot have been
+ * written before, so leaving it alone is exact, not an approximation.
+ */
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "common/error.h"
+#include "common/fileio.h"
+#include "formats/raw-writer.h"
+
+struct raw_writer {
+  struct qbak_file *file;
+  uint64_t size;
+  uint64_t next;                /* end of the previous request */
+  bool failed;                  /* an I/O error: refuse further calls */
+  bool finished;
+};
+
+static int
+check_request (struct raw_writer *w, const char *op, uint64_t offset,
+               uint64_t len)
+{
+  const char *fn = w->file->path;
+  uint64_t end;
+
+  if (w->finished) {
+    set_usage_error ("%s: %s after the image was finished", fn, op);
+    return -1;
+  }
+  if (w->failed) {
+    qbak_internal_error (QBAK_STATUS_IO, 0, "%s: %s after an earlier "
+                         "error left the image incomplete", fn, op);
+    return -1;
+  }
+  if (__builtin_add_overflow (offset, len, &end) || end > w->size) {
+    set_usage_error ("%s: %s at offset %" PRIu64 " length %" PRIu64
+                     ": beyond the virtual size %" PRIu64, fn, op, offset,
+                     len, w->size);
+    return -1;
+  }
+  if (offset < w->next) {
+    set_usage_error ("%s: %s at offset %" PRIu64 ": out of order, the "
+                     "previous request ended at %" PRIu64, fn, op, offset,
+                     w->next);
+    return -1;
+  }
+  return 0;
+}
+
+struct raw_writer *
+raw_writer_create (const char *path, uint64_t size)
+{
+  struct raw_writer *w;
+
+  if (size > INT64_MAX) {
+    set_usage_error ("%s: invalid size %" PRIu64, path, size);
+    return NULL;
+  }
+  w = calloc (1, sizeof *w);
+  if (!w) {
+    set_nomem ();
+    return NULL;
+  }
+  w->size = size;
+  w->file = qbak_file_create (path);
+  if (!w->file || qbak_file_truncate (w->file, size) < 0) {
+    raw_writer_free (w);
+    return NULL;
+  }
+  return w;
+}
+
+int
+raw_writer_write (struct raw_writer *w, uint64_t offset, const void *buf,
+                  size_t len)
+{
+  if (check_request (w, "write", offset, len) < 0)
+    return -1;
+  if (len == 0)
+    return 0;
+  if (qbak_file_pwrite (w->file, buf, len, offset) < 0) {
+    w->failed = true;
+    return -1;
+  }
+  w->next = offset + len;
+  return 0;
+}
+
+int
+raw_writer_zero (struct raw_writer *w, uint64_t offset, uint64_t len)
+{
+  if (check_request (w, "zero", offset, len) < 0)
+    return -1;
+  w->next = offset + len;
+  return 0;
+}
+
+int
+raw_writer_finish (struct raw_writer *w)
+{
+  if (w->finished) {
+    set_usage_error ("%s: finish after the image was finished",
+                     w->file->path);
+    return -1;
+  }
+  if (w->failed) {
+    qbak_internal_error (QBAK_STATUS_IO, 0, "%s: finish after an earlier "
+                         "error left the image incomplete", w->file->path);
+    return -1;
+  }
+  if (qbak_file_flush (w->file) < 0) {
+    w->failed = true;
+    return -1;
+  }
+  w->finished = true;
+  return 0;
+}
+
+void
+raw_writer_free (struct raw_writer *w)
+{
+  if (!w)
+    return;
+  qbak_file_close (w->file);
+  free (w);
+}

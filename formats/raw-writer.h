@@ -1,0 +1,39 @@
+/* formats/: streaming writer for new sparse raw target images.
+ *
+ * The file is created exclusively and sized with ftruncate, so every range
+ * starts as a hole that reads as zeroes.  Requests come in increasing offset
+ * order and never overlap (as for qcow2_writer), which is what makes
+ * raw_writer_zero() free: a range it is given was never written.
+ *
+ * Every function returns -1 (or NULL) on error with the error set
+ * (common/error.h).  After an I/O error the writer refuses further calls.
+ */
+#ifndef QBAK_FORMATS_RAW_WRITER_H
+#define QBAK_FORMATS_RAW_WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct raw_writer;
+
+/* Create PATH exclusively (O_EXCL: an existing file is refused with
+ * QBAK_STATUS_USAGE and errno EEXIST) with SIZE bytes, all a hole.
+ * Returns NULL on error. */
+struct raw_writer *raw_writer_create (const char *path, uint64_t size);
+
+/* Write BUF to [OFFSET, +LEN), inside the size, after every earlier
+ * request.  LEN 0 is a no-op. */
+int raw_writer_write (struct raw_writer *w, uint64_t offset,
+                      const void *buf, size_t len);
+
+/* [OFFSET, +LEN) reads as zeroes: checks the range and order, writes
+ * nothing (the range is still a hole). */
+int raw_writer_zero (struct raw_writer *w, uint64_t offset, uint64_t len);
+
+/* Flush the file (fsync).  Call once. */
+int raw_writer_finish (struct raw_writer *w);
+
+/* Free W and close the file, finished or not.  Accepts NULL. */
+void raw_writer_free (struct raw_writer *w);
+
+#endif

@@ -1,0 +1,328 @@
+/* Bitmap management as one all-or-none transaction over several images:
+ * plan every operation in memory (all checks, nothing written), then
+ * commit image by image, reverting the committed ones if a later one
+ * fails, and only then free the old clusters. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitmaps/qcow2-bitmap.h"
+#include "common/error.h"
+#include "formats/qcow2.h"
+#include "lib/internal.h"
+
+/* One bitmap of an image's planned state. */
+struct planned {
+  struct qcow2_bitmap_state st;
+  struct dirty_bitmap *owned;     /* a modified copy, or NULL */
+  const struct qcow2_bitmap *orig;
+  bool in_use;
+};
+
+struct plan {
+  struct qbak_image *h;
+  struct planned *v;
+  size_t n;
+  struct qcow2_bitmap_pending *pending;
+};
+
+static void
+plan_free (struct plan *p)
+{
+  for (size_t i = 0; i < p->n; i++)
+    dirty_bitmap_free (p->v[i].owned);
+  free (p->v);
+  p->v = NULL;
+  p->n = 0;
+}
+
+static struct planned *
+find (struct plan *p, const char *name)
+{
+  for (size_t i = 0; i < p->n; i++)
+    if (strcmp (p->v[i].st.name, name) == 0)
+      return &p->v[i];
+  return NULL;
+}
+
+static int
+plan_init (struct plan *p, struct qbak_image *h)
+{
+  p->h = h;
+  p->v = calloc (h->bitmaps.n + 1, sizeof *p->v);
+  if (!p->v) {
+    set_nomem ();
+    return -1;
+  }
+  for (size_t i = 0; i < h->bitmaps.n; i++) {
+    const struct qcow2_bitmap *b = &h->bitmaps.v[i];
+    struct planned *pl = &p->v[p->n++];
+    pl->orig = b;
+    pl->in_use = b->in_use;
+    pl->st.name = b->name;
+    pl->st.granularity_bits = b->granularity_bits;
+    pl->st.flags = b->flags;
+    pl->st.rewrite = false;
+    pl->st.bm = b->bm;
+    pl->st.table_offset = b->table_offset;
+    pl->st.table_size = b->table_size;
+  }
+  return 0;
+}
+
+/* The bitmap's data, made private so it can be changed. */
+static struct dirty_bitmap *
+writable_data (struct planned *pl)
+{
+  if (!pl->owned) {
+    pl->owned = dirty_bitmap_copy (pl->st.bm);
+    if (!pl->owned)
+      return NULL;
+    pl->st.bm = pl->owned;
+  }
+  pl->st.rewrite = true;
+  return pl->owned;
+}
+
+static const char *op_names[] = {
+  "add", "remove", "clear", "enable", "disable", "merge",
+};
+
+static struct planned *
+existing (struct plan *p, const struct qbak_bitmap_op *op, bool allow_in_use)
+{
+  const char *fn = p->h->img->filename;
+  struct planned *pl = find (p, op->name);
+  if (!pl) {
+    set_invalid ("%s: no bitmap named '%s'", fn, op->name);
+    return NULL;
+  }
+  if (pl->in_use && !allow_in_use) {
+    set_invalid ("%s: bitmap '%s' is in use (its writer did not close the "
+                 "image), so its contents are unknown; it can only be "
+                 "removed", fn, op->name);
+    return NULL;
+  }
+  return pl;
+}
+
+static int
+plan_op (struct plan *p, const struct qbak_bitmap_op *op)
+{
+  struct image *img = p->h->img;
+  const char *fn = img->filename;
+  struct planned *pl;
+
+  switch (op->kind) {
+  case QBAK_BITMAP_ADD: {
+    uint64_t g = op->granularity ? op->granularity
+                                 : qcow2_bitmap_default_granularity (img);
+    if (find (p, op->name)) {
+      set_usage_error ("%s: bitmap '%s' already exists", fn, op->name);
+      return -1;
+    }
+    if (qcow2_bitmap_check_new (img, op->name, g) < 0)
+      return -1;
+    if (p->n >= QCOW2_MAX_BITMAPS) {
+      set_usage_error ("%s: too many bitmaps (at most 65535)", fn);
+      return -1;
+    }
+    struct planned *grown = realloc (p->v, (p->n + 1) * sizeof *grown);
+    if (!grown) {
+      set_nomem ();
+      return -1;
+    }
+    p->v = grown;
+    pl = &p->v[p->n];
+    memset (pl, 0, sizeof *pl);
+    pl->owned = dirty_bitmap_create (img->size, g);
+    if (!pl->owned)
+      return -1;
+    p->n++;
+    pl->st.name = op->name;
+    pl->st.granularity_bits = (uint8_t) __builtin_ctzll (g);
+    pl->st.flags = op->disabled ? 0 : BME_FLAG_AUTO;
+    pl->st.rewrite = true;
+    pl->st.bm = pl->owned;
+    return 0;
+  }
+  case QBAK_BITMAP_REMOVE:
+    if (!(pl = existing (p, op, true)))
+      return -1;
+    dirty_bitmap_free (pl->owned);
+    *pl = p->v[--p->n];
+    return 0;
+  case QBAK_BITMAP_CLEAR: {
+    if (!(pl = existing (p, op, false)))
+      return -1;
+    struct dirty_bitmap *bm = writable_data (pl);
+    if (!bm)
+      return -1;
+    dirty_bitmap_clear_all (bm);
+    return 0;
+  }
+  case QBAK_BITMAP_ENABLE:
+  case QBAK_BITMAP_DISABLE:
+    if (!(pl = existing (p, op, false)))
+      return -1;
+    /* Only the flag changes: the table is reused as it is. */
+    pl->st.flags = op->kind == QBAK_BITMAP_ENABLE ? BME_FLAG_AUTO : 0;
+    return 0;
+  case QBAK_BITMAP_MERGE: {
+    if (!(pl = existing (p, op, false)))
+      return -1;
+    if (op->n_sources == 0) {
+      set_usage_error ("%s: merge into '%s' needs at least one source",
+                       fn, op->name);
+      return -1;
+    }
+    struct qbak_image *src = op->source_image ? op->source_image : p->h;
+    for (size_t i = 0; i < op->n_sources; i++) {
+      const struct dirty_bitmap *sbm;
+      const char *sname = op->sources[i];
+      if (src == p->h) {
+        struct planned *sp = find (p, sname);
+        if (!sp) {
+          set_invalid ("%s: no bitmap named '%s'", fn, sname);
+          return -1;
+        }
+        if (sp->in_use) {
+          set_invalid ("%s: bitmap '%s' is in use (its writer did not close "
+                       "the image), so its contents are unknown; it cannot "
+                       "be merged", fn, sname);
+          return -1;
+        }
+        sbm = sp->st.bm;
+      }
+      else {
+        struct qcow2_bitmap *sb = qbak_internal_find_bitmap (src, sname);
+        if (!sb) {
+          set_invalid ("%s: no bitmap named '%s'", src->img->filename, sname);
+          return -1;
+        }
+        if (sb->in_use) {
+          set_invalid ("%s: bitmap '%s' is in use (its writer did not close "
+                       "the image), so its contents are unknown; it cannot "
+                       "be merged", src->img->filename, sname);
+          return -1;
+        }
+        sbm = sb->bm;
+      }
+      if (dirty_bitmap_size (sbm) != img->size) {
+        set_invalid ("%s: cannot merge bitmap '%s' (%" PRIu64 " bytes) into "
+                     "'%s' (%" PRIu64 " bytes): the sizes differ", fn, sname,
+                     dirty_bitmap_size (sbm), op->name, img->size);
+        return -1;
+      }
+      struct dirty_bitmap *bm = writable_data (pl);
+      if (!bm || dirty_bitmap_merge (bm, sbm) < 0)
+        return -1;
+    }
+    return 0;
+  }
+  }
+  set_usage_error ("%s: unknown bitmap operation", fn);
+  return -1;
+}
+
+static int
+commit_one (struct plan *p)
+{
+  struct qcow2_bitmap_state *st = calloc (p->n ? p->n : 1, sizeof *st);
+  if (!st) {
+    set_nomem ();
+    return -1;
+  }
+  for (size_t i = 0; i < p->n; i++)
+    st[i] = p->v[i].st;
+  int r = qcow2_bitmaps_commit (p->h->img, &p->h->bitmaps, st, p->n,
+                                &p->pending);
+  free (st);
+  return r;
+}
+
+int
+qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
+                   const struct qbak_bitmap_op *ops, size_t n_ops)
+{
+  struct plan *plans = calloc (n_images ? n_images : 1, sizeof *plans);
+  size_t committed = 0;
+  int ret = -1;
+
+  qbak_clear_error ();
+  if (!plans) {
+    set_nomem ();
+    return -1;
+  }
+  /* Early failure: every image checked before anything is written. */
+  for (size_t i = 0; i < n_images; i++) {
+    struct qbak_image *h = images[i];
+    if (!(h->flags & QBAK_OPEN_WRITE)) {
+      set_usage_error ("%s: image not opened for writing", h->img->filename);
+      goto out;
+    }
+    if (h->img->format != IMAGE_QCOW2) {
+      set_invalid ("%s: %s images cannot hold persistent bitmaps; keep them "
+                   "in a qcow2 image with data_file=%s", h->img->filename,
+                   h->img->ops->name, h->img->filename);
+      goto out;
+    }
+    if (qcow2_check_writable (to_qcow2 (h->img)) < 0 ||
+        plan_init (&plans[i], h) < 0)
+      goto out;
+    for (size_t k = 0; k < n_ops; k++)
+      if (plan_op (&plans[i], &ops[k]) < 0) {
+        qbak_internal_error_prefix ("bitmap %s '%s'", op_names[ops[k].kind],
+                                    ops[k].name);
+        goto out;
+      }
+  }
+  for (; committed < n_images; committed++)
+    if (commit_one (&plans[committed]) < 0)
+      goto revert;
+  for (size_t i = 0; i < n_images; i++) {
+    qcow2_bitmaps_finish (images[i]->img, plans[i].pending);
+    plans[i].pending = NULL;
+  }
+  ret = 0;
+  goto reload;
+
+revert:
+  for (size_t i = committed; i-- > 0;) {
+    char *err = strdup (qbak_get_error ());
+    enum qbak_status st = qbak_get_status ();
+    int e = qbak_get_errno ();
+    int r = qcow2_bitmaps_revert (images[i]->img, plans[i].pending);
+    plans[i].pending = NULL;
+    if (r < 0)
+      qbak_internal_error (st, e, "%s; and %s could not be put back: it "
+                           "holds the new bitmaps", err ? err : "error",
+                           images[i]->img->filename);
+    else
+      qbak_internal_error (st, e, "%s", err ? err : "error");
+    free (err);
+  }
+
+reload:
+  /* The in-memory view follows the disk. */
+  for (size_t i = 0; i < n_images; i++) {
+    plan_free (&plans[i]);
+    if (ret == 0 || i < committed) {
+      char *err = ret ? strdup (qbak_get_error ()) : NULL;
+      enum qbak_status st = qbak_get_status ();
+      qcow2_bitmaps_free (&images[i]->bitmaps);
+      if (qcow2_bitmaps_load (images[i]->img, &images[i]->bitmaps) < 0)
+        ret = -1;
+      if (err) {
+        qbak_internal_error (st, 0, "%s", err);
+        free (err);
+      }
+    }
+  }
+out:
+  for (size_t i = 0; i < n_images; i++)
+    plan_free (&plans[i]);
+  free (plans);
+  return ret;
+}

@@ -1,0 +1,304 @@
+/* Unit tests for the error API (common/error.c and its public face in
+ * lib/qbak.h): one complete message per thread, its status class and
+ * errno, and the errors of opening things that are not images. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "common/error.h"
+#include "qbak.h"
+#include "helpers.h"
+
+#define ARRAY_SIZE(a) (sizeof (a) / sizeof ((a)[0]))
+
+static bool
+starts_with (const char *s, const char *prefix)
+{
+  return strncmp (s, prefix, strlen (prefix)) == 0;
+}
+
+/* The status values are qbak's exit codes: pinned. */
+static void
+test_status_values_pinned (void **state)
+{
+  (void) state;
+  static const struct { enum qbak_status status; int value; } cases[] = {
+    { QBAK_STATUS_OK, 0 }, { QBAK_STATUS_IO, 1 }, { QBAK_STATUS_USAGE, 2 },
+    { QBAK_STATUS_INVALID, 3 }, { QBAK_STATUS_BUSY, 4 },
+    { QBAK_STATUS_MISMATCH, 5 }, { QBAK_STATUS_CANCELLED, 130 },
+  };
+  for (size_t i = 0; i < ARRAY_SIZE (cases); i++)
+    assert_int_equal ((int) cases[i].status, cases[i].value);
+}
+
+static void
+test_message_without_errno (void **state)
+{
+  (void) state;
+  qbak_internal_error (QBAK_STATUS_INVALID, 0, "%s: bitmap '%s': %s",
+                       "a.qcow2", "b0", "reserved bits set");
+  assert_string_equal (qbak_get_error (),
+                       "a.qcow2: bitmap 'b0': reserved bits set");
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_INVALID);
+  assert_int_equal (qbak_get_errno (), 0);
+}
+
+/* ERRNUM's strerror is appended after ": " and kept for qbak_get_errno. */
+static void
+test_message_with_errno (void **state)
+{
+  (void) state;
+  static const int errnums[] = { ENOENT, EIO, ENOSPC, EACCES };
+  for (size_t i = 0; i < ARRAY_SIZE (errnums); i++) {
+    char want[256];
+    snprintf (want, sizeof want, "x.qcow2: read at offset 512: %s",
+              strerror (errnums[i]));
+    qbak_internal_error (QBAK_STATUS_IO, errnums[i],
+                         "x.qcow2: read at offset %d", 512);
+    assert_string_equal (qbak_get_error (), want);
+    assert_int_equal (qbak_get_errno (), errnums[i]);
+    assert_int_equal (qbak_get_status (), QBAK_STATUS_IO);
+  }
+}
+
+static void
+test_errno_preserved (void **state)
+{
+  (void) state;
+  errno = EXDEV;
+  qbak_internal_error (QBAK_STATUS_IO, ENOENT, "something");
+  assert_int_equal (errno, EXDEV);
+  errno = EXDEV;
+  qbak_internal_error_prefix ("ctx");
+  assert_int_equal (errno, EXDEV);
+}
+
+/* The short forms set the documented status class. */
+static void
+test_status_mapping (void **state)
+{
+  (void) state;
+  qbak_clear_error ();
+  set_io_error (EIO, "io %d", 1);
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_IO);
+  assert_int_equal (qbak_get_errno (), EIO);
+  assert_true (starts_with (qbak_get_error (), "io 1: "));
+
+  set_invalid ("bad %s", "header");
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_INVALID);
+  assert_int_equal (qbak_get_errno (), 0);
+  assert_string_equal (qbak_get_error (), "bad header");
+
+  set_usage_error ("bad option '%s'", "--x");
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_USAGE);
+  assert_string_equal (qbak_get_error (), "bad option '--x'");
+
+  set_busy (EAGAIN, "a.qcow2: locked");
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_BUSY);
+  assert_int_equal (qbak_get_errno (), EAGAIN);
+  assert_true (starts_with (qbak_get_error (), "a.qcow2: locked: "));
+
+  set_nomem ();
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_IO);
+  assert_int_equal (qbak_get_errno (), ENOMEM);
+  assert_true (starts_with (qbak_get_error (), "out of memory"));
+
+  qbak_internal_error (QBAK_STATUS_MISMATCH, 0, "differ");
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_MISMATCH);
+  qbak_internal_error (QBAK_STATUS_CANCELLED, EINTR, "interrupted");
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_CANCELLED);
+  assert_int_equal (qbak_get_errno (), EINTR);
+}
+
+/* Context added on the way up goes in front; status and errno stay. */
+static void
+test_prefix_keeps_status_and_errno (void **state)
+{
+  (void) state;
+  set_io_error (ENOSPC, "write at offset %d", 4096);
+  qbak_internal_error_prefix ("%s", "out.qcow2");
+  qbak_internal_error_prefix ("backup");
+  char want[256];
+  snprintf (want, sizeof want, "backup: out.qcow2: write at offset 4096: %s",
+            strerror (ENOSPC));
+  assert_string_equal (qbak_get_error (), want);
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_IO);
+  assert_int_equal (qbak_get_errno (), ENOSPC);
+}
+
+/* A later error replaces the earlier one whole (no stale errno). */
+static void
+test_error_replaces_previous (void **state)
+{
+  (void) state;
+  set_io_error (EIO, "first");
+  set_invalid ("second");
+  assert_string_equal (qbak_get_error (), "second");
+  assert_int_equal (qbak_get_errno (), 0);
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_INVALID);
+}
+
+static void
+test_clear_error (void **state)
+{
+  (void) state;
+  set_io_error (EIO, "something");
+  qbak_clear_error ();
+  assert_int_equal (qbak_get_errno (), 0);
+  assert_null (strstr (qbak_get_error (), "something"));
+  assert_non_null (qbak_get_error ());
+}
+
+/* Messages are per thread: an error in another thread is not seen here. */
+static void *
+thread_sets_error (void *arg)
+{
+  (void) arg;
+  set_io_error (EPIPE, "other thread");
+  char *msg = strdup (qbak_get_error ());
+  qbak_clear_error ();   /* the thread's message would leak otherwise */
+  return msg;
+}
+
+static void
+test_error_is_per_thread (void **state)
+{
+  (void) state;
+  set_invalid ("main thread");
+  pthread_t t;
+  assert_int_equal (pthread_create (&t, NULL, thread_sets_error, NULL), 0);
+  void *other = NULL;
+  assert_int_equal (pthread_join (t, &other), 0);
+  assert_non_null (other);
+  assert_true (starts_with (other, "other thread: "));
+  free (other);
+  assert_string_equal (qbak_get_error (), "main thread");
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_INVALID);
+  assert_int_equal (qbak_get_errno (), 0);
+}
+
+/* ---- Errors of qbak_image_open --------------------------------------- */
+
+static void
+test_open_missing_file (void **state)
+{
+  (void) state;
+  char dir[TEST_PATH_MAX], path[TEST_PATH_MAX];
+  test_tmpdir_create (dir);
+  test_path (path, dir, "no-such-image.qcow2");
+  struct qbak_image *img = qbak_image_open (path, QBAK_OPEN_READ);
+  assert_null (img);
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_INVALID);
+  assert_int_equal (qbak_get_errno (), ENOENT);
+  assert_non_null (strstr (qbak_get_error (), path));
+  assert_true (starts_with (qbak_get_error (), path));
+  assert_non_null (strstr (qbak_get_error (), strerror (ENOENT)));
+  test_rmtree (dir);
+}
+
+static void
+test_open_directory (void **state)
+{
+  (void) state;
+  char dir[TEST_PATH_MAX];
+  test_tmpdir_create (dir);
+  struct qbak_image *img = qbak_image_open (dir, QBAK_OPEN_READ);
+  assert_null (img);
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_INVALID);
+  assert_true (starts_with (qbak_get_error (), dir));
+  assert_non_null (strstr (qbak_get_error (), "directory"));
+  test_rmtree (dir);
+}
+
+/* A qcow2 image whose backing file is missing: the message names the
+ * image and the backing file, and keeps the status of the missing file. */
+static void
+test_open_missing_backing (void **state)
+{
+  (void) state;
+  test_require_qemu ();
+  char dir[TEST_PATH_MAX], path[TEST_PATH_MAX];
+  test_tmpdir_create (dir);
+  test_path (path, dir, "top.qcow2");
+  test_sh ("cd '%s' && qemu-img create -q -f qcow2 -u -b gone.qcow2 "
+           "-F qcow2 top.qcow2 1M", dir);
+  struct qbak_image *img = qbak_image_open (path, QBAK_OPEN_READ);
+  assert_null (img);
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_INVALID);
+  assert_int_equal (qbak_get_errno (), ENOENT);
+  assert_true (starts_with (qbak_get_error (), path));
+  assert_non_null (strstr (qbak_get_error (), "gone.qcow2"));
+  test_rmtree (dir);
+}
+
+/* A read past the virtual size is a usage error naming the image. */
+static void
+test_pread_beyond_size (void **state)
+{
+  (void) state;
+  char dir[TEST_PATH_MAX], path[TEST_PATH_MAX];
+  test_tmpdir_create (dir);
+  test_path (path, dir, "disk.raw");
+  int fd = open (path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  assert_int_equal (ftruncate (fd, 64 * 1024), 0);
+  close (fd);
+  struct qbak_image *img = qbak_image_open (path, QBAK_OPEN_READ);
+  assert_non_null (img);
+  static const struct { uint64_t count, offset; } cases[] = {
+    { 1, 64 * 1024 }, { 2, 64 * 1024 - 1 }, { 64 * 1024 + 1, 0 },
+    { 1, UINT64_MAX }, { UINT64_MAX, 1 },
+  };
+  char buf[16];
+  for (size_t i = 0; i < ARRAY_SIZE (cases); i++) {
+    qbak_clear_error ();
+    assert_int_equal (qbak_image_pread (img, buf, cases[i].count,
+                                        cases[i].offset), -1);
+    assert_int_equal (qbak_get_status (), QBAK_STATUS_USAGE);
+    assert_true (starts_with (qbak_get_error (), path));
+  }
+  /* The last byte is fine. */
+  assert_int_equal (qbak_image_pread (img, buf, 1, 64 * 1024 - 1), 0);
+  qbak_image_close (img);
+  test_rmtree (dir);
+}
+
+static void
+test_close_null (void **state)
+{
+  (void) state;
+  qbak_image_close (NULL);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_status_values_pinned),
+    cmocka_unit_test (test_message_without_errno),
+    cmocka_unit_test (test_message_with_errno),
+    cmocka_unit_test (test_errno_preserved),
+    cmocka_unit_test (test_status_mapping),
+    cmocka_unit_test (test_prefix_keeps_status_and_errno),
+    cmocka_unit_test (test_error_replaces_previous),
+    cmocka_unit_test (test_clear_error),
+    cmocka_unit_test (test_error_is_per_thread),
+    cmocka_unit_test (test_open_missing_file),
+    cmocka_unit_test (test_open_directory),
+    cmocka_unit_test (test_open_missing_backing),
+    cmocka_unit_test (test_pread_beyond_size),
+    cmocka_unit_test (test_close_null),
+  };
+  int r = cmocka_run_group_tests (tests, NULL, NULL);
+  qbak_clear_error ();   /* free the thread's message for leak checkers */
+  return r;
+}

@@ -1,0 +1,805 @@
+/* Unit tests for formats/qcow2-writer.c and formats/raw-writer.c.
+ *
+ * QEMU's own tools are the oracles (STYLE habit 18): qemu-img check must
+ * find every finished image clean, qemu-io reads the contents back with
+ * pattern verification, qemu-img map shows what is data, zero or
+ * unallocated.  A missing tool fails the test.  Each test checks one
+ * behaviour (STYLE habit 17).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "qbak.h"
+#include "formats/qcow2-writer.h"
+#include "formats/raw-writer.h"
+
+#define KiB (1024ULL)
+#define MiB (1024ULL * 1024)
+
+static char tmpdir[PATH_MAX / 2];
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static int
+setup (void **state)
+{
+  const char *base = getenv ("QBAK_TEST_TMPDIR");
+  (void) state;
+  if (!base || !*base)
+    base = "/tmp";
+  if (mkdir (base, 0755) < 0 && errno != EEXIST)
+    return -1;
+  snprintf (tmpdir, sizeof tmpdir, "%s/qcow2-writer.XXXXXX", base);
+  return mkdtemp (tmpdir) ? 0 : -1;
+}
+
+static int
+teardown (void **state)
+{
+  char cmd[PATH_MAX + 32];
+  (void) state;
+  snprintf (cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+  return system (cmd) == 0 ? 0 : -1;
+}
+
+/* A path in the test's directory (static buffer, one of four in turn). */
+static const char *
+tpath (const char *name)
+{
+  static char bufs[4][PATH_MAX];
+  static int next;
+  char *p = bufs[next++ % 4];
+  snprintf (p, PATH_MAX, "%s/%s", tmpdir, name);
+  return p;
+}
+
+/* Run a shell command; returns its exit status, and its stdout+stderr in
+ * *OUT (malloc'ed) if OUT is not NULL. */
+static int __attribute__((format (printf, 2, 3)))
+run (char **out, const char *fmt, ...)
+{
+  char *cmd, *full, *text = NULL;
+  size_t len = 0, cap = 0;
+  va_list ap;
+  FILE *fp;
+  int status;
+
+  va_start (ap, fmt);
+  assert_true (vasprintf (&cmd, fmt, ap) >= 0);
+  va_end (ap);
+  assert_true (asprintf (&full, "%s 2>&1", cmd) >= 0);
+  fp = popen (full, "r");
+  assert_non_null (fp);
+  for (;;) {
+    if (cap - len < 4096) {
+      cap = cap * 2 + 4096;
+      text = realloc (text, cap);
+      assert_non_null (text);
+    }
+    size_t r = fread (text + len, 1, cap - len - 1, fp);
+    if (r == 0)
+      break;
+    len += r;
+  }
+  text[len] = '\0';
+  status = pclose (fp);
+  if (!WIFEXITED (status) || WEXITSTATUS (status) != 0)
+    print_message ("command: %s\n%s", cmd, text);
+  free (cmd);
+  free (full);
+  if (out)
+    *out = text;
+  else
+    free (text);
+  return WIFEXITED (status) ? WEXITSTATUS (status) : -1;
+}
+
+static void
+assert_check_clean (const char *path)
+{
+  char *out;
+  assert_int_equal (run (&out, "qemu-img check -f qcow2 '%s'", path), 0);
+  assert_non_null (strstr (out, "No errors were found on the image"));
+  free (out);
+}
+
+/* qemu-io reads [OFF, +LEN) of PATH (format FMT) and verifies every byte
+ * is PATTERN. */
+static void
+assert_reads (const char *fmt, const char *path, int pattern,
+              uint64_t off, uint64_t len)
+{
+  char *out;
+  assert_int_equal (run (&out, "cd / && qemu-io -r -f %s -c "
+                         "'read -P 0x%02x %llu %llu' '%s'", fmt, pattern,
+                         (unsigned long long) off, (unsigned long long) len,
+                         path), 0);
+  assert_null (strstr (out, "verification failed"));
+  assert_non_null (strstr (out, "read "));
+  free (out);
+}
+
+struct map_ext {
+  uint64_t start, length;
+  bool present, zero, data;
+  uint64_t offset;              /* host offset, or UINT64_MAX */
+};
+
+static bool
+json_bool (const char *rec, const char *key)
+{
+  const char *p = strstr (rec, key);
+  assert_non_null (p);
+  return strncmp (p + strlen (key), " true", 5) == 0;
+}
+
+/* The qemu-img map extent of PATH that contains guest offset OFF. */
+static struct map_ext
+map_at (const char *path, uint64_t off)
+{
+  char *out, *rec;
+  struct map_ext e = { 0 };
+  bool found = false;
+
+  assert_int_equal (run (&out, "qemu-img map -f qcow2 --output=json '%s'",
+                         path), 0);
+  for (rec = strstr (out, "{"); rec && !found; rec = strstr (rec + 1, "{")) {
+    char *end = strchr (rec, '}');
+    unsigned long long start, length, offset;
+    const char *o;
+    assert_non_null (end);
+    *end = '\0';
+    assert_int_equal (sscanf (strstr (rec, "\"start\":"), "\"start\": %llu",
+                              &start), 1);
+    assert_int_equal (sscanf (strstr (rec, "\"length\":"),
+                              "\"length\": %llu", &length), 1);
+    if (off >= start && off - start < length) {
+      e.start = start;
+      e.length = length;
+      e.present = json_bool (rec, "\"present\":");
+      e.zero = json_bool (rec, "\"zero\":");
+      e.data = json_bool (rec, "\"data\":");
+      e.offset = UINT64_MAX;
+      o = strstr (rec, "\"offset\":");
+      if (o && sscanf (o, "\"offset\": %llu", &offset) == 1)
+        e.offset = offset;
+      found = true;
+    }
+    rec = end;
+  }
+  assert_true (found);
+  free (out);
+  return e;
+}
+
+static void *
+filled (size_t len, int byte)
+{
+  void *p = malloc (len);
+  assert_non_null (p);
+  memset (p, byte, len);
+  return p;
+}
+
+static struct qcow2_writer *
+create (const char *path, uint64_t size, uint32_t cluster_size)
+{
+  struct qcow2_writer_opts o = { .size = size, .cluster_size = cluster_size };
+  struct qcow2_writer *w = qcow2_writer_create (path, &o);
+  if (!w)
+    print_message ("%s\n", qbak_get_error ());
+  assert_non_null (w);
+  return w;
+}
+
+static void
+write_pattern (struct qcow2_writer *w, uint64_t off, size_t len, int byte)
+{
+  void *buf = filled (len, byte);
+  int r = qcow2_writer_write (w, off, buf, len);
+  if (r < 0)
+    print_message ("%s\n", qbak_get_error ());
+  assert_int_equal (r, 0);
+  free (buf);
+}
+
+static void
+zero (struct qcow2_writer *w, uint64_t off, uint64_t len)
+{
+  int r = qcow2_writer_zero (w, off, len);
+  if (r < 0)
+    print_message ("%s\n", qbak_get_error ());
+  assert_int_equal (r, 0);
+}
+
+static void
+finish (struct qcow2_writer *w)
+{
+  int r = qcow2_writer_finish (w);
+  if (r < 0)
+    print_message ("%s\n", qbak_get_error ());
+  assert_int_equal (r, 0);
+  qcow2_writer_free (w);
+}
+
+/* The image of the data tests: 1 GiB, 64 KiB clusters (an L2 table maps
+ * 512 MiB).  Data in cluster 0 (0x11) and 5 (0x22), zero clusters 6-7, a
+ * 4 MiB run of 0x33 across the L2 boundary at 512 MiB, zero clusters at
+ * 600 MiB (2 MiB) and one more data cluster at 900 MiB (0x44). */
+static const char *
+make_data_image (void)
+{
+  const char *path = tpath ("data.qcow2");
+  struct qcow2_writer *w = create (path, 1024 * MiB, 64 * KiB);
+  write_pattern (w, 0, 64 * KiB, 0x11);
+  write_pattern (w, 5 * 64 * KiB, 64 * KiB, 0x22);
+  zero (w, 6 * 64 * KiB, 2 * 64 * KiB);
+  write_pattern (w, 510 * MiB, 4 * MiB, 0x33);
+  zero (w, 600 * MiB, 2 * MiB);
+  write_pattern (w, 900 * MiB, 64 * KiB, 0x44);
+  finish (w);
+  return path;
+}
+
+/* ---- qcow2: empty image ----------------------------------------------- */
+
+static void
+test_empty_check_clean (void **state)
+{
+  (void) state;
+  const char *path = tpath ("empty.qcow2");
+  finish (create (path, 64 * MiB, 64 * KiB));
+  assert_check_clean (path);
+}
+
+static void
+test_empty_info (void **state)
+{
+  (void) state;
+  const char *path = tpath ("empty.qcow2");
+  char *out;
+  finish (create (path, 64 * MiB, 64 * KiB));
+  assert_int_equal (run (&out, "qemu-img info -f qcow2 --output=json '%s'",
+                         path), 0);
+  assert_non_null (strstr (out, "\"virtual-size\": 67108864,"));
+  assert_non_null (strstr (out, "\"cluster-size\": 65536,"));
+  assert_non_null (strstr (out, "\"compat\": \"1.1\""));
+  assert_non_null (strstr (out, "\"refcount-bits\": 16"));
+  free (out);
+}
+
+static void
+test_empty_reads_zeroes (void **state)
+{
+  (void) state;
+  const char *path = tpath ("empty.qcow2");
+  finish (create (path, 64 * MiB, 64 * KiB));
+  assert_reads ("qcow2", path, 0, 0, 64 * MiB);
+}
+
+static void
+test_zero_size_check_clean (void **state)
+{
+  (void) state;
+  const char *path = tpath ("zero-size.qcow2");
+  finish (create (path, 0, 64 * KiB));
+  assert_check_clean (path);
+}
+
+/* An interrupted target: cluster 0 is still zero, so no tool takes it for
+ * a qcow2 image. */
+static void
+test_unfinished_is_not_qcow2 (void **state)
+{
+  (void) state;
+  const char *path = tpath ("unfinished.qcow2");
+  unsigned char magic[4] = { 1, 1, 1, 1 };
+  struct qcow2_writer *w = create (path, 64 * MiB, 64 * KiB);
+  write_pattern (w, 0, 128 * KiB, 0x11);
+  qcow2_writer_free (w);
+
+  int fd = open (path, O_RDONLY);
+  assert_true (fd >= 0);
+  assert_int_equal (pread (fd, magic, 4, 0), 4);
+  close (fd);
+  assert_memory_equal (magic, "\0\0\0\0", 4);
+  assert_int_not_equal (run (NULL, "qemu-img info -f qcow2 '%s'", path), 0);
+}
+
+/* ---- qcow2: data and zero clusters ------------------------------------ */
+
+static void
+test_data_check_clean (void **state)
+{
+  (void) state;
+  assert_check_clean (make_data_image ());
+}
+
+static void
+test_data_reads_back (void **state)
+{
+  (void) state;
+  const char *path = make_data_image ();
+  assert_reads ("qcow2", path, 0x11, 0, 64 * KiB);
+  assert_reads ("qcow2", path, 0x22, 5 * 64 * KiB, 64 * KiB);
+  assert_reads ("qcow2", path, 0x33, 510 * MiB, 4 * MiB);
+  assert_reads ("qcow2", path, 0x44, 900 * MiB, 64 * KiB);
+}
+
+static void
+test_gaps_and_zeroes_read_zero (void **state)
+{
+  (void) state;
+  const char *path = make_data_image ();
+  assert_reads ("qcow2", path, 0, 64 * KiB, 4 * 64 * KiB);
+  assert_reads ("qcow2", path, 0, 6 * 64 * KiB, 2 * 64 * KiB);
+  assert_reads ("qcow2", path, 0, 514 * MiB, 386 * MiB);
+  assert_reads ("qcow2", path, 0, 900 * MiB + 64 * KiB,
+                124 * MiB - 64 * KiB);
+}
+
+static void
+test_map_shows_data_zero_unallocated (void **state)
+{
+  (void) state;
+  const char *path = make_data_image ();
+  struct map_ext e;
+
+  e = map_at (path, 0);
+  assert_true (e.present && e.data && !e.zero);
+  e = map_at (path, 64 * KiB);                /* never written */
+  assert_true (!e.present && !e.data);
+  e = map_at (path, 6 * 64 * KiB);            /* zero clusters */
+  assert_true (e.present && e.zero && !e.data);
+  assert_int_equal (e.start, 6 * 64 * KiB);
+  assert_int_equal (e.length, 2 * 64 * KiB);
+  e = map_at (path, 600 * MiB);
+  assert_true (e.present && e.zero && !e.data);
+  e = map_at (path, 900 * MiB);
+  assert_true (e.present && e.data);
+}
+
+/* A multi-cluster write lands in contiguous host clusters, across an L2
+ * table boundary: qemu-img map shows it as one extent. */
+static void
+test_run_is_contiguous (void **state)
+{
+  (void) state;
+  const char *path = make_data_image ();
+  struct map_ext e = map_at (path, 510 * MiB);
+  assert_true (e.present && e.data);
+  assert_int_equal (e.start, 510 * MiB);
+  assert_int_equal (e.length, 4 * MiB);
+  assert_int_not_equal (e.offset, UINT64_MAX);
+}
+
+/* ---- qcow2: backing file ---------------------------------------------- */
+
+/* base.qcow2 (8 MiB of 0xaa, made by qemu-img) and top.qcow2 over it, with
+ * the relative backing name "base.qcow2": data 0x11 in cluster 1, zero
+ * clusters 2-3, the rest unwritten. */
+static const char *
+make_backed_image (void)
+{
+  const char *base = tpath ("base.qcow2");
+  const char *top = tpath ("top.qcow2");
+  struct qcow2_writer_opts o = {
+    .size = 8 * MiB, .cluster_size = 64 * KiB,
+    .backing_name = "base.qcow2", .backing_format = "qcow2",
+  };
+  struct qcow2_writer *w;
+
+  assert_int_equal (run (NULL, "qemu-img create -q -f qcow2 '%s' 8M && "
+                         "qemu-io -f qcow2 -c 'write -P 0xaa 0 8M' '%s'",
+                         base, base), 0);
+  w = qcow2_writer_create (top, &o);
+  assert_non_null (w);
+  write_pattern (w, 64 * KiB, 64 * KiB, 0x11);
+  zero (w, 2 * 64 * KiB, 2 * 64 * KiB);
+  finish (w);
+  return top;
+}
+
+static void
+test_backing_check_clean (void **state)
+{
+  (void) state;
+  assert_check_clean (make_backed_image ());
+}
+
+static void
+test_backing_name_stored (void **state)
+{
+  (void) state;
+  const char *top = make_backed_image ();
+  char *out;
+  assert_int_equal (run (&out, "qemu-img info -f qcow2 --output=json '%s'",
+                         top), 0);
+  assert_non_null (strstr (out, "\"backing-filename\": \"base.qcow2\""));
+  assert_non_null (strstr (out, "\"backing-filename-format\": \"qcow2\""));
+  free (out);
+}
+
+static void
+test_backing_zero_clusters_read_zeroes (void **state)
+{
+  (void) state;
+  assert_reads ("qcow2", make_backed_image (), 0, 2 * 64 * KiB,
+                2 * 64 * KiB);
+}
+
+/* qemu-io runs from /, so "base.qcow2" resolves against top's directory. */
+static void
+test_backing_unwritten_reads_backing (void **state)
+{
+  (void) state;
+  const char *top = make_backed_image ();
+  assert_reads ("qcow2", top, 0xaa, 0, 64 * KiB);
+  assert_reads ("qcow2", top, 0xaa, 4 * 64 * KiB, 8 * MiB - 4 * 64 * KiB);
+}
+
+static void
+test_backing_data_overrides (void **state)
+{
+  (void) state;
+  assert_reads ("qcow2", make_backed_image (), 0x11, 64 * KiB, 64 * KiB);
+}
+
+/* ---- qcow2: cluster sizes and odd sizes ------------------------------- */
+
+/* Data, zeroes and a run in an image of SIZE with clusters of CS; the last
+ * request writes the (possibly partial) last cluster with 0x5a. */
+static void
+round_trip (uint32_t cs, uint64_t size)
+{
+  const char *path = tpath ("rt.qcow2");
+  struct qcow2_writer *w = create (path, size, cs);
+  uint64_t last = (size - 1) / cs * cs;
+  char *out;
+
+  write_pattern (w, 0, cs, 0x11);
+  zero (w, 2 * (uint64_t) cs, cs);
+  write_pattern (w, 4 * (uint64_t) cs, 8 * (size_t) cs, 0x33);
+  write_pattern (w, last, (size_t) (size - last), 0x5a);
+  finish (w);
+
+  assert_check_clean (path);
+  assert_reads ("qcow2", path, 0x11, 0, cs);
+  assert_reads ("qcow2", path, 0, cs, 3 * (uint64_t) cs);
+  assert_reads ("qcow2", path, 0x33, 4 * (uint64_t) cs, 8 * (uint64_t) cs);
+  assert_reads ("qcow2", path, 0x5a, last, size - last);
+  assert_int_equal (run (&out, "qemu-img info -f qcow2 --output=json '%s'",
+                         path), 0);
+  char want[64];
+  snprintf (want, sizeof want, "\"virtual-size\": %llu,",
+            (unsigned long long) size);
+  assert_non_null (strstr (out, want));
+  free (out);
+}
+
+static void
+test_cluster_512 (void **state)
+{
+  (void) state;
+  round_trip (512, 4 * MiB);
+}
+
+static void
+test_cluster_64k (void **state)
+{
+  (void) state;
+  round_trip (64 * KiB, 64 * MiB);
+}
+
+static void
+test_cluster_2m (void **state)
+{
+  (void) state;
+  round_trip (2 * MiB, 64 * MiB);
+}
+
+static void
+test_partial_last_cluster_64k (void **state)
+{
+  (void) state;
+  round_trip (64 * KiB, 10 * MiB + 512);
+}
+
+static void
+test_partial_last_cluster_2m (void **state)
+{
+  (void) state;
+  round_trip (2 * MiB, 30 * MiB + 4096);
+}
+
+/* 512-byte clusters: one refcount-table cluster covers 64 blocks of 256
+ * clusters, 8 MiB; 12 MiB of data needs a refcount table of two clusters. */
+static void
+test_refcount_table_multi_cluster (void **state)
+{
+  (void) state;
+  const char *path = tpath ("rt512.qcow2");
+  struct qcow2_writer *w = create (path, 16 * MiB, 512);
+  unsigned char hdr[60];
+
+  for (int i = 0; i < 12; i++)
+    write_pattern (w, (uint64_t) i * MiB, MiB, 0x10 + i);
+  finish (w);
+
+  int fd = open (path, O_RDONLY);
+  assert_true (fd >= 0);
+  assert_int_equal (pread (fd, hdr, sizeof hdr, 0), (ssize_t) sizeof hdr);
+  close (fd);
+  uint32_t rt_clusters = (uint32_t) hdr[56] << 24 | (uint32_t) hdr[57] << 16
+                         | (uint32_t) hdr[58] << 8 | hdr[59];
+  assert_true (rt_clusters >= 2);
+  assert_check_clean (path);
+  assert_reads ("qcow2", path, 0x10, 0, MiB);
+  assert_reads ("qcow2", path, 0x1b, 11 * MiB, MiB);
+  assert_reads ("qcow2", path, 0, 12 * MiB, 4 * MiB);
+}
+
+/* ---- qcow2: errors ---------------------------------------------------- */
+
+static void
+assert_usage_error (const char *fragment)
+{
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_USAGE);
+  if (!strstr (qbak_get_error (), fragment))
+    print_message ("error: %s\n", qbak_get_error ());
+  assert_non_null (strstr (qbak_get_error (), fragment));
+}
+
+static void
+test_error_out_of_order_write (void **state)
+{
+  (void) state;
+  const char *path = tpath ("ooo.qcow2");
+  struct qcow2_writer *w = create (path, 64 * MiB, 64 * KiB);
+  void *buf = filled (64 * KiB, 0x11);
+  assert_int_equal (qcow2_writer_write (w, 128 * KiB, buf, 64 * KiB), 0);
+  assert_int_equal (qcow2_writer_write (w, 64 * KiB, buf, 64 * KiB), -1);
+  assert_usage_error ("out of order");
+  assert_non_null (strstr (qbak_get_error (), path));
+  free (buf);
+  qcow2_writer_free (w);
+}
+
+static void
+test_error_overlapping_zero (void **state)
+{
+  (void) state;
+  struct qcow2_writer *w = create (tpath ("ovl.qcow2"), 64 * MiB, 64 * KiB);
+  void *buf = filled (128 * KiB, 0x11);
+  assert_int_equal (qcow2_writer_write (w, 0, buf, 128 * KiB), 0);
+  assert_int_equal (qcow2_writer_zero (w, 64 * KiB, 128 * KiB), -1);
+  assert_usage_error ("out of order");
+  free (buf);
+  qcow2_writer_free (w);
+}
+
+static void
+test_error_unaligned_offset (void **state)
+{
+  (void) state;
+  struct qcow2_writer *w = create (tpath ("unal.qcow2"), 64 * MiB, 64 * KiB);
+  void *buf = filled (64 * KiB, 0x11);
+  assert_int_equal (qcow2_writer_write (w, 512, buf, 64 * KiB), -1);
+  assert_usage_error ("not aligned");
+  free (buf);
+  qcow2_writer_free (w);
+}
+
+static void
+test_error_partial_cluster_not_at_end (void **state)
+{
+  (void) state;
+  struct qcow2_writer *w = create (tpath ("part.qcow2"), 64 * MiB, 64 * KiB);
+  void *buf = filled (4096, 0x11);
+  assert_int_equal (qcow2_writer_write (w, 0, buf, 4096), -1);
+  assert_usage_error ("not a multiple of the cluster size");
+  free (buf);
+  qcow2_writer_free (w);
+}
+
+static void
+test_error_beyond_size (void **state)
+{
+  (void) state;
+  struct qcow2_writer *w = create (tpath ("big.qcow2"), 64 * MiB, 64 * KiB);
+  assert_int_equal (qcow2_writer_zero (w, 64 * MiB - 64 * KiB, 128 * KiB),
+                    -1);
+  assert_usage_error ("beyond the virtual size");
+  assert_int_equal (qcow2_writer_zero (w, UINT64_MAX - 65535, 65536), -1);
+  assert_usage_error ("beyond the virtual size");
+  qcow2_writer_free (w);
+}
+
+static void
+test_error_existing_path (void **state)
+{
+  (void) state;
+  const char *path = tpath ("exists.qcow2");
+  struct qcow2_writer_opts o = { .size = 64 * MiB, .cluster_size = 65536 };
+  int fd = open (path, O_CREAT | O_WRONLY, 0644);
+  assert_true (fd >= 0);
+  close (fd);
+  assert_null (qcow2_writer_create (path, &o));
+  assert_int_equal (qbak_get_errno (), EEXIST);
+  assert_usage_error (path);
+}
+
+static void
+test_error_bad_cluster_size (void **state)
+{
+  (void) state;
+  static const uint32_t bad[] = { 0, 256, 3000, 65535, 4u << 20 };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    struct qcow2_writer_opts o = { .size = 64 * MiB, .cluster_size = bad[i] };
+    assert_null (qcow2_writer_create (tpath ("bad.qcow2"), &o));
+    assert_usage_error ("invalid cluster size");
+    assert_int_equal (access (tpath ("bad.qcow2"), F_OK), -1);
+  }
+}
+
+static void
+test_error_backing_name_too_long (void **state)
+{
+  (void) state;
+  char name[451];
+  memset (name, 'b', sizeof name - 1);
+  name[sizeof name - 1] = '\0';
+  struct qcow2_writer_opts o = { .size = 64 * MiB, .cluster_size = 512,
+                                 .backing_name = name };
+  assert_null (qcow2_writer_create (tpath ("long.qcow2"), &o));
+  assert_usage_error ("does not fit");
+}
+
+static void
+test_error_write_after_finish (void **state)
+{
+  (void) state;
+  struct qcow2_writer *w = create (tpath ("fin.qcow2"), 64 * MiB, 64 * KiB);
+  assert_int_equal (qcow2_writer_finish (w), 0);
+  assert_int_equal (qcow2_writer_zero (w, 0, 64 * KiB), -1);
+  assert_usage_error ("after the image was finished");
+  qcow2_writer_free (w);
+}
+
+/* ---- raw writer ------------------------------------------------------- */
+
+/* out.raw, 64 MiB: 0x11 at 1 MiB (64 KiB), zero range, 0x22 at 40 MiB
+ * (128 KiB), 0x33 in the last 512 bytes; expected.raw the same made by
+ * qemu-img and qemu-io. */
+static const char *
+make_raw (void)
+{
+  const char *out = tpath ("out.raw");
+  const char *exp = tpath ("expected.raw");
+  struct raw_writer *w = raw_writer_create (out, 64 * MiB);
+  void *a = filled (64 * KiB, 0x11), *b = filled (128 * KiB, 0x22);
+  void *c = filled (512, 0x33);
+
+  assert_non_null (w);
+  assert_int_equal (raw_writer_write (w, MiB, a, 64 * KiB), 0);
+  assert_int_equal (raw_writer_zero (w, 2 * MiB, 8 * MiB), 0);
+  assert_int_equal (raw_writer_write (w, 40 * MiB, b, 128 * KiB), 0);
+  assert_int_equal (raw_writer_write (w, 64 * MiB - 512, c, 512), 0);
+  assert_int_equal (raw_writer_finish (w), 0);
+  raw_writer_free (w);
+  free (a);
+  free (b);
+  free (c);
+
+  assert_int_equal (run (NULL, "qemu-img create -q -f raw '%s' 64M && "
+                         "qemu-io -f raw -c 'write -P 0x11 1M 64k' "
+                         "-c 'write -P 0x22 40M 128k' "
+                         "-c 'write -P 0x33 67108352 512' '%s'", exp, exp),
+                    0);
+  return out;
+}
+
+static void
+test_raw_matches_expected (void **state)
+{
+  (void) state;
+  const char *out = make_raw ();
+  struct stat st;
+  assert_int_equal (run (NULL, "qemu-img compare -f raw -F raw '%s' '%s'",
+                         tpath ("expected.raw"), out), 0);
+  assert_int_equal (stat (out, &st), 0);
+  assert_int_equal (st.st_size, 64 * MiB);
+}
+
+static void
+test_raw_is_sparse (void **state)
+{
+  (void) state;
+  struct stat st;
+  assert_int_equal (stat (make_raw (), &st), 0);
+  assert_true ((uint64_t) st.st_blocks * 512 <= 2 * MiB);
+}
+
+static void
+test_raw_out_of_order (void **state)
+{
+  (void) state;
+  struct raw_writer *w = raw_writer_create (tpath ("ooo.raw"), 64 * MiB);
+  void *buf = filled (4096, 0x11);
+  assert_non_null (w);
+  assert_int_equal (raw_writer_write (w, MiB, buf, 4096), 0);
+  assert_int_equal (raw_writer_zero (w, 0, 4096), -1);
+  assert_usage_error ("out of order");
+  free (buf);
+  raw_writer_free (w);
+}
+
+static void
+test_raw_existing_path (void **state)
+{
+  (void) state;
+  const char *path = tpath ("exists.raw");
+  int fd = open (path, O_CREAT | O_WRONLY, 0644);
+  assert_true (fd >= 0);
+  close (fd);
+  assert_null (raw_writer_create (path, 64 * MiB));
+  assert_int_equal (qbak_get_errno (), EEXIST);
+  assert_usage_error (path);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown (f, setup, teardown)
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    T (test_empty_check_clean),
+    T (test_empty_info),
+    T (test_empty_reads_zeroes),
+    T (test_zero_size_check_clean),
+    T (test_unfinished_is_not_qcow2),
+    T (test_data_check_clean),
+    T (test_data_reads_back),
+    T (test_gaps_and_zeroes_read_zero),
+    T (test_map_shows_data_zero_unallocated),
+    T (test_run_is_contiguous),
+    T (test_backing_check_clean),
+    T (test_backing_name_stored),
+    T (test_backing_zero_clusters_read_zeroes),
+    T (test_backing_unwritten_reads_backing),
+    T (test_backing_data_overrides),
+    T (test_cluster_512),
+    T (test_cluster_64k),
+    T (test_cluster_2m),
+    T (test_partial_last_cluster_64k),
+    T (test_partial_last_cluster_2m),
+    T (test_refcount_table_multi_cluster),
+    T (test_error_out_of_order_write),
+    T (test_error_overlapping_zero),
+    T (test_error_unaligned_offset),
+    T (test_error_partial_cluster_not_at_end),
+    T (test_error_beyond_size),
+    T (test_error_existing_path),
+    T (test_error_bad_cluster_size),
+    T (test_error_backing_name_too_long),
+    T (test_error_write_after_finish),
+    T (test_raw_matches_expected),
+    T (test_raw_is_sparse),
+    T (test_raw_out_of_order),
+    T (test_raw_existing_path),
+  };
+  return cmocka_run_group_tests_name ("qcow2-writer", tests, NULL, NULL);
+}
