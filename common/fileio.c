@@ -224,3 +224,14 @@ qbak_file_extent (struct qbak_file *f, uint64_t offset, uint64_t length,
     *pnum = length;
   return 0;
 }
+
+int64_t
+qbak_file_allocated (struct qbak_file *f)
+{
+  struct stat st;
+  if (fstat (f->fd, &st) < 0) {
+    set_io_error (errno, "%s: stat", f->path);
+    return -1;
+  }
+  return (int64_t) st.st_blocks * 512;
+}

@@ -34,6 +34,8 @@ int qbak_file_pwrite (struct qbak_file *f, const void *buf, size_t count,
                       uint64_t offset);
 int qbak_file_flush (struct qbak_file *f);
 int qbak_file_truncate (struct qbak_file *f, uint64_t size);
+/* Bytes the file occupies on disk (st_blocks * 512), or -1. */
+int64_t qbak_file_allocated (struct qbak_file *f);
 /* Current size of the file, or -1. */
 int64_t qbak_file_size (struct qbak_file *f);
 

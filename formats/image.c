@@ -69,9 +69,9 @@ image_read (struct image *img, void *buf, uint64_t count, uint64_t offset)
 
 /* qemu-img map's view (qemu-img.c get_block_status): walk down the chain
  * until a layer has data or zeroes; the extent shrinks to what every layer
- * visited agrees on.  Like QEMU (which recurses into the host file only for
- * metadata-preallocated qcow2), host holes under qcow2 data clusters are
- * still reported as data. */
+ * visited agrees on.  Where the layer asks for it (QEMU's BDRV_BLOCK_RECURSE:
+ * qcow2 images that look metadata-preallocated), holes of the host file
+ * under data are reported as zero too. */
 int
 image_chain_status (struct image *img, uint64_t offset, uint64_t length,
                     struct chain_extent *out)
@@ -89,6 +89,15 @@ image_chain_status (struct image *img, uint64_t offset, uint64_t length,
       out->present = out->data = true;
       out->offset_valid = ext.offset_valid;
       out->offset = ext.offset;
+      if (ext.recurse && layer->data_file) {
+        bool is_data;
+        uint64_t pnum;
+        if (qbak_file_extent (layer->data_file, ext.offset, length,
+                              &is_data, &pnum) < 0)
+          return -1;
+        out->zero = !is_data;
+        length = pnum;
+      }
       break;
     }
     if (ext.state == LAYER_ZERO) {

@@ -29,6 +29,8 @@ struct layer_extent {
   bool offset_valid;     /* host offset known (not compressed) */
   uint64_t offset;       /* host offset of the first byte */
   bool compressed;
+  bool recurse;          /* ask the host file for holes under this data
+                            (QEMU's BDRV_BLOCK_RECURSE) */
 };
 
 struct image;

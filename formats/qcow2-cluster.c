@@ -235,6 +235,16 @@ qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,
 
   if (length > img->size - offset)
     length = img->size - offset;
+  if (!s->prealloc_checked) {
+    /* Only for the map view; an image whose refcounts cannot be read
+     * simply does not get the hole refinement. */
+    if (s->data_file == NULL &&
+        qcow2_detect_metadata_prealloc (s, &s->metadata_prealloc) < 0) {
+      s->metadata_prealloc = false;
+      qbak_clear_error ();
+    }
+    s->prealloc_checked = true;
+  }
   if (lookup (s, offset, &ci) < 0)
     return -1;
   memset (ext, 0, sizeof *ext);
@@ -242,6 +252,8 @@ qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,
   ext->compressed = ci.compressed;
   ext->offset_valid = ci.offset_valid;
   ext->offset = ci.host + (offset & (s->cluster_size - 1));
+  ext->recurse = s->metadata_prealloc && ci.state == LAYER_DATA &&
+                 !ci.compressed;
   uint64_t done = ci.bytes < length ? ci.bytes : length;
 
   /* A compressed cluster stands alone: its bytes are not contiguous with

@@ -101,6 +101,32 @@ qcow2_refcount_init (struct qcow2 *s)
   return 0;
 }
 
+int
+qcow2_detect_metadata_prealloc (struct qcow2 *s, bool *out)
+{
+  *out = false;
+  if (!s->reftable && qcow2_refcount_init (s) < 0)
+    return -1;
+  int64_t len = qbak_file_size (s->base.file);
+  int64_t real = qbak_file_allocated (s->base.file);
+  if (len < 0 || real < 0)
+    return -1;
+  uint64_t real_clusters = (uint64_t) real / s->cluster_size;
+  uint64_t threshold = real_clusters * 10 / 9;
+  if (threshold < real_clusters + 2)
+    threshold = real_clusters + 2;
+  uint64_t end = ((uint64_t) len + s->cluster_size - 1) >> s->cluster_bits;
+  uint64_t count = 0;
+  for (uint64_t i = 0; i < end && count < threshold; i++) {
+    uint64_t rc;
+    if (qcow2_get_refcount (s, i, &rc) < 0)
+      return -1;
+    count += rc != 0;
+  }
+  *out = count >= threshold;
+  return 0;
+}
+
 void
 qcow2_refcount_cleanup (struct qcow2 *s)
 {

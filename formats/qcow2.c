@@ -714,7 +714,7 @@ qcow2_check_writable (struct qcow2 *s)
                  "all' first", fn);
     return -1;
   }
-  if (!s->reftable) {
+  if (!s->base.file->writable || !s->reftable) {
     set_invalid ("%s: image was not opened for writing", fn);
     return -1;
   }

@@ -123,6 +123,9 @@ struct qcow2 {
                                  qcow2_refcount_forget (for rollback) */
   size_t n_alloc_log, cap_alloc_log;
 
+  /* QEMU's qcow2_detect_metadata_preallocation, computed on first use. */
+  bool prealloc_checked, metadata_prealloc;
+
   /* One decompressed cluster (sequential reads hit it repeatedly). */
   uint64_t zbuf_host;         /* descriptor of the cached cluster, 0 = none */
   uint8_t *zbuf;
@@ -160,6 +163,9 @@ int qcow2_check_writable (struct qcow2 *s);
 /* qcow2-refcount.c */
 /* Load the refcount table (writable opens). */
 int qcow2_refcount_init (struct qcow2 *s);
+/* Whether the image looks metadata-preallocated: more clusters with a
+ * refcount than the file really occupies (QEMU's heuristic). */
+int qcow2_detect_metadata_prealloc (struct qcow2 *s, bool *out);
 void qcow2_refcount_cleanup (struct qcow2 *s);
 /* Refcount of host cluster INDEX into *OUT; 0 or -1. */
 int qcow2_get_refcount (struct qcow2 *s, uint64_t index, uint64_t *out);

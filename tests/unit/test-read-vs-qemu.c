@@ -110,6 +110,31 @@ test_compressed_zstd (void **state)
   compressed (*state, "zstd");
 }
 
+/* qemu-img convert -c output as it is: the last compressed cluster ends at
+ * (or, rounded to sectors, past) the end of the image file. */
+static void
+compressed_at_eof (struct fixture *fx, const char *type)
+{
+  mixed_raw (fx, "src.raw", 1 * MiB + 3 * 512, 13);
+  test_sh ("cd '%s' && dd if=text.bin of=src.raw bs=512 seek=2048 count=3 "
+           "conv=notrunc status=none", fx->dir);
+  test_sh ("cd '%s' && qemu-img convert -q -c -f raw -O qcow2 "
+           "-o compression_type=%s src.raw img.qcow2", fx->dir, type);
+  check (fx, "img.qcow2", "qcow2");
+}
+
+static void
+test_compressed_zlib_at_eof (void **state)
+{
+  compressed_at_eof (*state, "zlib");
+}
+
+static void
+test_compressed_zstd_at_eof (void **state)
+{
+  compressed_at_eof (*state, "zstd");
+}
+
 /* ---- extended L2 (subclusters) -------------------------------------- */
 
 /* 64k clusters, 2k subclusters: single subclusters written, zeroed (in
@@ -269,6 +294,19 @@ test_raw_with_holes (void **state)
   check (fx, "img.raw", "raw");
 }
 
+/* A raw file whose size is not a multiple of 512: QEMU's raw driver
+ * rounds the virtual size up to whole sectors (the tail reads as
+ * zeroes), and qbak must present the same disk. */
+static void
+test_raw_odd_size (void **state)
+{
+  struct fixture *fx = *state;
+  mixed_raw (fx, "img.raw", 64 * KiB + 1000, 17);
+  test_sh ("cd '%s' && dd if=rand.bin of=img.raw bs=1 seek=65536 count=1000 "
+           "conv=notrunc status=none", fx->dir);
+  check (fx, "img.raw", "raw");
+}
+
 /* ---- qcow v1 -------------------------------------------------------- */
 
 static void
@@ -312,6 +350,8 @@ main (void)
   const struct CMUnitTest tests[] = {
     T (test_compressed_zlib),
     T (test_compressed_zstd),
+    T (test_compressed_zlib_at_eof),
+    T (test_compressed_zstd_at_eof),
     T (test_extended_l2),
     T (test_extended_l2_over_backing),
     T (test_cluster_512),
@@ -320,6 +360,7 @@ main (void)
     T (test_backing_chain),
     T (test_data_file_raw),
     T (test_raw_with_holes),
+    T (test_raw_odd_size),
     T (test_qcow1),
     T (test_qcow1_compressed),
   };
