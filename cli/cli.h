@@ -43,7 +43,17 @@ void json_print (json_object *obj);
 json_object *json_u64 (uint64_t v);
 json_object *json_bitmap_info (const struct qbak_bitmap_info *b);
 
+/* progress.c */
+struct progress {
+  bool enabled;
+  double start, last;
+};
+void progress_init (struct progress *p);
+void progress_update (uint64_t done, uint64_t total, void *opaque);
+void progress_end (struct progress *p);
+
 /* Subcommands, one file each. */
+int cmd_copy (int argc, char **argv);
 int cmd_info (int argc, char **argv);
 int cmd_map (int argc, char **argv);
 int cmd_bitmap (int argc, char **argv);

@@ -8,6 +8,7 @@ const char *progname = "qbak";
 
 static const struct command commands[] = {
   { "bitmap", cmd_bitmap, "list, dump and manage persistent dirty bitmaps" },
+  { "copy", cmd_copy, "back up an image: full, top or incremental" },
   { "info", cmd_info, "show an image: format, sizes, chain, bitmaps" },
   { "map", cmd_map, "show an image's allocation (as qemu-img map)" },
 };

@@ -61,6 +61,8 @@ raw_open (struct qbak_file *file, const char *path)
   img->format = IMAGE_RAW;
   img->file = file;
   img->data_file = NULL;   /* block_status already is the file's view */
-  img->size = (uint64_t) size;
+  /* QEMU sees whole 512-byte sectors: a raw file's tail reads as zeroes
+   * up to the next sector boundary. */
+  img->size = ((uint64_t) size + 511) & ~511ULL;
   return img;
 }

@@ -326,3 +326,29 @@ out:
   free (plans);
   return ret;
 }
+
+int
+qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
+                          const struct dirty_bitmap *data)
+{
+  struct plan p = { 0 };
+  int ret = -1;
+  if (plan_init (&p, h) < 0)
+    goto out;
+  struct planned *pl = find (&p, name);
+  if (!pl) {
+    set_invalid ("%s: no bitmap named '%s'", h->img->filename, name);
+    goto out;
+  }
+  pl->st.bm = data;
+  pl->st.rewrite = true;
+  if (commit_one (&p) < 0)
+    goto out;
+  qcow2_bitmaps_finish (h->img, p.pending);
+  p.pending = NULL;
+  qcow2_bitmaps_free (&h->bitmaps);
+  ret = qcow2_bitmaps_load (h->img, &h->bitmaps);
+out:
+  plan_free (&p);
+  return ret;
+}

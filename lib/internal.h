@@ -28,4 +28,9 @@ int qbak_internal_lock (struct image *img, unsigned perm, unsigned shared);
 struct qcow2_bitmap *qbak_internal_find_bitmap (struct qbak_image *h,
                                                 const char *name);
 
+/* bitmap-ops.c: replace the data of bitmap NAME with DATA (same size and
+ * granularity) through the crash-safe store path. */
+int qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
+                              const struct dirty_bitmap *data);
+
 #endif

@@ -178,6 +178,69 @@ QBAK_API int qbak_bitmap_apply (struct qbak_image *const *images,
                                 const struct qbak_bitmap_op *ops,
                                 size_t n_ops);
 
+/* ---- The backup job --------------------------------------------------- */
+
+enum qbak_sync {
+  QBAK_SYNC_FULL,         /* every guest cluster that is not zero */
+  QBAK_SYNC_TOP,          /* clusters allocated in the top image */
+  QBAK_SYNC_INCREMENTAL,  /* the bitmap's dirty clusters; on-success */
+  QBAK_SYNC_BITMAP,       /* the bitmap's dirty clusters; bitmap_mode */
+};
+
+enum qbak_bitmap_mode {
+  QBAK_BITMAP_MODE_UNSET,
+  QBAK_BITMAP_MODE_ON_SUCCESS,
+  QBAK_BITMAP_MODE_ALWAYS,
+  QBAK_BITMAP_MODE_NEVER,
+};
+
+enum qbak_target_format { QBAK_TARGET_QCOW2, QBAK_TARGET_RAW };
+
+/* Progress: DONE of TOTAL bytes of the copy set. */
+typedef void (*qbak_progress_cb) (uint64_t done, uint64_t total,
+                                  void *opaque);
+
+struct qbak_copy_opts {
+  const char *source;
+  const char *target;           /* must not exist */
+  enum qbak_sync sync;
+  const char *bitmap;           /* or NULL */
+  enum qbak_bitmap_mode bitmap_mode;
+  const char *backing;          /* target's backing file, stored as given
+                                   and resolved against the target's
+                                   directory (qemu-img create -b), or NULL */
+  enum qbak_target_format format;
+  uint32_t cluster_size;        /* 0: the source's (64 KiB for raw) */
+  qbak_progress_cb progress;
+  void *progress_opaque;
+  /* Polled between requests; non-zero cancels the job as QEMU's
+   * block-job-cancel does. */
+  volatile int *cancel;
+};
+
+struct qbak_copy_result {
+  uint64_t virtual_size;
+  uint64_t cluster_size;        /* the target's */
+  uint64_t bytes_planned;       /* size of the copy set */
+  uint64_t bytes_copied;        /* data written to the target */
+  uint64_t clusters_copied;     /* data clusters written */
+  uint64_t zero_clusters;       /* copy-set clusters that read as zero */
+  uint64_t bytes_skipped;       /* virtual size not in the copy set */
+  uint64_t clusters_left;       /* copy-set clusters not copied */
+  double seconds;
+  const char *bitmap_state;     /* "cleared", "unchanged", "not-copied"
+                                   (always after a failure) or NULL */
+  uint64_t bitmap_dirty_bytes;  /* dirty bytes of the bitmap afterwards */
+};
+
+/* Run one backup job: plan the copy set, copy it into a new target
+ * (written as TARGET.part and renamed when complete), then rewrite the
+ * bitmap per bitmap_mode (QEMU's backup semantics, DESIGN §3).  RESULT is
+ * filled in on success and on failure.  Returns 0, or -1 with the error
+ * set (QBAK_STATUS_CANCELLED after a cancel). */
+QBAK_API int qbak_copy (const struct qbak_copy_opts *opts,
+                        struct qbak_copy_result *result);
+
 #ifdef __cplusplus
 }
 #endif

@@ -165,40 +165,42 @@ test_read_file (const char *path, size_t *size)
   return buf;
 }
 
-/* Report the first byte where A and B differ (both LEN long), failing the
- * test with WHAT and the guest offset BASE + i. */
-static inline void
-test_assert_same_bytes (const uint8_t *a, const uint8_t *b, size_t len,
-                        uint64_t base, const char *what)
-{
-  if (memcmp (a, b, len) == 0)
-    return;
-  size_t i = 0;
-  while (a[i] == b[i])
-    i++;
-  fail_msg ("%s: first difference at guest offset %llu (0x%llx): "
-            "0x%02x, expected 0x%02x", what,
-            (unsigned long long) (base + i), (unsigned long long) (base + i),
-            a[i], b[i]);
-}
+/* Why the last test_compare_pread failed. */
+static char test_compare_msg[512];
 
 /* Read every guest byte of IMG with qbak_image_pread in CHUNK-sized
- * pieces (the last one shorter) and compare with EXPECT (SIZE bytes). */
-static inline void
+ * pieces (the last one shorter) and compare with EXPECT (SIZE bytes).
+ * Returns 0, or -1 with the first difference (or the read error) in
+ * test_compare_msg, so the caller can free its buffers before failing. */
+static inline int
 test_compare_pread (struct qbak_image *img, const uint8_t *expect,
                     size_t size, size_t chunk, const char *what)
 {
+  int ret = 0;
   uint8_t *buf = malloc (chunk);
   assert_non_null (buf);
-  for (size_t off = 0; off < size; off += chunk) {
+  for (size_t off = 0; off < size && ret == 0; off += chunk) {
     size_t n = size - off < chunk ? size - off : chunk;
     memset (buf, 0xa5, n);
-    if (qbak_image_pread (img, buf, n, off) < 0)
-      fail_msg ("%s: qbak_image_pread (%zu bytes at %zu): %s", what, n, off,
+    if (qbak_image_pread (img, buf, n, off) < 0) {
+      snprintf (test_compare_msg, sizeof test_compare_msg,
+                "%s: qbak_image_pread (%zu bytes at %zu): %s", what, n, off,
                 qbak_get_error ());
-    test_assert_same_bytes (buf, expect + off, n, off, what);
+      ret = -1;
+    }
+    else if (memcmp (buf, expect + off, n) != 0) {
+      size_t i = 0;
+      while (buf[i] == expect[off + i])
+        i++;
+      snprintf (test_compare_msg, sizeof test_compare_msg,
+                "%s (reads of %zu bytes): first difference at guest offset "
+                "%zu (0x%zx): 0x%02x, expected 0x%02x", what, chunk, off + i,
+                off + i, buf[i], expect[off + i]);
+      ret = -1;
+    }
   }
   free (buf);
+  return ret;
 }
 
 /* Open IMAGE with qbak and compare all its guest bytes with RAW (the
@@ -210,17 +212,27 @@ test_compare_image_with_raw (const char *image, const char *raw)
   size_t size;
   uint8_t *expect = test_read_file (raw, &size);
   struct qbak_image *img = qbak_image_open (image, QBAK_OPEN_READ);
-  if (!img)
+  if (!img) {
+    free (expect);
     fail_msg ("qbak_image_open %s: %s", image, qbak_get_error ());
+  }
   struct qbak_image_info info;
   qbak_image_get_info (img, &info);
-  if (info.virtual_size != size)
-    fail_msg ("%s: qbak's virtual size is %llu bytes, the oracle's %zu",
+  int r = 0;
+  if (info.virtual_size != size) {
+    snprintf (test_compare_msg, sizeof test_compare_msg,
+              "%s: qbak's virtual size is %llu bytes, the oracle's %zu",
               image, (unsigned long long) info.virtual_size, size);
-  test_compare_pread (img, expect, size, 1 << 20, image);
-  test_compare_pread (img, expect, size, 12345, image);
+    r = -1;
+  }
+  if (r == 0)
+    r = test_compare_pread (img, expect, size, 1 << 20, image);
+  if (r == 0)
+    r = test_compare_pread (img, expect, size, 12345, image);
   qbak_image_close (img);
   free (expect);
+  if (r < 0)
+    fail_msg ("%s", test_compare_msg);
 }
 
 /* Render IMAGE (of format FMT) to raw with qemu-img convert, next to it as

@@ -715,7 +715,8 @@ test_copy (void **state)
   assert_int_equal (dirty_bitmap_granularity (b), g);
   assert_int_equal (dirty_bitmap_count (b), dirty_bitmap_count (a));
   assert_int_equal (dirty_bitmap_dirty_bytes (b), dirty_bitmap_dirty_bytes (a));
-  int64_t oa = dirty_bitmap_next_dirty (a, 0), ob = dirty_bitmap_next_dirty (b, 0);
+  int64_t oa = dirty_bitmap_next_dirty (a, 0);
+  int64_t ob = dirty_bitmap_next_dirty (b, 0);
   while (oa >= 0) {
     assert_int_equal (oa, ob);
     oa = dirty_bitmap_next_dirty (a, (uint64_t) oa + g);

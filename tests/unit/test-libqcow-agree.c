@@ -144,13 +144,17 @@ check_agree (struct fixture *fx, uint32_t want_version)
   assert_false (info.extended_l2);
 
   uint8_t *theirs = read_with_libqcow (path, DISK_SIZE);
-  test_compare_pread (img, theirs, DISK_SIZE, 1 * MiB, "qbak vs libqcow");
-  test_compare_pread (img, theirs, DISK_SIZE, 77777, "qbak vs libqcow");
-  /* A sanity check that the image is not all zeroes. */
-  assert_int_equal (theirs[1 * MiB], 0x5a);
-  assert_int_equal (theirs[1300 * KiB], 0xa5);
+  int r = test_compare_pread (img, theirs, DISK_SIZE, 1 * MiB,
+                              "qbak vs libqcow");
+  if (r == 0)
+    r = test_compare_pread (img, theirs, DISK_SIZE, 77777, "qbak vs libqcow");
+  /* A sanity check that libqcow read the data at all. */
+  bool sane = theirs[1 * MiB] == 0x5a && theirs[1300 * KiB] == 0xa5;
   free (theirs);
   qbak_image_close (img);
+  if (r < 0)
+    fail_msg ("%s", test_compare_msg);
+  assert_true (sane);
 }
 
 static void

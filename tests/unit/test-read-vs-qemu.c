@@ -201,7 +201,8 @@ cluster_size_image (struct fixture *fx, uint64_t cluster, uint64_t size)
            "-c 'write -P 0x31 %llu 512' "
            "img.qcow2", fx->dir,
            (unsigned long long) (cluster - 500),
-           (unsigned long long) (32 * KiB + 7), (unsigned long long) (cluster + 3),
+           (unsigned long long) (32 * KiB + 7),
+           (unsigned long long) (cluster + 3),
            (unsigned long long) (size / 2), (unsigned long long) (2 * cluster),
            (unsigned long long) (size / 4), (unsigned long long) cluster,
            (unsigned long long) (size - 512));
