@@ -9,8 +9,14 @@
 static const char usage_line[] =
   "Usage: qbak copy SRC TARGET --sync full|top|incremental|bitmap\n"
   "                 [--bitmap NAME] [--bitmap-mode on-success|always|never]\n"
-  "                 [--backing PREV] [-O qcow2|raw] [--cluster-size SIZE] "
-  "[--json]";
+  "                 [--backing PREV] [-O qcow2|raw] [--cluster-size SIZE]\n"
+  "                 [--on-error report|ignore] [--retry N] [--resume] "
+  "[--json]\n"
+  "       qbak copy --job src=A,target=T[,bitmap=B][,backing=P] ... "
+  "--sync ...\n"
+  "                 [--completion-mode grouped|individual]\n"
+  "                 [--freeze-cmd CMD --thaw-cmd CMD "
+  "[--freeze-timeout S]]";
 static const char help[] =
   "Usage: qbak copy SRC TARGET --sync full|top|incremental|bitmap\n"
   "                 [--bitmap NAME] [--bitmap-mode on-success|always|never]\n"
@@ -34,6 +40,30 @@ static const char help[] =
   "  --cluster-size SIZE target cluster size (default: the source's)\n"
   "  --json              print the result as JSON on stdout\n"
   "\n"
+  "Failures:\n"
+  "  --on-error report   stop at the first error (default)\n"
+  "  --on-error ignore   skip clusters that fail, keep them in the bitmap,\n"
+  "                      carry on; the job still fails (exit 1) at the end\n"
+  "  --retry N           retry a failed target write N times, with backoff\n"
+  "  --resume            continue a failed or interrupted bitmap-mode\n"
+  "                      'always' job into its TARGET.part, copying only\n"
+  "                      what the bitmap now holds\n"
+  "  SIGINT/SIGTERM cancel at the next request, as QEMU's job-cancel: the\n"
+  "  bitmap ends as its mode says for a failure; exit 130.\n"
+  "\n"
+  "Several disks, one point in time:\n"
+  "  --job src=A,target=T[,bitmap=B][,backing=P]   repeat per disk; --sync,\n"
+  "                      --bitmap-mode and other options apply to all\n"
+  "  --completion-mode grouped (default with --job): if one disk fails, no\n"
+  "                      target is completed and every bitmap ends as its\n"
+  "                      mode says for a failure; individual: each disk\n"
+  "                      stands alone\n"
+  "  --freeze-cmd CMD, --thaw-cmd CMD, --freeze-timeout S (default 60):\n"
+  "                      run around the point in time; if the freeze was\n"
+  "                      started, the thaw always runs.  Offline images are\n"
+  "                      quiescent by nature: the hooks are for setups\n"
+  "                      that snapshot a live guest.\n"
+  "\n"
   "TARGET must not exist; it is written as TARGET.part and renamed when\n"
   "complete.  The bitmap is rewritten only after the target is durable.\n"
   "Prints nothing on success unless stdout is a terminal or --json is given\n"
@@ -43,7 +73,8 @@ static const char help[] =
 
 enum {
   OPT_SYNC = OPT_FIRST_COMMAND_OPTION, OPT_BITMAP, OPT_BITMAP_MODE,
-  OPT_BACKING, OPT_CLUSTER_SIZE,
+  OPT_BACKING, OPT_CLUSTER_SIZE, OPT_ON_ERROR, OPT_RETRY, OPT_RESUME,
+  OPT_JOB, OPT_COMPLETION, OPT_FREEZE, OPT_THAW, OPT_FREEZE_TIMEOUT,
 };
 
 static const struct option long_options[] = {
@@ -56,6 +87,14 @@ static const struct option long_options[] = {
   { "backing", required_argument, NULL, OPT_BACKING },
   { "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
   { "output-format", required_argument, NULL, 'O' },
+  { "on-error", required_argument, NULL, OPT_ON_ERROR },
+  { "retry", required_argument, NULL, OPT_RETRY },
+  { "resume", no_argument, NULL, OPT_RESUME },
+  { "job", required_argument, NULL, OPT_JOB },
+  { "completion-mode", required_argument, NULL, OPT_COMPLETION },
+  { "freeze-cmd", required_argument, NULL, OPT_FREEZE },
+  { "thaw-cmd", required_argument, NULL, OPT_THAW },
+  { "freeze-timeout", required_argument, NULL, OPT_FREEZE_TIMEOUT },
   { NULL, 0, NULL, 0 },
 };
 
@@ -68,58 +107,88 @@ on_signal (int sig)
   cancel_requested = 1;
 }
 
-static void
-print_result (const struct qbak_copy_result *r, const char *target,
-              bool json, int rc)
+static json_object *
+result_json (const struct qbak_copy_result *r, const char *target)
 {
-  if (json) {
-    json_object *o = json_object_new_object ();
-    json_object_object_add (o, "target", json_object_new_string (target));
-    json_object_object_add (o, "status",
-                            json_object_new_string (rc == 0 ? "ok" : "failed"));
-    json_object_object_add (o, "virtual-size", json_u64 (r->virtual_size));
-    json_object_object_add (o, "cluster-size", json_u64 (r->cluster_size));
-    json_object_object_add (o, "bytes-planned", json_u64 (r->bytes_planned));
-    json_object_object_add (o, "bytes-copied", json_u64 (r->bytes_copied));
-    json_object_object_add (o, "clusters-copied",
-                            json_u64 (r->clusters_copied));
-    json_object_object_add (o, "zero-clusters", json_u64 (r->zero_clusters));
-    json_object_object_add (o, "bytes-skipped", json_u64 (r->bytes_skipped));
-    json_object_object_add (o, "clusters-left", json_u64 (r->clusters_left));
-    json_object_object_add (o, "seconds",
-                            json_object_new_double (r->seconds));
-    double mbs = r->seconds > 0 ? (double) r->bytes_copied / 1e6 / r->seconds
-                                : 0;
-    json_object_object_add (o, "mb-per-second", json_object_new_double (mbs));
-    if (r->bitmap_state) {
-      json_object *b = json_object_new_object ();
-      json_object_object_add (b, "state",
-                              json_object_new_string (r->bitmap_state));
-      json_object_object_add (b, "dirty-bytes",
-                              json_u64 (r->bitmap_dirty_bytes));
-      json_object_object_add (o, "bitmap", b);
-    }
-    json_print (o);
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "target", json_object_new_string (target));
+  json_object_object_add (o, "status", json_object_new_string (
+                            r->outcome ? r->outcome : "failed"));
+  if (r->error[0])
+    json_object_object_add (o, "error", json_object_new_string (r->error));
+  json_object_object_add (o, "virtual-size", json_u64 (r->virtual_size));
+  json_object_object_add (o, "cluster-size", json_u64 (r->cluster_size));
+  json_object_object_add (o, "bytes-planned", json_u64 (r->bytes_planned));
+  json_object_object_add (o, "bytes-copied", json_u64 (r->bytes_copied));
+  json_object_object_add (o, "clusters-copied", json_u64 (r->clusters_copied));
+  json_object_object_add (o, "zero-clusters", json_u64 (r->zero_clusters));
+  json_object_object_add (o, "bytes-skipped", json_u64 (r->bytes_skipped));
+  json_object_object_add (o, "clusters-left", json_u64 (r->clusters_left));
+  json_object_object_add (o, "clusters-failed", json_u64 (r->clusters_failed));
+  json_object_object_add (o, "seconds", json_object_new_double (r->seconds));
+  double mbs = r->seconds > 0 ? (double) r->bytes_copied / 1e6 / r->seconds
+                              : 0;
+  json_object_object_add (o, "mb-per-second", json_object_new_double (mbs));
+  if (r->bitmap_state) {
+    json_object *b = json_object_new_object ();
+    json_object_object_add (b, "state",
+                            json_object_new_string (r->bitmap_state));
+    json_object_object_add (b, "dirty-bytes",
+                            json_u64 (r->bitmap_dirty_bytes));
+    json_object_object_add (o, "bitmap", b);
   }
-  else if (rc == 0 && isatty (STDOUT_FILENO)) {
-    printf ("%s: copied %.1f MiB in %" PRIu64 " clusters (%" PRIu64
-            " zero clusters, %.1f MiB skipped) in %.2f s", target,
-            (double) r->bytes_copied / 1048576.0, r->clusters_copied,
-            r->zero_clusters, (double) r->bytes_skipped / 1048576.0,
-            r->seconds);
-    if (r->bitmap_state)
-      printf ("; bitmap %s", r->bitmap_state);
-    printf ("\n");
+  return o;
+}
+
+static void
+print_text (const struct qbak_copy_result *r, const char *target)
+{
+  printf ("%s: %s: copied %.1f MiB in %" PRIu64 " clusters (%" PRIu64
+          " zero clusters, %.1f MiB skipped) in %.2f s", target,
+          r->outcome ? r->outcome : "failed",
+          (double) r->bytes_copied / 1048576.0, r->clusters_copied,
+          r->zero_clusters, (double) r->bytes_skipped / 1048576.0,
+          r->seconds);
+  if (r->clusters_left)
+    printf ("; %" PRIu64 " clusters left", r->clusters_left);
+  if (r->bitmap_state)
+    printf ("; bitmap %s", r->bitmap_state);
+  printf ("\n");
+}
+
+/* Parse "src=A,target=T,bitmap=B,backing=P" into O (strings point into
+ * SPEC, which is modified). */
+static int
+parse_job (char *spec, struct qbak_copy_opts *o)
+{
+  char *save = NULL;
+  for (char *kv = strtok_r (spec, ",", &save); kv;
+       kv = strtok_r (NULL, ",", &save)) {
+    char *eq = strchr (kv, '=');
+    if (!eq)
+      return -1;
+    *eq = '\0';
+    const char *v = eq + 1;
+    if (strcmp (kv, "src") == 0) o->source = v;
+    else if (strcmp (kv, "target") == 0) o->target = v;
+    else if (strcmp (kv, "bitmap") == 0) o->bitmap = v;
+    else if (strcmp (kv, "backing") == 0) o->backing = v;
+    else
+      return -1;
   }
+  return o->source && o->target ? 0 : -1;
 }
 
 int
 cmd_copy (int argc, char **argv)
 {
   struct qbak_copy_opts o = { .bitmap_mode = QBAK_BITMAP_MODE_UNSET };
-  bool json = false, have_sync = false;
+  struct qbak_group_opts g = { .completion = QBAK_COMPLETION_GROUPED };
+  bool json = false, have_sync = false, have_completion = false;
+  char **specs = NULL;
+  size_t n_specs = 0;
   uint64_t cs = 0;
-  int c;
+  int c, ret = EXIT_USAGE;
 
   while ((c = getopt_long (argc, argv, "O:", long_options, NULL)) != -1) {
     switch (c) {
@@ -163,35 +232,164 @@ cmd_copy (int argc, char **argv)
         return usage_error (usage_line, "copy: invalid -O '%s' (qcow2 or "
                             "raw)", optarg);
       break;
-    default: return bad_option (usage_line, "copy", argv);
+    case OPT_ON_ERROR:
+      if (strcmp (optarg, "report") == 0) o.on_error_ignore = false;
+      else if (strcmp (optarg, "ignore") == 0) o.on_error_ignore = true;
+      else {
+        free (specs);
+        return usage_error (usage_line, "copy: invalid --on-error '%s' "
+                            "(report or ignore)", optarg);
+      }
+      break;
+    case OPT_RETRY: {
+      uint64_t n;
+      if (parse_size (optarg, &n) < 0 || n > 100) {
+        free (specs);
+        return usage_error (usage_line, "copy: invalid --retry '%s' (0 to "
+                            "100)", optarg);
+      }
+      o.retries = (unsigned) n;
+      break;
+    }
+    case OPT_RESUME: o.resume = true; break;
+    case OPT_JOB: {
+      char **n = realloc (specs, (n_specs + 1) * sizeof *n);
+      if (!n) {
+        free (specs);
+        perror (progname);
+        return EXIT_JOB_FAILED;
+      }
+      specs = n;
+      specs[n_specs++] = optarg;
+      break;
+    }
+    case OPT_COMPLETION:
+      have_completion = true;
+      if (strcmp (optarg, "grouped") == 0)
+        g.completion = QBAK_COMPLETION_GROUPED;
+      else if (strcmp (optarg, "individual") == 0)
+        g.completion = QBAK_COMPLETION_INDIVIDUAL;
+      else {
+        free (specs);
+        return usage_error (usage_line, "copy: invalid --completion-mode "
+                            "'%s' (grouped or individual)", optarg);
+      }
+      break;
+    case OPT_FREEZE: g.freeze_cmd = optarg; break;
+    case OPT_THAW: g.thaw_cmd = optarg; break;
+    case OPT_FREEZE_TIMEOUT: {
+      uint64_t n;
+      if (parse_size (optarg, &n) < 0 || n == 0 || n > 86400) {
+        free (specs);
+        return usage_error (usage_line, "copy: invalid --freeze-timeout "
+                            "'%s' (seconds, 1 to 86400)", optarg);
+      }
+      g.freeze_timeout = (unsigned) n;
+      break;
+    }
+    default:
+      free (specs);
+      return bad_option (usage_line, "copy", argv);
     }
   }
-  if (argc - optind < 2)
-    return usage_error (usage_line, "copy: missing %s",
-                        argc - optind == 0 ? "SRC and TARGET" : "TARGET");
-  if (argc - optind > 2)
-    return usage_error (usage_line, "copy: too many arguments");
-  if (!have_sync)
-    return usage_error (usage_line, "copy: missing --sync");
-  o.source = argv[optind];
-  o.target = argv[optind + 1];
+  struct qbak_copy_opts *jobs = NULL;
+  struct qbak_copy_result *results = NULL;
+  size_t n_jobs = n_specs ? n_specs : 1;
+
+  if (!have_sync) {
+    ret = usage_error (usage_line, "copy: missing --sync");
+    goto out;
+  }
+  if (n_specs) {
+    if (argc - optind > 0) {
+      ret = usage_error (usage_line, "copy: with --job, give no SRC TARGET");
+      goto out;
+    }
+    if (o.bitmap || o.backing) {
+      ret = usage_error (usage_line, "copy: with --job, give bitmap= and "
+                         "backing= in each --job");
+      goto out;
+    }
+  }
+  else {
+    if (argc - optind < 2) {
+      ret = usage_error (usage_line, "copy: missing %s",
+                         argc - optind == 0 ? "SRC and TARGET" : "TARGET");
+      goto out;
+    }
+    if (argc - optind > 2) {
+      ret = usage_error (usage_line, "copy: too many arguments");
+      goto out;
+    }
+    if (have_completion) {
+      ret = usage_error (usage_line, "copy: --completion-mode is for "
+                         "several --job");
+      goto out;
+    }
+    g.completion = QBAK_COMPLETION_INDIVIDUAL;
+  }
+  if ((g.thaw_cmd != NULL) != (g.freeze_cmd != NULL)) {
+    ret = usage_error (usage_line, "copy: --freeze-cmd and --thaw-cmd go "
+                       "together");
+    goto out;
+  }
+  jobs = calloc (n_jobs, sizeof *jobs);
+  results = calloc (n_jobs, sizeof *results);
+  if (!jobs || !results) {
+    perror (progname);
+    ret = EXIT_JOB_FAILED;
+    goto out;
+  }
+  for (size_t i = 0; i < n_jobs; i++) {
+    jobs[i] = o;
+    if (n_specs && parse_job (specs[i], &jobs[i]) < 0) {
+      ret = usage_error (usage_line, "copy: invalid --job (expected "
+                         "src=A,target=T[,bitmap=B][,backing=P])");
+      goto out;
+    }
+  }
+  if (!n_specs) {
+    jobs[0].source = argv[optind];
+    jobs[0].target = argv[optind + 1];
+  }
 
   struct sigaction sa = { .sa_handler = on_signal };
   sigemptyset (&sa.sa_mask);
   sigaction (SIGINT, &sa, NULL);
   sigaction (SIGTERM, &sa, NULL);
-  o.cancel = &cancel_requested;
 
   struct progress prog;
   progress_init (&prog);
-  o.progress = progress_update;
-  o.progress_opaque = &prog;
+  g.jobs = jobs;
+  g.n_jobs = n_jobs;
+  g.cancel = &cancel_requested;
+  g.progress = progress_update;
+  g.progress_opaque = &prog;
 
-  struct qbak_copy_result r;
-  int rc = qbak_copy (&o, &r);
+  int rc = qbak_copy_group (&g, results);
   progress_end (&prog);
-  int ret = rc == 0 ? EXIT_OK : report_error ();
-  if (rc == 0 || r.virtual_size)
-    print_result (&r, o.target, json, rc);
+  ret = rc == 0 ? EXIT_OK : report_error ();
+  if (json) {
+    if (n_specs) {
+      json_object *o2 = json_object_new_object ();
+      json_object_object_add (o2, "status",
+                              json_object_new_string (rc == 0 ? "ok"
+                                                              : "failed"));
+      json_object *arr = json_object_new_array ();
+      for (size_t i = 0; i < n_jobs; i++)
+        json_object_array_add (arr, result_json (&results[i], jobs[i].target));
+      json_object_object_add (o2, "jobs", arr);
+      json_print (o2);
+    }
+    else
+      json_print (result_json (&results[0], jobs[0].target));
+  }
+  else if (isatty (STDOUT_FILENO))
+    for (size_t i = 0; i < n_jobs; i++)
+      print_text (&results[i], jobs[i].target);
+out:
+  free (specs);
+  free (jobs);
+  free (results);
   return ret;
 }

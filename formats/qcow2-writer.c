@@ -2,9 +2,16 @@
  *
  * Byte layouts: shared/reference/qcow2-bitmaps.md §1.1 (header), §1.2
  * (extensions), §1.7-1.8 (L1/L2), §1.10 (refcounts).  Every host cluster is
- * allocated exactly once by appending at the end of the file, so the file
- * is dense and every refcount is 1: the refcount structures need not be
- * maintained while copying, only computed once at the end.
+ * allocated by appending at the writer's logical end (next_host), never
+ * rewritten in place, and referenced at most once: every refcount is 0 or
+ * 1.  So the refcount structures need not be maintained while copying;
+ * finish computes them once from the references (one bit per cluster).
+ *
+ * Retryable failures: a request first reads what it needs, then writes its
+ * data and the L2 tables it completes past the logical end, and changes
+ * the in-memory state (next_host, the L1, the current L2 table) only after
+ * the last write succeeded.  Garbage a failed request left past the
+ * logical end is overwritten by the next append, or truncated by finish.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,6 +33,8 @@
 #define MAX_BACKING_FORMAT 15
 /* Refcount table and blocks go out in requests of this size. */
 #define REFCOUNT_CHUNK (1u << 20)
+/* l2_index when no L2 table is in memory. */
+#define NO_TABLE UINT64_MAX
 
 struct qcow2_writer {
   struct qbak_file *file;
@@ -38,14 +47,18 @@ struct qcow2_writer {
   uint32_t l1_size;             /* entries in use */
   uint64_t l1_alloc;            /* entries in memory and on disk (whole
                                    clusters) */
-  uint64_t *l1;                 /* CPU order until finish */
+  uint64_t *l1;                 /* CPU order, always */
   uint64_t *l2;                 /* the current L2 table, CPU order */
-  uint64_t l2_index;            /* L1 index of the current L2 table */
-  bool l2_dirty;                /* it has an entry not yet on disk */
-  uint64_t next_host;           /* end of allocated clusters (aligned) */
+  uint64_t *l2_next;            /* the table a request moves to, loaded
+                                   before anything is written */
+  uint64_t *scratch;            /* a table on its way to disk */
+  uint64_t l2_index;            /* L1 index of l2, or NO_TABLE */
+  bool l2_dirty;                /* l2 differs from its copy on disk */
+  uint64_t next_host;           /* logical end: the next append goes here
+                                   (cluster aligned; the file may be longer
+                                   after a failed append) */
   uint64_t next_guest;          /* end of the previous request */
-  bool failed;                  /* an error that changed the state (I/O,
-                                   or finish begun): refuse further calls */
+  bool finishing;               /* finish was called: no more requests */
   bool finished;
 };
 
@@ -55,61 +68,100 @@ div_round_up (uint64_t a, uint64_t b)
   return a / b + (a % b != 0);
 }
 
-/* Reserve BYTES (rounded up to clusters) at the end of the file. */
+/* Reserve BYTES (rounded up to clusters) at *END, advancing it.  Only a
+ * local copy of the logical end moves: the caller commits it on success. */
 static int
-alloc_host (struct qcow2_writer *w, uint64_t bytes, uint64_t *offset)
+reserve (const struct qcow2_writer *w, uint64_t *end, uint64_t bytes)
 {
   uint64_t n = div_round_up (bytes, w->cluster_size) << w->cluster_bits;
-  uint64_t end;
+  uint64_t e;
 
-  if (n < bytes || __builtin_add_overflow (w->next_host, n, &end) ||
-      end > MAX_HOST_OFFSET) {
+  if (n < bytes || __builtin_add_overflow (*end, n, &e) ||
+      e > MAX_HOST_OFFSET) {
     set_invalid ("%s: image file would grow past the largest qcow2 host "
                  "offset", w->file->path);
     return -1;
   }
-  *offset = w->next_host;
-  w->next_host = end;
+  *end = e;
   return 0;
 }
 
-/* Append the current L2 table if it has entries, and point the L1 at it.
- * Each table is written exactly once: requests never come back. */
+/* An L2 entry this writer can have written: unallocated, a zero cluster
+ * without host cluster, or a data cluster with refcount 1 (COPIED) below
+ * LIMIT (reference §1.8).  Anything else is refused: reopen takes only
+ * images this writer made. */
 static int
-flush_l2 (struct qcow2_writer *w)
+check_l2_entry (const struct qcow2_writer *w, uint64_t e, uint64_t limit,
+                uint64_t index, uint64_t i)
 {
-  uint64_t off;
+  uint64_t off = e & L2E_OFFSET_MASK;
 
-  if (!w->l2_dirty)
+  if (e == 0 || e == QCOW_OFLAG_ZERO)
     return 0;
-  if (alloc_host (w, w->cluster_size, &off) < 0)
-    return -1;
-  for (uint32_t i = 0; i < w->l2_entries; i++)
-    put_be64 ((uint8_t *) &w->l2[i], w->l2[i]);
-  if (qbak_file_pwrite (w->file, w->l2, w->cluster_size, off) < 0) {
-    w->failed = true;
+  if ((e & (L2E_STD_RESERVED_MASK | QCOW_OFLAG_COMPRESSED |
+            QCOW_OFLAG_ZERO)) || !(e & QCOW_OFLAG_COPIED) ||
+      off < w->cluster_size || off >= limit ||
+      (off & (w->cluster_size - 1))) {
+    set_invalid ("%s: L2 table %" PRIu64 " entry %" PRIu64 ": 0x%016"
+                 PRIx64 " is not an entry qbak writes", w->file->path,
+                 index, i, e);
     return -1;
   }
-  w->l1[w->l2_index] = off | QCOW_OFLAG_COPIED;
-  memset (w->l2, 0, w->cluster_size);
-  w->l2_dirty = false;
   return 0;
 }
 
-/* Set the L2 entry of guest cluster CLUSTER, moving to its table first. */
+/* Read the L2 table of L1 index INDEX into T (CPU order): its current copy
+ * on disk, or zeroes if it has none or if the request about to be applied
+ * replaces all its entries (COVERED). */
 static int
-set_l2_entry (struct qcow2_writer *w, uint64_t cluster, uint64_t entry)
+load_l2 (struct qcow2_writer *w, uint64_t index, uint64_t *t, bool covered)
 {
-  uint64_t index = cluster / w->l2_entries;
+  uint64_t off = w->l1[index] & L1E_OFFSET_MASK;
 
-  if (index != w->l2_index) {
-    if (flush_l2 (w) < 0)
-      return -1;
-    w->l2_index = index;
+  if (off == 0 || covered) {
+    memset (t, 0, w->cluster_size);
+    return 0;
   }
-  w->l2[cluster % w->l2_entries] = entry;
-  w->l2_dirty = true;
+  if (qbak_file_pread (w->file, t, w->cluster_size, off) < 0)
+    return -1;
+  for (uint32_t i = 0; i < w->l2_entries; i++) {
+    t[i] = be64_at ((const uint8_t *) &t[i]);
+    if (check_l2_entry (w, t[i], w->next_host, index, i) < 0)
+      return -1;
+  }
   return 0;
+}
+
+/* Write table T (CPU order, left unchanged) at host offset OFF through
+ * the scratch buffer. */
+static int
+write_l2 (struct qcow2_writer *w, const uint64_t *t, uint64_t off)
+{
+  uint8_t *p = (uint8_t *) w->scratch;
+
+  if (t != w->scratch)
+    memcpy (w->scratch, t, w->cluster_size);
+  for (uint32_t i = 0; i < w->l2_entries; i++)
+    put_be64 (p + (size_t) i * 8, w->scratch[i]);
+  return qbak_file_pwrite (w->file, w->scratch, w->cluster_size, off);
+}
+
+/* Set the entries of guest clusters [FIRST, LAST] that fall in table T of
+ * L1 index INDEX: data at HOST onwards (contiguous), or zero clusters if
+ * HOST is 0. */
+static void
+apply (const struct qcow2_writer *w, uint64_t *t, uint64_t index,
+       uint64_t first, uint64_t last, uint64_t host)
+{
+  uint64_t base = index * w->l2_entries;
+  uint64_t lo = first > base ? first : base;
+  uint64_t hi = last < base + w->l2_entries - 1 ? last
+                : base + w->l2_entries - 1;
+
+  for (uint64_t c = lo; c <= hi; c++)
+    t[c - base] = host ? (host + ((c - first) << w->cluster_bits))
+                         | QCOW_OFLAG_COPIED
+                       : QCOW_OFLAG_ZERO;
 }
 
 static int
@@ -120,10 +172,9 @@ check_usable (struct qcow2_writer *w, const char *op)
                      op);
     return -1;
   }
-  if (w->failed) {
-    qbak_internal_error (QBAK_STATUS_IO, 0, "%s: %s after an earlier "
-                         "error left the image incomplete", w->file->path,
-                         op);
+  if (w->finishing) {
+    set_usage_error ("%s: %s after finishing the image was begun",
+                     w->file->path, op);
     return -1;
   }
   return 0;
@@ -167,6 +218,117 @@ check_request (struct qcow2_writer *w, const char *op, uint64_t offset,
   return 0;
 }
 
+/* Store data BUF (or zero clusters if BUF is NULL) for [OFFSET, +LEN).
+ *
+ * The request covers guest clusters [FIRST, LAST] in tables FT..LT.  The
+ * tables it leaves behind are complete and go to disk: the current table
+ * if the request starts in a later one (and it changed), and FT..LT-1.
+ * Table LT stays in memory.  Order: load LT, write the data, write the
+ * completed tables after it, then commit.  Any failure returns before the
+ * commit, so the writer is unchanged. */
+static int
+store (struct qcow2_writer *w, const char *op, uint64_t offset,
+       const void *buf, uint64_t len)
+{
+  uint64_t cs = w->cluster_size, l2e = w->l2_entries;
+  uint64_t first, last, ft, lt, host, end, tables, off;
+  bool flush_cur;
+
+  if (check_request (w, op, offset, len) < 0)
+    return -1;
+  if (len == 0)
+    return 0;
+  first = offset >> w->cluster_bits;
+  last = first + div_round_up (len, cs) - 1;
+  ft = first / l2e;
+  lt = last / l2e;
+  flush_cur = w->l2_index != NO_TABLE && w->l2_index < ft && w->l2_dirty;
+  tables = (flush_cur ? 1 : 0) + (lt - ft);
+
+  end = w->next_host;
+  host = end;
+  if (buf && reserve (w, &end, len) < 0)
+    return -1;
+  off = end;
+  if (reserve (w, &end, tables * cs) < 0)
+    return -1;
+
+  if (lt != w->l2_index &&
+      load_l2 (w, lt, w->l2_next,
+               first <= lt * l2e && last >= lt * l2e + l2e - 1) < 0)
+    return -1;
+  /* One sequential write for the whole run; a partial last cluster's tail
+   * is never written, and lies past the virtual size. */
+  if (buf && qbak_file_pwrite (w->file, buf, len, host) < 0)
+    return -1;
+  if (flush_cur) {
+    if (write_l2 (w, w->l2, off) < 0)
+      return -1;
+    off += cs;
+  }
+  for (uint64_t t = ft; t < lt; t++, off += cs) {
+    if (t == w->l2_index)
+      memcpy (w->scratch, w->l2, cs);
+    else if (load_l2 (w, t, w->scratch,
+                      first <= t * l2e && last >= t * l2e + l2e - 1) < 0)
+      return -1;
+    apply (w, w->scratch, t, first, last, buf ? host : 0);
+    if (write_l2 (w, w->scratch, off) < 0)
+      return -1;
+  }
+
+  /* Commit. */
+  off = end - tables * cs;
+  if (flush_cur) {
+    w->l1[w->l2_index] = off | QCOW_OFLAG_COPIED;
+    off += cs;
+  }
+  for (uint64_t t = ft; t < lt; t++, off += cs)
+    w->l1[t] = off | QCOW_OFLAG_COPIED;
+  if (lt != w->l2_index) {
+    uint64_t *tmp = w->l2;
+    w->l2 = w->l2_next;
+    w->l2_next = tmp;
+    w->l2_index = lt;
+  }
+  apply (w, w->l2, lt, first, last, buf ? host : 0);
+  w->l2_dirty = true;
+  w->next_host = end;
+  w->next_guest = offset + len;
+  return 0;
+}
+
+/* Allocate the writer and its tables for GEOMETRY (size and cluster size
+ * already checked).  Returns NULL with the error set. */
+static struct qcow2_writer *
+writer_new (uint64_t size, uint32_t cs)
+{
+  struct qcow2_writer *w = calloc (1, sizeof *w);
+  uint64_t l1_size = div_round_up (size, (uint64_t) cs * (cs / 8));
+
+  if (!w)
+    goto nomem;
+  w->size = size;
+  w->cluster_size = cs;
+  w->cluster_bits = (uint32_t) __builtin_ctz (cs);
+  w->l2_entries = cs / 8;
+  w->l1_size = (uint32_t) l1_size;
+  w->l1_alloc = div_round_up (l1_size * 8, cs) * (cs / 8);
+  w->l1 = calloc (w->l1_alloc ? w->l1_alloc : 1, sizeof *w->l1);
+  w->l2 = calloc (w->l2_entries, sizeof *w->l2);
+  w->l2_next = calloc (w->l2_entries, sizeof *w->l2_next);
+  w->scratch = calloc (w->l2_entries, sizeof *w->scratch);
+  if (!w->l1 || !w->l2 || !w->l2_next || !w->scratch)
+    goto nomem;
+  w->l2_index = NO_TABLE;
+  return w;
+
+ nomem:
+  set_nomem ();
+  qcow2_writer_free (w);
+  return NULL;
+}
+
 struct qcow2_writer *
 qcow2_writer_create (const char *path, const struct qcow2_writer_opts *o)
 {
@@ -174,7 +336,7 @@ qcow2_writer_create (const char *path, const struct qcow2_writer_opts *o)
   uint32_t cs = o->cluster_size;
   size_t fmt_len = o->backing_format ? strlen (o->backing_format) : 0;
   size_t name_len = o->backing_name ? strlen (o->backing_name) : 0;
-  uint64_t l1_size, l1_bytes, cluster0;
+  uint64_t l1_bytes, cluster0;
 
   if (cs < (1u << QCOW2_MIN_CLUSTER_BITS) ||
       cs > (1u << QCOW2_MAX_CLUSTER_BITS) || (cs & (cs - 1))) {
@@ -188,8 +350,7 @@ qcow2_writer_create (const char *path, const struct qcow2_writer_opts *o)
     return NULL;
   }
   /* One L2 table maps cs/8 clusters of cs bytes: at most 2^39 bytes. */
-  l1_size = div_round_up (o->size, (uint64_t) cs * (cs / 8));
-  l1_bytes = l1_size * 8;
+  l1_bytes = div_round_up (o->size, (uint64_t) cs * (cs / 8)) * 8;
   if (l1_bytes > QCOW2_MAX_L1_BYTES) {
     set_usage_error ("%s: virtual size %" PRIu64 " is too large for "
                      "cluster size %" PRIu32 " (L1 table over %u MiB)",
@@ -222,24 +383,15 @@ qcow2_writer_create (const char *path, const struct qcow2_writer_opts *o)
     return NULL;
   }
 
-  w = calloc (1, sizeof *w);
+  w = writer_new (o->size, cs);
   if (!w)
-    goto nomem;
-  w->size = o->size;
-  w->cluster_size = cs;
-  w->cluster_bits = (uint32_t) __builtin_ctz (cs);
-  w->l2_entries = cs / 8;
-  w->l1_size = (uint32_t) l1_size;
-  w->l1_alloc = div_round_up (l1_bytes, cs) * (cs / 8);
-  w->l1 = calloc (w->l1_alloc ? w->l1_alloc : 1, sizeof *w->l1);
-  w->l2 = calloc (w->l2_entries, sizeof *w->l2);
-  if (!w->l1 || !w->l2)
-    goto nomem;
-  if (o->backing_name && !(w->backing_name = strdup (o->backing_name)))
-    goto nomem;
-  if (o->backing_format && !(w->backing_format = strdup (o->backing_format)))
-    goto nomem;
-
+    return NULL;
+  if ((o->backing_name && !(w->backing_name = strdup (o->backing_name))) ||
+      (o->backing_format &&
+       !(w->backing_format = strdup (o->backing_format)))) {
+    set_nomem ();
+    goto err;
+  }
   w->file = qbak_file_create (path);
   if (!w->file)
     goto err;
@@ -249,64 +401,363 @@ qcow2_writer_create (const char *path, const struct qcow2_writer_opts *o)
   w->next_host = cs;
   return w;
 
- nomem:
-  set_nomem ();
  err:
   qcow2_writer_free (w);
   return NULL;
+}
+
+/* Copy LEN bytes at P as a C string into *OUT; refuses embedded NULs. */
+static int
+dup_string (const char *fn, const char *what, const uint8_t *p, size_t len,
+            char **out)
+{
+  if (memchr (p, '\0', len)) {
+    set_invalid ("%s: %s contains a NUL byte", fn, what);
+    return -1;
+  }
+  *out = malloc (len + 1);
+  if (!*out) {
+    set_nomem ();
+    return -1;
+  }
+  memcpy (*out, p, len);
+  (*out)[len] = '\0';
+  return 0;
+}
+
+/* Parse cluster 0 (H, one cluster) of an image to reopen: header fields
+ * already checked by the caller; here the extensions and the backing file
+ * name (reference §1.2).  Only what create writes is accepted. */
+static int
+parse_cluster0 (struct qcow2_writer *w, const uint8_t *h)
+{
+  const char *fn = w->file->path;
+  uint64_t cs = w->cluster_size;
+  uint64_t bf_off = be64_at (h + 8);
+  uint32_t bf_len = be32_at (h + 16);
+  uint64_t limit = bf_off ? bf_off : cs;
+  uint64_t pos = HEADER_LENGTH;
+
+  if (bf_off > cs || bf_off % 8 || (bf_off && bf_off < HEADER_LENGTH + 8)) {
+    set_invalid ("%s: backing file name offset %" PRIu64 " is not in the "
+                 "first cluster after the header", fn, bf_off);
+    return -1;
+  }
+  for (;;) {
+    uint32_t type, len;
+    if (limit - pos < 8) {
+      set_invalid ("%s: header extensions run past their area", fn);
+      return -1;
+    }
+    type = be32_at (h + pos);
+    len = be32_at (h + pos + 4);
+    pos += 8;
+    if (type == QCOW2_EXT_END) {
+      if (len != 0) {
+        set_invalid ("%s: end of header extensions with length %" PRIu32,
+                     fn, len);
+        return -1;
+      }
+      break;
+    }
+    if (type != QCOW2_EXT_BACKING_FMT) {
+      set_invalid ("%s: header extension 0x%08" PRIx32 ": qbak resumes "
+                   "only images it wrote", fn, type);
+      return -1;
+    }
+    if (w->backing_format || len == 0 || len > MAX_BACKING_FORMAT ||
+        ((len + 7) & ~7u) > limit - pos) {
+      set_invalid ("%s: invalid backing format extension", fn);
+      return -1;
+    }
+    if (dup_string (fn, "backing format", h + pos, len,
+                    &w->backing_format) < 0)
+      return -1;
+    pos += (len + 7) & ~7u;
+  }
+  if (bf_off) {
+    if (bf_len == 0 || bf_len > QCOW2_MAX_BACKING_NAME ||
+        bf_len > cs - bf_off || bf_off < pos) {
+      set_invalid ("%s: invalid backing file name (offset %" PRIu64
+                   ", length %" PRIu32 ")", fn, bf_off, bf_len);
+      return -1;
+    }
+    if (dup_string (fn, "backing file name", h + bf_off, bf_len,
+                    &w->backing_name) < 0)
+      return -1;
+  }
+  else if (w->backing_format) {
+    set_invalid ("%s: a backing format without a backing file", fn);
+    return -1;
+  }
+  return 0;
+}
+
+/* Check the header fields of H (HEADER_LENGTH bytes) against what create
+ * writes; sets *SIZE and *CLUSTER_BITS. */
+static int
+check_header (const char *fn, const uint8_t *h, uint64_t file_size,
+              uint64_t *size, uint32_t *cluster_bits)
+{
+  uint32_t version = be32_at (h + 4), cb = be32_at (h + 20);
+  uint64_t incompat = be64_at (h + 72);
+  uint64_t cs, l1_off, rt_off, rt_clusters;
+  uint32_t l1_size;
+
+  if (be32_at (h) != QCOW2_MAGIC) {
+    set_invalid ("%s: not a qcow2 image (an unfinished target?)", fn);
+    return -1;
+  }
+  if (version != 3) {
+    set_invalid ("%s: qcow2 version %" PRIu32 ": only version 3 images "
+                 "written by qbak can be resumed", fn, version);
+    return -1;
+  }
+  if (be32_at (h + 100) != HEADER_LENGTH) {
+    set_invalid ("%s: header length %" PRIu32 ", qbak writes %d", fn,
+                 be32_at (h + 100), HEADER_LENGTH);
+    return -1;
+  }
+  if (incompat & QCOW2_INCOMPAT_COMPRESSION || h[104] != 0) {
+    set_invalid ("%s: the image has a compression type: qbak resumes only "
+                 "images it wrote", fn);
+    return -1;
+  }
+  if (incompat & QCOW2_INCOMPAT_DATA_FILE) {
+    set_invalid ("%s: the image has an external data file: qbak resumes "
+                 "only images it wrote", fn);
+    return -1;
+  }
+  if (incompat & QCOW2_INCOMPAT_EXTL2) {
+    set_invalid ("%s: the image has extended L2 entries: qbak resumes "
+                 "only images it wrote", fn);
+    return -1;
+  }
+  if (incompat || be64_at (h + 80) || be64_at (h + 88)) {
+    set_invalid ("%s: feature bits set (incompatible 0x%" PRIx64
+                 ", compatible 0x%" PRIx64 ", autoclear 0x%" PRIx64 "): "
+                 "qbak resumes only images it wrote", fn, incompat,
+                 be64_at (h + 80), be64_at (h + 88));
+    return -1;
+  }
+  if (be32_at (h + 60) || be64_at (h + 64)) {
+    set_invalid ("%s: the image has snapshots", fn);
+    return -1;
+  }
+  if (be32_at (h + 32)) {
+    set_invalid ("%s: the image is encrypted", fn);
+    return -1;
+  }
+  if (be32_at (h + 96) != REFCOUNT_ORDER) {
+    set_invalid ("%s: refcount order %" PRIu32 ", qbak writes %d", fn,
+                 be32_at (h + 96), REFCOUNT_ORDER);
+    return -1;
+  }
+  for (int i = 105; i < HEADER_LENGTH; i++)
+    if (h[i]) {
+      set_invalid ("%s: header padding is not zero", fn);
+      return -1;
+    }
+  if (cb < QCOW2_MIN_CLUSTER_BITS || cb > QCOW2_MAX_CLUSTER_BITS) {
+    set_invalid ("%s: cluster bits %" PRIu32 " out of range", fn, cb);
+    return -1;
+  }
+  cs = 1ULL << cb;
+  *size = be64_at (h + 24);
+  if (*size % 512 || *size > INT64_MAX) {
+    set_invalid ("%s: invalid virtual size %" PRIu64, fn, *size);
+    return -1;
+  }
+  l1_size = be32_at (h + 36);
+  l1_off = be64_at (h + 40);
+  if (l1_size != div_round_up (*size, cs * (cs / 8)) ||
+      (uint64_t) l1_size * 8 > QCOW2_MAX_L1_BYTES ||
+      (l1_size && (l1_off < cs || l1_off % cs || l1_off > file_size ||
+                   (uint64_t) l1_size * 8 > file_size - l1_off))) {
+    set_invalid ("%s: invalid L1 table (%" PRIu32 " entries at %" PRIu64
+                 ")", fn, l1_size, l1_off);
+    return -1;
+  }
+  rt_off = be64_at (h + 48);
+  rt_clusters = be32_at (h + 56);
+  if (rt_clusters == 0 || rt_clusters * cs > QCOW2_MAX_REFTABLE_BYTES ||
+      rt_off < cs || rt_off % cs || rt_off > file_size ||
+      rt_clusters * cs > file_size - rt_off) {
+    set_invalid ("%s: invalid refcount table (%" PRIu64 " clusters at %"
+                 PRIu64 ")", fn, rt_clusters, rt_off);
+    return -1;
+  }
+  *cluster_bits = cb;
+  return 0;
+}
+
+struct qcow2_writer *
+qcow2_writer_reopen (const char *path)
+{
+  struct qcow2_writer *w = NULL;
+  struct qbak_file *f;
+  uint8_t h[HEADER_LENGTH], *c0 = NULL;
+  uint64_t size, l1_off;
+  uint32_t cb;
+  int64_t file_size;
+
+  f = qbak_file_open (path, true);
+  if (!f)
+    return NULL;
+  file_size = qbak_file_size (f);
+  if (file_size < 0)
+    goto err;
+  if (qbak_file_pread (f, h, sizeof h, 0) < 0 ||
+      check_header (path, h, (uint64_t) file_size, &size, &cb) < 0)
+    goto err;
+  w = writer_new (size, 1u << cb);
+  if (!w)
+    goto err;
+  w->file = f;
+  f = NULL;
+  if (!(c0 = malloc (w->cluster_size))) {
+    set_nomem ();
+    goto err;
+  }
+  if (qbak_file_pread (w->file, c0, w->cluster_size, 0) < 0 ||
+      parse_cluster0 (w, c0) < 0)
+    goto err;
+
+  /* New clusters go past everything in the file: past what the header
+   * references, and past any garbage of an earlier interrupted pass. */
+  w->next_host = div_round_up ((uint64_t) file_size, w->cluster_size)
+                 << w->cluster_bits;
+  if (w->next_host < w->cluster_size)
+    w->next_host = w->cluster_size;
+  l1_off = be64_at (h + 40);
+  if (w->l1_size &&
+      qbak_file_pread (w->file, w->l1, (size_t) w->l1_size * 8, l1_off) < 0)
+    goto err;
+  for (uint32_t i = 0; i < w->l1_size; i++) {
+    uint64_t e = be64_at ((const uint8_t *) &w->l1[i]);
+    uint64_t off = e & L1E_OFFSET_MASK;
+    w->l1[i] = e;
+    if (e && ((e & L1E_RESERVED_MASK) || !(e & QCOW_OFLAG_COPIED) ||
+              off < w->cluster_size || off % w->cluster_size ||
+              off >= (uint64_t) file_size)) {
+      set_invalid ("%s: L1 entry %" PRIu32 ": 0x%016" PRIx64 " is not an "
+                   "entry qbak writes", path, i, e);
+      goto err;
+    }
+  }
+  free (c0);
+  return w;
+
+ err:
+  free (c0);
+  qbak_file_close (f);
+  qcow2_writer_free (w);
+  return NULL;
+}
+
+void
+qcow2_writer_get_opts (const struct qcow2_writer *w,
+                       struct qcow2_writer_opts *o)
+{
+  o->size = w->size;
+  o->cluster_size = w->cluster_size;
+  o->backing_name = w->backing_name;
+  o->backing_format = w->backing_format;
 }
 
 int
 qcow2_writer_write (struct qcow2_writer *w, uint64_t offset,
                     const void *buf, size_t len)
 {
-  uint64_t host, first, n;
-
-  if (check_request (w, "write", offset, len) < 0)
-    return -1;
-  if (len == 0)
-    return 0;
-  if (alloc_host (w, len, &host) < 0)
-    return -1;
-  /* One sequential write for the whole run; a partial last cluster's tail
-   * is never written, and reads as zeroes (a hole, or past the end of the
-   * data until the next metadata cluster follows it). */
-  if (qbak_file_pwrite (w->file, buf, len, host) < 0) {
-    w->failed = true;
+  if (!buf && len) {
+    set_usage_error ("%s: write without a buffer", w->file->path);
     return -1;
   }
-  first = offset >> w->cluster_bits;
-  n = div_round_up (len, w->cluster_size);
-  for (uint64_t i = 0; i < n; i++)
-    if (set_l2_entry (w, first + i,
-                      (host + (i << w->cluster_bits)) | QCOW_OFLAG_COPIED) < 0)
-      return -1;
-  w->next_guest = offset + len;
-  return 0;
+  return store (w, "write", offset, len ? buf : NULL, len);
 }
 
 int
 qcow2_writer_zero (struct qcow2_writer *w, uint64_t offset, uint64_t len)
 {
-  uint64_t first, n;
+  return store (w, "zero", offset, NULL, len);
+}
 
-  if (check_request (w, "zero", offset, len) < 0)
-    return -1;
-  first = offset >> w->cluster_bits;
-  n = div_round_up (len, w->cluster_size);
-  for (uint64_t i = 0; i < n; i++)
-    if (set_l2_entry (w, first + i, QCOW_OFLAG_ZERO) < 0)
+/* ---- finish ------------------------------------------------------------ */
+
+/* The clusters the new image references: one bit per host cluster below
+ * the end of its refcount area. */
+struct refs {
+  uint8_t *bits;
+  uint64_t clusters;
+};
+
+/* Mark COUNT clusters from host offset OFF as referenced; a cluster
+ * referenced twice or past the end means the metadata is corrupt. */
+static int
+mark (const struct qcow2_writer *w, struct refs *r, uint64_t off,
+      uint64_t count, const char *what)
+{
+  uint64_t k0 = off >> w->cluster_bits;
+
+  for (uint64_t k = k0; k < k0 + count; k++) {
+    if (k >= r->clusters || (r->bits[k / 8] & (1u << (k % 8)))) {
+      set_invalid ("%s: %s at host offset %" PRIu64 ": cluster %s",
+                   w->file->path, what, k << w->cluster_bits,
+                   k >= r->clusters ? "past the end of the image"
+                                    : "referenced twice");
       return -1;
-  w->next_guest = offset + len;
+    }
+    r->bits[k / 8] |= (uint8_t) (1u << (k % 8));
+  }
+  return 0;
+}
+
+/* Mark every L2 table of the L1 and every data cluster they reference,
+ * reading the tables back (all of them lie below DATA_END). */
+static int
+collect_tables (struct qcow2_writer *w, struct refs *r, uint64_t data_end)
+{
+  for (uint64_t i = 0; i < w->l1_size; i++) {
+    uint64_t off = w->l1[i] & L1E_OFFSET_MASK;
+    const uint64_t *t = w->scratch;
+
+    if (off == 0)
+      continue;
+    if (off >= data_end) {
+      set_invalid ("%s: L1 entry %" PRIu64 ": L2 table past the data",
+                   w->file->path, i);
+      return -1;
+    }
+    if (mark (w, r, off, 1, "L2 table") < 0)
+      return -1;
+    /* The current table, once flushed, equals its copy on disk. */
+    if (i == w->l2_index && !w->l2_dirty)
+      t = w->l2;
+    else {
+      if (qbak_file_pread (w->file, w->scratch, w->cluster_size, off) < 0)
+        return -1;
+      for (uint32_t j = 0; j < w->l2_entries; j++)
+        w->scratch[j] = be64_at ((const uint8_t *) &w->scratch[j]);
+    }
+    for (uint32_t j = 0; j < w->l2_entries; j++) {
+      uint64_t e = t[j];
+      if (check_l2_entry (w, e, data_end, i, j) < 0)
+        return -1;
+      if ((e & L2E_OFFSET_MASK) &&
+          mark (w, r, e & L2E_OFFSET_MASK, 1, "data cluster") < 0)
+        return -1;
+    }
+  }
   return 0;
 }
 
 /* Fill one cluster of the refcount area: cluster K of the T refcount-table
- * clusters at RT, followed by the B refcount blocks at RB that give the
- * first C host clusters refcount 1 (reference §1.10). */
+ * clusters, followed by the B refcount blocks at RB that give the
+ * referenced clusters of R refcount 1 (reference §1.10). */
 static void
 fill_refcount_cluster (const struct qcow2_writer *w, uint8_t *p, uint64_t k,
-                       uint64_t t, uint64_t rb, uint64_t b, uint64_t c)
+                       uint64_t t, uint64_t rb, uint64_t b,
+                       const struct refs *r)
 {
   uint64_t per_table = w->cluster_size / 8;
   uint64_t per_block = w->cluster_size / REFCOUNT_ENTRY_BYTES;
@@ -322,53 +773,62 @@ fill_refcount_cluster (const struct qcow2_writer *w, uint8_t *p, uint64_t k,
   }
   else {
     for (uint64_t j = 0; j < per_block; j++) {
-      uint64_t r = (k - t) * per_block + j;
-      if (r >= c)
+      uint64_t c = (k - t) * per_block + j;
+      if (c >= r->clusters)
         break;
-      put_be16 (p + j * REFCOUNT_ENTRY_BYTES, 1);
+      if (r->bits[c / 8] & (1u << (c % 8)))
+        put_be16 (p + j * REFCOUNT_ENTRY_BYTES, 1);
     }
   }
 }
 
-/* Append the refcount table and blocks covering every cluster of the file,
- * themselves included.  Sets *RT_OFFSET and *RT_CLUSTERS. */
+/* Lay out the refcount area at END (after the L1 table): T table clusters
+ * and B blocks that must cover every cluster up to its own end.  Sets *T,
+ * *B and the number of clusters *C. */
 static int
-write_refcounts (struct qcow2_writer *w, uint64_t *rt_offset,
-                 uint32_t *rt_clusters)
+refcount_layout (const struct qcow2_writer *w, uint64_t end, uint64_t *t,
+                 uint64_t *b, uint64_t *c)
 {
-  const char *fn = w->file->path;
   uint64_t cs = w->cluster_size;
   uint64_t per_block = cs / REFCOUNT_ENTRY_BYTES;
-  uint64_t n = w->next_host >> w->cluster_bits;
-  uint64_t b = 0, t = 0, c, rt, area, chunk, done;
-  uint8_t *buf;
+  uint64_t n = end >> w->cluster_bits;
 
   /* The fixpoint: B blocks and T table clusters must cover N + B + T
    * clusters.  Both only grow, and by far less than they cover, so this
    * ends after a few rounds. */
+  *b = *t = 0;
   for (;;) {
     uint64_t nb, nt;
-    c = n + b + t;
-    nb = div_round_up (c, per_block);
+    *c = n + *b + *t;
+    nb = div_round_up (*c, per_block);
     nt = div_round_up (nb * 8, cs);
     if (nt == 0)
       nt = 1;
-    if (nb == b && nt == t)
+    if (nb == *b && nt == *t)
       break;
-    b = nb;
-    t = nt;
+    *b = nb;
+    *t = nt;
   }
-  if (t * cs > QCOW2_MAX_REFTABLE_BYTES) {
+  if (*t * cs > QCOW2_MAX_REFTABLE_BYTES) {
     set_invalid ("%s: the refcount table would exceed %u MiB: the image is "
-                 "too large for cluster size %" PRIu64, fn,
+                 "too large for cluster size %" PRIu64, w->file->path,
                  QCOW2_MAX_REFTABLE_BYTES >> 20, cs);
     return -1;
   }
-  if (alloc_host (w, (t + b) * cs, &rt) < 0)
-    return -1;
+  return 0;
+}
 
-  area = (t + b) * cs;
-  chunk = cs > REFCOUNT_CHUNK ? cs : REFCOUNT_CHUNK;
+/* Write the refcount area (T table clusters, then B blocks) at RT. */
+static int
+write_refcounts (struct qcow2_writer *w, uint64_t rt, uint64_t t,
+                 uint64_t b, const struct refs *r)
+{
+  uint64_t cs = w->cluster_size;
+  uint64_t area = (t + b) * cs;
+  uint64_t chunk = cs > REFCOUNT_CHUNK ? cs : REFCOUNT_CHUNK;
+  uint8_t *buf;
+  int ret = 0;
+
   if (chunk > area)
     chunk = area;
   buf = malloc (chunk);
@@ -376,21 +836,18 @@ write_refcounts (struct qcow2_writer *w, uint64_t *rt_offset,
     set_nomem ();
     return -1;
   }
-  for (done = 0; done < area; done += chunk) {
+  for (uint64_t done = 0; done < area; done += chunk) {
     uint64_t len = area - done < chunk ? area - done : chunk;
     for (uint64_t o = 0; o < len; o += cs)
       fill_refcount_cluster (w, buf + o, (done + o) >> w->cluster_bits, t,
-                             rt + t * cs, b, c);
+                             rt + t * cs, b, r);
     if (qbak_file_pwrite (w->file, buf, len, rt + done) < 0) {
-      free (buf);
-      w->failed = true;
-      return -1;
+      ret = -1;
+      break;
     }
   }
   free (buf);
-  *rt_offset = rt;
-  *rt_clusters = (uint32_t) t;
-  return 0;
+  return ret;
 }
 
 /* Build cluster 0 as qemu-img create lays it out (reference §1.1-1.2):
@@ -439,55 +896,98 @@ build_header (const struct qcow2_writer *w, uint8_t *p, uint64_t l1_offset,
   }
 }
 
+/* Everything past the flush of the last L2 table is recomputed and
+ * rewritten at the same offsets by each attempt, so a failed finish can be
+ * retried; until the header write nothing the old header references (of a
+ * reopened image) was touched. */
 int
 qcow2_writer_finish (struct qcow2_writer *w)
 {
-  uint64_t l1_offset = 0, rt_offset;
-  uint32_t rt_clusters;
-  uint8_t *header;
+  uint64_t cs = w->cluster_size;
+  uint64_t end, data_end, l1_offset = 0, rt, t, b;
+  struct refs r = { NULL, 0 };
+  uint8_t *buf = NULL;
+  int64_t file_size;
+  int ret = -1;
 
-  if (check_usable (w, "finish") < 0)
+  if (w->finished) {
+    set_usage_error ("%s: finish after the image was finished",
+                     w->file->path);
     return -1;
-  if (flush_l2 (w) < 0)
-    return -1;
+  }
+  w->finishing = true;
 
-  if (w->l1_size > 0) {
-    uint64_t bytes = w->l1_alloc * 8;
-    if (alloc_host (w, bytes, &l1_offset) < 0)
+  /* The last L2 table goes out and is committed at once: a retry finds it
+   * on disk. */
+  if (w->l2_dirty) {
+    end = w->next_host;
+    if (reserve (w, &end, cs) < 0 || write_l2 (w, w->l2, w->next_host) < 0)
       return -1;
-    for (uint64_t i = 0; i < w->l1_alloc; i++)
-      put_be64 ((uint8_t *) &w->l1[i], w->l1[i]);
-    /* From here on the in-memory L1 is big-endian: never go back. */
-    w->failed = true;
-    if (qbak_file_pwrite (w->file, w->l1, bytes, l1_offset) < 0)
+    w->l1[w->l2_index] = w->next_host | QCOW_OFLAG_COPIED;
+    w->next_host = end;
+    w->l2_dirty = false;
+  }
+
+  data_end = end = w->next_host;
+  if (w->l1_size > 0) {
+    l1_offset = end;
+    if (reserve (w, &end, w->l1_alloc * 8) < 0)
       return -1;
   }
-  else
-    w->failed = true;
-
-  if (write_refcounts (w, &rt_offset, &rt_clusters) < 0)
+  if (refcount_layout (w, end, &t, &b, &r.clusters) < 0)
     return -1;
+  rt = end;
+  if (reserve (w, &end, (t + b) * cs) < 0)
+    return -1;
+
+  /* Refcounts from the actual references: whatever an earlier pass left
+   * behind (old L1 and refcount structures, replaced L2 tables and data
+   * clusters) and garbage of failed appends get refcount 0. */
+  r.bits = calloc (div_round_up (r.clusters, 8), 1);
+  buf = malloc (w->l1_alloc * 8 > cs ? w->l1_alloc * 8 : cs);
+  if (!r.bits || !buf) {
+    set_nomem ();
+    goto out;
+  }
+  if (mark (w, &r, 0, 1, "header") < 0 ||
+      collect_tables (w, &r, data_end) < 0 ||
+      (l1_offset && mark (w, &r, l1_offset,
+                          div_round_up (w->l1_alloc * 8, cs), "L1 table")
+       < 0) ||
+      mark (w, &r, rt, t + b, "refcount structures") < 0)
+    goto out;
+
+  if (w->l1_size > 0) {
+    for (uint64_t i = 0; i < w->l1_alloc; i++)
+      put_be64 (buf + i * 8, w->l1[i]);
+    if (qbak_file_pwrite (w->file, buf, w->l1_alloc * 8, l1_offset) < 0)
+      goto out;
+  }
+  if (write_refcounts (w, rt, t, b, &r) < 0)
+    goto out;
+  /* Drop the garbage failed appends left past the end. */
+  file_size = qbak_file_size (w->file);
+  if (file_size < 0)
+    goto out;
+  if ((uint64_t) file_size > end && qbak_file_truncate (w->file, end) < 0)
+    goto out;
 
   /* Everything the header points to is durable before the header is
    * written: the header is the commit point (DESIGN §4). */
   if (qbak_file_flush (w->file) < 0)
-    return -1;
-  header = malloc (w->cluster_size);
-  if (!header) {
-    set_nomem ();
-    return -1;
-  }
-  build_header (w, header, l1_offset, rt_offset, rt_clusters);
-  if (qbak_file_pwrite (w->file, header, w->cluster_size, 0) < 0) {
-    free (header);
-    return -1;
-  }
-  free (header);
+    goto out;
+  build_header (w, buf, l1_offset, rt, (uint32_t) t);
+  if (qbak_file_pwrite (w->file, buf, cs, 0) < 0)
+    goto out;
   if (qbak_file_flush (w->file) < 0)
-    return -1;
-  w->failed = false;
+    goto out;
   w->finished = true;
-  return 0;
+  ret = 0;
+
+ out:
+  free (r.bits);
+  free (buf);
+  return ret;
 }
 
 void
@@ -500,5 +1000,7 @@ qcow2_writer_free (struct qcow2_writer *w)
   free (w->backing_format);
   free (w->l1);
   free (w->l2);
+  free (w->l2_next);
+  free (w->scratch);
   free (w);
 }

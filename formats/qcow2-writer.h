@@ -1,26 +1,48 @@
-/* formats/: streaming writer for new qcow2 v3 target images.
+/* formats/: streaming writer for qcow2 v3 backup targets.
  *
- * A backup target is written front to back, once: guest data is appended
- * to the file in the order the copy job plans it, each L2 table is
- * appended once when the job moves past its range, and at the end the L1
- * table, the refcount structures and finally the header go out.  Memory is
- * the L1 table plus one L2 table, whatever the virtual size (DESIGN §7).
+ * A backup target is written front to back: guest data is appended to the
+ * file in the order the copy job plans it, each L2 table is appended when
+ * the job moves past its range, and at the end the L1 table, the refcount
+ * structures and finally the header go out.  Memory is the L1 table plus
+ * three clusters (the current L2 table and two scratch tables), whatever
+ * the virtual size (DESIGN §7); qcow2_writer_finish() briefly adds one bit
+ * per host cluster.
  *
- * Cluster 0 stays zero until qcow2_writer_finish() writes the header as its
- * very last step (after a flush), so a target interrupted at any point is
- * never mistaken for a valid qcow2 (DESIGN §4).
+ * Cluster 0 of a new target stays zero until qcow2_writer_finish() writes
+ * the header as its very last step (after a flush), so a target
+ * interrupted at any point is never mistaken for a valid qcow2 (DESIGN §4).
  *
- * Layout of a finished image (all refcounts are 1):
+ * Layout of a finished image (every referenced cluster has refcount 1):
  *   cluster 0                 header, extensions, backing file name
  *   data clusters, L2 tables  interleaved, in write order
  *   L1 table
  *   refcount table
  *   refcount blocks           16-bit refcounts (refcount_order 4)
  *
+ * Failures are retryable.  When qcow2_writer_write(), _zero() or _finish()
+ * fails, the writer is exactly as it was before the call: the caller may
+ * repeat the call (a transient error), skip that range and go on with
+ * later offsets, or finish the image with what was written.  A failed
+ * append leaves bytes past the writer's logical end; the next append
+ * overwrites them, and finish truncates the file to its logical end (they
+ * are never referenced).
+ *
+ * Resume: qcow2_writer_reopen() takes a finished image back for another
+ * pass of writes (offsets start again at 0).  Until the next finish
+ * commits, the file stays the old valid image: nothing the current header
+ * references is ever written; new data and new copies of changed L2 tables
+ * are appended past the end of the file, and finish appends a new L1 table
+ * and new refcount structures, flushes, and switches the header to them in
+ * one write (the commit point).  Refcounts are computed from the actual
+ * references, so what the new image no longer uses (old L1, replaced L2
+ * tables and data clusters, old refcount structures) has refcount 0:
+ * qemu-img check finds no errors and no leaks.  A crash at any instant
+ * leaves either the old or the new image.
+ *
  * Every function returns -1 (or NULL) on error with the error set
  * (common/error.h): QBAK_STATUS_USAGE for a bad argument or call order,
- * QBAK_STATUS_IO for I/O.  After an I/O error the writer refuses further
- * calls; free it.
+ * QBAK_STATUS_INVALID for an image reopen refuses or corrupt metadata,
+ * QBAK_STATUS_IO for I/O.
  */
 #ifndef QBAK_FORMATS_QCOW2_WRITER_H
 #define QBAK_FORMATS_QCOW2_WRITER_H
@@ -42,29 +64,47 @@ struct qcow2_writer;
 struct qcow2_writer *qcow2_writer_create (const char *path,
                                          const struct qcow2_writer_opts *o);
 
+/* Open PATH, an image finished by qcow2_writer_finish() (possibly after
+ * earlier reopen rounds), for a new pass of writes.  Anything else is
+ * refused with QBAK_STATUS_INVALID: the image must be qcow2 v3 with
+ * header_length 112, no snapshots, no encryption, no feature bits, no
+ * compression type, no external data file, no extended L2, refcount_order
+ * 4, and no header extension but the backing format.  Only reads the file;
+ * returns NULL on error. */
+struct qcow2_writer *qcow2_writer_reopen (const char *path);
+
+/* Fill *O with W's geometry and backing file (the strings belong to W and
+ * live as long as it does): what create was given, or what reopen read. */
+void qcow2_writer_get_opts (const struct qcow2_writer *w,
+                            struct qcow2_writer_opts *o);
+
 /* Store guest data BUF for [OFFSET, +LEN).  OFFSET is cluster aligned; LEN
  * is a multiple of the cluster size, except that a request ending at the
  * virtual size may end in a partial cluster (its tail reads as zeroes).
- * Requests (writes and zeroes) come in increasing offset order and never
- * overlap.  The data is appended to the file with one write.  LEN 0 is a
- * no-op. */
+ * Requests (writes and zeroes) of one pass come in increasing offset order
+ * and never overlap; after a reopen they replace what the earlier passes
+ * stored for their clusters.  The data is appended to the file with one
+ * write.  LEN 0 is a no-op.  On error nothing changed (see above). */
 int qcow2_writer_write (struct qcow2_writer *w, uint64_t offset,
                         const void *buf, size_t len);
 
 /* Mark [OFFSET, +LEN) as zero clusters (L2 zero flag, no host cluster):
- * they read as zeroes even over a backing file.  Same alignment and order
- * rules as qcow2_writer_write. */
+ * they read as zeroes even over a backing file.  Same alignment, order and
+ * error rules as qcow2_writer_write. */
 int qcow2_writer_zero (struct qcow2_writer *w, uint64_t offset, uint64_t len);
 
 /* Write the last L2 table, the L1 table, the refcount table and blocks,
  * flush, write the header into cluster 0, flush.  Afterwards the file is a
  * valid image that qemu-img check finds clean.  Clusters never written or
- * zeroed are unallocated (they read from the backing file).  Call once. */
+ * zeroed are unallocated (they read from the backing file).  After a
+ * failure it may be called again; writes and zeroes are refused once it
+ * was called.  After success W accepts only qcow2_writer_free(). */
 int qcow2_writer_finish (struct qcow2_writer *w);
 
-/* Free W and close the file.  An unfinished file is left as it is (its
- * cluster 0 is zero: not a qcow2 image); the caller decides whether to
- * unlink it.  Accepts NULL. */
+/* Free W and close the file.  An unfinished new target is left as it is
+ * (its cluster 0 is zero: not a qcow2 image), an unfinished reopened one
+ * is still its old image; the caller decides whether to unlink it.
+ * Accepts NULL. */
 void qcow2_writer_free (struct qcow2_writer *w);
 
 #endif

@@ -216,6 +216,15 @@ struct qbak_copy_opts {
   /* Polled between requests; non-zero cancels the job as QEMU's
    * block-job-cancel does. */
   volatile int *cancel;
+  /* Error policy: false = report (stop at the first error), true = ignore
+   * (skip the failing cluster, keep it in the copy set, carry on; the job
+   * still fails at the end). */
+  bool on_error_ignore;
+  /* Retries of a failed target write, with exponential backoff. */
+  unsigned retries;
+  /* Continue a failed or cancelled bitmap-mode 'always' job into its
+   * TARGET.part, copying only what the bitmap now holds. */
+  bool resume;
 };
 
 struct qbak_copy_result {
@@ -227,6 +236,10 @@ struct qbak_copy_result {
   uint64_t zero_clusters;       /* copy-set clusters that read as zero */
   uint64_t bytes_skipped;       /* virtual size not in the copy set */
   uint64_t clusters_left;       /* copy-set clusters not copied */
+  uint64_t clusters_failed;     /* clusters skipped after an error */
+  const char *outcome;          /* "ok", "failed", "cancelled", or
+                                   "not-started" (group) */
+  char error[1024];             /* this job's error message, or "" */
   double seconds;
   const char *bitmap_state;     /* "cleared", "unchanged", "not-copied"
                                    (always after a failure) or NULL */
@@ -240,6 +253,36 @@ struct qbak_copy_result {
  * set (QBAK_STATUS_CANCELLED after a cancel). */
 QBAK_API int qbak_copy (const struct qbak_copy_opts *opts,
                         struct qbak_copy_result *result);
+
+/* ---- Several disks, one point in time ------------------------------- */
+
+enum qbak_completion_mode {
+  QBAK_COMPLETION_INDIVIDUAL,   /* each job stands alone */
+  QBAK_COMPLETION_GROUPED,      /* all succeed, or none is kept complete */
+};
+
+struct qbak_group_opts {
+  const struct qbak_copy_opts *jobs;
+  size_t n_jobs;
+  enum qbak_completion_mode completion;
+  /* Quiesce hooks around the group's point in time (run with /bin/sh -c).
+   * If the freeze command was started, the thaw command always runs. */
+  const char *freeze_cmd;
+  const char *thaw_cmd;
+  unsigned freeze_timeout;      /* seconds; 0 = 60 */
+  volatile int *cancel;
+  qbak_progress_cb progress;
+  void *progress_opaque;
+};
+
+/* Run several backup jobs as one group: every source opened, locked and
+ * validated before the first byte is copied (a refusal on any stops the
+ * group with nothing written); the freeze hook, the point in time (every
+ * copy set planned), the thaw hook; then the copies.  RESULTS has n_jobs
+ * entries.  Returns 0 if every job succeeded and the thaw hook (if any)
+ * succeeded, else -1 with the first error. */
+QBAK_API int qbak_copy_group (const struct qbak_group_opts *opts,
+                              struct qbak_copy_result *results);
 
 #ifdef __cplusplus
 }

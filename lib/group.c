@@ -1,0 +1,215 @@
+/* Several backup jobs, one point in time (DESIGN §3, seeds 002-004).
+ *
+ * Early failure: every job is prepared (source opened, locked, validated;
+ * target created) before any byte is copied; one refusal stops the group
+ * with nothing written.  Then freeze, the point in time (every copy set
+ * planned), thaw, and the copies, one job after the other.
+ *
+ * grouped: if a job fails or is cancelled, the jobs not yet run are
+ * cancelled, no target of the group is promoted, and every bitmap ends as
+ * its mode says for a failure, including the disks that finished copying.
+ * individual: each job stands alone.  A signal cancels the whole run.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "lib/job.h"
+#include "lib/quiesce.h"
+
+/* The first error of the run, kept across later calls. */
+struct first_error {
+  char *msg;
+  enum qbak_status status;
+  int errnum;
+};
+
+static void
+remember (struct first_error *fe, struct qbak_copy_result *res)
+{
+  if (res)
+    snprintf (res->error, sizeof res->error, "%s", qbak_get_error ());
+  if (fe->msg)
+    return;
+  fe->msg = strdup (qbak_get_error ());
+  fe->status = qbak_get_status ();
+  fe->errnum = qbak_get_errno ();
+}
+
+int
+qbak_copy_group (const struct qbak_group_opts *g,
+                 struct qbak_copy_result *results)
+{
+  size_t n = g->n_jobs;
+  struct copy_job **jobs = calloc (n ? n : 1, sizeof *jobs);
+  struct first_error fe = { 0 };
+  bool freeze_started = false, thaw_failed = false, any_failed = false;
+  bool cancelled = false;
+  int ret = -1;
+
+  qbak_clear_error ();
+  if (!jobs) {
+    set_nomem ();
+    return -1;
+  }
+  if (n == 0) {
+    set_usage_error ("copy: no job given");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++)
+    memset (&results[i], 0, sizeof results[i]);
+
+  /* 1. Prepare all: nothing is written if any refuses. */
+  for (size_t i = 0; i < n; i++) {
+    jobs[i] = job_prepare (&g->jobs[i], &results[i]);
+    if (!jobs[i]) {
+      remember (&fe, &results[i]);
+      for (size_t k = 0; k < i; k++) {
+        job_discard (jobs[k]);
+        jobs[k] = NULL;
+      }
+      goto out;
+    }
+  }
+
+  /* 2. Freeze, point in time, thaw.  The thaw runs if the freeze was
+   * started, whatever happens. */
+  if (g->freeze_cmd) {
+    freeze_started = true;
+    if (qbak_internal_run_hook ("freeze", g->freeze_cmd,
+                                g->freeze_timeout ? g->freeze_timeout
+                                                  : 60) < 0) {
+      remember (&fe, NULL);
+      if (g->thaw_cmd && qbak_internal_run_hook ("thaw", g->thaw_cmd, 0) < 0)
+        thaw_failed = true;
+      for (size_t i = 0; i < n; i++) {
+        job_discard (jobs[i]);
+        jobs[i] = NULL;
+      }
+      goto out;
+    }
+  }
+  bool plan_failed = false;
+  for (size_t i = 0; i < n && !plan_failed; i++)
+    if (job_plan (jobs[i]) < 0) {
+      remember (&fe, NULL);
+      plan_failed = true;
+    }
+  if (freeze_started && g->thaw_cmd &&
+      qbak_internal_run_hook ("thaw", g->thaw_cmd, 0) < 0) {
+    remember (&fe, NULL);
+    thaw_failed = true;
+  }
+  if (plan_failed) {
+    for (size_t i = 0; i < n; i++) {
+      job_discard (jobs[i]);
+      jobs[i] = NULL;
+    }
+    goto out;
+  }
+
+  /* 3. Copy. */
+  bool *failed = calloc (n, sizeof *failed);
+  if (!failed) {
+    set_nomem ();
+    remember (&fe, NULL);
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    bool stop = cancelled ||
+                (any_failed && g->completion == QBAK_COMPLETION_GROUPED);
+    if (stop || (g->cancel && *g->cancel)) {
+      if (!stop)
+        cancelled = true;
+      qbak_internal_error (QBAK_STATUS_CANCELLED, 0, "%s: cancelled: %s",
+                           job_name (jobs[i]), cancelled
+                           ? "interrupted" : "another job of the group failed");
+      job_fail (jobs[i], QBAK_STATUS_CANCELLED);
+      results[i].outcome = "cancelled";
+      remember (&fe, &results[i]);
+      failed[i] = true;
+      continue;
+    }
+    volatile int *cancel = g->cancel ? g->cancel : g->jobs[i].cancel;
+    if (job_copy (jobs[i], cancel, g->progress, g->progress_opaque) < 0 ||
+        (g->completion == QBAK_COMPLETION_INDIVIDUAL &&
+         job_finish_target (jobs[i]) < 0)) {
+      enum qbak_status st = qbak_get_status ();
+      if (st == QBAK_STATUS_CANCELLED)
+        cancelled = true;
+      job_fail (jobs[i], st);
+      remember (&fe, &results[i]);
+      failed[i] = true;
+      any_failed = true;
+      continue;
+    }
+    if (g->completion == QBAK_COMPLETION_INDIVIDUAL &&
+        job_promote (jobs[i]) < 0) {
+      remember (&fe, &results[i]);
+      results[i].outcome = "failed";
+      any_failed = true;
+    }
+  }
+
+  /* 4. Grouped completion: all targets durable, then all renamed, then
+   * all bitmaps; or, if anything failed, every job fails. */
+  if (g->completion == QBAK_COMPLETION_GROUPED) {
+    if (!any_failed && !cancelled) {
+      for (size_t i = 0; i < n && !any_failed; i++)
+        if (job_finish_target (jobs[i]) < 0) {
+          remember (&fe, &results[i]);
+          failed[i] = true;
+          any_failed = true;
+        }
+    }
+    if (any_failed || cancelled) {
+      for (size_t i = 0; i < n; i++) {
+        if (failed[i])
+          continue;
+        qbak_internal_error (cancelled ? QBAK_STATUS_CANCELLED
+                                       : QBAK_STATUS_IO, 0,
+                             "%s: not completed: another job of the group "
+                             "failed", job_name (jobs[i]));
+        job_fail (jobs[i], qbak_get_status ());
+        remember (&fe, &results[i]);
+      }
+    }
+    else {
+      for (size_t i = 0; i < n; i++)
+        if (job_promote (jobs[i]) < 0) {
+          remember (&fe, &results[i]);
+          results[i].outcome = "failed";
+          any_failed = true;
+        }
+    }
+  }
+  free (failed);
+  if (!fe.msg && !thaw_failed)
+    ret = 0;
+
+out:
+  for (size_t i = 0; i < n; i++)
+    job_free (jobs[i]);
+  free (jobs);
+  if (ret < 0) {
+    if (fe.msg)
+      qbak_internal_error (cancelled ? QBAK_STATUS_CANCELLED : fe.status,
+                           fe.errnum, "%s", fe.msg);
+    free (fe.msg);
+  }
+  else
+    free (fe.msg);
+  return ret;
+}
+
+int
+qbak_copy (const struct qbak_copy_opts *o, struct qbak_copy_result *res)
+{
+  struct qbak_group_opts g = {
+    .jobs = o, .n_jobs = 1, .completion = QBAK_COMPLETION_INDIVIDUAL,
+    .cancel = o->cancel, .progress = o->progress,
+    .progress_opaque = o->progress_opaque,
+  };
+  return qbak_copy_group (&g, res);
+}

@@ -1,0 +1,40 @@
+/* lib/ internal: one backup job in stages, so that a group (group.c) can
+ * prepare every job before any copies, plan them all at one point in time,
+ * and complete or fail them together.
+ *
+ *   job_prepare   arguments, source (locked, validated), bitmap, target
+ *   job_plan      the point in time: sync set, copy set, successor
+ *   job_copy      the copy loop (cancel, error policy, retries)
+ *   job_complete  target durable; renamed into place; bitmap per mode
+ *   job_fail      failure or cancel: partial target kept durable as
+ *                 TARGET.part, bitmap per mode (QEMU's semantics)
+ */
+#ifndef QBAK_LIB_JOB_H
+#define QBAK_LIB_JOB_H
+
+#include "bitmaps/dirty-bitmap.h"
+#include "lib/internal.h"
+
+struct copy_job;
+
+/* NULL with the error set if the job cannot start; nothing is written
+ * then. */
+struct copy_job *job_prepare (const struct qbak_copy_opts *o,
+                              struct qbak_copy_result *res);
+int job_plan (struct copy_job *j);
+/* CANCEL overrides the options' flag (the group's). */
+int job_copy (struct copy_job *j, volatile int *cancel,
+              qbak_progress_cb progress, void *opaque);
+/* Make the target durable (not yet renamed). */
+int job_finish_target (struct copy_job *j);
+/* Rename TARGET.part into place, then rewrite the bitmap per mode. */
+int job_promote (struct copy_job *j);
+/* Failure semantics; the current error is kept and returned through the
+ * result's message.  STATUS tells cancel from failure. */
+void job_fail (struct copy_job *j, enum qbak_status status);
+/* Undo job_prepare for a job that never copied: removes TARGET.part. */
+void job_discard (struct copy_job *j);
+void job_free (struct copy_job *j);
+const char *job_name (struct copy_job *j);
+
+#endif
