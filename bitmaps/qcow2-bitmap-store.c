@@ -305,8 +305,8 @@ qcow2_bitmaps_commit (struct image *img, const struct qcow2_bitmap_list *old,
       qcow2_refcount_rollback (s);
     else
       qcow2_refcount_forget (s);     /* keep them: leaks, never holes */
-    qbak_internal_error (QBAK_STATUS_IO, e, "%s",
-                         err ? err : "header write failed");
+    qbak_internal_error_restore (QBAK_STATUS_IO, e,
+                                 err ? err : "header write failed");
     free (err);
     goto fail_early;
   }

@@ -236,6 +236,8 @@ cmd_bitmap (int argc, char **argv)
 
   if (argc >= 2 && (strcmp (argv[1], "--help") == 0))
     print_help_and_exit (help);
+  if (argc >= 2 && (strcmp (argv[1], "--long-options") == 0))
+    print_long_options_and_exit (long_options);
   if (argc < 2 || argv[1][0] == '-')
     return usage_error (usage_line, "bitmap: missing subcommand");
   const char *sub = argv[1];

@@ -42,6 +42,15 @@ qbak_internal_error (enum qbak_status status, int errnum, const char *fmt, ...)
 }
 
 void
+qbak_internal_error_restore (enum qbak_status status, int errnum,
+                             const char *msg)
+{
+  int saved = errno;
+  store (strdup (msg ? msg : "error"), status, errnum);
+  errno = saved;
+}
+
+void
 qbak_internal_error_prefix (const char *fmt, ...)
 {
   int saved = errno;

@@ -19,6 +19,11 @@ void qbak_internal_error(enum qbak_status status, int errnum,
                          const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
 
+/* Store MSG verbatim (no strerror appended) with STATUS and ERRNUM: to
+ * put back an error saved across cleanup that may have overwritten it. */
+void qbak_internal_error_restore (enum qbak_status status, int errnum,
+                                  const char *msg);
+
 /* Prefix the stored message with "PREFIX: " (to add context on the way up,
  * e.g. the file name).  Keeps status and errno. */
 void qbak_internal_error_prefix(const char *fmt, ...)

@@ -4,6 +4,7 @@
  * fails, and only then free the old clusters. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -295,12 +296,17 @@ revert:
     int e = qbak_get_errno ();
     int r = qcow2_bitmaps_revert (images[i]->img, plans[i].pending);
     plans[i].pending = NULL;
-    if (r < 0)
-      qbak_internal_error (st, e, "%s; and %s could not be put back: it "
-                           "holds the new bitmaps", err ? err : "error",
-                           images[i]->img->filename);
+    if (r < 0) {
+      char *msg = NULL;
+      if (asprintf (&msg, "%s; and %s could not be put back: it holds the "
+                    "new bitmaps", err ? err : "error",
+                    images[i]->img->filename) < 0)
+        msg = NULL;
+      qbak_internal_error_restore (st, e, msg ? msg : err);
+      free (msg);
+    }
     else
-      qbak_internal_error (st, e, "%s", err ? err : "error");
+      qbak_internal_error_restore (st, e, err);
     free (err);
   }
 
@@ -315,7 +321,7 @@ reload:
       if (qcow2_bitmaps_load (images[i]->img, &images[i]->bitmaps) < 0)
         ret = -1;
       if (err) {
-        qbak_internal_error (st, 0, "%s", err);
+        qbak_internal_error_restore (st, 0, err);
         free (err);
       }
     }

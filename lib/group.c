@@ -194,8 +194,8 @@ out:
   free (jobs);
   if (ret < 0) {
     if (fe.msg)
-      qbak_internal_error (cancelled ? QBAK_STATUS_CANCELLED : fe.status,
-                           fe.errnum, "%s", fe.msg);
+      qbak_internal_error_restore (cancelled ? QBAK_STATUS_CANCELLED
+                                             : fe.status, fe.errnum, fe.msg);
     free (fe.msg);
   }
   else

@@ -656,7 +656,11 @@ job_fail (struct copy_job *j, enum qbak_status status)
     j->res->bitmap_dirty_bytes = dirty_bitmap_dirty_bytes (j->bitmap->bm);
     what = "; the bitmap is unchanged: run the same command again";
   }
-  qbak_internal_error (status, e, "%s%s", err ? err : "backup failed", what);
+  char *msg = NULL;
+  if (asprintf (&msg, "%s%s", err ? err : "backup failed", what) < 0)
+    msg = NULL;
+  qbak_internal_error_restore (status, e, msg ? msg : err);
+  free (msg);
   free (err);
 }
 

@@ -313,6 +313,7 @@ class Driver:
 
     def compare(self, names, full):
         ia, ib = self.info_bitmaps(self.A), self.info_bitmaps(self.B)
+        qemu_b = ib
         if self.a.ignore_order and ia and ib:
             ia, ib = sorted(ia, key=lambda b: b['name']), sorted(ib, key=lambda b: b['name'])
         if ia != ib:
@@ -321,10 +322,9 @@ class Driver:
                            f'  B (qemu-img): {json.dumps(ib)}')
         want = [{'flags': ['auto'] if en else [], 'name': n, 'granularity': g}
                 for n, g, en in self.model]
-        ib = self.info_bitmaps(self.B)
-        if (ib or []) != want:
+        if (qemu_b or []) != want:
             raise Mismatch('driver bug: the model differs from QEMU\'s image B:\n'
-                           f'  model: {json.dumps(want)}\n  B:     {json.dumps(ib)}')
+                           f'  model: {json.dumps(want)}\n  B:     {json.dumps(qemu_b)}')
         if full:
             names = self.names()
         names = [n for n in self.names() if n in names]
