@@ -57,6 +57,8 @@ struct image {
   uint64_t size;            /* virtual size */
   uint32_t cluster_size;    /* allocation unit; 0 for raw */
   bool corrupt;             /* marked corrupt: never write, never back up */
+  bool want_recurse;        /* the caller wants QEMU's map view, host holes
+                               included (costs a refcount scan in qcow2) */
 
   /* Backing chain. */
   char *backing_name;       /* as stored in the image */

@@ -235,7 +235,7 @@ qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,
 
   if (length > img->size - offset)
     length = img->size - offset;
-  if (!s->prealloc_checked) {
+  if (!s->prealloc_checked && img->want_recurse) {
     /* Only for the map view; an image whose refcounts cannot be read
      * simply does not get the hole refinement. */
     if (s->data_file == NULL &&

@@ -28,6 +28,8 @@ qbak_image_map (struct qbak_image *h, uint64_t start, uint64_t length,
   if (length > img->size - start)
     length = img->size - start;
   uint64_t end = start + length, off = start;
+  for (struct image *l = img; l; l = l->backing)
+    l->want_recurse = true;
   while (off < end) {
     struct chain_extent e;
     if (image_chain_status (img, off, end - off, &e) < 0)

@@ -76,6 +76,7 @@ class Driver:
         self.model = []          # [[name, granularity, enabled]] in directory order
         self.removed = []        # names once used, now free again
         self.counter = 0
+        self.nbd = 0              # qemu-nbd runs, for unique socket names
         self.step = 0
         self.log = open(os.path.join(self.dir, 'steps.log'), 'w')
         self.sockdir = tempfile.mkdtemp(prefix='qbak-sbs.', dir='/tmp')
@@ -103,8 +104,9 @@ class Driver:
         """{name: nbdinfo --json --map of the bitmap} for names of img."""
         if not names:
             return {}
-        sock = os.path.join(self.sockdir, 's')
-        pidf = os.path.join(self.sockdir, 'pid')
+        self.nbd += 1
+        sock = os.path.join(self.sockdir, f's{self.nbd}')
+        pidf = os.path.join(self.sockdir, f'pid{self.nbd}')
         cmd = ['qemu-nbd', '-r', '-t', '-f', 'qcow2', '-k', sock,
                '--pid-file', pidf, '--fork']
         for n in names:
@@ -121,9 +123,6 @@ class Driver:
             return out
         finally:
             stop(pid)
-            for f in (sock, pidf):
-                if os.path.exists(f):
-                    os.unlink(f)
 
     def check_image(self, img, who):
         r = self.run(['qemu-img', 'check', '--output=json', img], check=False)
