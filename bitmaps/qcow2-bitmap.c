@@ -2,6 +2,7 @@
  * comments refer to shared/reference/qcow2-bitmaps.md §4. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -148,11 +149,15 @@ load_data (struct qcow2 *s, struct qcow2_bitmap *b)
                    "offset and the all-ones flag", fn, b->name, i);
       goto out;
     }
-    if (qcow2_check_metadata_range (s, off, cs, "bitmap data cluster") < 0) {
-      qbak_internal_error_prefix ("bitmap '%s': table entry %" PRIu32,
-                                  b->name, i);
+    char *what = NULL;
+    if (asprintf (&what, "bitmap '%s': table entry %" PRIu32 ": bitmap data "
+                  "cluster", b->name, i) < 0)
+      what = NULL;
+    int r = qcow2_check_metadata_range (s, off, cs,
+                                        what ? what : "bitmap data cluster");
+    free (what);
+    if (r < 0)
       goto out;
-    }
     if (qbak_file_pread (s->base.file, cluster, len, off) < 0)
       goto out;
     dirty_bitmap_deserialize (b->bm, start, len, cluster);

@@ -45,6 +45,8 @@ static const char help[] =
   "\n"
   "  --json            print JSON\n"
   "  -U, --force-share read without taking QEMU's image locks\n"
+  "  -f, --format FMT  require the image to be in format FMT instead of\n"
+  "                    probing its content\n"
   "  --help            this text\n";
 
 static const struct option long_options[] = {
@@ -56,6 +58,7 @@ static const struct option long_options[] = {
   { "disabled", no_argument, NULL, OPT_FIRST_COMMAND_OPTION },
   { "image", required_argument, NULL, 'i' },
   { "from-image", required_argument, NULL, 'b' },
+  { "format", required_argument, NULL, 'f' },
   { NULL, 0, NULL, 0 },
 };
 
@@ -78,7 +81,8 @@ same_file (const char *a, const char *b)
 
 /* add/remove/clear/enable/disable/merge over one or more images. */
 static int
-do_change (const char *sub, enum qbak_bitmap_op_kind kind, char **images,
+do_change (const char *sub, const char *format,
+           enum qbak_bitmap_op_kind kind, char **images,
            size_t n_images, char **args, int nargs, uint64_t granularity,
            bool have_granularity, bool disabled, const char *from)
 {
@@ -117,8 +121,8 @@ do_change (const char *sub, enum qbak_bitmap_op_kind kind, char **images,
     return EXIT_JOB_FAILED;
   }
   for (size_t i = 0; i < n_images; i++) {
-    imgs[i] = qbak_image_open (images[i], QBAK_OPEN_WRITE |
-                                          QBAK_OPEN_NO_BACKING);
+    imgs[i] = qbak_image_open_format (images[i], format, QBAK_OPEN_WRITE |
+                                                         QBAK_OPEN_NO_BACKING);
     if (!imgs[i]) {
       ret = report_error ();
       goto out;
@@ -229,7 +233,7 @@ cmd_bitmap (int argc, char **argv)
   bool json = false, disabled = false, have_granularity = false;
   unsigned flags = QBAK_OPEN_INSPECT;
   uint64_t granularity = 0;
-  const char *from = NULL;
+  const char *from = NULL, *format = NULL;
   char **images = NULL;
   size_t n_images = 0;
   int c, ret;
@@ -243,7 +247,7 @@ cmd_bitmap (int argc, char **argv)
   const char *sub = argv[1];
   argc--;
   argv++;
-  while ((c = getopt_long (argc, argv, "Ug:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "Ug:f:", long_options, NULL)) != -1) {
     switch (c) {
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
@@ -270,6 +274,7 @@ cmd_bitmap (int argc, char **argv)
       break;
     }
     case 'b': from = optarg; break;
+    case 'f': format = optarg; break;
     default:
       free (images);
       return bad_option (usage_line, sub, argv);
@@ -291,12 +296,12 @@ cmd_bitmap (int argc, char **argv)
         free (images);
         return usage_error (usage_line, "bitmap %s: missing IMAGE", sub);
       }
-      ret = do_change (sub, change_commands[k].kind, argv + optind, 1,
+      ret = do_change (sub, format, change_commands[k].kind, argv + optind, 1,
                        argv + optind + 1, nargs - 1, granularity,
                        have_granularity, disabled, from);
     }
     else
-      ret = do_change (sub, change_commands[k].kind, images, n_images,
+      ret = do_change (sub, format, change_commands[k].kind, images, n_images,
                        argv + optind, nargs, granularity, have_granularity,
                        disabled, from);
     free (images);
@@ -317,7 +322,8 @@ cmd_bitmap (int argc, char **argv)
   if (nargs > want)
     return usage_error (usage_line, "bitmap %s: too many arguments", sub);
 
-  struct qbak_image *img = qbak_image_open (argv[optind], flags);
+  struct qbak_image *img = qbak_image_open_format (argv[optind], format,
+                                                   flags);
   if (!img)
     return report_error ();
   ret = want == 1 ? do_list (img, json)

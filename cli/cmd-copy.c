@@ -37,6 +37,7 @@ static const char help[] =
   "  --backing PREV      the previous backup, stored as the target's backing\n"
   "                      file as given (relative to TARGET's folder)\n"
   "  -O qcow2|raw        target format (raw: sync full only); default qcow2\n"
+  "  -f FMT              require SRC to be in format FMT (qcow2, qcow, raw)\n"
   "  --cluster-size SIZE target cluster size (default: the source's)\n"
   "  --json              print the result as JSON on stdout\n"
   "\n"
@@ -87,6 +88,7 @@ static const struct option long_options[] = {
   { "backing", required_argument, NULL, OPT_BACKING },
   { "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
   { "output-format", required_argument, NULL, 'O' },
+  { "format", required_argument, NULL, 'f' },
   { "on-error", required_argument, NULL, OPT_ON_ERROR },
   { "retry", required_argument, NULL, OPT_RETRY },
   { "resume", no_argument, NULL, OPT_RESUME },
@@ -190,7 +192,7 @@ cmd_copy (int argc, char **argv)
   uint64_t cs = 0;
   int c, ret = EXIT_USAGE;
 
-  while ((c = getopt_long (argc, argv, "O:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "O:f:", long_options, NULL)) != -1) {
     switch (c) {
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
@@ -252,6 +254,7 @@ cmd_copy (int argc, char **argv)
       break;
     }
     case OPT_RESUME: o.resume = true; break;
+    case 'f': o.source_format = optarg; break;
     case OPT_JOB: {
       char **n = realloc (specs, (n_specs + 1) * sizeof *n);
       if (!n) {

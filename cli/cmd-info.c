@@ -7,9 +7,9 @@
 
 #include "cli/cli.h"
 
-static const char usage_line[] = "Usage: qbak info [--json] [-U] IMAGE";
+static const char usage_line[] = "Usage: qbak info [--json] [-U] [-f FMT] IMAGE";
 static const char help[] =
-  "Usage: qbak info [--json] [-U] IMAGE\n"
+  "Usage: qbak info [--json] [-U] [-f FMT] IMAGE\n"
   "\n"
   "Show an image: format (probed by content), virtual size, cluster size,\n"
   "features, backing chain, and every persistent bitmap (name,\n"
@@ -17,6 +17,8 @@ static const char help[] =
   "\n"
   "  --json            print a JSON object\n"
   "  -U, --force-share read without taking QEMU's image locks\n"
+  "  -f, --format FMT  require IMAGE to be in format FMT (qcow2, qcow,\n"
+  "                    raw) instead of probing its content\n"
   "  --help            this text\n";
 
 static const struct option long_options[] = {
@@ -24,6 +26,7 @@ static const struct option long_options[] = {
   { "long-options", no_argument, NULL, OPT_LONG_OPTIONS },
   { "json", no_argument, NULL, OPT_JSON },
   { "force-share", no_argument, NULL, 'U' },
+  { "format", required_argument, NULL, 'f' },
   { NULL, 0, NULL, 0 },
 };
 
@@ -155,14 +158,16 @@ cmd_info (int argc, char **argv)
 {
   bool json = false;
   unsigned flags = QBAK_OPEN_INSPECT;
+  const char *format = NULL;
   int c;
 
-  while ((c = getopt_long (argc, argv, "U", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "Uf:", long_options, NULL)) != -1) {
     switch (c) {
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
     case OPT_JSON: json = true; break;
     case 'U': flags |= QBAK_OPEN_FORCE_SHARE; break;
+    case 'f': format = optarg; break;
     default: return bad_option (usage_line, "info", argv);
     }
   }
@@ -171,7 +176,7 @@ cmd_info (int argc, char **argv)
   if (argc - optind > 1)
     return usage_error (usage_line, "info: too many arguments");
 
-  struct qbak_image *img = qbak_image_open (argv[optind], flags);
+  struct qbak_image *img = qbak_image_open_format (argv[optind], format, flags);
   if (!img)
     return report_error ();
   if (json) {

@@ -72,8 +72,11 @@ enum image_open_flags {
   IMAGE_OPEN_NO_BACKING = 2,
 };
 
-/* probe.c: open PATH by content, and its backing chain.  NULL on error. */
-struct image *image_open (const char *path, unsigned flags);
+/* probe.c: open PATH, and its backing chain.  FORMAT ("qcow2", "qcow",
+ * "raw") is required of the top image, or NULL to probe by content.
+ * NULL on error. */
+struct image *image_open (const char *path, const char *format,
+                          unsigned flags);
 /* Close IMG and its chain; accepts NULL. */
 void image_close (struct image *img);
 

@@ -68,6 +68,12 @@ open_layer (const char *path, const char *format, unsigned flags)
   }
   if (!is_qcow)
     return raw_open (f, path);
+  if (format && (strcmp (format, "qcow") == 0) != (version == 1)) {
+    qbak_file_close (f);
+    set_invalid ("%s: not a %s image (version %" PRIu32 ")", path, format,
+                 version);
+    return NULL;
+  }
   if (version == 1) {
     qbak_file_close (f);
     return qcow1_open (path);
@@ -86,9 +92,9 @@ same_file (struct image *a, struct image *b)
 }
 
 struct image *
-image_open (const char *path, unsigned flags)
+image_open (const char *path, const char *format, unsigned flags)
 {
-  struct image *top = open_layer (path, NULL, flags);
+  struct image *top = open_layer (path, format, flags);
   if (!top || (flags & IMAGE_OPEN_NO_BACKING))
     return top;
 

@@ -173,6 +173,12 @@ lookup (struct qcow2 *s, uint64_t offset, struct cluster_info *ci)
   bool external = s->base.data_file != s->base.file;
   bool allocated = host != 0 || (external && (e & QCOW_OFLAG_COPIED));
 
+  if (host & (s->cluster_size - 1)) {
+    set_invalid ("%s: data cluster for guest offset %#" PRIx64 " at host "
+                 "offset %#" PRIx64 " is not cluster aligned", fn, offset,
+                 host);
+    return -1;
+  }
   if (allocated && !external && host >= s->file_size) {
     set_invalid ("%s: data cluster for guest offset %#" PRIx64 " at host "
                  "offset %#" PRIx64 " lies past the end of the file", fn,

@@ -448,8 +448,9 @@ check_tables (struct qcow2 *s)
       return -1;
     }
     uint64_t l2 = e & L1E_OFFSET_MASK;
-    if (l2 && qcow2_check_metadata_range (s, l2, cs, "L2 table") < 0) {
-      qbak_internal_error_prefix ("L1 entry %" PRIu32, i);
+    char what[48];
+    snprintf (what, sizeof what, "L1 entry %" PRIu32 ": L2 table", i);
+    if (l2 && qcow2_check_metadata_range (s, l2, cs, what) < 0) {
       free (raw);
       return -1;
     }

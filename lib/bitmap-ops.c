@@ -86,10 +86,6 @@ writable_data (struct planned *pl)
   return pl->owned;
 }
 
-static const char *op_names[] = {
-  "add", "remove", "clear", "enable", "disable", "merge",
-};
-
 static struct planned *
 existing (struct plan *p, const struct qbak_bitmap_op *op, bool allow_in_use)
 {
@@ -273,11 +269,8 @@ qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
         plan_init (&plans[i], h) < 0)
       goto out;
     for (size_t k = 0; k < n_ops; k++)
-      if (plan_op (&plans[i], &ops[k]) < 0) {
-        qbak_internal_error_prefix ("bitmap %s '%s'", op_names[ops[k].kind],
-                                    ops[k].name);
-        goto out;
-      }
+      if (plan_op (&plans[i], &ops[k]) < 0)
+        goto out;     /* the message names the image and the bitmap */
   }
   for (; committed < n_images; committed++)
     if (commit_one (&plans[committed]) < 0)

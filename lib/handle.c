@@ -34,13 +34,19 @@ wrap (struct image *img, unsigned flags, bool top)
 struct qbak_image *
 qbak_image_open (const char *path, unsigned flags)
 {
+  return qbak_image_open_format (path, NULL, flags);
+}
+
+struct qbak_image *
+qbak_image_open_format (const char *path, const char *format, unsigned flags)
+{
   qbak_clear_error ();
   unsigned iflags = 0;
   if (flags & QBAK_OPEN_WRITE)
     iflags |= IMAGE_OPEN_WRITE;
   if (flags & QBAK_OPEN_NO_BACKING)
     iflags |= IMAGE_OPEN_NO_BACKING;
-  struct image *img = image_open (path, iflags);
+  struct image *img = image_open (path, format, iflags);
   if (!img)
     return NULL;
   if (img->corrupt && !(flags & QBAK_OPEN_INSPECT)) {

@@ -143,8 +143,8 @@ open_source (struct copy_job *j)
   /* The bitmap is rewritten at the end unless mode is never: hold the
    * write permission from the start, as QEMU's job does. */
   bool write = o->bitmap && j->mode != QBAK_BITMAP_MODE_NEVER;
-  j->src = qbak_image_open (o->source, write ? QBAK_OPEN_WRITE
-                                             : QBAK_OPEN_READ);
+  j->src = qbak_image_open_format (o->source, o->source_format,
+                                   write ? QBAK_OPEN_WRITE : QBAK_OPEN_READ);
   if (!j->src)
     return -1;
   j->img = j->src->img;

@@ -60,6 +60,13 @@ enum qbak_open_flags {
  * backing chain.  Returns NULL on error. */
 QBAK_API struct qbak_image *qbak_image_open (const char *path, unsigned flags)
   __attribute__((nonnull (1)));
+/* The same, requiring FORMAT ("qcow2", "qcow" or "raw") of PATH instead of
+ * probing (qemu-img's -f): a file that is not in that format is refused
+ * (QBAK_STATUS_INVALID).  FORMAT NULL probes. */
+QBAK_API struct qbak_image *qbak_image_open_format (const char *path,
+                                                    const char *format,
+                                                    unsigned flags)
+  __attribute__((nonnull (1)));
 /* Close an image and its chain.  Accepts NULL. */
 QBAK_API void qbak_image_close (struct qbak_image *img);
 
@@ -202,6 +209,7 @@ typedef void (*qbak_progress_cb) (uint64_t done, uint64_t total,
 
 struct qbak_copy_opts {
   const char *source;
+  const char *source_format;    /* required format of SOURCE, or NULL */
   const char *target;           /* must not exist */
   enum qbak_sync sync;
   const char *bitmap;           /* or NULL */

@@ -37,6 +37,7 @@ check_case() {
   local -a args
   case $cmd in
     info) args=(info "$img") ;;
+    info-qcow2) args=(info -f qcow2 "$img") ;;   # the format named, as qemu-img -f
     map) args=(map "$img") ;;
     bitmap-list) args=(bitmap list "$img") ;;
     bitmap-dump:*) args=(bitmap dump "$img" "${cmd#bitmap-dump:}") ;;

@@ -313,8 +313,8 @@ def _(p):
 
 
 # "Image is not in qcow2 format".  NOTE: without -f, QEMU probes a file with
-# a wrong magic as a raw image.
-@case('bad-magic', 'plain', 'info', 'magic|qcow2|format', 'info')
+# a wrong magic as a raw image; so does qbak: the case names the format.
+@case('bad-magic', 'plain', 'info-qcow2', 'magic|qcow2|format', 'info')
 def _(p):
     wr(p, 0, '>4s', b'QFI\xfa')
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,13 +56,14 @@ teardown (void **state)
   return system (cmd) == 0 ? 0 : -1;
 }
 
-/* A path in the test's directory (static buffer, one of four in turn). */
+/* A path in the test's directory (static buffer, one of 32 in turn: a
+ * test keeps fewer paths than that). */
 static const char *
 tpath (const char *name)
 {
-  static char bufs[4][PATH_MAX];
+  static char bufs[32][PATH_MAX];
   static int next;
-  char *p = bufs[next++ % 4];
+  char *p = bufs[next++ % 32];
   snprintf (p, PATH_MAX, "%s/%s", tmpdir, name);
   return p;
 }
@@ -679,6 +681,648 @@ test_error_write_after_finish (void **state)
   qcow2_writer_free (w);
 }
 
+/* ---- qcow2: failures and resume --------------------------------------- */
+
+/* The resume image: 16 MiB, 4 KiB clusters (an L2 table maps 2 MiB), over
+ * base.qcow2 (16 MiB of 0xaa).  Each pass is a list of requests in
+ * increasing order; pass 1 creates the image, later passes reopen it. */
+#define RS_SIZE (16 * MiB)
+#define RS_CS ((uint32_t) (4 * KiB))
+#define ZERO_OP (-1)
+
+struct op {
+  int pass;
+  int pattern;                  /* byte, or ZERO_OP */
+  uint64_t off, len;
+};
+
+static const struct op ops[] = {
+  { 1, 0x11, 0, 16 * KiB },
+  { 1, ZERO_OP, 64 * KiB, 64 * KiB },
+  { 1, 0x22, MiB, 64 * KiB },
+  { 1, 0x33, 2 * MiB - 8 * KiB, 16 * KiB },        /* tables 0 and 1 */
+  { 1, 0x44, 6 * MiB, 4 * KiB },                   /* table 3 */
+  { 2, 0x55, 4 * KiB, 8 * KiB },                   /* replaces 0x11 */
+  { 2, 0x66, 32 * KiB, 8 * KiB },                  /* new, table 0 */
+  { 2, ZERO_OP, MiB, 32 * KiB },                   /* half of 0x22 */
+  { 2, 0x77, 2 * MiB, 4 * KiB },                   /* replaces 0x33 */
+  { 2, 0x88, 4 * MiB, 12 * KiB },                  /* new table 2 */
+  { 2, ZERO_OP, 6 * MiB, 4 * KiB },                /* replaces 0x44 */
+  { 2, 0x99, 8 * MiB - 4 * KiB, 8 * KiB },         /* tables 3 and 4 */
+  { 2, 0x5a, 16 * MiB - 4 * KiB, 4 * KiB },        /* new table 7 */
+  { 3, 0xab, 0, 4 * KiB },
+  { 3, ZERO_OP, 4 * KiB, 4 * KiB },
+  { 3, 0xcd, 2 * MiB + 4 * KiB, 4 * KiB },         /* replaces 0x33 */
+  { 3, 0xef, 10 * MiB, 2 * MiB },                  /* all of table 5 */
+};
+
+/* Run the requests of PASS on W.  With RETRY, a call that fails with an
+ * I/O error is made once more, and *FAILURES counts such failures.
+ * Returns -1 (error left set) if a call fails for good.  No cmocka
+ * asserts: forked children use it too. */
+static int
+run_pass (struct qcow2_writer *w, int pass, bool retry, int *failures)
+{
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+    const struct op *o = &ops[i];
+    void *buf = NULL;
+    int r;
+
+    if (o->pass != pass)
+      continue;
+    if (o->pattern != ZERO_OP) {
+      buf = malloc (o->len);
+      if (!buf)
+        return -1;
+      memset (buf, o->pattern, o->len);
+    }
+    for (int attempt = 0;; attempt++) {
+      r = buf ? qcow2_writer_write (w, o->off, buf, o->len)
+              : qcow2_writer_zero (w, o->off, o->len);
+      if (r == 0 || !retry || attempt > 0 ||
+          qbak_get_status () != QBAK_STATUS_IO)
+        break;
+      (*failures)++;
+    }
+    free (buf);
+    if (r < 0)
+      return -1;
+  }
+  return 0;
+}
+
+static struct qcow2_writer *
+create_resume_target (const char *path)
+{
+  struct qcow2_writer_opts o = {
+    .size = RS_SIZE, .cluster_size = RS_CS,
+    .backing_name = "base.qcow2", .backing_format = "qcow2",
+  };
+  return qcow2_writer_create (path, &o);
+}
+
+static void
+make_base (void)
+{
+  const char *base = tpath ("base.qcow2");
+  assert_int_equal (run (NULL, "qemu-img create -q -f qcow2 '%s' 16M && "
+                         "qemu-io -f qcow2 -c 'write -P 0xaa 0 16M' '%s'",
+                         base, base), 0);
+}
+
+/* NAME made by qemu-img and qemu-io over base.qcow2 with the requests of
+ * passes 1 to PASSES: the expected contents. */
+static const char *
+make_reference (const char *name, int passes)
+{
+  const char *ref = tpath (name);
+  char *cmd, *next;
+
+  assert_true (asprintf (&cmd, "qemu-img create -q -f qcow2 -b base.qcow2 "
+                         "-F qcow2 '%s' 16M && qemu-io -f qcow2", ref) >= 0);
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+    const struct op *o = &ops[i];
+    if (o->pass > passes)
+      continue;
+    if (o->pattern == ZERO_OP)
+      assert_true (asprintf (&next, "%s -c 'write -z %llu %llu'", cmd,
+                             (unsigned long long) o->off,
+                             (unsigned long long) o->len) >= 0);
+    else
+      assert_true (asprintf (&next, "%s -c 'write -P 0x%02x %llu %llu'",
+                             cmd, o->pattern, (unsigned long long) o->off,
+                             (unsigned long long) o->len) >= 0);
+    free (cmd);
+    cmd = next;
+  }
+  assert_int_equal (run (NULL, "%s '%s'", cmd, ref), 0);
+  free (cmd);
+  return ref;
+}
+
+/* top.qcow2 after passes 1 to PASSES (the first creates it, each later
+ * one reopens and finishes it), in this process. */
+static const char *
+make_resumed (int passes)
+{
+  const char *top = tpath ("top.qcow2");
+  int failures = 0;
+  struct qcow2_writer *w = create_resume_target (top);
+
+  assert_non_null (w);
+  for (int pass = 1; pass <= passes; pass++) {
+    if (pass > 1) {
+      w = qcow2_writer_reopen (top);
+      if (!w)
+        print_message ("reopen: %s\n", qbak_get_error ());
+      assert_non_null (w);
+    }
+    if (run_pass (w, pass, false, &failures) < 0)
+      print_message ("pass %d: %s\n", pass, qbak_get_error ());
+    assert_int_equal (failures, 0);
+    finish (w);
+  }
+  return top;
+}
+
+static bool
+same_contents (const char *a, const char *b)
+{
+  char *cmd;
+  int status;
+
+  assert_true (asprintf (&cmd, "cd / && qemu-img compare -q -f qcow2 "
+                         "-F qcow2 '%s' '%s' >/dev/null 2>&1", a, b) >= 0);
+  status = system (cmd);
+  free (cmd);
+  return WIFEXITED (status) && WEXITSTATUS (status) == 0;
+}
+
+static void
+assert_same_contents (const char *a, const char *b)
+{
+  assert_int_equal (run (NULL, "cd / && qemu-img compare -f qcow2 -F qcow2 "
+                         "'%s' '%s'", a, b), 0);
+}
+
+/* qemu-img check's "Image end offset" is the file size: nothing of a
+ * failed append was left behind. */
+static void
+assert_no_tail (const char *path)
+{
+  char *out, *p;
+  unsigned long long end;
+  struct stat st;
+
+  assert_int_equal (run (&out, "qemu-img check -f qcow2 '%s'", path), 0);
+  p = strstr (out, "Image end offset: ");
+  assert_non_null (p);
+  assert_int_equal (sscanf (p, "Image end offset: %llu", &end), 1);
+  free (out);
+  assert_int_equal (stat (path, &st), 0);
+  assert_int_equal ((unsigned long long) st.st_size, end);
+}
+
+/* ---- Forked children with fail points --------------------------------- */
+
+/* The fail-point configuration is read once per process, so a scenario
+ * runs in a fresh process: this test binary executed again with
+ * "--child SCENARIO PATH" and QBAK_FAILPOINT set (common/failpoint.h).
+ * Returns the child's wait status. */
+static int
+run_child (const char *scenario, const char *path, const char *failpoint,
+           const char *count_file, const char *log_file)
+{
+  int status;
+  pid_t pid;
+
+  fflush (NULL);
+  pid = fork ();
+  assert_true (pid >= 0);
+  if (pid == 0) {
+    char *argv[] = { (char *) "test-qcow2-writer", (char *) "--child",
+                     (char *) scenario, (char *) path, NULL };
+    unsetenv ("QBAK_FAILPOINT");
+    unsetenv ("QBAK_FAILPOINT_COUNT");
+    unsetenv ("QBAK_FAILPOINT_LOG");
+    if (failpoint)
+      setenv ("QBAK_FAILPOINT", failpoint, 1);
+    if (count_file)
+      setenv ("QBAK_FAILPOINT_COUNT", count_file, 1);
+    if (log_file)
+      setenv ("QBAK_FAILPOINT_LOG", log_file, 1);
+    execv ("/proc/self/exe", argv);
+    _exit (127);
+  }
+  assert_int_equal (waitpid (pid, &status, 0), pid);
+  return status;
+}
+
+static void
+assert_child_ok (int status)
+{
+  if (!WIFEXITED (status) || WEXITSTATUS (status) != 0)
+    print_message ("child status 0x%x\n", (unsigned) status);
+  assert_true (WIFEXITED (status));
+  assert_int_equal (WEXITSTATUS (status), 0);
+}
+
+/* How many I/O calls (of any class) SCENARIO makes on a copy of FROM (or
+ * on a new file if FROM is NULL) without faults. */
+static unsigned long
+count_io (const char *scenario, const char *from)
+{
+  const char *work = tpath ("count.qcow2");
+  const char *counts = tpath ("counts.txt");
+  char *out;
+  unsigned long n = 0;
+
+  unlink (work);
+  if (from)
+    assert_int_equal (run (NULL, "cp '%s' '%s'", from, work), 0);
+  assert_child_ok (run_child (scenario, work, NULL, counts, NULL));
+  assert_int_equal (run (&out, "cat '%s'", counts), 0);
+  assert_int_equal (sscanf (strstr (out, "any "), "any %lu", &n), 1);
+  free (out);
+  unlink (work);
+  return n;
+}
+
+/* Write an error of a child and return CODE. */
+static int
+child_fail (int code, const char *what)
+{
+  fprintf (stderr, "child: %s: %s\n", what, qbak_get_error ());
+  return code;
+}
+
+/* Retry-everything: PASS on W with every call retried once, then finish,
+ * retried once. */
+static int
+child_pass_and_finish (struct qcow2_writer *w, int pass, bool retry)
+{
+  int failures = 0;
+
+  if (run_pass (w, pass, retry, &failures) < 0)
+    return child_fail (2, "pass");
+  if (qcow2_writer_finish (w) < 0) {
+    if (!retry || qbak_get_status () != QBAK_STATUS_IO)
+      return child_fail (3, "finish");
+    if (qcow2_writer_finish (w) < 0)
+      return child_fail (4, "finish retried");
+  }
+  qcow2_writer_free (w);
+  return 0;
+}
+
+/* The requests of the skip scenarios: 0x11 at 0, then a 4 MiB run at
+ * 1 MiB that the fail point write:5:eio fails after its data and the
+ * first of its two completed L2 tables were written (write 1 is create's
+ * truncate, 2 the first request).  Returns 0 if exactly that happened. */
+static int
+child_skip_start (struct qcow2_writer *w)
+{
+  void *a = malloc (16 * KiB), *b = malloc (4 * MiB);
+  int r = 0;
+
+  if (!a || !b)
+    return child_fail (10, "malloc");
+  memset (a, 0x11, 16 * KiB);
+  memset (b, 0x22, 4 * MiB);
+  if (qcow2_writer_write (w, 0, a, 16 * KiB) < 0)
+    r = child_fail (11, "first write");
+  else if (qcow2_writer_write (w, MiB, b, 4 * MiB) == 0)
+    r = child_fail (12, "the fail point did not fail the second write");
+  else if (qbak_get_status () != QBAK_STATUS_IO)
+    r = child_fail (13, "second write: not an I/O error");
+  free (a);
+  free (b);
+  return r;
+}
+
+static int
+child_main (const char *scenario, const char *path)
+{
+  struct qcow2_writer *w = NULL;
+  int failures = 0, r;
+
+  if (strcmp (scenario, "pass1-retry") == 0) {
+    /* create itself is not retryable: a new file starts again. */
+    if (!(w = create_resume_target (path))) {
+      unlink (path);
+      if (!(w = create_resume_target (path)))
+        return child_fail (1, "create");
+    }
+    return child_pass_and_finish (w, 1, true);
+  }
+  if (strcmp (scenario, "pass2-retry") == 0) {
+    if (!(w = qcow2_writer_reopen (path)) &&
+        (qbak_get_status () != QBAK_STATUS_IO ||
+         !(w = qcow2_writer_reopen (path))))
+      return child_fail (1, "reopen");
+    return child_pass_and_finish (w, 2, true);
+  }
+  if (strcmp (scenario, "pass2") == 0) {
+    if (!(w = qcow2_writer_reopen (path)))
+      return child_fail (1, "reopen");
+    return child_pass_and_finish (w, 2, false);
+  }
+  if (strcmp (scenario, "skip") == 0 ||
+      strcmp (scenario, "skip-finish") == 0) {
+    void *c = malloc (8 * KiB);
+    if (!c || !(w = create_resume_target (path)))
+      return child_fail (1, "create");
+    if ((r = child_skip_start (w)) != 0)
+      return r;
+    memset (c, 0x33, 8 * KiB);
+    if (strcmp (scenario, "skip") == 0 &&
+        (qcow2_writer_write (w, 6 * MiB, c, 8 * KiB) < 0 ||
+         qcow2_writer_zero (w, 8 * MiB, 64 * KiB) < 0))
+      return child_fail (20, "after the skipped write");
+    free (c);
+    if (qcow2_writer_finish (w) < 0)
+      return child_fail (21, "finish");
+    qcow2_writer_free (w);
+    return 0;
+  }
+  (void) failures;
+  fprintf (stderr, "child: unknown scenario %s\n", scenario);
+  return 127;
+}
+
+/* A failed request leaves the writer as it was: repeating it succeeds and
+ * the image is the same.  Every single I/O of pass 1 fails once in turn
+ * (any:N:eio) and the child retries the failed call. */
+static void
+test_retry_after_eio (void **state)
+{
+  (void) state;
+  const char *top = tpath ("top.qcow2");
+  const char *log = tpath ("fp.log");
+  const char *ref;
+  unsigned long total;
+  char fp[32];
+
+  make_base ();
+  ref = make_reference ("ref.qcow2", 1);
+  total = count_io ("pass1-retry", NULL);
+  assert_true (total > 10);
+  for (unsigned long n = 1; n <= total; n++) {
+    struct stat st;
+    unlink (top);
+    unlink (log);
+    snprintf (fp, sizeof fp, "any:%lu:eio", n);
+    assert_child_ok (run_child ("pass1-retry", top, fp, NULL, log));
+    assert_int_equal (stat (log, &st), 0);     /* the fault did happen */
+    assert_check_clean (top);
+    assert_same_contents (ref, top);
+  }
+}
+
+/* The same for a resumed pass: reopen, the requests and finish. */
+static void
+test_retry_after_eio_resumed (void **state)
+{
+  (void) state;
+  const char *old = tpath ("old.qcow2");
+  const char *work = tpath ("work.qcow2");
+  const char *log = tpath ("fp.log");
+  const char *ref;
+  unsigned long total;
+  char fp[32];
+
+  make_base ();
+  ref = make_reference ("ref.qcow2", 2);
+  assert_int_equal (rename (make_resumed (1), old), 0);
+  total = count_io ("pass2-retry", old);
+  assert_true (total > 10);
+  for (unsigned long n = 1; n <= total; n++) {
+    struct stat st;
+    unlink (log);
+    assert_int_equal (run (NULL, "cp '%s' '%s'", old, work), 0);
+    snprintf (fp, sizeof fp, "any:%lu:eio", n);
+    assert_child_ok (run_child ("pass2-retry", work, fp, NULL, log));
+    assert_int_equal (stat (log, &st), 0);
+    assert_check_clean (work);
+    assert_same_contents (ref, work);
+  }
+}
+
+/* --on-error ignore: a request failed after writing its data and one L2
+ * table; the job skips it and goes on.  Nothing of it is referenced, so
+ * its range reads from the backing file, and the garbage it left past the
+ * end is gone. */
+static void
+test_skip_after_error (void **state)
+{
+  (void) state;
+  const char *top = tpath ("top.qcow2");
+
+  make_base ();
+  assert_child_ok (run_child ("skip", top, "write:5:eio", NULL, NULL));
+  assert_check_clean (top);
+  assert_no_tail (top);
+  assert_reads ("qcow2", top, 0x11, 0, 16 * KiB);
+  assert_reads ("qcow2", top, 0xaa, 16 * KiB, 6 * MiB - 16 * KiB);
+  assert_reads ("qcow2", top, 0x33, 6 * MiB, 8 * KiB);
+  assert_reads ("qcow2", top, 0xaa, 6 * MiB + 8 * KiB, 2 * MiB - 8 * KiB);
+  assert_reads ("qcow2", top, 0, 8 * MiB, 64 * KiB);
+  assert_reads ("qcow2", top, 0xaa, 8 * MiB + 64 * KiB,
+                8 * MiB - 64 * KiB);
+}
+
+/* A failed job keeps what it wrote: finish right after the failed request
+ * makes a valid image of the requests before it. */
+static void
+test_finish_after_error (void **state)
+{
+  (void) state;
+  const char *top = tpath ("top.qcow2");
+
+  make_base ();
+  assert_child_ok (run_child ("skip-finish", top, "write:5:eio", NULL,
+                              NULL));
+  assert_check_clean (top);
+  assert_no_tail (top);
+  assert_reads ("qcow2", top, 0x11, 0, 16 * KiB);
+  assert_reads ("qcow2", top, 0xaa, 16 * KiB, 16 * MiB - 16 * KiB);
+}
+
+/* A second pass replaces clusters, adds clusters in old and new L2
+ * ranges, and zeroes data: the image reads the latest content everywhere
+ * (qemu-img compare against the same requests done by qemu-io), and
+ * qemu-img check finds no errors and no leaks. */
+static void
+test_reopen_second_pass (void **state)
+{
+  (void) state;
+  const char *top, *ref;
+
+  make_base ();
+  ref = make_reference ("ref.qcow2", 2);
+  top = make_resumed (2);
+  assert_check_clean (top);
+  assert_same_contents (ref, top);
+}
+
+static void
+test_reopen_keeps_backing (void **state)
+{
+  (void) state;
+  const char *top;
+  char *out;
+
+  make_base ();
+  top = make_resumed (2);
+  assert_int_equal (run (&out, "qemu-img info -f qcow2 --output=json '%s'",
+                         top), 0);
+  assert_non_null (strstr (out, "\"backing-filename\": \"base.qcow2\""));
+  assert_non_null (strstr (out, "\"backing-filename-format\": \"qcow2\""));
+  free (out);
+  assert_reads ("qcow2", top, 0xaa, 16 * KiB, 16 * KiB);
+  assert_reads ("qcow2", top, 0x66, 32 * KiB, 8 * KiB);
+  assert_reads ("qcow2", top, 0xaa, 40 * KiB, 24 * KiB);
+  assert_reads ("qcow2", top, 0, 64 * KiB, 64 * KiB);
+  assert_reads ("qcow2", top, 0, MiB, 32 * KiB);
+  assert_reads ("qcow2", top, 0x22, MiB + 32 * KiB, 32 * KiB);
+  assert_reads ("qcow2", top, 0, 6 * MiB, 4 * KiB);
+  assert_reads ("qcow2", top, 0x5a, 16 * MiB - 4 * KiB, 4 * KiB);
+}
+
+static void
+test_reopen_twice (void **state)
+{
+  (void) state;
+  const char *top, *ref;
+
+  make_base ();
+  ref = make_reference ("ref.qcow2", 3);
+  top = make_resumed (3);
+  assert_check_clean (top);
+  assert_same_contents (ref, top);
+}
+
+static void
+test_reopen_get_opts (void **state)
+{
+  (void) state;
+  struct qcow2_writer *w;
+  struct qcow2_writer_opts o;
+
+  make_base ();
+  w = qcow2_writer_reopen (make_resumed (1));
+  assert_non_null (w);
+  qcow2_writer_get_opts (w, &o);
+  assert_int_equal (o.size, RS_SIZE);
+  assert_int_equal (o.cluster_size, RS_CS);
+  assert_string_equal (o.backing_name, "base.qcow2");
+  assert_string_equal (o.backing_format, "qcow2");
+  qcow2_writer_free (w);
+}
+
+/* A reopened writer that never finishes leaves the old image untouched. */
+static void
+test_reopen_unfinished_keeps_old (void **state)
+{
+  (void) state;
+  const char *top, *old = tpath ("old.qcow2");
+  struct qcow2_writer *w;
+  int failures = 0;
+
+  make_base ();
+  top = make_resumed (1);
+  assert_int_equal (run (NULL, "cp '%s' '%s'", top, old), 0);
+  w = qcow2_writer_reopen (top);
+  assert_non_null (w);
+  assert_int_equal (run_pass (w, 2, false, &failures), 0);
+  qcow2_writer_free (w);
+  assert_check_clean (top);
+  assert_same_contents (old, top);
+}
+
+static void
+assert_reopen_refused (const char *path, const char *fragment)
+{
+  assert_null (qcow2_writer_reopen (path));
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_INVALID);
+  if (!strstr (qbak_get_error (), fragment))
+    print_message ("error: %s\n", qbak_get_error ());
+  assert_non_null (strstr (qbak_get_error (), fragment));
+  assert_non_null (strstr (qbak_get_error (), path));
+}
+
+static void
+test_reopen_refuses_compression_type (void **state)
+{
+  (void) state;
+  const char *path = tpath ("zstd.qcow2");
+  assert_int_equal (run (NULL, "qemu-img create -q -f qcow2 -o "
+                         "compression_type=zstd '%s' 16M", path), 0);
+  assert_reopen_refused (path, "compression type");
+}
+
+static void
+test_reopen_refuses_v2 (void **state)
+{
+  (void) state;
+  const char *path = tpath ("v2.qcow2");
+  assert_int_equal (run (NULL, "qemu-img create -q -f qcow2 -o compat=0.10 "
+                         "'%s' 16M", path), 0);
+  assert_reopen_refused (path, "version 2");
+}
+
+/* qemu-img's own v3 images carry a feature name table. */
+static void
+test_reopen_refuses_qemu_image (void **state)
+{
+  (void) state;
+  const char *path = tpath ("qemu.qcow2");
+  assert_int_equal (run (NULL, "qemu-img create -q -f qcow2 '%s' 16M",
+                         path), 0);
+  assert_reopen_refused (path, "header extension");
+}
+
+static void
+test_reopen_refuses_unfinished (void **state)
+{
+  (void) state;
+  const char *path = tpath ("unfinished.qcow2");
+  struct qcow2_writer *w = create (path, 64 * MiB, 64 * KiB);
+  write_pattern (w, 0, 64 * KiB, 0x11);
+  qcow2_writer_free (w);
+  assert_reopen_refused (path, "not a qcow2 image");
+}
+
+/* Crash safety of a resume: the child aborts at each of its I/O calls in
+ * turn (any:N:abort).  The file is then the old image or the new one,
+ * never anything else, qemu-img check finds no corruption, and a resume
+ * of the crashed file succeeds. */
+static void
+test_resume_crash_at_every_io (void **state)
+{
+  (void) state;
+  const char *old = tpath ("old.qcow2"), *new = tpath ("new.qcow2");
+  const char *work = tpath ("work.qcow2");
+  unsigned long total;
+  unsigned n_old = 0, n_new = 0;
+  char fp[32];
+
+  make_base ();
+  assert_int_equal (rename (make_resumed (1), old), 0);
+  assert_int_equal (run (NULL, "cp '%s' '%s'", old, new), 0);
+  assert_child_ok (run_child ("pass2", new, NULL, NULL, NULL));
+  assert_same_contents (make_reference ("ref.qcow2", 2), new);
+  total = count_io ("pass2", old);
+  assert_true (total > 10);
+  for (unsigned long n = 1; n <= total; n++) {
+    int status, r;
+    char *out;
+    assert_int_equal (run (NULL, "cp '%s' '%s'", old, work), 0);
+    snprintf (fp, sizeof fp, "any:%lu:abort", n);
+    status = run_child ("pass2", work, fp, NULL, NULL);
+    assert_true (WIFSIGNALED (status));
+    assert_int_equal (WTERMSIG (status), SIGABRT);
+    r = run (&out, "qemu-img check -f qcow2 '%s'", work);
+    if (r != 0 && r != 3)              /* 3: leaks only */
+      print_message ("crash at I/O %lu:\n%s", n, out);
+    assert_true (r == 0 || r == 3);
+    free (out);
+    if (same_contents (old, work))
+      n_old++;
+    else {
+      assert_same_contents (new, work);
+      n_new++;
+    }
+    /* The job runs again: resuming the crashed file gives the new image,
+     * without leaks. */
+    assert_child_ok (run_child ("pass2", work, NULL, NULL, NULL));
+    assert_check_clean (work);
+    assert_same_contents (new, work);
+  }
+  /* Before the header write the old image, after it the new one. */
+  assert_true (n_old > 0 && n_new > 0);
+}
+
 /* ---- raw writer ------------------------------------------------------- */
 
 /* out.raw, 64 MiB: 0x11 at 1 MiB (64 KiB), zero range, 0x22 at 40 MiB
@@ -763,8 +1407,11 @@ test_raw_existing_path (void **state)
 #define T(f) cmocka_unit_test_setup_teardown (f, setup, teardown)
 
 int
-main (void)
+main (int argc, char **argv)
 {
+  if (argc == 4 && strcmp (argv[1], "--child") == 0)
+    return child_main (argv[2], argv[3]);
+
   const struct CMUnitTest tests[] = {
     T (test_empty_check_clean),
     T (test_empty_info),
@@ -796,6 +1443,20 @@ main (void)
     T (test_error_bad_cluster_size),
     T (test_error_backing_name_too_long),
     T (test_error_write_after_finish),
+    T (test_retry_after_eio),
+    T (test_retry_after_eio_resumed),
+    T (test_skip_after_error),
+    T (test_finish_after_error),
+    T (test_reopen_second_pass),
+    T (test_reopen_keeps_backing),
+    T (test_reopen_twice),
+    T (test_reopen_get_opts),
+    T (test_reopen_unfinished_keeps_old),
+    T (test_reopen_refuses_compression_type),
+    T (test_reopen_refuses_v2),
+    T (test_reopen_refuses_qemu_image),
+    T (test_reopen_refuses_unfinished),
+    T (test_resume_crash_at_every_io),
     T (test_raw_matches_expected),
     T (test_raw_is_sparse),
     T (test_raw_out_of_order),
