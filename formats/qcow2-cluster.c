@@ -42,38 +42,47 @@ qcow2_cluster_cleanup (struct qcow2 *s)
   ZSTD_freeDCtx (s->zstd_dctx);
 }
 
-/* The L2 table at host offset L2_OFFSET, through a small LRU cache. */
-static const uint64_t *
-get_l2 (struct qcow2 *s, uint64_t l2_offset)
+static uint32_t
+slice_bytes (struct qcow2 *s)
 {
+  return s->cluster_size < QCOW2_L2_SLICE_BYTES ? s->cluster_size
+                                                : QCOW2_L2_SLICE_BYTES;
+}
+
+/* The slice of the L2 table at host offset L2_OFFSET that holds entry
+ * word WORD (entries in CPU order), through a small LRU cache.  *FIRST is
+ * the index of the slice's first word in the table. */
+static const uint64_t *
+get_l2 (struct qcow2 *s, uint64_t l2_offset, uint64_t word, uint64_t *first)
+{
+  uint32_t sb = slice_bytes (s);
+  uint64_t nwords = sb / 8;
+  *first = word / nwords * nwords;
+  uint64_t off = l2_offset + *first * 8;
   struct qcow2_l2_cache_entry *victim = &s->l2_cache[0];
-  size_t nwords = s->cluster_size / 8;
 
   for (int i = 0; i < QCOW2_L2_CACHE_SIZE; i++) {
     struct qcow2_l2_cache_entry *c = &s->l2_cache[i];
-    if (c->offset == l2_offset && c->table) {
+    if (c->offset == off && c->table) {
       c->last_use = ++s->l2_cache_clock;
       return c->table;
     }
     if (c->last_use < victim->last_use)
       victim = c;
   }
-  if (!victim->table && !(victim->table = malloc (s->cluster_size))) {
+  if (!victim->table && !(victim->table = malloc (sb))) {
     set_nomem ();
     return NULL;
   }
   victim->offset = 0;
   if (qcow2_check_metadata_range (s, l2_offset, s->cluster_size,
                                   "L2 table") < 0 ||
-      qbak_file_pread (s->base.file, victim->table, s->cluster_size,
-                       l2_offset) < 0)
+      qbak_file_pread (s->base.file, victim->table, sb, off) < 0)
     return NULL;
   uint8_t *raw = (uint8_t *) victim->table;
-  for (size_t i = 0; i < nwords; i++) {
-    uint64_t v = be64_at (raw + i * 8);
-    victim->table[i] = v;
-  }
-  victim->offset = l2_offset;
+  for (uint64_t i = 0; i < nwords; i++)
+    victim->table[i] = be64_at (raw + i * 8);
+  victim->offset = off;
   victim->last_use = ++s->l2_cache_clock;
   return victim->table;
 }
@@ -137,12 +146,13 @@ lookup (struct qcow2 *s, uint64_t offset, struct cluster_info *ci)
     ci->bytes = ((uint64_t) s->l2_entries - l2_index) * cs - in_cluster;
     return 0;
   }
-  const uint64_t *l2 = get_l2 (s, l2_offset);
+  uint64_t word = l2_index * (s->l2_entry_bytes / 8), first;
+  const uint64_t *l2 = get_l2 (s, l2_offset, word, &first);
   if (!l2)
     return -1;
 
-  uint64_t e = l2[l2_index * (s->l2_entry_bytes / 8)];
-  uint64_t bitmap = s->extended_l2 ? l2[l2_index * 2 + 1] : 0;
+  uint64_t e = l2[word - first];
+  uint64_t bitmap = s->extended_l2 ? l2[word - first + 1] : 0;
   ci->l2e = e;
 
   if (e & QCOW_OFLAG_COMPRESSED) {

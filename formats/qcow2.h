@@ -57,12 +57,16 @@ struct qcow2_feature_name {
   char name[47];
 };
 
+/* L2 tables are cached in slices of at most 4 KiB (as QEMU's
+ * l2-cache-entry-size): a scattered incremental over a huge disk then
+ * reads 4 KiB per table it touches, not a whole cluster. */
+#define QCOW2_L2_SLICE_BYTES 4096
 struct qcow2_l2_cache_entry {
-  uint64_t offset;       /* host offset of the table; 0 = empty slot */
+  uint64_t offset;       /* host offset of the slice; 0 = empty slot */
   uint64_t *table;       /* entries, CPU order */
   uint64_t last_use;
 };
-#define QCOW2_L2_CACHE_SIZE 16
+#define QCOW2_L2_CACHE_SIZE 64
 
 struct qcow2 {
   struct image base;     /* must be first */

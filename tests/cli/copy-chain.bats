@@ -19,6 +19,8 @@ M=$((1 << 20))
 #           chain/inc<k>.qcow2 --backing inc<k-1>.qcow2 (full.qcow2 for k=1)
 #   between inc2 and inc3: grow by 16 MiB (to 80 MiB) and write in the new
 #           area; between inc4 and inc5: shrink by 8 MiB (to 72 MiB)
+# (mkimage's compressed writes fail on allocated clusters: seeds 20..25 are
+# ones where they all land on unallocated clusters.)
 # src_<k>.qcow2 is a cp of the source right after step k's backup.
 # Each qbak run's exit status and stderr are kept in the file folder, so a
 # qbak failure fails the tests that look at it, not setup_file.

@@ -151,7 +151,7 @@ check_clean() {
 # check_bitmap CASE: b0 on B (qbak's source) equals b0 on A (QEMU's), as
 # qemu-nbd + nbdinfo see them, and qbak's JSON state says the same.
 check_bitmap() {
-    local d=$F/$1 want
+    local d=$F/$1
     pair_ok "$1"
     require_bitmap_oracles
     qemu_bitmap_map "$d/A.qcow2" b0 >"$d/A.b0.json"

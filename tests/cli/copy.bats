@@ -423,7 +423,9 @@ granularity_case() {
 # ---- source kinds ----------------------------------------------------------
 
 # kind_case OPTS: a qcow2 made with -o OPTS, bitmap b0, mkimage writes with
-# compressed clusters; a full backup then an incremental.
+# compressed clusters; a full backup then an incremental.  mkimage's
+# compressed writes fail on allocated clusters: the seeds are ones whose
+# compressed clusters all land on unallocated ones.
 kind_case() {
     qemu-img create -q -f qcow2 -o "$1" k.qcow2 64M
     qemu-img bitmap --add k.qcow2 b0
