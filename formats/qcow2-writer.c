@@ -58,6 +58,8 @@ struct qcow2_writer {
                                    (cluster aligned; the file may be longer
                                    after a failed append) */
   uint64_t next_guest;          /* end of the previous request */
+  bool reopened;                /* an earlier pass left clusters that may
+                                   no longer be referenced */
   bool finishing;               /* finish was called: no more requests */
   bool finished;
 };
@@ -625,6 +627,7 @@ qcow2_writer_reopen (const char *path)
 
   /* New clusters go past everything in the file: past what the header
    * references, and past any garbage of an earlier interrupted pass. */
+  w->reopened = true;
   w->next_host = div_round_up ((uint64_t) file_size, w->cluster_size)
                  << w->cluster_bits;
   if (w->next_host < w->cluster_size)
@@ -949,8 +952,13 @@ qcow2_writer_finish (struct qcow2_writer *w)
     set_nomem ();
     goto out;
   }
-  if (mark (w, &r, 0, 1, "header") < 0 ||
-      collect_tables (w, &r, data_end) < 0 ||
+  /* A first pass appended every cluster below DATA_END exactly once, each
+   * referenced (failed appends were overwritten): no need to read the L2
+   * tables back.  A reopened image has garbage from the earlier pass. */
+  if ((w->reopened
+       ? mark (w, &r, 0, 1, "header") < 0 ||
+         collect_tables (w, &r, data_end) < 0
+       : mark (w, &r, 0, data_end >> w->cluster_bits, "data") < 0) ||
       (l1_offset && mark (w, &r, l1_offset,
                           div_round_up (w->l1_alloc * 8, cs), "L1 table")
        < 0) ||

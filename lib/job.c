@@ -193,14 +193,28 @@ target_open (struct copy_job *j)
     return -1;
   }
   if (o->resume) {
-    j->tgt.qcow2 = NULL;   /* RESUME-PENDING: qcow2_writer_reopen */
-    set_invalid ("%s: --resume is not available yet", o->target);
+    j->tgt.qcow2 = qcow2_writer_reopen (j->part_path);
     if (!j->tgt.qcow2) {
       qbak_internal_error_prefix ("%s: cannot resume", o->target);
       return -1;
     }
     j->tgt.created = true;
-    j->tgt.has_backing = o->backing != NULL;
+    /* The target must be the one the failed job started: same disk, same
+     * backing file. */
+    struct qcow2_writer_opts wo;
+    qcow2_writer_get_opts (j->tgt.qcow2, &wo);
+    const char *want = o->backing ? o->backing : "";
+    const char *have = wo.backing_name ? wo.backing_name : "";
+    if (wo.size != j->img->size || strcmp (want, have) != 0 ||
+        (o->cluster_size && o->cluster_size != wo.cluster_size)) {
+      set_invalid ("%s: cannot resume: %s was started for another job "
+                   "(size %" PRIu64 ", backing '%s'); run without --resume "
+                   "to start again", o->target, j->part_path, wo.size, have);
+      return -1;
+    }
+    j->cs = wo.cluster_size;
+    j->res->cluster_size = j->cs;
+    j->tgt.has_backing = wo.backing_name != NULL;
     return 0;
   }
   /* A stale TARGET.part is an incomplete copy of ours, never a backup;

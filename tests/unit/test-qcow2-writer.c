@@ -936,8 +936,8 @@ child_fail (int code, const char *what)
   return code;
 }
 
-/* Retry-everything: PASS on W with every call retried once, then finish,
- * retried once. */
+/* PASS on W, then finish, and free W.  With RETRY, a call that fails with
+ * an I/O error (finish included) is made once more. */
 static int
 child_pass_and_finish (struct qcow2_writer *w, int pass, bool retry)
 {
@@ -984,7 +984,7 @@ static int
 child_main (const char *scenario, const char *path)
 {
   struct qcow2_writer *w = NULL;
-  int failures = 0, r;
+  int r;
 
   if (strcmp (scenario, "pass1-retry") == 0) {
     /* create itself is not retryable: a new file starts again. */
@@ -1025,7 +1025,6 @@ child_main (const char *scenario, const char *path)
     qcow2_writer_free (w);
     return 0;
   }
-  (void) failures;
   fprintf (stderr, "child: unknown scenario %s\n", scenario);
   return 127;
 }
