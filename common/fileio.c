@@ -235,3 +235,11 @@ qbak_file_allocated (struct qbak_file *f)
   }
   return (int64_t) st.st_blocks * 512;
 }
+
+void
+qbak_file_writeback (struct qbak_file *f, uint64_t offset, uint64_t len)
+{
+  /* Errors surface at the flush that makes the data durable. */
+  (void) sync_file_range (f->fd, (off_t) offset, (off_t) len,
+                          SYNC_FILE_RANGE_WRITE);
+}

@@ -21,6 +21,7 @@
 
 #include "common/error.h"
 #include "common/fileio.h"
+#include "common/iszero.h"
 #include "formats/qcow2.h"
 #include "formats/qcow2-writer.h"
 
@@ -58,6 +59,9 @@ struct qcow2_writer {
                                    (cluster aligned; the file may be longer
                                    after a failed append) */
   uint64_t next_guest;          /* end of the previous request */
+  uint64_t hwm;                 /* high-water mark: nothing was ever
+                                   written at or past it (holes read 0) */
+  uint64_t wb_start;            /* write-back not yet started from here */
   bool reopened;                /* an earlier pass left clusters that may
                                    no longer be referenced */
   bool finishing;               /* finish was called: no more requests */
@@ -134,18 +138,49 @@ load_l2 (struct qcow2_writer *w, uint64_t index, uint64_t *t, bool covered)
   return 0;
 }
 
+/* Every pwrite of the writer: keeps the high-water mark. */
+static int
+put (struct qcow2_writer *w, const void *buf, size_t len, uint64_t off)
+{
+  if (qbak_file_pwrite (w->file, buf, len, off) < 0)
+    return -1;
+  if (off + len > w->hwm)
+    w->hwm = off + len;
+  return 0;
+}
+
+#define SPARSE_PAGE 4096
+#define WRITEBACK_WINDOW (32u << 20)
+
 /* Write table T (CPU order, left unchanged) at host offset OFF through
- * the scratch buffer. */
+ * the scratch buffer.  Past the high-water mark the file reads as zeroes,
+ * so all-zero 4 KiB pages are left as holes: a scattered incremental over
+ * a huge disk writes 4 KiB per L2 table, not a whole cluster. */
 static int
 write_l2 (struct qcow2_writer *w, const uint64_t *t, uint64_t off)
 {
   uint8_t *p = (uint8_t *) w->scratch;
+  size_t cs = w->cluster_size;
 
   if (t != w->scratch)
-    memcpy (w->scratch, t, w->cluster_size);
+    memcpy (w->scratch, t, cs);
   for (uint32_t i = 0; i < w->l2_entries; i++)
     put_be64 (p + (size_t) i * 8, w->scratch[i]);
-  return qbak_file_pwrite (w->file, w->scratch, w->cluster_size, off);
+  if (off < w->hwm || cs <= SPARSE_PAGE)
+    return put (w, p, cs, off);
+  for (size_t i = 0; i < cs;) {
+    if (is_zero (p + i, SPARSE_PAGE)) {
+      i += SPARSE_PAGE;
+      continue;
+    }
+    size_t k = i + SPARSE_PAGE;
+    while (k < cs && !is_zero (p + k, SPARSE_PAGE))
+      k += SPARSE_PAGE;
+    if (put (w, p + i, k - i, off + i) < 0)
+      return -1;
+    i = k;
+  }
+  return 0;
 }
 
 /* Set the entries of guest clusters [FIRST, LAST] that fall in table T of
@@ -261,7 +296,7 @@ store (struct qcow2_writer *w, const char *op, uint64_t offset,
     return -1;
   /* One sequential write for the whole run; a partial last cluster's tail
    * is never written, and lies past the virtual size. */
-  if (buf && qbak_file_pwrite (w->file, buf, len, host) < 0)
+  if (buf && put (w, buf, len, host) < 0)
     return -1;
   if (flush_cur) {
     if (write_l2 (w, w->l2, off) < 0)
@@ -297,6 +332,12 @@ store (struct qcow2_writer *w, const char *op, uint64_t offset,
   w->l2_dirty = true;
   w->next_host = end;
   w->next_guest = offset + len;
+  /* Let the disk work while we copy: the flush at the end then waits for
+   * little. */
+  if (w->next_host - w->wb_start >= WRITEBACK_WINDOW) {
+    qbak_file_writeback (w->file, w->wb_start, w->next_host - w->wb_start);
+    w->wb_start = w->next_host;
+  }
   return 0;
 }
 
@@ -401,6 +442,8 @@ qcow2_writer_create (const char *path, const struct qcow2_writer_opts *o)
   if (qbak_file_truncate (w->file, cs) < 0)
     goto err;
   w->next_host = cs;
+  w->hwm = cs;
+  w->wb_start = cs;
   return w;
 
  err:
@@ -632,6 +675,9 @@ qcow2_writer_reopen (const char *path)
                  << w->cluster_bits;
   if (w->next_host < w->cluster_size)
     w->next_host = w->cluster_size;
+  w->hwm = (uint64_t) file_size > w->next_host ? (uint64_t) file_size
+                                                : w->next_host;
+  w->wb_start = w->next_host;
   l1_off = be64_at (h + 40);
   if (w->l1_size &&
       qbak_file_pread (w->file, w->l1, (size_t) w->l1_size * 8, l1_off) < 0)
