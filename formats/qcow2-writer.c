@@ -154,27 +154,36 @@ put (struct qcow2_writer *w, const void *buf, size_t len, uint64_t off)
 
 /* Write table T (CPU order, left unchanged) at host offset OFF through
  * the scratch buffer.  Past the high-water mark the file reads as zeroes,
- * so all-zero 4 KiB pages are left as holes: a scattered incremental over
- * a huge disk writes 4 KiB per L2 table, not a whole cluster. */
+ * so all-zero 4 KiB pages are left as holes (and not even converted): a
+ * scattered incremental over a huge disk writes 4 KiB per L2 table, not a
+ * whole cluster. */
 static int
 write_l2 (struct qcow2_writer *w, const uint64_t *t, uint64_t off)
 {
   uint8_t *p = (uint8_t *) w->scratch;
   size_t cs = w->cluster_size;
+  bool sparse = off >= w->hwm && cs > SPARSE_PAGE;
+  size_t page = sparse ? SPARSE_PAGE : cs;
 
-  if (t != w->scratch)
-    memcpy (w->scratch, t, cs);
-  for (uint32_t i = 0; i < w->l2_entries; i++)
-    put_be64 (p + (size_t) i * 8, w->scratch[i]);
-  if (off < w->hwm || cs <= SPARSE_PAGE)
+  /* Convert page by page (T may be the scratch buffer itself). */
+  for (size_t i = 0; i < cs; i += page) {
+    const uint64_t *src = t + i / 8;
+    if (sparse && is_zero (src, page))
+      continue;
+    for (size_t k = 0; k < page / 8; k++) {
+      uint64_t v = src[k];
+      put_be64 (p + i + k * 8, v);
+    }
+  }
+  if (!sparse)
     return put (w, p, cs, off);
   for (size_t i = 0; i < cs;) {
-    if (is_zero (p + i, SPARSE_PAGE)) {
+    if (is_zero (t + i / 8, SPARSE_PAGE)) {
       i += SPARSE_PAGE;
       continue;
     }
     size_t k = i + SPARSE_PAGE;
-    while (k < cs && !is_zero (p + k, SPARSE_PAGE))
+    while (k < cs && !is_zero (t + k / 8, SPARSE_PAGE))
       k += SPARSE_PAGE;
     if (put (w, p + i, k - i, off + i) < 0)
       return -1;
