@@ -24,6 +24,9 @@ extern const char *progname;
 /* errors.c */
 /* Print the library's last error as one line and return its exit code. */
 int report_error (void);
+/* The same, followed by USAGE when the library called it a usage error
+ * (an argument combination it refuses). */
+int report_error_usage (const char *usage);
 /* Print "qbak CMD: MSG" and the usage line to stderr; return EXIT_USAGE. */
 int usage_error (const char *usage, const char *fmt, ...)
   __attribute__((format(printf, 2, 3)));

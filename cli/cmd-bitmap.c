@@ -147,7 +147,7 @@ do_change (const char *sub, const char *format,
     }
   }
   if (qbak_bitmap_apply (imgs, n_images, &op, 1) < 0)
-    ret = report_error ();
+    ret = report_error_usage (usage_line);
 out:
   for (size_t i = 0; i < n_images; i++)
     qbak_image_close (imgs[i]);

@@ -371,7 +371,7 @@ cmd_copy (int argc, char **argv)
 
   int rc = qbak_copy_group (&g, results);
   progress_end (&prog);
-  ret = rc == 0 ? EXIT_OK : report_error ();
+  ret = rc == 0 ? EXIT_OK : report_error_usage (usage_line);
   if (json) {
     if (n_specs) {
       json_object *o2 = json_object_new_object ();

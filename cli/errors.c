@@ -23,6 +23,16 @@ report_error (void)
 }
 
 int
+report_error_usage (const char *usage)
+{
+  bool is_usage = qbak_get_status () == QBAK_STATUS_USAGE;
+  int ret = report_error ();
+  if (is_usage)
+    fprintf (stderr, "%s\n", usage);
+  return ret;
+}
+
+int
 usage_error (const char *usage, const char *fmt, ...)
 {
   va_list ap;

@@ -33,13 +33,15 @@ check --output=json` of both copies without corruptions or leaks.
 
 Exit 0 when everything agreed; 1 with the first difference, the step, the
 exact commands, and the steps so far (WORKDIR/steps.log), so the failure can
-be replayed by hand.  Python 3 standard library only; needs qemu-img,
+be replayed by hand.  --ignore-order is a diagnostic aid only.  qbak runs
+behind $VG when set (STYLE §18).  Python 3 standard library only; needs qemu-img,
 qemu-io, qemu-nbd (qemu-utils) and nbdinfo (libnbd-bin).
 """
 import argparse
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -93,7 +95,8 @@ class Driver:
         return r
 
     def qbak(self, *args):
-        return [self.a.qbak, *args]
+        # $VG: the optional exec prefix of STYLE §18 (valgrind, ...)
+        return [*shlex.split(os.environ.get('VG', '')), self.a.qbak, *args]
 
     def info_bitmaps(self, img):
         r = self.run(['qemu-img', 'info', '-U', '--output=json', img])

@@ -363,6 +363,18 @@ incremental_roundtrip() {
     [[ $output != *failed* ]] || fail "t.qcow2: $output"
 }
 
+@test "copy: incremental with an empty bitmap copies nothing and reads as its backing" {
+    cp "$F/src.qcow2" src.qcow2
+    copy_ok src.qcow2 full.qcow2 --sync full --bitmap b0 --bitmap-mode on-success
+    qbak_json src.qcow2 inc.qcow2 --sync incremental --bitmap b0 --backing full.qcow2
+    [ "$(jq '.["clusters-copied"] + .["zero-clusters"]' <<<"$output")" -eq 0 ] ||
+        fail "copied from an empty bitmap: $output"
+    [ "$(python3 "$QBAK_CLI_TESTDIR/compare-alloc.py" --count inc.qcow2 | jq '.["data-clusters"]')" -eq 0 ] ||
+        fail "inc.qcow2 holds data"
+    same_disk inc.qcow2 src.qcow2
+    clean inc.qcow2
+}
+
 # ---- bitmap granularities and cluster sizes -------------------------------
 
 # granularity_case G: a source whose bitmap b0 has granularity G.

@@ -1,0 +1,297 @@
+#!/usr/bin/env bats
+# qbak copy under injected I/O faults (QBAK_FAILPOINT, common/failpoint.h):
+# for a small incremental job, every I/O call N of a clean run is made to
+# fail in turn (eio, enospc) or to crash the process (abort), for each
+# bitmap-mode (on-success through --sync incremental, always and never
+# through --sync bitmap).  After every fault: the source's guest data is
+# unchanged and its metadata clean; its bitmap b0 is exactly what QEMU's
+# backup job leaves (shared/reference/qcow2-bitmaps.md 5.2), read back with
+# qemu-nbd + nbdinfo; and a rerun (or --resume, for always) yields a target
+# that qemu-img compares identical to the source.
+#
+# Every N in 1..count(any) is run for every effect and mode (9 loops).
+
+bats_require_minimum_version 1.5.0
+load helpers
+
+CHECK=$QBAK_CLI_TESTDIR/copy-faults-check.py
+
+setup_file() {
+    require_common_oracles
+    require_bitmap_oracles
+    require_qbak
+    export F=$BATS_FILE_TMPDIR
+    cd "$F" || return
+    # src0.qcow2: bitmap b0 anchored at full.qcow2 (made by qemu-img, then
+    # b0 cleared), then guest writes through qemu-io: scattered clusters, a
+    # 1 MiB run, a zeroed and a compressed cluster.
+    mkimage src0.qcow2 --size 16M --fill 4M --bitmap b0 --seed 11
+    qemu-img convert -f qcow2 -O qcow2 src0.qcow2 full.qcow2
+    qemu-img bitmap --clear src0.qcow2 b0
+    mkimage src0.qcow2 --size 16M --no-create --dirty 2% --runs 1 --zero-writes 1 \
+        --compressed 1 --seed 12
+    qemu_bitmap_map src0.qcow2 b0 >b0.before.json
+    [ "$(python3 "$CHECK" count b0.before.json)" -gt 0 ] ||
+        fail "fixture: b0 has no dirty clusters"
+    # the number of I/O calls of a clean run, per mode
+    local m
+    for m in on-success always never; do
+        mkdir "clean-$m"
+        cp src0.qcow2 "clean-$m/src.qcow2"
+        ln -s "$F/full.qcow2" "clean-$m/full.qcow2"
+        (cd "clean-$m" &&
+            QBAK_FAILPOINT_COUNT=count qbak copy src.qcow2 inc.qcow2 \
+                $(mode_args "$m") --bitmap b0 --backing full.qcow2) ||
+            fail "fixture: clean run with bitmap-mode $m failed"
+        awk '$1 == "any" { print $2 }' "clean-$m/count" >"count-$m"
+        [ "$(cat "count-$m")" -gt 0 ] || fail "fixture: no I/O counted for $m"
+    done
+}
+
+teardown_file() {
+    kill_daemons
+}
+
+setup() {
+    require_common_oracles
+    require_bitmap_oracles
+    require_qbak
+    setup_tmpdir
+}
+
+teardown() {
+    kill_daemons
+}
+
+# mode_args MODE: the --sync/--bitmap-mode options for a bitmap-mode.
+mode_args() {
+    case $1 in
+    on-success) echo --sync incremental ;;
+    *) echo --sync bitmap --bitmap-mode "$1" ;;
+    esac
+}
+
+# bitmap_is WHAT DUMP: WHAT is "unchanged" (equal to the dump before the
+# job) or "cleared"; prints nothing and returns 0 if it holds.
+bitmap_is() {
+    case $1 in
+    unchanged) python3 "$CHECK" same "$F/b0.before.json" "$2" ;;
+    cleared) python3 "$CHECK" cleared "$2" ;;
+    esac
+}
+
+# part_valid: inc.qcow2.part exists and qemu-img check finds it a valid
+# qcow2 (leaked clusters allowed: 0 or 3).
+part_valid() {
+    [ -e inc.qcow2.part ] || return 1
+    local rc=0
+    qemu-img check -q inc.qcow2.part >/dev/null 2>&1 || rc=$?
+    [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]
+}
+
+# fault_once N EFFECT MODE: in a fresh directory, run the job with
+# QBAK_FAILPOINT=any:N:EFFECT and check everything; on a violation print
+# one line on stderr and return 1.
+fault_once() {
+    local n=$1 eff=$2 mode=$3 rc=0 src_rc=0 args
+    args=$(mode_args "$mode")
+    mkdir "n$n" && cd "n$n" || return
+    cp "$F/src0.qcow2" src.qcow2
+    ln -s "$F/full.qcow2" full.qcow2
+    # shellcheck disable=SC2086
+    QBAK_FAILPOINT="any:$n:$eff" QBAK_FAILPOINT_LOG=fp.log \
+        qbak copy src.qcow2 inc.qcow2 $args --bitmap b0 --backing full.qcow2 \
+        --json >out.json 2>err.txt || rc=$?
+    grep -q "^any:$n " fp.log 2>/dev/null ||
+        { echo "N=$n: the fail point was never reached (exit $rc)"; return 1; }
+
+    # exit status
+    case $eff in
+    abort) [ "$rc" -eq 134 ] || { echo "N=$n: exit $rc, expected 134 (SIGABRT)"; return 1; } ;;
+    *) [ "$rc" -eq 0 ] || [ "$rc" -eq 1 ] ||
+        { echo "N=$n: exit $rc, expected 1 (or 0 past the commit point): $(cat err.txt)"; return 1; } ;;
+    esac
+    if [ "$rc" -eq 0 ]; then
+        [ -e inc.qcow2 ] && [ ! -e inc.qcow2.part ] ||
+            { echo "N=$n: exit 0 but inc.qcow2 not in place (or .part left)"; return 1; }
+    fi
+    if [ "$rc" -ne 0 ] && [ -e inc.qcow2 ] && [ -e inc.qcow2.part ]; then
+        echo "N=$n: both inc.qcow2 and inc.qcow2.part exist"; return 1
+    fi
+
+    # the source: guest data unchanged, metadata clean (leaks after abort)
+    qemu-img compare -q -f qcow2 -F qcow2 src.qcow2 "$F/src0.qcow2" >/dev/null 2>&1 ||
+        { echo "N=$n: the source's guest data changed"; return 1; }
+    qemu-img check -q src.qcow2 >check.txt 2>&1 || src_rc=$?
+    if [ "$src_rc" -ne 0 ] && ! { [ "$eff" = abort ] && [ "$src_rc" -eq 3 ]; }; then
+        echo "N=$n: qemu-img check of the source: exit $src_rc: $(cat check.txt)"; return 1
+    fi
+
+    # the bitmap, as QEMU reads it
+    qemu_bitmap_map src.qcow2 b0 >after.json 2>nbd.err ||
+        { echo "N=$n: qemu-nbd cannot export b0: $(cat nbd.err)"; return 1; }
+    local why=""
+    case $mode in
+    never)
+        why=$(bitmap_is unchanged after.json 2>&1) || { echo "N=$n: never: $why"; return 1; } ;;
+    on-success | always)
+        if [ "$rc" -eq 0 ]; then
+            why=$(bitmap_is cleared after.json 2>&1) ||
+                { echo "N=$n: exit 0 but $why"; return 1; }
+        elif [ "$eff" = abort ] || [ "$mode" = on-success ] || ! part_valid; then
+            # a crash leaves the old or (target in place) the new state;
+            # a failure leaves on-success's bitmap, and always's without
+            # a finished TARGET.part, unchanged
+            if ! why=$(bitmap_is unchanged after.json 2>&1); then
+                if [ "$eff" = abort ] && [ -e inc.qcow2 ] && bitmap_is cleared after.json 2>/dev/null; then
+                    :
+                else
+                    echo "N=$n: $mode, exit $rc: $why"; return 1
+                fi
+            fi
+        else
+            qemu-img map --output=json inc.qcow2.part >part.map.json 2>map.err ||
+                { echo "N=$n: qemu-img map inc.qcow2.part: $(cat map.err)"; return 1; }
+            why=$(python3 "$CHECK" missing "$F/b0.before.json" after.json part.map.json \
+                --cluster "$(qemu_info inc.qcow2.part | jq -r '.["cluster-size"]')" \
+                --granularity "$(qemu_granularity src.qcow2 b0)" 2>&1) ||
+                { echo "N=$n: always, exit $rc: $why"; return 1; }
+        fi ;;
+    esac
+
+    # finish the job: --resume into a valid TARGET.part (always), or rerun
+    if [ ! -e inc.qcow2 ]; then
+        local rr=0
+        if [ "$mode" = always ] && part_valid; then
+            # shellcheck disable=SC2086
+            qbak copy src.qcow2 inc.qcow2 $args --bitmap b0 --backing full.qcow2 \
+                --resume >rerun.out 2>rerun.err || rr=$?
+        else
+            # shellcheck disable=SC2086
+            qbak copy src.qcow2 inc.qcow2 $args --bitmap b0 --backing full.qcow2 \
+                >rerun.out 2>rerun.err || rr=$?
+        fi
+        [ "$rr" -eq 0 ] || { echo "N=$n: rerun/resume: exit $rr: $(cat rerun.err)"; return 1; }
+        [ ! -e inc.qcow2.part ] || { echo "N=$n: rerun left inc.qcow2.part"; return 1; }
+        qemu_bitmap_map src.qcow2 b0 >after-rerun.json 2>nbd.err ||
+            { echo "N=$n: qemu-nbd after rerun: $(cat nbd.err)"; return 1; }
+        if [ "$mode" = never ]; then
+            why=$(bitmap_is unchanged after-rerun.json 2>&1) ||
+                { echo "N=$n: after rerun: $why"; return 1; }
+        else
+            why=$(bitmap_is cleared after-rerun.json 2>&1) ||
+                { echo "N=$n: after rerun: $why"; return 1; }
+        fi
+    fi
+    qemu-img compare -q inc.qcow2 src.qcow2 >cmp.txt 2>&1 ||
+        { echo "N=$n: the backup differs from the source: $(cat cmp.txt)"; return 1; }
+    qemu-img check -q inc.qcow2 >check.txt 2>&1 ||
+        { echo "N=$n: qemu-img check of the backup: $(cat check.txt)"; return 1; }
+    cd ..
+}
+
+# fault_loop EFFECT MODE: fault_once for every N of a clean run's calls;
+# reports every failing N.
+fault_loop() {
+    local eff=$1 mode=$2 count n bad=()
+    count=$(cat "$F/count-$mode")
+    for n in $(seq 1 "$count"); do
+        local msg
+        msg=$(fault_once "$n" "$eff" "$mode" 2>&1) || bad+=("$msg")
+        cd "$T" || return
+    done
+    if [ "${#bad[@]}" -gt 0 ]; then
+        printf '%s\n' "${bad[@]}" >&2
+        fail "any:N:$eff with bitmap-mode $mode: ${#bad[@]} of $count fault points misbehave"
+    fi
+}
+
+@test "faults: every I/O call failing with EIO, incremental (on-success)" {
+    fault_loop eio on-success
+}
+
+@test "faults: every I/O call failing with EIO, bitmap-mode always" {
+    fault_loop eio always
+}
+
+@test "faults: every I/O call failing with EIO, bitmap-mode never" {
+    fault_loop eio never
+}
+
+@test "faults: every I/O call failing with ENOSPC, incremental (on-success)" {
+    fault_loop enospc on-success
+}
+
+@test "faults: every I/O call failing with ENOSPC, bitmap-mode always" {
+    fault_loop enospc always
+}
+
+@test "faults: every I/O call failing with ENOSPC, bitmap-mode never" {
+    fault_loop enospc never
+}
+
+@test "faults: a crash (abort) at every I/O call, incremental (on-success)" {
+    fault_loop abort on-success
+}
+
+@test "faults: a crash (abort) at every I/O call, bitmap-mode always" {
+    fault_loop abort always
+}
+
+@test "faults: a crash (abort) at every I/O call, bitmap-mode never" {
+    fault_loop abort never
+}
+
+# After any failure, --json's "bitmap" must describe the bitmap as QEMU then
+# reads it: its "dirty-bytes" is the bitmap's real dirty count.
+@test "faults: --json bitmap dirty-bytes matches the bitmap after every EIO" {
+    local count n rc bad=() got want
+    count=$(cat "$F/count-on-success")
+    for n in $(seq 1 "$count"); do
+        mkdir "n$n"
+        cd "n$n"
+        cp "$F/src0.qcow2" src.qcow2
+        ln -s "$F/full.qcow2" full.qcow2
+        rc=0
+        QBAK_FAILPOINT="any:$n:eio" qbak copy src.qcow2 inc.qcow2 --sync incremental \
+            --bitmap b0 --backing full.qcow2 --json >out.json 2>err.txt || rc=$?
+        got=$(jq -r '.bitmap["dirty-bytes"] // empty' out.json 2>/dev/null || true)
+        if [ -n "$got" ]; then
+            qemu_bitmap_map src.qcow2 b0 >after.json
+            want=$(python3 "$CHECK" count after.json)
+            [ "$got" = "$want" ] ||
+                bad+=("N=$n: exit $rc, --json says state $(jq -c .bitmap.state out.json) dirty-bytes $got, QEMU counts $want")
+        fi
+        cd "$T"
+    done
+    if [ "${#bad[@]}" -gt 0 ]; then
+        printf '%s\n' "${bad[@]}" >&2
+        fail "${#bad[@]} of $count runs report a wrong bitmap dirty-bytes"
+    fi
+}
+
+# Every failure is one clear line on stderr (DESIGN 1, 8).
+@test "faults: every EIO gives exit 1 and one 'qbak: ' line on stderr" {
+    local count n rc bad=()
+    count=$(cat "$F/count-always")
+    for n in $(seq 1 "$count"); do
+        mkdir "n$n"
+        cd "n$n"
+        cp "$F/src0.qcow2" src.qcow2
+        ln -s "$F/full.qcow2" full.qcow2
+        rc=0
+        QBAK_FAILPOINT="any:$n:eio" qbak copy src.qcow2 inc.qcow2 --sync bitmap \
+            --bitmap-mode always --bitmap b0 --backing full.qcow2 >out.txt 2>err.txt || rc=$?
+        if [ "$rc" -eq 1 ]; then
+            [ "$(grep -c '' err.txt)" -eq 1 ] && grep -q '^qbak: ' err.txt ||
+                bad+=("N=$n: stderr: $(cat err.txt)")
+        elif [ "$rc" -ne 0 ]; then
+            bad+=("N=$n: exit $rc")
+        fi
+        cd "$T"
+    done
+    if [ "${#bad[@]}" -gt 0 ]; then
+        printf '%s\n' "${bad[@]}" >&2
+        fail "${#bad[@]} of $count runs"
+    fi
+}
