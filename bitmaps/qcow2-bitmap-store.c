@@ -172,7 +172,7 @@ validate_state (struct qcow2 *s, const struct qcow2_bitmap_state *state,
     }
     for (size_t j = 0; j < i; j++)
       if (strcmp (state[j].name, b->name) == 0) {
-        set_usage_error ("%s: bitmap '%s' already exists", fn, b->name);
+        set_exists_error ("%s: bitmap '%s' already exists", fn, b->name);
         return -1;
       }
     total += (24 + len + 7) & ~7ULL;
@@ -327,31 +327,39 @@ fail_early:
   return -1;
 }
 
-/* Free a table and the data clusters it points to. */
-static void
+/* Free a table and the data clusters it points to.  -1 if the table could
+ * not be read (nothing was freed then, so a retry frees it once). */
+static int
 free_table (struct qcow2 *s, uint64_t offset, uint32_t size)
 {
   size_t bytes = (size_t) size * 8;
   uint8_t *t = malloc (bytes ? bytes : 1);
-  if (!t)
-    return;
-  if (qbak_file_pread (s->base.file, t, bytes, offset) == 0) {
-    for (uint32_t i = 0; i < size; i++) {
-      /* Tables of in_use bitmaps were never validated: free only what a
-       * valid entry points to, so a bad entry leaks instead of freeing
-       * somebody else's cluster. */
-      uint64_t raw = be64_at (t + (size_t) i * 8);
-      uint64_t e = raw & BME_TABLE_ENTRY_OFFSET_MASK;
-      if (e && !(raw & BME_TABLE_ENTRY_RESERVED_MASK) &&
-          !(raw & BME_TABLE_ENTRY_FLAG_ALL_ONES) &&
-          !(e & (s->cluster_size - 1)) && e < s->file_size)
-        qcow2_free_clusters (s, e, s->cluster_size);
-    }
-    qcow2_free_clusters (s, offset, bytes);
+  if (!t) {
+    set_nomem ();
+    return -1;
   }
+  if (qbak_file_pread (s->base.file, t, bytes, offset) < 0) {
+    free (t);
+    return -1;
+  }
+  for (uint32_t i = 0; i < size; i++) {
+    /* Tables of in_use bitmaps were never validated: free only what a
+     * valid entry points to, so a bad entry leaks instead of freeing
+     * somebody else's cluster. */
+    uint64_t raw = be64_at (t + (size_t) i * 8);
+    uint64_t e = raw & BME_TABLE_ENTRY_OFFSET_MASK;
+    if (e && !(raw & BME_TABLE_ENTRY_RESERVED_MASK) &&
+        !(raw & BME_TABLE_ENTRY_FLAG_ALL_ONES) &&
+        !(e & (s->cluster_size - 1)) && e < s->file_size)
+      qcow2_free_clusters (s, e, s->cluster_size);
+  }
+  qcow2_free_clusters (s, offset, bytes);
   free (t);
+  return 0;
 }
 
+/* Past the commit point nothing can fail the operation; what is not freed
+ * leaks.  Each step is tried twice, so a transient error does not leak. */
 void
 qcow2_bitmaps_finish (struct image *img, struct qcow2_bitmap_pending *p)
 {
@@ -363,10 +371,12 @@ qcow2_bitmaps_finish (struct image *img, struct qcow2_bitmap_pending *p)
       if (p->old_dir_size)
         qcow2_free_clusters (s, p->old_dir_offset, p->old_dir_size);
     }
-    else
+    else if (free_table (s, p->garbage[i].offset, p->garbage[i].size) < 0)
       free_table (s, p->garbage[i].offset, p->garbage[i].size);
   }
-  qcow2_refcount_flush (s);
+  if (qcow2_refcount_flush (s) < 0)
+    qcow2_refcount_flush (s);
+  qbak_clear_error ();
   pending_free (p);
 }
 
@@ -392,7 +402,8 @@ qcow2_bitmaps_revert (struct image *img, struct qcow2_bitmap_pending *p)
   for (size_t i = 0; i < p->n_allocated; i++)
     qcow2_free_clusters (s, p->allocated[i] << s->cluster_bits,
                          s->cluster_size);
-  qcow2_refcount_flush (s);
+  if (qcow2_refcount_flush (s) < 0)
+    qcow2_refcount_flush (s);
   pending_free (p);
   return 0;
 }

@@ -25,7 +25,9 @@ report_error (void)
 int
 report_error_usage (const char *usage)
 {
-  bool is_usage = qbak_get_status () == QBAK_STATUS_USAGE;
+  /* Not after "X already exists": the command line was fine. */
+  bool is_usage = qbak_get_status () == QBAK_STATUS_USAGE &&
+                  qbak_get_errno () != EEXIST;
   int ret = report_error ();
   if (is_usage)
     fprintf (stderr, "%s\n", usage);

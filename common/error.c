@@ -42,6 +42,22 @@ qbak_internal_error (enum qbak_status status, int errnum, const char *fmt, ...)
 }
 
 void
+qbak_internal_error_errno_only (enum qbak_status status, int errnum,
+                                const char *fmt, ...)
+{
+  int saved = errno;
+  char *msg = NULL;
+  va_list ap;
+
+  va_start (ap, fmt);
+  if (vasprintf (&msg, fmt, ap) < 0)
+    msg = NULL;
+  va_end (ap);
+  store (msg, status, errnum);
+  errno = saved;
+}
+
+void
 qbak_internal_error_restore (enum qbak_status status, int errnum,
                              const char *msg)
 {

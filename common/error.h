@@ -19,6 +19,11 @@ void qbak_internal_error(enum qbak_status status, int errnum,
                          const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
 
+/* Like qbak_internal_error, but ERRNUM is only recorded, not appended. */
+void qbak_internal_error_errno_only (enum qbak_status status, int errnum,
+                                     const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+
 /* Store MSG verbatim (no strerror appended) with STATUS and ERRNUM: to
  * put back an error saved across cleanup that may have overwritten it. */
 void qbak_internal_error_restore (enum qbak_status status, int errnum,
@@ -36,6 +41,10 @@ void qbak_internal_error_prefix(const char *fmt, ...)
   qbak_internal_error(QBAK_STATUS_INVALID, 0, __VA_ARGS__)
 #define set_usage_error(...) \
   qbak_internal_error(QBAK_STATUS_USAGE, 0, __VA_ARGS__)
+/* A usage error about an existing object (errno EEXIST, not appended to
+ * the message): the CLI prints no usage text for it. */
+#define set_exists_error(...) \
+  qbak_internal_error_errno_only(QBAK_STATUS_USAGE, EEXIST, __VA_ARGS__)
 #define set_busy(errnum, ...) \
   qbak_internal_error(QBAK_STATUS_BUSY, (errnum), __VA_ARGS__)
 #define set_nomem() \

@@ -503,5 +503,6 @@ qcow2_refcount_rollback (struct qcow2 *s)
   for (size_t i = 0; i < s->n_alloc_log; i++)
     update_refcount (s, s->alloc_log[i], -1);
   s->n_alloc_log = 0;
-  qcow2_refcount_flush (s);
+  if (qcow2_refcount_flush (s) < 0)
+    qcow2_refcount_flush (s);        /* once more for a transient error */
 }

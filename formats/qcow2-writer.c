@@ -142,11 +142,11 @@ load_l2 (struct qcow2_writer *w, uint64_t index, uint64_t *t, bool covered)
 static int
 put (struct qcow2_writer *w, const void *buf, size_t len, uint64_t off)
 {
-  if (qbak_file_pwrite (w->file, buf, len, off) < 0)
-    return -1;
+  /* Even a failed write may have written part of BUF: raise the mark
+   * first, so no later sparse write trusts those bytes to be zero. */
   if (off + len > w->hwm)
     w->hwm = off + len;
-  return 0;
+  return qbak_file_pwrite (w->file, buf, len, off);
 }
 
 #define SPARSE_PAGE 4096

@@ -116,7 +116,7 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
     uint64_t g = op->granularity ? op->granularity
                                  : qcow2_bitmap_default_granularity (img);
     if (find (p, op->name)) {
-      set_usage_error ("%s: bitmap '%s' already exists", fn, op->name);
+      set_exists_error ("%s: bitmap '%s' already exists", fn, op->name);
       return -1;
     }
     if (qcow2_bitmap_check_new (img, op->name, g) < 0)
@@ -147,8 +147,10 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
   case QBAK_BITMAP_REMOVE:
     if (!(pl = existing (p, op, true)))
       return -1;
+    /* Unlink, keeping the order of the others (as QEMU's list does). */
     dirty_bitmap_free (pl->owned);
-    *pl = p->v[--p->n];
+    memmove (pl, pl + 1, (size_t) (p->v + p->n - (pl + 1)) * sizeof *pl);
+    p->n--;
     return 0;
   case QBAK_BITMAP_CLEAR: {
     if (!(pl = existing (p, op, false)))
@@ -223,6 +225,33 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
   return -1;
 }
 
+/* After a commit, the in-memory list follows the disk.  A failure to read
+ * it back does not undo the commit: the handle is marked stale instead,
+ * and the current error is kept. */
+static void
+reload (struct qbak_image *h)
+{
+  char *err = strdup (qbak_get_error ());
+  enum qbak_status st = qbak_get_status ();
+  int e = qbak_get_errno ();
+  qcow2_bitmaps_free (&h->bitmaps);
+  if (qcow2_bitmaps_load (h->img, &h->bitmaps) < 0)
+    h->bitmaps_stale = true;
+  qbak_internal_error_restore (st, e, err);
+  free (err);
+}
+
+static int
+check_fresh (struct qbak_image *h)
+{
+  if (h->bitmaps_stale) {
+    set_io_error (0, "%s: the bitmaps changed on disk but could not be read "
+                  "back; reopen the image", h->img->filename);
+    return -1;
+  }
+  return 0;
+}
+
 static int
 commit_one (struct plan *p)
 {
@@ -265,7 +294,8 @@ qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
                    h->img->ops->name, h->img->filename);
       goto out;
     }
-    if (qcow2_check_writable (to_qcow2 (h->img)) < 0 ||
+    if (check_fresh (h) < 0 ||
+        qcow2_check_writable (to_qcow2 (h->img)) < 0 ||
         plan_init (&plans[i], h) < 0)
       goto out;
     for (size_t k = 0; k < n_ops; k++)
@@ -304,20 +334,10 @@ revert:
   }
 
 reload:
-  /* The in-memory view follows the disk. */
   for (size_t i = 0; i < n_images; i++) {
     plan_free (&plans[i]);
-    if (ret == 0 || i < committed) {
-      char *err = ret ? strdup (qbak_get_error ()) : NULL;
-      enum qbak_status st = qbak_get_status ();
-      qcow2_bitmaps_free (&images[i]->bitmaps);
-      if (qcow2_bitmaps_load (images[i]->img, &images[i]->bitmaps) < 0)
-        ret = -1;
-      if (err) {
-        qbak_internal_error_restore (st, 0, err);
-        free (err);
-      }
-    }
+    if (ret == 0 || i < committed)
+      reload (images[i]);
   }
 out:
   for (size_t i = 0; i < n_images; i++)
@@ -332,7 +352,7 @@ qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
 {
   struct plan p = { 0 };
   int ret = -1;
-  if (plan_init (&p, h) < 0)
+  if (check_fresh (h) < 0 || plan_init (&p, h) < 0)
     goto out;
   struct planned *pl = find (&p, name);
   if (!pl) {
@@ -345,8 +365,8 @@ qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
     goto out;
   qcow2_bitmaps_finish (h->img, p.pending);
   p.pending = NULL;
-  qcow2_bitmaps_free (&h->bitmaps);
-  ret = qcow2_bitmaps_load (h->img, &h->bitmaps);
+  ret = 0;
+  reload (h);
 out:
   plan_free (&p);
   return ret;

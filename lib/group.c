@@ -158,6 +158,7 @@ qbak_copy_group (const struct qbak_group_opts *g,
     if (!any_failed && !cancelled) {
       for (size_t i = 0; i < n && !any_failed; i++)
         if (job_finish_target (jobs[i]) < 0) {
+          job_fail (jobs[i], qbak_get_status ());
           remember (&fe, &results[i]);
           failed[i] = true;
           any_failed = true;

@@ -11,6 +11,8 @@ struct qbak_image {
   unsigned flags;
   struct qcow2_bitmap_list bitmaps;
   struct qbak_image *backing;   /* wrapper of img->backing, lazily made */
+  bool bitmaps_stale;           /* a committed change could not be read
+                                   back: reopen before changing more */
   bool is_top;
 };
 

@@ -51,6 +51,7 @@ struct copy_job {
   struct dirty_bitmap *successor;
   struct target tgt;
   char *part_path;
+  char *spare_path;      /* room kept for finishing a partial target */
   uint32_t cs;
   uint8_t *buf;
   double t0;
@@ -183,7 +184,7 @@ target_open (struct copy_job *j)
   int ret = -1;
 
   if (access (o->target, F_OK) == 0) {
-    set_usage_error ("%s: target exists; qbak never overwrites a backup "
+    set_exists_error ("%s: target exists; qbak never overwrites a backup "
                      "(choose a new name or remove it)", o->target);
     return -1;
   }
@@ -228,6 +229,8 @@ target_open (struct copy_job *j)
   if (o->format == QBAK_TARGET_RAW) {
     j->tgt.raw = raw_writer_create (j->part_path, j->img->size);
     j->tgt.created = j->tgt.raw != NULL;
+    if (!j->tgt.raw)
+      unlink (j->part_path);
     return j->tgt.raw ? 0 : -1;
   }
   if (o->backing) {
@@ -259,6 +262,8 @@ target_open (struct copy_job *j)
   };
   j->tgt.qcow2 = qcow2_writer_create (j->part_path, &wo);
   j->tgt.created = j->tgt.qcow2 != NULL;
+  if (!j->tgt.qcow2)
+    unlink (j->part_path);    /* a half-created one (any stale one is gone) */
   ret = j->tgt.qcow2 ? 0 : -1;
   free (backing_format);
   return ret;
@@ -322,6 +327,58 @@ sync_dir_of (const char *path)
   }
   close (fd);
   return 0;
+}
+
+/* ---- The spare ---------------------------------------------------------
+ *
+ * A failed job keeps what it copied only if it can finish TARGET.part
+ * (last L2 table, L1, refcounts), and the commonest failure is a full
+ * disk.  So the job sets aside, in TARGET.part.spare, the space that
+ * finishing needs, and gives it back just before finishing. */
+
+static uint64_t
+finish_bytes (const struct copy_job *j)
+{
+  uint64_t cs = j->cs, size = j->img->size;
+  uint64_t per_l2 = cs * (cs / 8);
+  uint64_t l1 = ((size + per_l2 - 1) / per_l2 * 8 + cs - 1) / cs * cs;
+  uint64_t file = j->res->bytes_planned + (j->res->bytes_planned / per_l2 + 2)
+                  * cs + l1 + cs;
+  uint64_t blocks = (file / cs) / (cs / 2) + 2;
+  uint64_t table = (blocks * 8 + cs - 1) / cs + 1;
+  return l1 + (blocks + table + 2) * cs;
+}
+
+static void
+spare_make (struct copy_job *j)
+{
+  if (!j->tgt.qcow2 || asprintf (&j->spare_path, "%s.spare",
+                                 j->part_path) < 0) {
+    j->spare_path = NULL;
+    return;
+  }
+  int fd = open (j->spare_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                 0600);
+  if (fd < 0 || posix_fallocate (fd, 0, (off_t) finish_bytes (j)) != 0) {
+    /* No room even for that: the job will most likely fail anyway. */
+    if (fd >= 0)
+      close (fd);
+    unlink (j->spare_path);
+    free (j->spare_path);
+    j->spare_path = NULL;
+    return;
+  }
+  close (fd);
+}
+
+static void
+spare_release (struct copy_job *j)
+{
+  if (j->spare_path) {
+    unlink (j->spare_path);
+    free (j->spare_path);
+    j->spare_path = NULL;
+  }
 }
 
 /* ---- Stages ------------------------------------------------------------ */
@@ -413,6 +470,7 @@ job_plan (struct copy_job *j)
   uint64_t planned = dirty_bitmap_count (j->copy_set) * j->cs;
   j->res->bytes_planned = planned > size ? size : planned;
   j->res->bytes_skipped = size - j->res->bytes_planned;
+  spare_make (j);
   return 0;
 }
 
@@ -578,6 +636,7 @@ job_copy (struct copy_job *j, volatile int *cancel, qbak_progress_cb progress,
 int
 job_finish_target (struct copy_job *j)
 {
+  spare_release (j);
   if (target_finish (j) < 0)
     return -1;
   target_close (j);
@@ -622,6 +681,7 @@ job_promote (struct copy_job *j)
   /* on-success and always: the bitmap becomes the successor. */
   if (set_bitmap (j, j->successor, "cleared") < 0) {
     j->res->bitmap_state = "unchanged";
+    j->res->bitmap_dirty_bytes = dirty_bitmap_dirty_bytes (j->sync_set);
     qbak_internal_error_prefix ("%s: the backup is complete, but the bitmap "
                                 "could not be cleared (the next incremental "
                                 "will copy these clusters again)", t);
@@ -642,6 +702,7 @@ job_fail (struct copy_job *j, enum qbak_status status)
   j->res->seconds = now () - j->t0;
 
   /* What was copied stays, durable, in TARGET.part (never promoted). */
+  spare_release (j);
   bool kept = (j->tgt.qcow2 || j->tgt.raw) && target_finish (j) == 0;
   target_close (j);
   if (!kept && j->tgt.created) {
@@ -667,7 +728,8 @@ job_fail (struct copy_job *j, enum qbak_status status)
   }
   else if (j->bitmap) {
     j->res->bitmap_state = "unchanged";
-    j->res->bitmap_dirty_bytes = dirty_bitmap_dirty_bytes (j->bitmap->bm);
+    j->res->bitmap_dirty_bytes =
+      dirty_bitmap_dirty_bytes (j->sync_set ? j->sync_set : j->bitmap->bm);
     what = "; the bitmap is unchanged: run the same command again";
   }
   char *msg = NULL;
@@ -696,6 +758,7 @@ job_free (struct copy_job *j)
   if (!j)
     return;
   target_close (j);
+  spare_release (j);
   free (j->part_path);
   free (j->buf);
   dirty_bitmap_free (j->sync_set);

@@ -58,7 +58,9 @@ qbak_internal_run_hook (const char *what, const char *cmd, unsigned timeout)
     }
     struct timespec t;
     clock_gettime (CLOCK_MONOTONIC, &t);
-    if (timeout && t.tv_sec - t0.tv_sec >= (time_t) timeout) {
+    double elapsed = (double) (t.tv_sec - t0.tv_sec) +
+                     (double) (t.tv_nsec - t0.tv_nsec) / 1e9;
+    if (timeout && elapsed >= (double) timeout) {
       kill (-pid, SIGKILL);
       waitpid (pid, &status, 0);
       set_io_error (0, "%s hook '%s' timed out after %u s and was killed",

@@ -24,7 +24,8 @@ setup() {
 
 teardown() {
     # a qbak stopped by a fail point: let it go, then end it
-    if [ -n "$QBAK_PID" ] && [ -d "/proc/$QBAK_PID" ]; then
+    if [ -n "$QBAK_PID" ] && tr '\0' ' ' <"/proc/$QBAK_PID/cmdline" 2>/dev/null |
+            grep -q qbak; then
         kill -CONT "$QBAK_PID" 2>/dev/null || true
         kill "$QBAK_PID" 2>/dev/null || true
         wait "$QBAK_PID" 2>/dev/null || true
@@ -40,13 +41,22 @@ image() {
     qemu_io_fmt qcow2 "$1" 'write -P 1 0 1M'
 }
 
-# hold IMG [FORMAT]: qemu-storage-daemon opens IMG read-write in the
-# background (FORMAT qcow2 by default), as a running VM would.
+# hold IMG [raw]: qemu-storage-daemon opens IMG read-write in the
+# background, as a running VM would.  With "raw", the format node is raw,
+# with a writable NBD export as its user (a raw node without users takes no
+# permissions, so no locks): the same locks on the file, but the qcow2
+# metadata is left alone.
 hold() {
-    local img=$1 fmt=${2:-qcow2} pid
+    local img=$1 pid more=()
+    if [ "${2:-}" = raw ]; then
+        more=(--blockdev driver=raw,node-name=q,file=f
+              --nbd-server "addr.type=unix,addr.path=$T/qsd.sock"
+              --export type=nbd,id=e,node-name=q,writable=on)
+    else
+        more=(--blockdev driver=qcow2,node-name=q,file=f)
+    fi
     qemu-storage-daemon --blockdev "driver=file,node-name=f,filename=$img" \
-        --blockdev "driver=$fmt,node-name=q,file=f" \
-        </dev/null >"$img.qsd.log" 2>&1 3>&- &
+        "${more[@]}" </dev/null >"$img.qsd.log" 2>&1 3>&- &
     pid=$!
     track_pid "$pid"
     sleep 0.5
@@ -137,9 +147,9 @@ locked() {
 
 @test "lock: bitmap dump -U reads an image QEMU has open" {
     # A qcow2 node marks every bitmap in_use on open, and an in_use bitmap
-    # has no contents to dump (exit 3, by design).  A raw node on the same
-    # file takes the same locks (they belong to the file) without touching
-    # the qcow2 metadata, so the bitmap stays consistent.
+    # has no contents to dump (exit 3, by design).  A raw node with a
+    # writable user takes the same locks on the file without touching the
+    # qcow2 metadata, so the bitmap stays consistent.
     image img.qcow2
     run --separate-stderr qbak bitmap dump --json img.qcow2 b0
     [ "$status" -eq 0 ] || fail "unlocked dump: exit $status: $stderr"
@@ -155,7 +165,11 @@ locked() {
 # qbak_stopped QBAK-ARGS...: start qbak with the fail point write:1:stop in
 # the background and wait until it is stopped (state T) holding its locks.
 qbak_stopped() {
-    QBAK_FAILPOINT=write:1:stop qbak "$@" >qbak.out 2>qbak.err &
+    # exec, so that $! is qbak itself and not a subshell running the qbak
+    # function
+    (export QBAK_FAILPOINT=write:1:stop
+     # shellcheck disable=SC2086
+     exec ${VG:-} "$QBAK" "$@") </dev/null >qbak.out 2>qbak.err 3>&- &
     QBAK_PID=$!
     for _ in $(seq 200); do
         [[ $(ps -o stat= -p "$QBAK_PID") == T* ]] && return 0
