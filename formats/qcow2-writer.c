@@ -24,6 +24,7 @@
 #include "common/iszero.h"
 #include "formats/qcow2.h"
 #include "formats/qcow2-writer.h"
+#include "formats/writer-request.h"
 
 #define HEADER_LENGTH 112
 #define REFCOUNT_ORDER 4                 /* 16-bit refcounts */
@@ -242,18 +243,9 @@ check_request (struct qcow2_writer *w, const char *op, uint64_t offset,
                      w->cluster_size);
     return -1;
   }
-  if (__builtin_add_overflow (offset, len, &end) || end > w->size) {
-    set_usage_error ("%s: %s at offset %" PRIu64 " length %" PRIu64
-                     ": beyond the virtual size %" PRIu64, fn, op, offset,
-                     len, w->size);
+  if (writer_check_range (fn, op, offset, len, w->size, w->next_guest,
+                          &end) < 0)
     return -1;
-  }
-  if (offset < w->next_guest) {
-    set_usage_error ("%s: %s at offset %" PRIu64 ": out of order, the "
-                     "previous request ended at %" PRIu64, fn, op, offset,
-                     w->next_guest);
-    return -1;
-  }
   if ((len & (w->cluster_size - 1)) && end != w->size) {
     set_usage_error ("%s: %s at offset %" PRIu64 " length %" PRIu64
                      ": length not a multiple of the cluster size %" PRIu32

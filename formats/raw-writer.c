@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/fileio.h"
 #include "formats/raw-writer.h"
+#include "formats/writer-request.h"
 
 struct raw_writer {
   struct qbak_file *file;
@@ -37,19 +38,7 @@ check_request (struct raw_writer *w, const char *op, uint64_t offset,
                          "error left the image incomplete", fn, op);
     return -1;
   }
-  if (__builtin_add_overflow (offset, len, &end) || end > w->size) {
-    set_usage_error ("%s: %s at offset %" PRIu64 " length %" PRIu64
-                     ": beyond the virtual size %" PRIu64, fn, op, offset,
-                     len, w->size);
-    return -1;
-  }
-  if (offset < w->next) {
-    set_usage_error ("%s: %s at offset %" PRIu64 ": out of order, the "
-                     "previous request ended at %" PRIu64, fn, op, offset,
-                     w->next);
-    return -1;
-  }
-  return 0;
+  return writer_check_range (fn, op, offset, len, w->size, w->next, &end);
 }
 
 struct raw_writer *
