@@ -1,0 +1,44 @@
+#!/usr/bin/env bats
+# --retry N: a transient target write error is retried with backoff; without
+# --retry the same error fails the job (exit 1) and the bitmap is unchanged.
+# Oracles: qemu-img compare, and the bitmap's count from qemu-img's view.
+
+bats_require_minimum_version 1.5.0
+load helpers
+
+setup_file() {
+    require_common_oracles
+    require_qbak
+}
+
+setup() {
+    setup_tmpdir
+    qemu-img create -q -f qcow2 src.qcow2 16M
+    qemu-io -f qcow2 -c 'write -P 1 0 2M' src.qcow2 >/dev/null
+    qemu-img bitmap --add src.qcow2 b0
+    qemu-io -f qcow2 -c 'write -P 2 1M 1M' -c 'write -P 3 8M 512k' src.qcow2 >/dev/null
+    qemu-img create -q -f qcow2 full.qcow2 16M
+    qemu-io -f qcow2 -c 'write -P 1 0 2M' full.qcow2 >/dev/null
+}
+
+dirty_bytes() {
+    qbak bitmap list --json src.qcow2 | jq '.[] | select(.name=="b0") | ."dirty-bytes"'
+}
+
+@test "copy --retry: a transient target write error is retried and the backup completes" {
+    QBAK_FAILPOINT=write:3:eio run --separate-stderr qbak copy src.qcow2 inc.qcow2 \
+        --sync incremental --bitmap b0 --backing full.qcow2 --retry 2
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    qemu-img compare src.qcow2 inc.qcow2
+    [ "$(dirty_bytes)" -eq 0 ]
+}
+
+@test "copy without --retry: the same error fails the job and leaves the bitmap" {
+    before=$(dirty_bytes)
+    QBAK_FAILPOINT=write:3:eio run --separate-stderr qbak copy src.qcow2 inc.qcow2 \
+        --sync incremental --bitmap b0 --backing full.qcow2
+    [ "$status" -eq 1 ] || fail "exit $status: $stderr"
+    [[ $stderr == "qbak: "*"Input/output error"* ]] || fail "$stderr"
+    [ ! -e inc.qcow2 ]
+    [ "$(dirty_bytes)" -eq "$before" ]
+}
