@@ -16,7 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +53,7 @@ struct copy_job {
   char *part_path;
   char *spare_path;      /* room kept for finishing a partial target */
   uint32_t cs;
-  uint8_t *buf, *buf2;   /* the two requests of the read-ahead */
+  uint8_t *buf;
   double t0;
 };
 
@@ -402,8 +401,7 @@ job_prepare (const struct qbak_copy_opts *o, struct qbak_copy_result *res)
   res->virtual_size = j->img->size;
   res->cluster_size = j->cs;
   j->buf = malloc (COPY_REQUEST_BYTES + j->cs);
-  j->buf2 = malloc (COPY_REQUEST_BYTES + j->cs);
-  if (!j->buf || !j->buf2) {
+  if (!j->buf) {
     set_nomem ();
     goto fail;
   }
@@ -586,192 +584,53 @@ copy_range_ignoring (struct copy_job *j, uint64_t off, uint64_t len,
   return 0;
 }
 
-/* ---- The copy loop: read one request ahead --------------------------
- *
- * On two cores, reading request k+1 from the source (a copy out of the
- * page cache) overlaps writing request k to the target (a copy into it).
- * One reader thread owns the source image while a read is in flight; the
- * main thread owns the target, the copy set and the progress.  Only one
- * read is ever in flight, and the main thread touches the source only
- * when the reader is idle (the --on-error ignore fallback). */
-
-struct chunk {
-  uint64_t pos, n;
-  uint8_t *buf;
-  int rc;
-  char *msg;                 /* the reader's error (thread-local there) */
-  enum qbak_status status;
-  int errnum;
-};
-
-struct reader {
-  struct copy_job *j;
-  pthread_t tid;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  struct chunk *req;         /* in flight, or NULL */
-  bool stop;
-};
-
-static void *
-reader_main (void *arg)
-{
-  struct reader *r = arg;
-  pthread_mutex_lock (&r->mu);
-  for (;;) {
-    while (!r->req && !r->stop)
-      pthread_cond_wait (&r->cv, &r->mu);
-    if (r->stop)
-      break;
-    struct chunk *c = r->req;
-    pthread_mutex_unlock (&r->mu);
-    c->rc = image_read (r->j->img, c->buf, c->n, c->pos);
-    if (c->rc < 0) {
-      c->msg = strdup (qbak_get_error ());
-      c->status = qbak_get_status ();
-      c->errnum = qbak_get_errno ();
-    }
-    pthread_mutex_lock (&r->mu);
-    r->req = NULL;
-    pthread_cond_broadcast (&r->cv);
-  }
-  pthread_mutex_unlock (&r->mu);
-  return NULL;
-}
-
-static void
-start_read (struct reader *r, struct chunk *c)
-{
-  c->rc = 0;
-  free (c->msg);
-  c->msg = NULL;
-  pthread_mutex_lock (&r->mu);
-  r->req = c;
-  pthread_cond_broadcast (&r->cv);
-  pthread_mutex_unlock (&r->mu);
-}
-
-static void
-wait_read (struct reader *r)
-{
-  pthread_mutex_lock (&r->mu);
-  while (r->req)
-    pthread_cond_wait (&r->cv, &r->mu);
-  pthread_mutex_unlock (&r->mu);
-}
-
-/* The next request of the copy set: runs of dirty clusters cut into
- * requests of at most COPY_REQUEST_BYTES.  False when there is none. */
-struct cursor {
-  uint64_t pos, run_end;
-  bool started, done;
-};
-
-static bool
-next_request (struct copy_job *j, struct cursor *cur, struct chunk *c)
-{
-  uint64_t size = j->img->size;
-  if (cur->done)
-    return false;
-  if (!cur->started || cur->pos >= cur->run_end) {
-    int64_t off = dirty_bitmap_next_dirty (j->copy_set,
-                                           cur->started ? cur->run_end : 0);
-    cur->started = true;
-    if (off < 0) {
-      cur->done = true;
-      return false;
-    }
-    int64_t next = dirty_bitmap_next_clean (j->copy_set, (uint64_t) off);
-    cur->pos = (uint64_t) off;
-    cur->run_end = next < 0 ? size : (uint64_t) next;
-  }
-  c->pos = cur->pos;
-  c->n = cur->run_end - cur->pos < COPY_REQUEST_BYTES
-         ? cur->run_end - cur->pos : COPY_REQUEST_BYTES;
-  cur->pos += c->n;
-  return true;
-}
-
 int
 job_copy (struct copy_job *j, volatile int *cancel, qbak_progress_cb progress,
           void *opaque)
 {
-  uint64_t done = 0, total = j->res->bytes_planned;
+  uint64_t size = j->img->size, done = 0, total = j->res->bytes_planned;
   char *first_error = NULL;
-  struct chunk chunks[2] = { { .buf = j->buf }, { .buf = j->buf2 } };
-  struct reader r = { .j = j };
-  struct cursor cur = { 0 };
-  int ret = -1;
+  int64_t off = dirty_bitmap_next_dirty (j->copy_set, 0);
 
   j->res->outcome = "running";
-  pthread_mutex_init (&r.mu, NULL);
-  pthread_cond_init (&r.cv, NULL);
-  if (pthread_create (&r.tid, NULL, reader_main, &r) != 0) {
-    set_io_error (errno, "%s: cannot start the reader thread", j->o->target);
-    goto destroy;
-  }
-
-  struct chunk *c = &chunks[0], *nx = &chunks[1];
-  bool have = next_request (j, &cur, c);
-  if (have)
-    start_read (&r, c);
-  while (have) {
-    wait_read (&r);                 /* C is read; the reader is idle */
-    if (cancel && *cancel) {
-      qbak_internal_error (QBAK_STATUS_CANCELLED, 0, "%s: backup "
-                           "cancelled", j->o->target);
-      goto out;
-    }
-    bool have_next = next_request (j, &cur, nx);
-    if (c->rc < 0) {
-      qbak_internal_error_restore (c->status, c->errnum, c->msg);
-      if (!j->o->on_error_ignore ||
-          copy_range_ignoring (j, c->pos, c->n, &first_error) < 0)
-        goto out;
-      if (have_next)
-        start_read (&r, nx);
-    }
-    else {
-      if (have_next)
-        start_read (&r, nx);
-      if (emit (j, c->pos, c->buf, c->n) < 0) {
-        wait_read (&r);             /* the source is ours again */
-        if (!j->o->on_error_ignore ||
-            copy_range_ignoring (j, c->pos, c->n, &first_error) < 0)
-          goto out;
+  while (off >= 0) {
+    int64_t next = dirty_bitmap_next_clean (j->copy_set, (uint64_t) off);
+    uint64_t run_end = next < 0 ? size : (uint64_t) next;
+    for (uint64_t pos = (uint64_t) off; pos < run_end;) {
+      if (cancel && *cancel) {
+        free (first_error);
+        qbak_internal_error (QBAK_STATUS_CANCELLED, 0, "%s: backup "
+                             "cancelled", j->o->target);
+        return -1;
       }
+      uint64_t n = run_end - pos < COPY_REQUEST_BYTES ? run_end - pos
+                                                      : COPY_REQUEST_BYTES;
+      if (copy_range (j, pos, n) < 0) {
+        if (!j->o->on_error_ignore ||
+            copy_range_ignoring (j, pos, n, &first_error) < 0) {
+          free (first_error);
+          return -1;
+        }
+      }
+      pos += n;
+      done += n;
+      if (progress)
+        progress (done < total ? done : total, total, opaque);
     }
-    done += c->n;
-    if (progress)
-      progress (done < total ? done : total, total, opaque);
-    struct chunk *t = c;
-    c = nx;
-    nx = t;
-    have = have_next;
+    if (next < 0)
+      break;
+    off = dirty_bitmap_next_dirty (j->copy_set, run_end);
   }
   if (j->res->clusters_failed) {
     qbak_internal_error (QBAK_STATUS_IO, 0, "%s: %" PRIu64 " clusters could "
                          "not be copied (first error: %s)", j->o->target,
                          j->res->clusters_failed,
                          first_error ? first_error : "?");
-    goto out;
+    free (first_error);
+    return -1;
   }
-  ret = 0;
-
-out:
-  wait_read (&r);
-  pthread_mutex_lock (&r.mu);
-  r.stop = true;
-  pthread_cond_broadcast (&r.cv);
-  pthread_mutex_unlock (&r.mu);
-  pthread_join (r.tid, NULL);
-destroy:
-  pthread_mutex_destroy (&r.mu);
-  pthread_cond_destroy (&r.cv);
-  free (chunks[0].msg);
-  free (chunks[1].msg);
   free (first_error);
-  return ret;
+  return 0;
 }
 
 int
@@ -902,7 +761,6 @@ job_free (struct copy_job *j)
   spare_release (j);
   free (j->part_path);
   free (j->buf);
-  free (j->buf2);
   dirty_bitmap_free (j->sync_set);
   dirty_bitmap_free (j->copy_set);
   dirty_bitmap_free (j->successor);
