@@ -16,3 +16,11 @@ echo "== qbak map $img"
 "$QBAK" map "$img"
 echo "== qbak bitmap dump $img nightly"
 "$QBAK" bitmap dump "$img" nightly
+echo "== a full backup, a guest write, an incremental"
+"$QBAK" copy "$img" "$dir/full.qcow2" --sync full --bitmap nightly \
+  --bitmap-mode on-success --json | grep -E '"(status|bytes-copied)"'
+qemu-io -f qcow2 -c 'write -q -P 0x33 2M 64k' "$img"
+"$QBAK" copy "$img" "$dir/inc1.qcow2" --sync incremental --bitmap nightly \
+  --backing full.qcow2 --json | grep -E '"(status|bytes-copied)"'
+qemu-img compare "$img" "$dir/inc1.qcow2"
+"$QBAK" bitmap list "$img"
