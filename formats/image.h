@@ -72,11 +72,18 @@ enum image_open_flags {
   IMAGE_OPEN_NO_BACKING = 2,
 };
 
+/* Called for each file of the chain right after it is opened and before
+ * any byte of it is read (DEPTH 0 = the top), so the caller can take its
+ * locks first.  Returns 0 or -1 with the error set. */
+typedef int (*image_lock_fn) (struct qbak_file *file, int depth,
+                              void *opaque);
+
 /* probe.c: open PATH, and its backing chain.  FORMAT ("qcow2", "qcow",
  * "raw") is required of the top image, or NULL to probe by content.
- * NULL on error. */
+ * LOCK (may be NULL) is called for every file.  NULL on error. */
 struct image *image_open (const char *path, const char *format,
-                          unsigned flags);
+                          unsigned flags, image_lock_fn lock,
+                          void *lock_opaque);
 /* Close IMG and its chain; accepts NULL. */
 void image_close (struct image *img);
 

@@ -35,11 +35,16 @@ image_resolve_backing (const char *image_path, const char *name)
 /* Open one layer.  FORMAT is NULL to probe, or the backing format named by
  * the layer above. */
 static struct image *
-open_layer (const char *path, const char *format, unsigned flags)
+open_layer (const char *path, const char *format, unsigned flags,
+            image_lock_fn lock, void *opaque, int depth)
 {
   struct qbak_file *f = qbak_file_open (path, (flags & IMAGE_OPEN_WRITE) != 0);
   if (!f)
     return NULL;
+  if (lock && lock (f, depth, opaque) < 0) {
+    qbak_file_close (f);
+    return NULL;
+  }
 
   uint8_t magic[8] = { 0 };
   int64_t size = qbak_file_size (f);
@@ -92,9 +97,10 @@ same_file (struct image *a, struct image *b)
 }
 
 struct image *
-image_open (const char *path, const char *format, unsigned flags)
+image_open (const char *path, const char *format, unsigned flags,
+            image_lock_fn lock, void *lock_opaque)
 {
-  struct image *top = open_layer (path, format, flags);
+  struct image *top = open_layer (path, format, flags, lock, lock_opaque, 0);
   if (!top || (flags & IMAGE_OPEN_NO_BACKING))
     return top;
 
@@ -108,7 +114,8 @@ image_open (const char *path, const char *format, unsigned flags)
     /* Backing files are only ever read. */
     struct image *next = open_layer (layer->backing_path,
                                      layer->backing_format,
-                                     flags & ~IMAGE_OPEN_WRITE);
+                                     flags & ~IMAGE_OPEN_WRITE, lock,
+                                     lock_opaque, depth);
     if (!next) {
       qbak_internal_error_prefix ("%s: backing file '%s'", layer->filename,
                                   layer->backing_name);

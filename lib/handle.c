@@ -31,6 +31,21 @@ wrap (struct image *img, unsigned flags, bool top)
   return h;
 }
 
+/* QEMU's permissions, taken before a byte of the file is read.  The top
+ * image: reading holds consistent-read and does not share write or resize,
+ * as a read-only QEMU user does; changing metadata holds everything and
+ * shares nothing.  Backing files are only ever read. */
+static int
+lock_layer (struct qbak_file *file, int depth, void *opaque)
+{
+  unsigned flags = *(unsigned *) opaque;
+  if (depth == 0 && (flags & QBAK_OPEN_WRITE))
+    return qbak_internal_lock (file, QBAK_PERM_ALL, 0);
+  return qbak_internal_lock (file, QBAK_PERM_CONSISTENT_READ,
+                             QBAK_PERM_ALL &
+                             ~(QBAK_PERM_WRITE | QBAK_PERM_RESIZE));
+}
+
 struct qbak_image *
 qbak_image_open (const char *path, unsigned flags)
 {
@@ -46,7 +61,10 @@ qbak_image_open_format (const char *path, const char *format, unsigned flags)
     iflags |= IMAGE_OPEN_WRITE;
   if (flags & QBAK_OPEN_NO_BACKING)
     iflags |= IMAGE_OPEN_NO_BACKING;
-  struct image *img = image_open (path, format, iflags);
+  struct image *img = image_open (path, format, iflags,
+                                  (flags & QBAK_OPEN_FORCE_SHARE) ? NULL
+                                                                  : lock_layer,
+                                  &flags);
   if (!img)
     return NULL;
   if (img->corrupt && !(flags & QBAK_OPEN_INSPECT)) {
@@ -54,19 +72,6 @@ qbak_image_open_format (const char *path, const char *format, unsigned flags)
                  "on it first", path);
     image_close (img);
     return NULL;
-  }
-  /* Reading: hold consistent-read and do not share write or resize, as a
-   * read-only QEMU user does.  Writing metadata: hold everything, share
-   * nothing. */
-  if (!(flags & QBAK_OPEN_FORCE_SHARE)) {
-    int r = (flags & QBAK_OPEN_WRITE)
-      ? qbak_internal_lock (img, QBAK_PERM_ALL, 0)
-      : qbak_internal_lock (img, QBAK_PERM_CONSISTENT_READ,
-                            QBAK_PERM_ALL & ~(QBAK_PERM_WRITE | QBAK_PERM_RESIZE));
-    if (r < 0) {
-      image_close (img);
-      return NULL;
-    }
   }
   struct qbak_image *h = wrap (img, flags, true);
   if (!h)

@@ -22,9 +22,10 @@ struct qbak_image {
 #define QBAK_PERM_WRITE_UNCHANGED 0x4
 #define QBAK_PERM_RESIZE          0x8
 #define QBAK_PERM_ALL             0xf
-/* Take QEMU's locks on IMG's file for holding PERM and sharing SHARED.
+/* Take QEMU's locks on FILE for holding PERM and sharing SHARED.
  * -1 with QBAK_STATUS_BUSY if another process conflicts. */
-int qbak_internal_lock (struct image *img, unsigned perm, unsigned shared);
+int qbak_internal_lock (struct qbak_file *file, unsigned perm,
+                        unsigned shared);
 
 /* handle.c */
 struct qcow2_bitmap *qbak_internal_find_bitmap (struct qbak_image *h,

@@ -82,11 +82,9 @@ conflict (int fd, int off)
 }
 
 int
-qbak_internal_lock (struct image *img, unsigned perm, unsigned shared)
+qbak_internal_lock (struct qbak_file *file, unsigned perm, unsigned shared)
 {
-  if (!img->file)
-    return 0;                       /* qcow v1 via libqcow: no fd of ours */
-  int fd = img->file->fd;
+  int fd = file->fd;
   char holder[128];
 
   for (int n = 0; n < 4; n++) {
@@ -104,7 +102,7 @@ qbak_internal_lock (struct image *img, unsigned perm, unsigned shared)
       describe_holder (fd, off, holder, sizeof holder);
       set_busy (0, "%s: image is locked: another process%s %s the \"%s\" "
                 "permission; stop it (or use -U/--force-share for read-only "
-                "commands)", img->filename, holder, why, perm_names[n]);
+                "commands)", file->path, holder, why, perm_names[n]);
       return -1;
     }
   }
@@ -121,7 +119,7 @@ qbak_internal_lock (struct image *img, unsigned perm, unsigned shared)
       if (fcntl (fd, F_OFD_SETLK, &fl) < 0) {
         int e = errno;
         describe_holder (fd, offs[k], holder, sizeof holder);
-        set_busy (e, "%s: cannot lock the image%s", img->filename, holder);
+        set_busy (e, "%s: cannot lock the image%s", file->path, holder);
         return -1;
       }
     }

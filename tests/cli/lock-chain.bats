@@ -1,0 +1,76 @@
+#!/usr/bin/env bats
+# Locks on the backing chain: qbak reads backing files holding QEMU's
+# consistent-read permission and not sharing write or resize, as QEMU's own
+# backing links do.  A chain whose base is open read-write elsewhere (as
+# the top of a running VM) is refused with exit 4; a base that a running VM
+# merely reads through its overlay is not.
+
+bats_require_minimum_version 1.5.0
+load helpers
+
+setup_file() {
+    require_common_oracles
+    require_oracle qemu-storage-daemon qemu-system-common
+    require_qbak
+}
+
+setup() {
+    setup_tmpdir
+    qemu-img create -q -f qcow2 base.qcow2 16M
+    qemu-io -f qcow2 -c 'write -P 1 0 1M' base.qcow2 >/dev/null
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+}
+
+teardown() {
+    kill_daemons
+}
+
+# qsd ARGS...: a qemu-storage-daemon in the background, as a running VM.
+qsd() {
+    qemu-storage-daemon "$@" </dev/null >qsd.log 2>&1 3>&- &
+    track_pid $!
+    sleep 0.5
+    [ -d "/proc/$!" ] || fail "qemu-storage-daemon exited: $(cat qsd.log)"
+}
+
+@test "a base image open read-write elsewhere makes reading the chain exit 4" {
+    qsd --blockdev driver=file,node-name=f,filename=base.qcow2 \
+        --blockdev driver=qcow2,node-name=q,file=f
+    run --separate-stderr qbak map top.qcow2
+    [ "$status" -eq 4 ] || fail "exit $status: $stderr"
+    [[ $stderr == "qbak: "*base.qcow2* ]] || fail "$stderr"
+    run --separate-stderr qbak map -U top.qcow2
+    [ "$status" -eq 0 ] || fail "-U: exit $status: $stderr"
+}
+
+@test "a base that a running VM reads through its overlay can be read" {
+    qsd --blockdev driver=file,node-name=bf,filename=base.qcow2,read-only=on \
+        --blockdev driver=qcow2,node-name=b,file=bf,read-only=on \
+        --blockdev driver=file,node-name=tf,filename=top.qcow2 \
+        --blockdev driver=qcow2,node-name=t,file=tf,backing=b
+    run --separate-stderr qbak map base.qcow2
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    # ... but its overlay, open read-write, is refused
+    run --separate-stderr qbak map top.qcow2
+    [ "$status" -eq 4 ] || fail "top: exit $status: $stderr"
+}
+
+@test "while qbak reads a chain, QEMU cannot open its base read-write" {
+    # Stop qbak at its last read, when every layer is open and locked.
+    QBAK_FAILPOINT_COUNT=$T/count "$QBAK" map top.qcow2 >/dev/null
+    local reads pid
+    reads=$(awk '$1 == "read" { print $2 }' "$T/count")
+    [ "$reads" -gt 0 ]
+    QBAK_FAILPOINT=read:$reads:stop "$QBAK" map top.qcow2 >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do
+        [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = T ] && break
+        sleep 0.05
+    done
+    [ "$(ps -o stat= -p "$pid" | cut -c1)" = T ] || fail "qbak did not stop"
+    run --separate-stderr qemu-io -c 'write 0 512' base.qcow2
+    kill -CONT "$pid"
+    wait "$pid" || true
+    [ "$status" -ne 0 ] || fail "qemu-io wrote to a base qbak was reading"
+    [[ $stderr == *"lock"* ]] || fail "$stderr"
+}
