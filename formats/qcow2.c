@@ -218,6 +218,11 @@ static int
 parse_extensions (struct qcow2 *s, const uint8_t *c0)
 {
   const char *fn = s->base.filename;
+  if (s->backing_file_offset > s->cluster_size) {
+    set_invalid ("%s: invalid backing file offset %" PRIu64 " (past the "
+                 "first cluster)", fn, s->backing_file_offset);
+    return -1;
+  }
   uint64_t end = s->backing_file_offset ? s->backing_file_offset
                                         : s->cluster_size;
   uint64_t off = s->header_length;
