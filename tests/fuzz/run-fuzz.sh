@@ -8,6 +8,10 @@ set -e
 SECONDS_TO_RUN=${1:-300}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD:-$top/build-fuzz}
+if ! command -v clang >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get install -y -q clang libclang-rt-dev
+fi
 CC=clang cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=Debug \
   -DQBAK_FUZZ=ON -DQBAK_SANITIZE=ON -DQBAK_WERROR=OFF >/dev/null
 cmake --build "$build" -j"$(nproc)" --target fuzz-image
