@@ -35,7 +35,8 @@ qbak_bitmap_extents (struct qbak_image *h, const char *name,
 {
   struct qcow2_bitmap *b = qbak_internal_find_bitmap (h, name);
   if (!b) {
-    set_invalid ("%s: no bitmap named '%s'", h->img->filename, name);
+    set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
+                 "shows them)", h->img->filename, name);
     return -1;
   }
   if (b->in_use) {

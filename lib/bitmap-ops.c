@@ -92,7 +92,8 @@ existing (struct plan *p, const struct qbak_bitmap_op *op, bool allow_in_use)
   const char *fn = p->h->img->filename;
   struct planned *pl = find (p, op->name);
   if (!pl) {
-    set_invalid ("%s: no bitmap named '%s'", fn, op->name);
+    set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
+                 "shows them)", fn, op->name);
     return NULL;
   }
   if (pl->in_use && !allow_in_use) {
@@ -183,7 +184,8 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
       if (src == p->h) {
         struct planned *sp = find (p, sname);
         if (!sp) {
-          set_invalid ("%s: no bitmap named '%s'", fn, sname);
+          set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
+                       "shows them)", fn, sname);
           return -1;
         }
         if (sp->in_use) {
@@ -197,7 +199,8 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
       else {
         struct qcow2_bitmap *sb = qbak_internal_find_bitmap (src, sname);
         if (!sb) {
-          set_invalid ("%s: no bitmap named '%s'", src->img->filename, sname);
+          set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
+                       "shows them)", src->img->filename, sname);
           return -1;
         }
         if (sb->in_use) {
@@ -356,7 +359,8 @@ qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
     goto out;
   struct planned *pl = find (&p, name);
   if (!pl) {
-    set_invalid ("%s: no bitmap named '%s'", h->img->filename, name);
+    set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
+                 "shows them)", h->img->filename, name);
     goto out;
   }
   pl->st.bm = data;

@@ -159,7 +159,8 @@ open_source (struct copy_job *j)
 
   const struct qcow2_bitmap *b = qbak_internal_find_bitmap (j->src, o->bitmap);
   if (!b) {
-    set_invalid ("%s: no bitmap named '%s'", o->source, o->bitmap);
+    set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
+                 "shows them)", o->source, o->bitmap);
     return -1;
   }
   if (b->in_use) {
