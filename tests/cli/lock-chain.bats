@@ -25,16 +25,25 @@ teardown() {
     kill_daemons
 }
 
-# qsd ARGS...: a qemu-storage-daemon in the background, as a running VM.
+# qsd LOCKED-IMG ARGS...: a qemu-storage-daemon in the background, as a
+# running VM; returns once LOCKED-IMG is locked (qemu-img info without -U
+# fails).
 qsd() {
+    local img=$1 pid
+    shift
     qemu-storage-daemon "$@" </dev/null >qsd.log 2>&1 3>&- &
-    track_pid $!
-    sleep 0.5
-    [ -d "/proc/$!" ] || fail "qemu-storage-daemon exited: $(cat qsd.log)"
+    pid=$!
+    track_pid "$pid"
+    for _ in $(seq 200); do
+        [ -d "/proc/$pid" ] || fail "qemu-storage-daemon exited: $(cat qsd.log)"
+        qemu-img info "$img" >/dev/null 2>&1 || return 0
+        sleep 0.05
+    done
+    fail "qemu-storage-daemon did not lock $img within 10 s"
 }
 
 @test "a base image open read-write elsewhere makes reading the chain exit 4" {
-    qsd --blockdev driver=file,node-name=f,filename=base.qcow2 \
+    qsd base.qcow2 --blockdev driver=file,node-name=f,filename=base.qcow2 \
         --blockdev driver=qcow2,node-name=q,file=f
     run --separate-stderr qbak map top.qcow2
     [ "$status" -eq 4 ] || fail "exit $status: $stderr"
@@ -44,7 +53,8 @@ qsd() {
 }
 
 @test "a base that a running VM reads through its overlay can be read" {
-    qsd --blockdev driver=file,node-name=bf,filename=base.qcow2,read-only=on \
+    qsd top.qcow2 \
+        --blockdev driver=file,node-name=bf,filename=base.qcow2,read-only=on \
         --blockdev driver=qcow2,node-name=b,file=bf,read-only=on \
         --blockdev driver=file,node-name=tf,filename=top.qcow2 \
         --blockdev driver=qcow2,node-name=t,file=tf,backing=b

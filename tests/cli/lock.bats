@@ -59,8 +59,13 @@ hold() {
         "${more[@]}" </dev/null >"$img.qsd.log" 2>&1 3>&- &
     pid=$!
     track_pid "$pid"
-    sleep 0.5
-    [ -d "/proc/$pid" ] || fail "qemu-storage-daemon exited: $(cat "$img.qsd.log")"
+    # Wait until QEMU holds its locks (a loaded machine may take a while).
+    for _ in $(seq 200); do
+        [ -d "/proc/$pid" ] || fail "qemu-storage-daemon exited: $(cat "$img.qsd.log")"
+        qemu-img info "$img" >/dev/null 2>&1 || return 0
+        sleep 0.05
+    done
+    fail "qemu-storage-daemon did not lock $img within 10 s"
 }
 
 # locked QBAK-ARGS...: qbak exits 4 with one "qbak: " line naming img.qcow2,
