@@ -337,4 +337,36 @@ test_write_kind_file (const char *path, size_t size, enum test_block_kind kind,
   assert_int_equal (fclose (f), 0);
 }
 
+/* A scratch directory holding two 64 KiB pattern files for qemu-io -s:
+ * rand.bin (incompressible) and text.bin (compressible, not constant),
+ * generated from SEED and SEED + 1.  For cmocka group setup/teardown. */
+struct pattern_fixture {
+  char dir[TEST_PATH_MAX];
+};
+
+static inline int
+pattern_fixture_setup (void **state, unsigned seed)
+{
+  struct pattern_fixture *fx = calloc (1, sizeof *fx);
+  assert_non_null (fx);
+  test_require_qemu ();
+  test_tmpdir_create (fx->dir);
+  char p[TEST_PATH_MAX];
+  test_path (p, fx->dir, "rand.bin");
+  test_write_kind_file (p, 64 * 1024, TEST_BLOCK_RANDOM, seed);
+  test_path (p, fx->dir, "text.bin");
+  test_write_kind_file (p, 64 * 1024, TEST_BLOCK_TEXT, seed + 1);
+  *state = fx;
+  return 0;
+}
+
+static inline int
+pattern_fixture_teardown (void **state)
+{
+  struct pattern_fixture *fx = *state;
+  test_rmtree (fx->dir);
+  free (fx);
+  return 0;
+}
+
 #endif

@@ -25,33 +25,18 @@
 #define MiB (1024ULL * KiB)
 #define DISK_SIZE (8 * MiB)
 
-struct fixture {
-  char dir[TEST_PATH_MAX];
-};
+#define fixture pattern_fixture
 
 static int
 setup (void **state)
 {
-  struct fixture *fx = calloc (1, sizeof *fx);
-  assert_non_null (fx);
-  test_require_qemu ();
-  test_tmpdir_create (fx->dir);
-  char p[TEST_PATH_MAX];
-  test_path (p, fx->dir, "rand.bin");
-  test_write_kind_file (p, 64 * KiB, TEST_BLOCK_RANDOM, 21);
-  test_path (p, fx->dir, "text.bin");
-  test_write_kind_file (p, 64 * KiB, TEST_BLOCK_TEXT, 22);
-  *state = fx;
-  return 0;
+  return pattern_fixture_setup (state, 21);
 }
 
 static int
 teardown (void **state)
 {
-  struct fixture *fx = *state;
-  test_rmtree (fx->dir);
-  free (fx);
-  return 0;
+  return pattern_fixture_teardown (state);
 }
 
 /* Several patterns, compressed clusters (text compresses; random data

@@ -18,35 +18,18 @@
 #define KiB 1024ULL
 #define MiB (1024ULL * KiB)
 
-struct fixture {
-  char dir[TEST_PATH_MAX];
-};
+#define fixture pattern_fixture
 
-/* A scratch directory holding two 64 KiB pattern files for qemu-io -s:
- * rand.bin (incompressible) and text.bin (compressible, not constant). */
 static int
 setup (void **state)
 {
-  struct fixture *fx = calloc (1, sizeof *fx);
-  assert_non_null (fx);
-  test_require_qemu ();
-  test_tmpdir_create (fx->dir);
-  char p[TEST_PATH_MAX];
-  test_path (p, fx->dir, "rand.bin");
-  test_write_kind_file (p, 64 * KiB, TEST_BLOCK_RANDOM, 1);
-  test_path (p, fx->dir, "text.bin");
-  test_write_kind_file (p, 64 * KiB, TEST_BLOCK_TEXT, 2);
-  *state = fx;
-  return 0;
+  return pattern_fixture_setup (state, 1);
 }
 
 static int
 teardown (void **state)
 {
-  struct fixture *fx = *state;
-  test_rmtree (fx->dir);
-  free (fx);
-  return 0;
+  return pattern_fixture_teardown (state);
 }
 
 /* Build the image and compare: NAME is relative to the fixture dir. */
