@@ -179,6 +179,19 @@ cmd_info (int argc, char **argv)
   struct qbak_image *img = qbak_image_open_format (argv[optind], format, flags);
   if (!img)
     return report_error ();
+  /* Every layer must load (its bitmaps too) before anything is printed,
+   * so a broken backing file is an error, not a silently shorter chain. */
+  for (struct qbak_image *l = img; l;) {
+    struct qbak_image_info li;
+    qbak_image_get_info (l, &li);
+    struct qbak_image *next = qbak_image_backing (l);
+    if (!next && li.backing_filename && (flags & QBAK_OPEN_NO_BACKING) == 0) {
+      int ret = report_error ();
+      qbak_image_close (img);
+      return ret;
+    }
+    l = next;
+  }
   if (json) {
     json_object *o = image_json (img);
     json_object *chain = json_object_new_array ();
