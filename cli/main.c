@@ -48,7 +48,7 @@ main (int argc, char **argv)
     return EXIT_OK;
   }
   if (strcmp (cmd, "--version") == 0 || strcmp (cmd, "-V") == 0) {
-    printf ("qbak %s\n", QBAK_VERSION);
+    printf ("qbak %s\n", qbak_version ());
     return EXIT_OK;
   }
   if (strcmp (cmd, "--commands") == 0) {   /* for completions */

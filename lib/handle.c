@@ -10,7 +10,7 @@
 const char *
 qbak_version (void)
 {
-  return "0.1.0";
+  return QBAK_VERSION;     /* from CMake's project() version */
 }
 
 static struct qbak_image *
