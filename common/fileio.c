@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/failpoint.h"
 #include "common/fileio.h"
+#include "common/writeback.h"
 
 static struct qbak_file *
 wrap (int fd, const char *path, bool writable)
@@ -63,6 +64,7 @@ qbak_file_close (struct qbak_file *f)
 {
   if (!f)
     return;
+  writeback_stop (f->wb);
   close (f->fd);
   free (f->path);
   free (f);
@@ -239,6 +241,14 @@ qbak_file_allocated (struct qbak_file *f)
 void
 qbak_file_writeback (struct qbak_file *f, uint64_t offset, uint64_t len)
 {
+  if (!f->wb_tried) {
+    f->wb_tried = true;
+    f->wb = writeback_start (f->fd);
+  }
+  if (f->wb) {
+    writeback_queue (f->wb, offset, len);
+    return;
+  }
   /* Errors surface at the flush that makes the data durable. */
   (void) sync_file_range (f->fd, (off_t) offset, (off_t) len,
                           SYNC_FILE_RANGE_WRITE);

@@ -8,10 +8,14 @@
 #include <stdint.h>
 #include <stddef.h>
 
+struct writeback;
+
 struct qbak_file {
   int fd;
   char *path;
   bool writable;
+  struct writeback *wb;         /* started by the first writeback hint */
+  bool wb_tried;
 };
 
 /* Open PATH read-only, or read-write if WRITABLE.  Returns NULL on error
@@ -33,8 +37,9 @@ int qbak_file_pread_zerofill (struct qbak_file *f, void *buf, size_t count,
 int qbak_file_pwrite (struct qbak_file *f, const void *buf, size_t count,
                       uint64_t offset);
 int qbak_file_flush (struct qbak_file *f);
-/* Start writing back [OFFSET, +LEN) now (sync_file_range WRITE), so the
- * final flush has little left to do.  Only a hint: never fails. */
+/* Start writing back [OFFSET, +LEN) now (sync_file_range WRITE, on a
+ * background thread: common/writeback.h), so the final flush has little
+ * left to do.  Only a hint: never fails. */
 void qbak_file_writeback (struct qbak_file *f, uint64_t offset, uint64_t len);
 int qbak_file_truncate (struct qbak_file *f, uint64_t size);
 /* Bytes the file occupies on disk (st_blocks * 512), or -1. */

@@ -1,0 +1,107 @@
+/* Background write-back thread: see writeback.h. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "common/writeback.h"
+
+struct writeback {
+  int fd;
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  uint64_t start, end;          /* queued range; empty if start == end */
+  bool stopping;
+};
+
+static void *
+run (void *opaque)
+{
+  struct writeback *wb = opaque;
+
+  pthread_mutex_lock (&wb->lock);
+  for (;;) {
+    while (wb->start == wb->end && !wb->stopping)
+      pthread_cond_wait (&wb->cond, &wb->lock);
+    if (wb->start == wb->end)
+      break;
+    uint64_t start = wb->start, end = wb->end;
+    wb->start = wb->end = 0;
+    pthread_mutex_unlock (&wb->lock);
+    (void) sync_file_range (wb->fd, (off_t) start, (off_t) (end - start),
+                            SYNC_FILE_RANGE_WRITE);
+    pthread_mutex_lock (&wb->lock);
+  }
+  pthread_mutex_unlock (&wb->lock);
+  return NULL;
+}
+
+struct writeback *
+writeback_start (int fd)
+{
+  struct writeback *wb = calloc (1, sizeof *wb);
+  sigset_t all, old;
+  int r;
+
+  if (!wb)
+    return NULL;
+  wb->fd = fd;
+  if (pthread_mutex_init (&wb->lock, NULL) != 0) {
+    free (wb);
+    return NULL;
+  }
+  if (pthread_cond_init (&wb->cond, NULL) != 0) {
+    pthread_mutex_destroy (&wb->lock);
+    free (wb);
+    return NULL;
+  }
+  /* Signals (SIGINT for cancel) go to the caller's threads, never here. */
+  sigfillset (&all);
+  pthread_sigmask (SIG_SETMASK, &all, &old);
+  r = pthread_create (&wb->thread, NULL, run, wb);
+  pthread_sigmask (SIG_SETMASK, &old, NULL);
+  if (r != 0) {
+    pthread_cond_destroy (&wb->cond);
+    pthread_mutex_destroy (&wb->lock);
+    free (wb);
+    return NULL;
+  }
+  return wb;
+}
+
+void
+writeback_queue (struct writeback *wb, uint64_t offset, uint64_t len)
+{
+  uint64_t end = offset + len;
+
+  pthread_mutex_lock (&wb->lock);
+  if (wb->start == wb->end) {
+    wb->start = offset;
+    wb->end = end;
+  }
+  else {
+    if (offset < wb->start)
+      wb->start = offset;
+    if (end > wb->end)
+      wb->end = end;
+  }
+  pthread_cond_signal (&wb->cond);
+  pthread_mutex_unlock (&wb->lock);
+}
+
+void
+writeback_stop (struct writeback *wb)
+{
+  if (!wb)
+    return;
+  pthread_mutex_lock (&wb->lock);
+  wb->stopping = true;
+  pthread_cond_signal (&wb->cond);
+  pthread_mutex_unlock (&wb->lock);
+  pthread_join (wb->thread, NULL);
+  pthread_cond_destroy (&wb->cond);
+  pthread_mutex_destroy (&wb->lock);
+  free (wb);
+}

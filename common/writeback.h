@@ -1,0 +1,26 @@
+/* Background write-back: a thread that starts the disk writing ranges of
+ * a file (sync_file_range WRITE) while the caller goes on copying.
+ *
+ * Starting write-back can block for tens of milliseconds (the block
+ * layer's write-back throttling waits for requests in flight); done on the
+ * copying thread, that time adds to the job, done here it overlaps with
+ * the copy.  It is only a hint: errors surface at the fsync that makes the
+ * data durable, and without a thread the range is started in the caller. */
+#ifndef QBAK_COMMON_WRITEBACK_H
+#define QBAK_COMMON_WRITEBACK_H
+
+#include <stdint.h>
+
+struct writeback;
+
+/* A write-back thread for FD, or NULL if none could be started (the
+ * caller then starts write-back itself). */
+struct writeback *writeback_start (int fd);
+/* Queue [OFFSET, +LEN) (merged with what is queued: one range, its
+ * bounds). */
+void writeback_queue (struct writeback *wb, uint64_t offset, uint64_t len);
+/* Stop the thread after what is queued was started, and free WB.  Accepts
+ * NULL. */
+void writeback_stop (struct writeback *wb);
+
+#endif
