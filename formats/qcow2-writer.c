@@ -38,6 +38,20 @@
 /* l2_index when no L2 table is in memory. */
 #define NO_TABLE UINT64_MAX
 
+#define SPARSE_PAGE 4096
+#define PAGE_ENTRIES (SPARSE_PAGE / 8)
+#define MAX_TABLE_PAGES ((1u << QCOW2_MAX_CLUSTER_BITS) / SPARSE_PAGE)
+
+/* An L2 table in memory (CPU order), and which of its 4 KiB pages may hold
+ * an entry: a page whose bit is clear is all zeroes.  Clearing, copying
+ * and writing a table then cost the pages it uses, not its cluster size
+ * (a scattered incremental over a huge disk touches one entry in each of
+ * hundreds of tables). */
+struct table {
+  uint64_t *e;
+  uint64_t used[MAX_TABLE_PAGES / 64];
+};
+
 struct qcow2_writer {
   struct qbak_file *file;
   char *backing_name;           /* NULL if none */
@@ -50,10 +64,17 @@ struct qcow2_writer {
   uint64_t l1_alloc;            /* entries in memory and on disk (whole
                                    clusters) */
   uint64_t *l1;                 /* CPU order, always */
-  uint64_t *l2;                 /* the current L2 table, CPU order */
-  uint64_t *l2_next;            /* the table a request moves to, loaded
+  struct table l2;              /* the current L2 table */
+  struct table l2_next;         /* the table a request moves to, loaded
                                    before anything is written */
-  uint64_t *scratch;            /* a table on its way to disk */
+  struct table spare;           /* a completed table on its way to disk */
+  uint64_t *scratch;            /* a table converted for the disk, or read
+                                   back from it */
+  struct table *pending;        /* completed tables not yet written */
+  uint64_t *table_area;         /* the entries of all the tables above */
+  uint64_t *pending_index;      /* the L1 index of each pending table */
+  size_t npending;
+  size_t pending_cap;
   uint64_t l2_index;            /* L1 index of l2, or NO_TABLE */
   bool l2_dirty;                /* l2 differs from its copy on disk */
   uint64_t next_host;           /* logical end: the next append goes here
@@ -117,23 +138,83 @@ check_l2_entry (const struct qcow2_writer *w, uint64_t e, uint64_t limit,
   return 0;
 }
 
-/* Read the L2 table of L1 index INDEX into T (CPU order): its current copy
- * on disk, or zeroes if it has none or if the request about to be applied
- * replaces all its entries (COVERED). */
+/* Pages of a table: a table smaller than a page is one page. */
+static size_t
+table_pages (const struct qcow2_writer *w)
+{
+  return w->cluster_size > SPARSE_PAGE ? w->cluster_size / SPARSE_PAGE : 1;
+}
+
+static size_t
+page_bytes (const struct qcow2_writer *w)
+{
+  return w->cluster_size > SPARSE_PAGE ? SPARSE_PAGE : w->cluster_size;
+}
+
+static bool
+page_used (const struct table *t, size_t i)
+{
+  return t->used[i / 64] & (1ULL << (i % 64));
+}
+
+/* Mark the pages holding entries [LO, HI] as used. */
+static void
+table_mark (struct table *t, uint64_t lo, uint64_t hi)
+{
+  for (uint64_t i = lo / PAGE_ENTRIES; i <= hi / PAGE_ENTRIES; i++)
+    t->used[i / 64] |= 1ULL << (i % 64);
+}
+
+/* Zero T: only its used pages. */
+static void
+table_clear (const struct qcow2_writer *w, struct table *t)
+{
+  for (size_t i = 0; i < table_pages (w); i++)
+    if (page_used (t, i))
+      memset (t->e + i * PAGE_ENTRIES, 0, page_bytes (w));
+  memset (t->used, 0, sizeof t->used);
+}
+
+/* Make DST a copy of SRC. */
+static void
+table_copy (const struct qcow2_writer *w, struct table *dst,
+            const struct table *src)
+{
+  table_clear (w, dst);
+  for (size_t i = 0; i < table_pages (w); i++)
+    if (page_used (src, i))
+      memcpy (dst->e + i * PAGE_ENTRIES, src->e + i * PAGE_ENTRIES,
+              page_bytes (w));
+  memcpy (dst->used, src->used, sizeof dst->used);
+}
+
+static void
+table_swap (struct table *a, struct table *b)
+{
+  struct table tmp = *a;
+  *a = *b;
+  *b = tmp;
+}
+
+/* Read the L2 table of L1 index INDEX into T: its current copy on disk,
+ * or zeroes if it has none or if the request about to be applied replaces
+ * all its entries (COVERED). */
 static int
-load_l2 (struct qcow2_writer *w, uint64_t index, uint64_t *t, bool covered)
+load_l2 (struct qcow2_writer *w, uint64_t index, struct table *t,
+         bool covered)
 {
   uint64_t off = w->l1[index] & L1E_OFFSET_MASK;
 
-  if (off == 0 || covered) {
-    memset (t, 0, w->cluster_size);
+  table_clear (w, t);
+  if (off == 0 || covered)
     return 0;
-  }
-  if (qbak_file_pread (w->file, t, w->cluster_size, off) < 0)
+  /* Every page may hold an entry, or garbage if the read fails. */
+  table_mark (t, 0, w->l2_entries - 1);
+  if (qbak_file_pread (w->file, t->e, w->cluster_size, off) < 0)
     return -1;
   for (uint32_t i = 0; i < w->l2_entries; i++) {
-    t[i] = be64_at ((const uint8_t *) &t[i]);
-    if (check_l2_entry (w, t[i], w->next_host, index, i) < 0)
+    t->e[i] = be64_at ((const uint8_t *) &t->e[i]);
+    if (check_l2_entry (w, t->e[i], w->next_host, index, i) < 0)
       return -1;
   }
   return 0;
@@ -150,45 +231,54 @@ put (struct qcow2_writer *w, const void *buf, size_t len, uint64_t off)
   return qbak_file_pwrite (w->file, buf, len, off);
 }
 
-#define SPARSE_PAGE 4096
-#define WRITEBACK_WINDOW (32u << 20)
+/* Write-back is started (on a background thread) every this many bytes:
+ * small enough that the disk starts early in a small incremental, and the
+ * flush at the end waits for little. */
+#define WRITEBACK_WINDOW (2u << 20)
+/* Completed L2 tables are held back until this many bytes of them are
+ * pending, then go out together: the data between two batches stays one
+ * contiguous run on disk instead of being cut by a table after every
+ * scattered cluster (half the disk requests of a scattered incremental
+ * over a huge disk). */
+#define PENDING_TABLE_BYTES (4u << 20)
 
-/* Write table T (CPU order, left unchanged) at host offset OFF through
- * the scratch buffer.  Past the high-water mark the file reads as zeroes,
- * so all-zero 4 KiB pages are left as holes (and not even converted): a
- * scattered incremental over a huge disk writes 4 KiB per L2 table, not a
- * whole cluster. */
+/* Write table T (left unchanged) at host offset OFF through the scratch
+ * buffer.  Past the high-water mark the file reads as zeroes, so unused
+ * and all-zero 4 KiB pages are left as holes: a scattered incremental over
+ * a huge disk writes 4 KiB per L2 table, not a whole cluster.  Below it,
+ * the whole table goes out. */
 static int
-write_l2 (struct qcow2_writer *w, const uint64_t *t, uint64_t off)
+write_l2 (struct qcow2_writer *w, const struct table *t, uint64_t off)
 {
   uint8_t *p = (uint8_t *) w->scratch;
-  size_t cs = w->cluster_size;
-  bool sparse = off >= w->hwm && cs > SPARSE_PAGE;
-  size_t page = sparse ? SPARSE_PAGE : cs;
+  size_t pb = page_bytes (w), n = table_pages (w);
+  bool sparse = off >= w->hwm && n > 1;
+  size_t run = 0;
+  bool in_run = false;
 
-  /* Convert page by page (T may be the scratch buffer itself). */
-  for (size_t i = 0; i < cs; i += page) {
-    const uint64_t *src = t + i / 8;
-    if (sparse && is_zero (src, page))
+  /* Page by page: convert each page that has an entry, and write each run
+   * of such pages at once. */
+  for (size_t i = 0; i <= n; i++) {
+    const uint64_t *src = t->e + i * PAGE_ENTRIES;
+    uint8_t *dst = p + i * pb;
+    bool has = i < n && page_used (t, i) && !(sparse && is_zero (src, pb));
+    if (has)
+      for (size_t k = 0; k < pb / 8; k++) {
+        uint64_t v = src[k];
+        put_be64 (dst + k * 8, v);
+      }
+    else if (i < n && !sparse)
+      memset (dst, 0, pb);
+    if (has || (i < n && !sparse)) {
+      if (!in_run) {
+        run = i;
+        in_run = true;
+      }
       continue;
-    for (size_t k = 0; k < page / 8; k++) {
-      uint64_t v = src[k];
-      put_be64 (p + i + k * 8, v);
     }
-  }
-  if (!sparse)
-    return put (w, p, cs, off);
-  for (size_t i = 0; i < cs;) {
-    if (is_zero (t + i / 8, SPARSE_PAGE)) {
-      i += SPARSE_PAGE;
-      continue;
-    }
-    size_t k = i + SPARSE_PAGE;
-    while (k < cs && !is_zero (t + k / 8, SPARSE_PAGE))
-      k += SPARSE_PAGE;
-    if (put (w, p + i, k - i, off + i) < 0)
+    if (in_run && put (w, p + run * pb, (i - run) * pb, off + run * pb) < 0)
       return -1;
-    i = k;
+    in_run = false;
   }
   return 0;
 }
@@ -197,7 +287,7 @@ write_l2 (struct qcow2_writer *w, const uint64_t *t, uint64_t off)
  * L1 index INDEX: data at HOST onwards (contiguous), or zero clusters if
  * HOST is 0. */
 static void
-apply (const struct qcow2_writer *w, uint64_t *t, uint64_t index,
+apply (const struct qcow2_writer *w, struct table *t, uint64_t index,
        uint64_t first, uint64_t last, uint64_t host)
 {
   uint64_t base = index * w->l2_entries;
@@ -206,9 +296,10 @@ apply (const struct qcow2_writer *w, uint64_t *t, uint64_t index,
                 : base + w->l2_entries - 1;
 
   for (uint64_t c = lo; c <= hi; c++)
-    t[c - base] = host ? (host + ((c - first) << w->cluster_bits))
-                         | QCOW_OFLAG_COPIED
-                       : QCOW_OFLAG_ZERO;
+    t->e[c - base] = host ? (host + ((c - first) << w->cluster_bits))
+                            | QCOW_OFLAG_COPIED
+                          : QCOW_OFLAG_ZERO;
+  table_mark (t, lo - base, hi - base);
 }
 
 static int
@@ -256,21 +347,63 @@ check_request (struct qcow2_writer *w, const char *op, uint64_t offset,
   return 0;
 }
 
+/* Write the NPENDING held-back tables at host offset OFF onwards, in
+ * order (nothing is committed). */
+static int
+write_pending (struct qcow2_writer *w, uint64_t off)
+{
+  for (size_t k = 0; k < w->npending; k++, off += w->cluster_size)
+    if (write_l2 (w, &w->pending[k], off) < 0)
+      return -1;
+  return 0;
+}
+
+/* Commit the held-back tables written at OFF onwards: returns the offset
+ * past them. */
+static uint64_t
+commit_pending (struct qcow2_writer *w, uint64_t off)
+{
+  for (size_t k = 0; k < w->npending; k++, off += w->cluster_size)
+    w->l1[w->pending_index[k]] = off | QCOW_OFLAG_COPIED;
+  w->npending = 0;
+  return off;
+}
+
+/* Table T of a request covering guest clusters [FIRST, LAST], completed:
+ * load it into DST (or copy the current table) and apply the request. */
+static int
+complete_table (struct qcow2_writer *w, struct table *dst, uint64_t t,
+                uint64_t first, uint64_t last, uint64_t host)
+{
+  uint64_t l2e = w->l2_entries;
+
+  if (t == w->l2_index)
+    table_copy (w, dst, &w->l2);
+  else if (load_l2 (w, t, dst,
+                    first <= t * l2e && last >= t * l2e + l2e - 1) < 0)
+    return -1;
+  apply (w, dst, t, first, last, host);
+  return 0;
+}
+
 /* Store data BUF (or zero clusters if BUF is NULL) for [OFFSET, +LEN).
  *
  * The request covers guest clusters [FIRST, LAST] in tables FT..LT.  The
- * tables it leaves behind are complete and go to disk: the current table
- * if the request starts in a later one (and it changed), and FT..LT-1.
- * Table LT stays in memory.  Order: load LT, write the data, write the
- * completed tables after it, then commit.  Any failure returns before the
- * commit, so the writer is unchanged. */
+ * tables it leaves behind are complete: the current table if the request
+ * starts in a later one (and it changed), and FT..LT-1.  Table LT stays in
+ * memory.  Completed tables join the held-back ones while they fit;
+ * otherwise all of them go to disk after the data.  Order: load LT, write
+ * the data, write the tables after it, then commit.  Any failure returns
+ * before the commit, so the writer is unchanged (a table filled into a
+ * free pending slot is not pending until the commit). */
 static int
 store (struct qcow2_writer *w, const char *op, uint64_t offset,
        const void *buf, uint64_t len)
 {
   uint64_t cs = w->cluster_size, l2e = w->l2_entries;
-  uint64_t first, last, ft, lt, host, end, tables, off;
-  bool flush_cur;
+  uint64_t first, last, ft, lt, host, end, completed, tables, off;
+  uint64_t data_host;
+  bool flush_cur, hold;
 
   if (check_request (w, op, offset, len) < 0)
     return -1;
@@ -281,7 +414,9 @@ store (struct qcow2_writer *w, const char *op, uint64_t offset,
   ft = first / l2e;
   lt = last / l2e;
   flush_cur = w->l2_index != NO_TABLE && w->l2_index < ft && w->l2_dirty;
-  tables = (flush_cur ? 1 : 0) + (lt - ft);
+  completed = (flush_cur ? 1 : 0) + (lt - ft);
+  hold = w->npending + completed <= w->pending_cap;
+  tables = hold ? 0 : w->npending + completed;
 
   end = w->next_host;
   host = end;
@@ -290,46 +425,64 @@ store (struct qcow2_writer *w, const char *op, uint64_t offset,
   off = end;
   if (reserve (w, &end, tables * cs) < 0)
     return -1;
+  data_host = buf ? host : 0;
 
   if (lt != w->l2_index &&
-      load_l2 (w, lt, w->l2_next,
+      load_l2 (w, lt, &w->l2_next,
                first <= lt * l2e && last >= lt * l2e + l2e - 1) < 0)
     return -1;
   /* One sequential write for the whole run; a partial last cluster's tail
    * is never written, and lies past the virtual size. */
   if (buf && put (w, buf, len, host) < 0)
     return -1;
-  if (flush_cur) {
-    if (write_l2 (w, w->l2, off) < 0)
-      return -1;
-    off += cs;
+  if (hold) {
+    /* The current table joins at the commit (by a swap, not a copy). */
+    size_t k = w->npending + (flush_cur ? 1 : 0);
+    for (uint64_t t = ft; t < lt; t++, k++) {
+      if (complete_table (w, &w->pending[k], t, first, last, data_host) < 0)
+        return -1;
+      w->pending_index[k] = t;
+    }
   }
-  for (uint64_t t = ft; t < lt; t++, off += cs) {
-    if (t == w->l2_index)
-      memcpy (w->scratch, w->l2, cs);
-    else if (load_l2 (w, t, w->scratch,
-                      first <= t * l2e && last >= t * l2e + l2e - 1) < 0)
+  else {
+    if (write_pending (w, off) < 0)
       return -1;
-    apply (w, w->scratch, t, first, last, buf ? host : 0);
-    if (write_l2 (w, w->scratch, off) < 0)
-      return -1;
+    off += w->npending * cs;
+    if (flush_cur) {
+      if (write_l2 (w, &w->l2, off) < 0)
+        return -1;
+      off += cs;
+    }
+    for (uint64_t t = ft; t < lt; t++, off += cs)
+      if (complete_table (w, &w->spare, t, first, last, data_host) < 0 ||
+          write_l2 (w, &w->spare, off) < 0)
+        return -1;
   }
 
   /* Commit. */
-  off = end - tables * cs;
-  if (flush_cur) {
-    w->l1[w->l2_index] = off | QCOW_OFLAG_COPIED;
-    off += cs;
+  if (hold) {
+    if (flush_cur) {
+      /* The current table's buffer becomes pending; the buffer it gets
+       * back is replaced by the next table just below. */
+      table_swap (&w->pending[w->npending], &w->l2);
+      w->pending_index[w->npending] = w->l2_index;
+    }
+    w->npending += completed;
   }
-  for (uint64_t t = ft; t < lt; t++, off += cs)
-    w->l1[t] = off | QCOW_OFLAG_COPIED;
+  else {
+    off = commit_pending (w, end - tables * cs);
+    if (flush_cur) {
+      w->l1[w->l2_index] = off | QCOW_OFLAG_COPIED;
+      off += cs;
+    }
+    for (uint64_t t = ft; t < lt; t++, off += cs)
+      w->l1[t] = off | QCOW_OFLAG_COPIED;
+  }
   if (lt != w->l2_index) {
-    uint64_t *tmp = w->l2;
-    w->l2 = w->l2_next;
-    w->l2_next = tmp;
+    table_swap (&w->l2, &w->l2_next);
     w->l2_index = lt;
   }
-  apply (w, w->l2, lt, first, last, buf ? host : 0);
+  apply (w, &w->l2, lt, first, last, data_host);
   w->l2_dirty = true;
   w->next_host = end;
   w->next_guest = offset + len;
@@ -359,11 +512,25 @@ writer_new (uint64_t size, uint32_t cs)
   w->l1_size = (uint32_t) l1_size;
   w->l1_alloc = div_round_up (l1_size * 8, cs) * (cs / 8);
   w->l1 = calloc (w->l1_alloc ? w->l1_alloc : 1, sizeof *w->l1);
-  w->l2 = calloc (w->l2_entries, sizeof *w->l2);
-  w->l2_next = calloc (w->l2_entries, sizeof *w->l2_next);
   w->scratch = calloc (w->l2_entries, sizeof *w->scratch);
-  if (!w->l1 || !w->l2 || !w->l2_next || !w->scratch)
+  /* Untouched pages of the tables cost no memory: a job that completes
+   * few tables never pays for the whole batch.  Buffers move between the
+   * tables (swaps), so they all live in one area. */
+  w->pending_cap = PENDING_TABLE_BYTES / cs;
+  if (w->pending_cap == 0)
+    w->pending_cap = 1;
+  w->table_area = calloc ((w->pending_cap + 3) * w->l2_entries,
+                          sizeof *w->table_area);
+  w->pending = calloc (w->pending_cap, sizeof *w->pending);
+  w->pending_index = calloc (w->pending_cap, sizeof *w->pending_index);
+  if (!w->l1 || !w->scratch || !w->table_area || !w->pending ||
+      !w->pending_index)
     goto nomem;
+  w->l2.e = w->table_area;
+  w->l2_next.e = w->table_area + w->l2_entries;
+  w->spare.e = w->table_area + 2 * w->l2_entries;
+  for (size_t k = 0; k < w->pending_cap; k++)
+    w->pending[k].e = w->table_area + (k + 3) * w->l2_entries;
   w->l2_index = NO_TABLE;
   return w;
 
@@ -706,6 +873,21 @@ qcow2_writer_reopen (const char *path)
 }
 
 void
+qcow2_writer_set_table_batch (struct qcow2_writer *w, size_t n)
+{
+  size_t max = PENDING_TABLE_BYTES / w->cluster_size;
+
+  if (max == 0)
+    max = 1;
+  if (n == 0)
+    n = 1;
+  /* Only before the first table was held back: a smaller batch must not
+   * strand tables already pending. */
+  if (w->npending == 0)
+    w->pending_cap = n < max ? n : max;
+}
+
+void
 qcow2_writer_get_opts (const struct qcow2_writer *w,
                        struct qcow2_writer_opts *o)
 {
@@ -782,7 +964,7 @@ collect_tables (struct qcow2_writer *w, struct refs *r, uint64_t data_end)
       return -1;
     /* The current table, once flushed, equals its copy on disk. */
     if (i == w->l2_index && !w->l2_dirty)
-      t = w->l2;
+      t = w->l2.e;
     else {
       if (qbak_file_pread (w->file, w->scratch, w->cluster_size, off) < 0)
         return -1;
@@ -967,13 +1149,19 @@ qcow2_writer_finish (struct qcow2_writer *w)
   }
   w->finishing = true;
 
-  /* The last L2 table goes out and is committed at once: a retry finds it
-   * on disk. */
-  if (w->l2_dirty) {
-    end = w->next_host;
-    if (reserve (w, &end, cs) < 0 || write_l2 (w, w->l2, w->next_host) < 0)
+  /* The held-back tables and the last L2 table go out and are committed
+   * at once: a retry finds them on disk. */
+  if (w->npending || w->l2_dirty) {
+    uint64_t off = w->next_host;
+    end = off;
+    if (reserve (w, &end, (w->npending + (w->l2_dirty ? 1 : 0)) * cs) < 0 ||
+        write_pending (w, off) < 0 ||
+        (w->l2_dirty &&
+         write_l2 (w, &w->l2, off + w->npending * cs) < 0))
       return -1;
-    w->l1[w->l2_index] = w->next_host | QCOW_OFLAG_COPIED;
+    off = commit_pending (w, off);
+    if (w->l2_dirty)
+      w->l1[w->l2_index] = off | QCOW_OFLAG_COPIED;
     w->next_host = end;
     w->l2_dirty = false;
   }
@@ -1054,8 +1242,9 @@ qcow2_writer_free (struct qcow2_writer *w)
   free (w->backing_name);
   free (w->backing_format);
   free (w->l1);
-  free (w->l2);
-  free (w->l2_next);
   free (w->scratch);
+  free (w->table_area);
+  free (w->pending);
+  free (w->pending_index);
   free (w);
 }

@@ -1,12 +1,14 @@
 /* formats/: streaming writer for qcow2 v3 backup targets.
  *
  * A backup target is written front to back: guest data is appended to the
- * file in the order the copy job plans it, each L2 table is appended when
- * the job moves past its range, and at the end the L1 table, the refcount
- * structures and finally the header go out.  Memory is the L1 table plus
- * three clusters (the current L2 table and two scratch tables), whatever
- * the virtual size (DESIGN §7); qcow2_writer_finish() briefly adds one bit
- * per host cluster.
+ * file in the order the copy job plans it, each L2 table is complete when
+ * the job moves past its range and is appended in a batch of completed
+ * tables (up to 4 MiB of them, so scattered data still goes to disk in
+ * long runs), and at the end the L1 table, the refcount structures and
+ * finally the header go out.  Memory is the L1 table, three clusters (the
+ * current L2 table and two scratch tables) and the batch, whatever the
+ * virtual size (DESIGN §7); qcow2_writer_finish() briefly adds one bit per
+ * host cluster.
  *
  * Cluster 0 of a new target stays zero until qcow2_writer_finish() writes
  * the header as its very last step (after a flush), so a target
@@ -14,7 +16,7 @@
  *
  * Layout of a finished image (every referenced cluster has refcount 1):
  *   cluster 0                 header, extensions, backing file name
- *   data clusters, L2 tables  interleaved, in write order
+ *   data clusters, L2 tables  runs of data, then a batch of tables
  *   L1 table
  *   refcount table
  *   refcount blocks           16-bit refcounts (refcount_order 4)
@@ -63,6 +65,11 @@ struct qcow2_writer;
  * QBAK_STATUS_USAGE and errno EEXIST).  Returns NULL on error. */
 struct qcow2_writer *qcow2_writer_create (const char *path,
                                          const struct qcow2_writer_opts *o);
+
+/* Hold back at most N completed L2 tables (at least 1; never more than
+ * the default of 4 MiB of tables) before they are written together.  For
+ * tests, which need batches that fill up on small images. */
+void qcow2_writer_set_table_batch (struct qcow2_writer *w, size_t n);
 
 /* Open PATH, an image finished by qcow2_writer_finish() (possibly after
  * earlier reopen rounds), for a new pass of writes.  Anything else is
