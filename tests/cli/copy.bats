@@ -432,6 +432,40 @@ granularity_case() {
         fail "default cluster size is not the source's: $(qemu_info full.qcow2 | jq '.["cluster-size"]')"
 }
 
+# qemu-io commands writing one 64 KiB cluster with PATTERN in each of N L2
+# tables (512 MiB each) from table FIRST on, at a different place in each.
+scattered_writes() {
+    local pattern=$1 first=$2 n=$3 k
+    for ((k = first; k < first + n; k++)); do
+        printf -- "-c\0write -P %d %d 64k\0" "$pattern" \
+            $((k * 512 * M + (k * 37 % 8192) * 64 * K))
+    done
+}
+
+@test "copy: scattered clusters over more L2 tables than a batch holds: identical, and the data lies in long runs" {
+    qemu-img create -q -f qcow2 s.qcow2 100G
+    scattered_writes 0x5a 0 150 | xargs -0 qemu-io -f qcow2 s.qcow2 >/dev/null
+    copy_ok s.qcow2 full.qcow2 --sync full
+    same_disk full.qcow2 s.qcow2
+    clean full.qcow2
+    # The 150 data clusters, in guest order, are contiguous on the host
+    # except where a batch of completed L2 tables was appended (64 tables
+    # per batch for 64 KiB clusters): a few breaks, not one per cluster.
+    breaks=$(qemu-img map --output=json full.qcow2 | jq '
+        [.[] | select(.data) | {o: .offset, l: .length}]
+        | [range(1; length) as $i | select(.[$i].o != .[$i-1].o + .[$i-1].l)]
+        | length')
+    [ "$breaks" -le 5 ] || fail "data of full.qcow2 breaks $breaks times on the host"
+    # An incremental of 150 more scattered clusters, one of them zeroed.
+    qemu-img bitmap --add s.qcow2 b0
+    { scattered_writes 0xa5 20 150
+      printf -- "-c\0write -z %d 64k\0" $((40 * 512 * M + (40 * 37 % 8192) * 64 * K))
+    } | xargs -0 qemu-io -f qcow2 s.qcow2 >/dev/null
+    copy_ok s.qcow2 inc.qcow2 --sync incremental --bitmap b0 --backing full.qcow2
+    same_disk inc.qcow2 s.qcow2
+    clean inc.qcow2
+}
+
 # ---- source kinds ----------------------------------------------------------
 
 # kind_case OPTS: a qcow2 made with -o OPTS, bitmap b0, mkimage writes with
