@@ -19,6 +19,10 @@ round:
   cp      `cp --reflink=never SRC NEW` of the source image file: the
           page-cache copy limit (cp+fsync: the same followed by fsync of the
           copy, for information only, since qbak makes its target durable)
+  durable bench/durable-copy SRC NEW (full backups only, for information):
+          copy_file_range with write-back started as it goes, then fsync:
+          the plain-copy limit for a tool that must not report success
+          before its output is on disk
 
 Every run writes a fresh target, deleted right after.  Before each run the
 script calls sync(2) so no run pays for the previous run's write-back; the
@@ -50,6 +54,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 MKIMAGE = os.path.join(REPO, 'tests', 'tools', 'mkimage')
 QJOB = os.path.join(REPO, 'tests', 'tools', 'qemu-backup-job')
+DURABLE = os.path.join(HERE, 'durable-copy')
 GNU_TIME = '/usr/bin/time'
 GiB, MiB = 1 << 30, 1 << 20
 CLUSTER = 65536
@@ -221,11 +226,16 @@ def run_workload(w, wd, qbak, runs):
         os.close(fd)
         return time.monotonic() - t0, None, {}
 
+    def t_durable():
+        wall, _, _ = timed([sys.executable, DURABLE, img, tgt])
+        return wall, None, {}
+
     tools = [('QEMU', t_qemu), ('qbak', t_qbak)]
     if w['cp']:
         tools.append(('cp', t_cp))
     if w['sync'] == 'full':
         tools.append(('cp+fsync', t_cp_fsync))
+        tools.append(('durable', t_durable))
     res = {name: dict(secs=[], rss=[], extra=[]) for name, _ in tools}
     for r in range(runs):
         order = tools[r % len(tools):] + tools[:r % len(tools)]
@@ -373,6 +383,10 @@ def main():
         if 'cp+fsync' in res:
             cf = med(res['cp+fsync']['secs'])
             info.append(f'{n}: qbak / (cp+fsync) = {S[n]["qbak"] / cf:.2f} (qbak fsyncs its target; cp does not)')
+        if 'durable' in res:
+            dc = med(res['durable']['secs'])
+            info.append(f'{n}: qbak / durable copy = {S[n]["qbak"] / dc:.2f} (copy_file_range + write-back + fsync: '
+                        f'the plain-copy limit once the copy must be on disk)')
     rssmax = max((v['rss'] for v in S.values() if v['rss'] is not None), default=None)
     if rssmax is not None:
         checks.append(('all: qbak peak RSS < 64 MiB', rssmax, 64))
