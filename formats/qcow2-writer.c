@@ -87,6 +87,9 @@ struct qcow2_writer {
   bool reopened;                /* an earlier pass left clusters that may
                                    no longer be referenced */
   bool finishing;               /* finish was called: no more requests */
+  bool flush_failed;            /* a flush failed: nothing written since
+                                   the last good one is known to be on
+                                   disk, and a new flush would not say so */
   bool finished;
 };
 
@@ -302,9 +305,26 @@ apply (const struct qcow2_writer *w, struct table *t, uint64_t index,
   table_mark (t, lo - base, hi - base);
 }
 
+/* After a failed fsync Linux marks the failed pages clean and reports the
+ * error once: a second fsync succeeds although the data never reached the
+ * disk.  So a failed flush is final for the writer, never retried. */
+static int
+check_flushable (struct qcow2_writer *w, const char *op)
+{
+  if (w->flush_failed) {
+    qbak_internal_error (QBAK_STATUS_IO, 0, "%s: %s after a failed flush: "
+                         "what was written may not be on disk; start the "
+                         "backup again", w->file->path, op);
+    return -1;
+  }
+  return 0;
+}
+
 static int
 check_usable (struct qcow2_writer *w, const char *op)
 {
+  if (check_flushable (w, op) < 0)
+    return -1;
   if (w->finished) {
     set_usage_error ("%s: %s after the image was finished", w->file->path,
                      op);
@@ -1142,6 +1162,8 @@ qcow2_writer_finish (struct qcow2_writer *w)
   int64_t file_size;
   int ret = -1;
 
+  if (check_flushable (w, "finish") < 0)
+    return -1;
   if (w->finished) {
     set_usage_error ("%s: finish after the image was finished",
                      w->file->path);
@@ -1217,13 +1239,17 @@ qcow2_writer_finish (struct qcow2_writer *w)
 
   /* Everything the header points to is durable before the header is
    * written: the header is the commit point (DESIGN §4). */
-  if (qbak_file_flush (w->file) < 0)
+  if (qbak_file_flush (w->file) < 0) {
+    w->flush_failed = true;
     goto out;
+  }
   build_header (w, buf, l1_offset, rt, (uint32_t) t);
   if (qbak_file_pwrite (w->file, buf, cs, 0) < 0)
     goto out;
-  if (qbak_file_flush (w->file) < 0)
+  if (qbak_file_flush (w->file) < 0) {
+    w->flush_failed = true;
     goto out;
+  }
   w->finished = true;
   ret = 0;
 

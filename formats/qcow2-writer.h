@@ -24,7 +24,12 @@
  * Failures are retryable.  When qcow2_writer_write(), _zero() or _finish()
  * fails, the writer is exactly as it was before the call: the caller may
  * repeat the call (a transient error), skip that range and go on with
- * later offsets, or finish the image with what was written.  A failed
+ * later offsets, or finish the image with what was written.  Except a
+ * failed flush (fsync): Linux reports a write-back error once and then
+ * calls the pages clean, so a later flush would succeed over lost data.
+ * After one, every call fails (QBAK_STATUS_IO) and the file must be
+ * thrown away; a reopened image keeps its old header, which a good flush
+ * made durable.  A failed
  * append leaves bytes past the writer's logical end; the next append
  * overwrites them, and finish truncates the file to its logical end (they
  * are never referenced).

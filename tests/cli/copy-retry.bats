@@ -42,3 +42,24 @@ dirty_bytes() {
     [ ! -e inc.qcow2 ]
     [ "$(dirty_bytes)" -eq "$before" ]
 }
+
+# A failed fsync is final: Linux reports a write-back error once and then
+# calls the pages clean, so a second fsync would succeed over lost data.
+# Flush 1 of the target comes before its header write, flush 2 after it.
+# Even with --retry and bitmap-mode always the target is dropped and the
+# bitmap keeps every cluster (QEMU's own count).
+@test "copy --retry: a failed flush of the target is final: target dropped, bitmap (mode always) unchanged" {
+    require_bitmap_oracles
+    before=$(qemu_bitmap_counts src.qcow2 | jq .b0)
+    [ "$before" -gt 0 ]
+    for n in 1 2; do
+        QBAK_FAILPOINT=flush:$n:eio run --separate-stderr qbak copy src.qcow2 inc.qcow2 \
+            --sync bitmap --bitmap b0 --bitmap-mode always --backing full.qcow2 --retry 2
+        [ "$status" -eq 1 ] || fail "flush $n: exit $status: $stderr"
+        [[ $stderr == "qbak: inc.qcow2.part: "*"flush"*"the bitmap is unchanged"* ]] ||
+            fail "flush $n: $stderr"
+        [ ! -e inc.qcow2 ] && [ ! -e inc.qcow2.part ] || fail "flush $n: a target was kept"
+        after=$(qemu_bitmap_counts src.qcow2 | jq .b0)
+        [ "$after" -eq "$before" ] || fail "flush $n: bitmap count $before -> $after"
+    done
+}
