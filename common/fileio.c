@@ -177,6 +177,23 @@ qbak_file_truncate (struct qbak_file *f, uint64_t size)
   return 0;
 }
 
+int
+qbak_file_punch_hole (struct qbak_file *f, uint64_t offset, uint64_t len)
+{
+  int e = qbak_failpoint (FP_WRITE, f->path);
+  if (e) {
+    set_io_error (e, "%s: deallocate at offset %" PRIu64, f->path, offset);
+    return -1;
+  }
+  if (fallocate (f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                 (off_t) offset, (off_t) len) < 0) {
+    set_io_error (errno, "%s: deallocate at offset %" PRIu64, f->path,
+                  offset);
+    return -1;
+  }
+  return 0;
+}
+
 int64_t
 qbak_file_size (struct qbak_file *f)
 {

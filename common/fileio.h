@@ -42,6 +42,9 @@ int qbak_file_flush (struct qbak_file *f);
  * left to do.  Only a hint: never fails. */
 void qbak_file_writeback (struct qbak_file *f, uint64_t offset, uint64_t len);
 int qbak_file_truncate (struct qbak_file *f, uint64_t size);
+/* Deallocate [OFFSET, +LEN), keeping the size: it reads as zeroes again. */
+int qbak_file_punch_hole (struct qbak_file *f, uint64_t offset,
+                          uint64_t len);
 /* Bytes the file occupies on disk (st_blocks * 512), or -1. */
 int64_t qbak_file_allocated (struct qbak_file *f);
 /* Current size of the file, or -1. */

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/error.h"
 #include "common/fileio.h"
@@ -18,7 +19,9 @@ struct raw_writer {
   struct qbak_file *file;
   uint64_t size;
   uint64_t next;                /* end of the previous request */
-  bool failed;                  /* an I/O error: refuse further calls */
+  bool failed;                  /* a failed flush, or a failed write that
+                                   could not be undone: refuse further
+                                   calls */
   bool finished;
 };
 
@@ -35,7 +38,7 @@ check_request (struct raw_writer *w, const char *op, uint64_t offset,
   }
   if (w->failed) {
     qbak_internal_error (QBAK_STATUS_IO, 0, "%s: %s after an earlier "
-                         "error left the image incomplete", fn, op);
+                         "error left the image unusable", fn, op);
     return -1;
   }
   return writer_check_range (fn, op, offset, len, w->size, w->next, &end);
@@ -73,7 +76,18 @@ raw_writer_write (struct raw_writer *w, uint64_t offset, const void *buf,
   if (len == 0)
     return 0;
   if (qbak_file_pwrite (w->file, buf, len, offset) < 0) {
-    w->failed = true;
+    /* Requests never go back, so the range was a hole: deallocating it
+     * again leaves the writer as it was, and the call can be repeated
+     * (--retry) or the range skipped.  If even that fails, part of the
+     * range may hold garbage that a skip would leave: refuse from now
+     * on. */
+    char *err = strdup (qbak_get_error ());
+    enum qbak_status st = qbak_get_status ();
+    int e = qbak_get_errno ();
+    if (qbak_file_punch_hole (w->file, offset, len) < 0)
+      w->failed = true;
+    qbak_internal_error_restore (st, e, err ? err : "write failed");
+    free (err);
     return -1;
   }
   w->next = offset + len;
@@ -99,9 +113,11 @@ raw_writer_finish (struct raw_writer *w)
   }
   if (w->failed) {
     qbak_internal_error (QBAK_STATUS_IO, 0, "%s: finish after an earlier "
-                         "error left the image incomplete", w->file->path);
+                         "error left the image unusable", w->file->path);
     return -1;
   }
+  /* A failed flush is final (see qcow2-writer.h): a second one would
+   * succeed over lost data. */
   if (qbak_file_flush (w->file) < 0) {
     w->failed = true;
     return -1;

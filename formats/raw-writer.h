@@ -6,7 +6,10 @@
  * raw_writer_zero() free: a range it is given was never written.
  *
  * Every function returns -1 (or NULL) on error with the error set
- * (common/error.h).  After an I/O error the writer refuses further calls.
+ * (common/error.h).  A failed write leaves the writer as it was (its range
+ * is deallocated again), so the call can be repeated or the range skipped;
+ * after a failed flush, or a failed write that could not be undone, the
+ * writer refuses further calls.
  */
 #ifndef QBAK_FORMATS_RAW_WRITER_H
 #define QBAK_FORMATS_RAW_WRITER_H

@@ -63,3 +63,22 @@ dirty_bytes() {
         [ "$after" -eq "$before" ] || fail "flush $n: bitmap count $before -> $after"
     done
 }
+
+@test "copy -O raw --retry: a transient target write error is retried and the copy is identical" {
+    # Write 1 sizes the new file (ftruncate), write 2 is the first data
+    # run: it fails once, its range is deallocated again, and the retry
+    # writes it.
+    QBAK_FAILPOINT=write:2:eio run --separate-stderr qbak copy src.qcow2 t.raw \
+        -O raw --sync full --retry 2
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    run --separate-stderr qemu-img compare -f raw -F qcow2 t.raw src.qcow2
+    [ "$status" -eq 0 ] || fail "qemu-img compare: $output $stderr"
+}
+
+@test "copy -O raw without --retry: the same error fails the job (exit 1)" {
+    QBAK_FAILPOINT=write:2:eio run --separate-stderr qbak copy src.qcow2 t.raw \
+        -O raw --sync full
+    [ "$status" -eq 1 ] || fail "exit $status: $stderr"
+    [[ $stderr == "qbak: t.raw.part: write at offset 0: Input/output error"* ]] || fail "$stderr"
+    [ ! -e t.raw ]
+}
