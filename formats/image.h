@@ -106,7 +106,7 @@ int image_chain_status (struct image *img, uint64_t offset, uint64_t length,
 struct image *raw_open (struct qbak_file *file, const char *path);
 struct image *qcow2_open (struct qbak_file *file, const char *path,
                           unsigned flags);
-struct image *qcow1_open (const char *path);
+struct image *qcow1_open (struct qbak_file *f, const char *path);
 
 /* Resolve NAME (a backing file name from IMAGE_PATH) as QEMU does:
  * absolute names as they are, relative ones against the directory of

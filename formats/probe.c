@@ -79,10 +79,8 @@ open_layer (const char *path, const char *format, unsigned flags,
                  version);
     return NULL;
   }
-  if (version == 1) {
-    qbak_file_close (f);
-    return qcow1_open (path);
-  }
+  if (version == 1)
+    return qcow1_open (f, path);
   return qcow2_open (f, path, flags);
 }
 

@@ -9,9 +9,11 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <libqcow.h>
 
 #include "common/error.h"
+#include "common/fileio.h"
 #include "formats/image.h"
 #include "formats/qcow2.h"     /* be32_at/be64_at */
 
@@ -226,18 +228,23 @@ load_tables (struct qcow1 *q)
   return 0;
 }
 
+/* F stays open (and so do the locks taken on it) for as long as the
+ * image: libqcow opens the file again by name for its own reads. */
 struct image *
-qcow1_open (const char *path)
+qcow1_open (struct qbak_file *f, const char *path)
 {
   struct qcow1 *q = calloc (1, sizeof *q);
   libqcow_error_t *err = NULL;
   size64_t size = 0;
+  struct stat by_fd, by_name;
 
   if (!q || !(q->base.filename = strdup (path))) {
     free (q);
+    qbak_file_close (f);
     set_nomem ();
     return NULL;
   }
+  q->base.file = f;
   q->base.ops = &qcow1_ops;
   q->base.format = IMAGE_QCOW1;
   if (libqcow_file_initialize (&q->handle, &err) != 1) {
@@ -261,7 +268,15 @@ qcow1_open (const char *path)
     goto fail;
   }
   q->base.size = size;
-  if (!(q->base.file = qbak_file_open (path, false)) || load_tables (q) < 0)
+  /* libqcow must read the file that was locked, not one renamed into its
+   * place since. */
+  if (fstat (f->fd, &by_fd) < 0 || stat (path, &by_name) < 0 ||
+      by_fd.st_dev != by_name.st_dev || by_fd.st_ino != by_name.st_ino) {
+    set_io_error (0, "%s: the file was replaced while it was being opened",
+                  path);
+    goto fail;
+  }
+  if (load_tables (q) < 0)
     goto fail;
   return &q->base;
 

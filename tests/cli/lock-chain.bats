@@ -3,7 +3,8 @@
 # consistent-read permission and not sharing write or resize, as QEMU's own
 # backing links do.  A chain whose base is open read-write elsewhere (as
 # the top of a running VM) is refused with exit 4; a base that a running VM
-# merely reads through its overlay is not.
+# merely reads through its overlay is not.  A qcow v1 image stays locked
+# although libqcow reads it through a descriptor of its own.
 
 bats_require_minimum_version 1.5.0
 load helpers
@@ -65,22 +66,43 @@ qsd() {
     [ "$status" -eq 4 ] || fail "top: exit $status: $stderr"
 }
 
-@test "while qbak reads a chain, QEMU cannot open its base read-write" {
-    # Stop qbak at its last read, when every layer is open and locked.
-    QBAK_FAILPOINT_COUNT=$T/count "$QBAK" map top.qcow2 >/dev/null
-    local reads pid
+# qbak_at_last_read ARGS...: run `qbak ARGS...` in the background, stopped
+# by a fail point at its last read, when every layer is open and locked;
+# its pid in QBAK_PID.
+qbak_at_last_read() {
+    local reads
+    QBAK_FAILPOINT_COUNT=$T/count "$QBAK" "$@" >/dev/null
     reads=$(awk '$1 == "read" { print $2 }' "$T/count")
     [ "$reads" -gt 0 ]
-    QBAK_FAILPOINT=read:$reads:stop "$QBAK" map top.qcow2 >/dev/null 2>&1 &
-    pid=$!
+    QBAK_FAILPOINT=read:$reads:stop "$QBAK" "$@" >/dev/null 2>&1 &
+    QBAK_PID=$!
     for _ in $(seq 100); do
-        [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = T ] && break
+        [ "$(ps -o stat= -p "$QBAK_PID" 2>/dev/null | cut -c1)" = T ] && return 0
         sleep 0.05
     done
-    [ "$(ps -o stat= -p "$pid" | cut -c1)" = T ] || fail "qbak did not stop"
-    run --separate-stderr qemu-io -c 'write 0 512' base.qcow2
-    kill -CONT "$pid"
-    wait "$pid" || true
-    [ "$status" -ne 0 ] || fail "qemu-io wrote to a base qbak was reading"
+    fail "qbak did not stop"
+}
+
+# qemu_write_refused IMG: qemu-io cannot write IMG, for a lock; then the
+# stopped qbak goes on.
+qemu_write_refused() {
+    run --separate-stderr qemu-io -c 'write 0 512' "$1"
+    kill -CONT "$QBAK_PID"
+    wait "$QBAK_PID" || true
+    [ "$status" -ne 0 ] || fail "qemu-io wrote to $1 while qbak was reading it"
     [[ $stderr == *"lock"* ]] || fail "$stderr"
+}
+
+@test "while qbak reads a chain, QEMU cannot open its base read-write" {
+    qbak_at_last_read map top.qcow2
+    qemu_write_refused base.qcow2
+}
+
+# libqcow opens a qcow v1 file again by name: the locked descriptor must
+# stay open all the same.
+@test "while qbak reads a qcow v1 image, QEMU cannot open it read-write" {
+    qemu-img create -q -f qcow old.qcow 16M
+    qemu-io -f qcow -c 'write -P 1 0 1M' old.qcow >/dev/null
+    qbak_at_last_read map old.qcow
+    qemu_write_refused old.qcow
 }
