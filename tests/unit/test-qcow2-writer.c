@@ -1143,6 +1143,14 @@ test_retry_after_eio_resumed (void **state)
   assert_int_equal (flushes, 2);
 }
 
+static void
+test_retry_after_eio_resumed_batched (void **state)
+{
+  setenv ("TEST_TABLE_BATCH", "2", 1);
+  test_retry_after_eio_resumed (state);
+  unsetenv ("TEST_TABLE_BATCH");
+}
+
 /* --on-error ignore: a request failed after writing its data and one L2
  * table; the job skips it and goes on.  Nothing of it is referenced, so
  * its range reads from the backing file, and the garbage it left past the
@@ -1509,6 +1517,7 @@ main (int argc, char **argv)
     T (test_retry_after_eio),
     T (test_retry_after_eio_batched),
     T (test_retry_after_eio_resumed),
+    T (test_retry_after_eio_resumed_batched),
     T (test_skip_after_error),
     T (test_finish_after_error),
     T (test_reopen_second_pass),
