@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bitmaps/dirty-bitmap.h"
+#include "common/bigalloc.h"
 #include "common/error.h"
 
 struct dirty_bitmap {
@@ -41,9 +42,8 @@ dirty_bitmap_create (uint64_t size, uint64_t granularity)
   bm->nbits = (size >> bm->gran_bits) + ((size & (granularity - 1)) != 0);
   bm->nwords = (bm->nbits + 63) / 64;
   bm->nsum = (bm->nwords + 63) / 64;
-  /* calloc of a large area maps zero pages lazily: untouched words cost
-   * no memory. */
-  bm->words = calloc (bm->nwords ? bm->nwords : 1, 8);
+  /* Zero pages are mapped lazily: untouched words cost no memory. */
+  bm->words = big_zalloc (bm->nwords * 8);
   bm->summary = calloc (bm->nsum ? bm->nsum : 1, 8);
   if (!bm->words || !bm->summary) {
     dirty_bitmap_free (bm);
@@ -58,7 +58,7 @@ dirty_bitmap_free (struct dirty_bitmap *bm)
 {
   if (!bm)
     return;
-  free (bm->words);
+  big_free (bm->words, bm->nwords * 8);
   free (bm->summary);
   free (bm);
 }
@@ -344,9 +344,22 @@ void
 dirty_bitmap_deserialize (struct dirty_bitmap *bm, uint64_t start, size_t len,
                           const uint8_t *in)
 {
-  for (size_t i = 0; i < len; i++)
+  size_t i = 0;
+
+  while (i < len) {
+    /* Clean bytes are most of a bitmap: skip them 8 at a time. */
+    if (len - i >= 8) {
+      uint64_t v;
+      memcpy (&v, in + i, 8);
+      if (v == 0) {
+        i += 8;
+        continue;
+      }
+    }
     if (in[i])
       load_byte (bm, start + i, in[i]);
+    i++;
+  }
 }
 
 void

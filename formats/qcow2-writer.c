@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bigalloc.h"
 #include "common/error.h"
 #include "common/fileio.h"
 #include "common/iszero.h"
@@ -72,6 +73,7 @@ struct qcow2_writer {
                                    back from it */
   struct table *pending;        /* completed tables not yet written */
   uint64_t *table_area;         /* the entries of all the tables above */
+  size_t table_area_bytes;
   uint64_t *pending_index;      /* the L1 index of each pending table */
   size_t npending;
   size_t pending_cap;
@@ -539,8 +541,9 @@ writer_new (uint64_t size, uint32_t cs)
   w->pending_cap = PENDING_TABLE_BYTES / cs;
   if (w->pending_cap == 0)
     w->pending_cap = 1;
-  w->table_area = calloc ((w->pending_cap + 3) * w->l2_entries,
-                          sizeof *w->table_area);
+  /* The current, next and spare tables and the batch. */
+  w->table_area_bytes = (w->pending_cap + 3) * (size_t) cs;
+  w->table_area = big_zalloc (w->table_area_bytes);
   w->pending = calloc (w->pending_cap, sizeof *w->pending);
   w->pending_index = calloc (w->pending_cap, sizeof *w->pending_index);
   if (!w->l1 || !w->scratch || !w->table_area || !w->pending ||
@@ -1269,7 +1272,7 @@ qcow2_writer_free (struct qcow2_writer *w)
   free (w->backing_format);
   free (w->l1);
   free (w->scratch);
-  free (w->table_area);
+  big_free (w->table_area, w->table_area_bytes);
   free (w->pending);
   free (w->pending_index);
   free (w);
