@@ -664,11 +664,14 @@ job_promote (struct copy_job *j)
     set_io_error (errno, "%s: cannot rename %s into place", t, j->part_path);
     return -1;
   }
-  if (unlink (j->part_path) < 0 || sync_dir_of (t) < 0) {
+  if (unlink (j->part_path) < 0) {
     set_io_error (errno, "%s: cannot complete the rename of %s", t,
                   j->part_path);
     return -1;
   }
+  /* Its own message (the folder, the errno), not a stale errno here. */
+  if (sync_dir_of (t) < 0)
+    return -1;
   j->tgt.created = false;
   j->res->seconds = now () - j->t0;
   j->res->outcome = "ok";
