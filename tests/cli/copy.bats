@@ -415,6 +415,24 @@ granularity_case() {
     clean t.qcow2
 }
 
+# 512 B clusters: an L2 table (64 entries, 32 KiB of disk) is smaller than
+# a page, and the 2048 tables of a 64 MiB disk all fit in one held-back
+# batch until finish.
+@test "copy: --cluster-size 512 full and incremental targets are identical to the source" {
+    cp "$F/src.qcow2" src.qcow2
+    copy_ok src.qcow2 full.qcow2 --sync full --bitmap b0 --bitmap-mode on-success \
+        --cluster-size 512
+    [ "$(qemu_info full.qcow2 | jq '.["cluster-size"]')" -eq 512 ] ||
+        fail "cluster size: $(qemu_info full.qcow2 | jq '.["cluster-size"]')"
+    same_disk full.qcow2 src.qcow2
+    clean full.qcow2
+    mkimage src.qcow2 --no-create --size 64M --dirty 1% --zero-writes 3 --discards 3 --seed 16
+    copy_ok src.qcow2 inc.qcow2 --sync incremental --bitmap b0 --backing full.qcow2 \
+        --cluster-size 512
+    same_disk inc.qcow2 src.qcow2
+    clean inc.qcow2
+}
+
 @test "copy: --cluster-size 4k incremental on a 64 KiB full is identical to the source" {
     cp "$F/src.qcow2" src.qcow2
     copy_ok src.qcow2 full.qcow2 --sync full --bitmap b0 --bitmap-mode on-success
