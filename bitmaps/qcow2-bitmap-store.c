@@ -295,8 +295,8 @@ qcow2_bitmaps_commit (struct image *img, const struct qcow2_bitmap_list *old,
   if (qcow2_update_header (s) < 0) {
     /* The write may or may not have reached the disk.  Put the old header
      * back; only if that succeeds is it safe to free the new clusters. */
-    char *err = strdup (qbak_get_error ());
-    int e = qbak_get_errno ();
+    struct qbak_saved_error err;
+    qbak_error_save (&err);
     s->nb_bitmaps = p->old_nb;
     s->bitmap_directory_offset = p->old_dir_offset;
     s->bitmap_directory_size = p->old_dir_size;
@@ -305,9 +305,8 @@ qcow2_bitmaps_commit (struct image *img, const struct qcow2_bitmap_list *old,
       qcow2_refcount_rollback (s);
     else
       qcow2_refcount_forget (s);     /* keep them: leaks, never holes */
-    qbak_internal_error_restore (QBAK_STATUS_IO, e,
-                                 err ? err : "header write failed");
-    free (err);
+    err.status = QBAK_STATUS_IO;
+    qbak_error_put_back (&err, "header write failed");
     goto fail_early;
   }
   qcow2_refcount_forget (s);

@@ -67,6 +67,23 @@ qbak_internal_error_restore (enum qbak_status status, int errnum,
 }
 
 void
+qbak_error_save (struct qbak_saved_error *s)
+{
+  s->msg = strdup (qbak_get_error ());
+  s->status = qbak_get_status ();
+  s->errnum = qbak_get_errno ();
+}
+
+void
+qbak_error_put_back (struct qbak_saved_error *s, const char *fallback)
+{
+  qbak_internal_error_restore (s->status, s->errnum,
+                               s->msg ? s->msg : fallback);
+  free (s->msg);
+  s->msg = NULL;
+}
+
+void
 qbak_internal_error_prefix (const char *fmt, ...)
 {
   int saved = errno;

@@ -29,6 +29,17 @@ void qbak_internal_error_errno_only (enum qbak_status status, int errnum,
 void qbak_internal_error_restore (enum qbak_status status, int errnum,
                                   const char *msg);
 
+/* The current error, kept across cleanup that may set errors of its own:
+ * qbak_error_save() copies it, qbak_error_put_back() makes it current
+ * again (FALLBACK if the copy could not be made) and frees the copy. */
+struct qbak_saved_error {
+  char *msg;
+  enum qbak_status status;
+  int errnum;
+};
+void qbak_error_save (struct qbak_saved_error *s);
+void qbak_error_put_back (struct qbak_saved_error *s, const char *fallback);
+
 /* Prefix the stored message with "PREFIX: " (to add context on the way up,
  * e.g. the file name).  Keeps status and errno. */
 void qbak_internal_error_prefix(const char *fmt, ...)

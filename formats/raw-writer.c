@@ -8,7 +8,6 @@
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "common/error.h"
 #include "common/fileio.h"
@@ -81,13 +80,11 @@ raw_writer_write (struct raw_writer *w, uint64_t offset, const void *buf,
      * (--retry) or the range skipped.  If even that fails, part of the
      * range may hold garbage that a skip would leave: refuse from now
      * on. */
-    char *err = strdup (qbak_get_error ());
-    enum qbak_status st = qbak_get_status ();
-    int e = qbak_get_errno ();
+    struct qbak_saved_error err;
+    qbak_error_save (&err);
     if (qbak_file_punch_hole (w->file, offset, len) < 0)
       w->failed = true;
-    qbak_internal_error_restore (st, e, err ? err : "write failed");
-    free (err);
+    qbak_error_put_back (&err, "write failed");
     return -1;
   }
   w->next = offset + len;

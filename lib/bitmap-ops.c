@@ -234,14 +234,12 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
 static void
 reload (struct qbak_image *h)
 {
-  char *err = strdup (qbak_get_error ());
-  enum qbak_status st = qbak_get_status ();
-  int e = qbak_get_errno ();
+  struct qbak_saved_error err;
+  qbak_error_save (&err);
   qcow2_bitmaps_free (&h->bitmaps);
   if (qcow2_bitmaps_load (h->img, &h->bitmaps) < 0)
     h->bitmaps_stale = true;
-  qbak_internal_error_restore (st, e, err);
-  free (err);
+  qbak_error_put_back (&err, "error");
 }
 
 static int
