@@ -9,9 +9,9 @@
 static const char usage_line[] =
   "Usage: qbak copy SRC TARGET --sync full|top|incremental|bitmap\n"
   "                 [--bitmap NAME] [--bitmap-mode on-success|always|never]\n"
-  "                 [--backing PREV] [-O qcow2|raw] [--cluster-size SIZE]\n"
-  "                 [--on-error report|ignore] [--retry N] [--resume] "
-  "[--json]\n"
+  "                 [--backing PREV [-F FMT] | --no-backing] [-O qcow2|raw]\n"
+  "                 [--cluster-size SIZE] [--on-error report|ignore]\n"
+  "                 [--retry N] [--resume] [--json]\n"
   "       qbak copy --job src=A,target=T[,bitmap=B][,backing=P] ... "
   "--sync ...\n"
   "                 [--completion-mode grouped|individual]\n"
@@ -20,8 +20,8 @@ static const char usage_line[] =
 static const char help[] =
   "Usage: qbak copy SRC TARGET --sync full|top|incremental|bitmap\n"
   "                 [--bitmap NAME] [--bitmap-mode on-success|always|never]\n"
-  "                 [--backing PREV] [-O qcow2|raw] [--cluster-size SIZE]\n"
-  "                 [--json]\n"
+  "                 [--backing PREV [-F FMT] | --no-backing] [-O qcow2|raw]\n"
+  "                 [--cluster-size SIZE] [--json]\n"
   "\n"
   "Copy SRC (qcow2, raw or qcow, with its backing chain) into a new TARGET,\n"
   "as QEMU's backup job does, offline:\n"
@@ -35,7 +35,14 @@ static const char help[] =
   "                  what was not copied\n"
   "      never       leave it unchanged\n"
   "  --backing PREV      the previous backup, stored as the target's backing\n"
-  "                      file as given (relative to TARGET's folder)\n"
+  "                      file as given (relative to TARGET's folder); never\n"
+  "                      the source or a file of its chain\n"
+  "  -F FMT              PREV's format, recorded in TARGET: qcow2 (default)\n"
+  "                      or raw; never guessed from PREV's content, which a\n"
+  "                      guest controls in a raw file\n"
+  "  --no-backing        an incremental or bitmap copy into qcow2 without\n"
+  "                      --backing is refused (it would restore wrong)\n"
+  "                      unless this says it is meant\n"
   "  -O qcow2|raw        target format (raw: sync full only); default qcow2\n"
   "  -f FMT              require SRC to be in format FMT (qcow2, qcow, raw)\n"
   "  --cluster-size SIZE target cluster size (default: the source's)\n"
@@ -48,12 +55,18 @@ static const char help[] =
   "  --retry N           retry a failed target write N times, with backoff\n"
   "  --resume            continue a failed or interrupted bitmap-mode\n"
   "                      'always' job into its TARGET.part, copying only\n"
-  "                      what the bitmap now holds\n"
+  "                      what the bitmap now holds.  Without it, an existing\n"
+  "                      TARGET.part is refused, never deleted; remove it to\n"
+  "                      start again: the next job then copies everything\n"
+  "                      the interrupted one had to copy (qbak keeps that in\n"
+  "                      a disabled bitmap 'qbak-partial-...' of SRC until a\n"
+  "                      backup with the bitmap completes)\n"
   "  SIGINT/SIGTERM cancel at the next request, as QEMU's job-cancel: the\n"
   "  bitmap ends as its mode says for a failure; exit 130.\n"
   "\n"
   "Several disks, one point in time:\n"
-  "  --job src=A,target=T[,bitmap=B][,backing=P]   repeat per disk; --sync,\n"
+  "  --job src=A,target=T[,bitmap=B][,backing=P][,backing-format=F]\n"
+  "                      repeat per disk; --sync,\n"
   "                      --bitmap-mode and other options apply to all\n"
   "  --completion-mode grouped (default with --job): if one disk fails, no\n"
   "                      target is completed and every bitmap ends as its\n"
@@ -76,6 +89,7 @@ enum {
   OPT_SYNC = OPT_FIRST_COMMAND_OPTION, OPT_BITMAP, OPT_BITMAP_MODE,
   OPT_BACKING, OPT_CLUSTER_SIZE, OPT_ON_ERROR, OPT_RETRY, OPT_RESUME,
   OPT_JOB, OPT_COMPLETION, OPT_FREEZE, OPT_THAW, OPT_FREEZE_TIMEOUT,
+  OPT_NO_BACKING,
 };
 
 static const struct option long_options[] = {
@@ -86,6 +100,8 @@ static const struct option long_options[] = {
   { "bitmap", required_argument, NULL, OPT_BITMAP },
   { "bitmap-mode", required_argument, NULL, OPT_BITMAP_MODE },
   { "backing", required_argument, NULL, OPT_BACKING },
+  { "backing-format", required_argument, NULL, 'F' },
+  { "no-backing", no_argument, NULL, OPT_NO_BACKING },
   { "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
   { "output-format", required_argument, NULL, 'O' },
   { "format", required_argument, NULL, 'f' },
@@ -175,6 +191,7 @@ parse_job (char *spec, struct qbak_copy_opts *o)
     else if (strcmp (kv, "target") == 0) o->target = v;
     else if (strcmp (kv, "bitmap") == 0) o->bitmap = v;
     else if (strcmp (kv, "backing") == 0) o->backing = v;
+    else if (strcmp (kv, "backing-format") == 0) o->backing_format = v;
     else
       return -1;
   }
@@ -192,7 +209,7 @@ cmd_copy (int argc, char **argv)
   uint64_t cs = 0;
   int c, ret = EXIT_USAGE;
 
-  while ((c = getopt_long (argc, argv, "O:f:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "O:f:F:", long_options, NULL)) != -1) {
     switch (c) {
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
@@ -221,6 +238,8 @@ cmd_copy (int argc, char **argv)
                             "(on-success, always or never)", optarg);
       break;
     case OPT_BACKING: o.backing = optarg; break;
+    case 'F': o.backing_format = optarg; break;
+    case OPT_NO_BACKING: o.no_backing = true; break;
     case OPT_CLUSTER_SIZE:
       if (parse_size (optarg, &cs) < 0 || cs > UINT32_MAX)
         return usage_error (usage_line, "copy: invalid --cluster-size '%s'",
@@ -308,9 +327,9 @@ cmd_copy (int argc, char **argv)
       ret = usage_error (usage_line, "copy: with --job, give no SRC TARGET");
       goto out;
     }
-    if (o.bitmap || o.backing) {
-      ret = usage_error (usage_line, "copy: with --job, give bitmap= and "
-                         "backing= in each --job");
+    if (o.bitmap || o.backing || o.backing_format) {
+      ret = usage_error (usage_line, "copy: with --job, give bitmap=, "
+                         "backing= and backing-format= in each --job");
       goto out;
     }
   }

@@ -25,9 +25,10 @@ report_error (void)
 int
 report_error_usage (const char *usage)
 {
-  /* Not after "X already exists": the command line was fine. */
+  /* Not after "X already exists" or "cannot create X": the command line
+   * was fine, the file system said no (those errors carry an errno). */
   bool is_usage = qbak_get_status () == QBAK_STATUS_USAGE &&
-                  qbak_get_errno () != EEXIST;
+                  qbak_get_errno () == 0;
   int ret = report_error ();
   if (is_usage)
     fprintf (stderr, "%s\n", usage);

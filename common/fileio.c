@@ -49,7 +49,8 @@ qbak_file_open (const char *path, bool writable)
 struct qbak_file *
 qbak_file_create (const char *path)
 {
-  int fd = open (path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  int fd = open (path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                 0644);
   if (fd < 0) {
     int e = errno;
     qbak_internal_error (e == EEXIST ? QBAK_STATUS_USAGE : QBAK_STATUS_IO,
@@ -269,4 +270,37 @@ qbak_file_writeback (struct qbak_file *f, uint64_t offset, uint64_t len)
   /* Errors surface at the flush that makes the data durable. */
   (void) sync_file_range (f->fd, (off_t) offset, (off_t) len,
                           SYNC_FILE_RANGE_WRITE);
+}
+
+struct qbak_file *
+qbak_file_from_fd (int fd, const char *path, bool writable)
+{
+  return wrap (fd, path, writable);
+}
+
+struct qbak_file *
+qbak_file_open_own (const char *path)
+{
+  int fd = open (path, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    if (e == ELOOP)
+      set_invalid ("%s: is a symbolic link; qbak continues only a file it "
+                   "made itself, never one a link points to", path);
+    else
+      qbak_internal_error (e == ENOENT ? QBAK_STATUS_INVALID
+                                       : QBAK_STATUS_IO, e,
+                           "%s: cannot open", path);
+    return NULL;
+  }
+  struct stat st;
+  if (fstat (fd, &st) < 0 || !S_ISREG (st.st_mode)) {
+    close (fd);
+    set_invalid ("%s: is not a regular file; qbak continues only a file it "
+                 "made itself", path);
+    return NULL;
+  }
+  /* Regular files never block; the flag only kept a FIFO from doing so. */
+  fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) & ~O_NONBLOCK);
+  return wrap (fd, path, true);
 }

@@ -23,6 +23,14 @@ struct qbak_file {
 struct qbak_file *qbak_file_open (const char *path, bool writable);
 /* Create PATH exclusively (O_EXCL); fails if it exists. */
 struct qbak_file *qbak_file_create (const char *path);
+/* Wrap FD, already open, as a file named PATH in messages (takes
+ * ownership of FD, closed on error too). */
+struct qbak_file *qbak_file_from_fd (int fd, const char *path,
+                                     bool writable);
+/* Open PATH read-write only if it is a regular file and not a symbolic
+ * link (a file qbak made itself and now continues); QBAK_STATUS_INVALID
+ * otherwise. */
+struct qbak_file *qbak_file_open_own (const char *path);
 /* Close; accepts NULL. */
 void qbak_file_close (struct qbak_file *f);
 

@@ -57,6 +57,8 @@ struct qcow2_writer {
   struct qbak_file *file;
   char *backing_name;           /* NULL if none */
   char *backing_format;         /* NULL if none */
+  bool has_partial_id;          /* cluster 0 carries the partial marker */
+  uint8_t partial_id[QCOW2_PARTIAL_ID_BYTES];
   uint64_t size;
   uint32_t cluster_size;
   uint32_t cluster_bits;
@@ -563,10 +565,10 @@ writer_new (uint64_t size, uint32_t cs)
   return NULL;
 }
 
-struct qcow2_writer *
-qcow2_writer_create (const char *path, const struct qcow2_writer_opts *o)
+/* The options a new target is refused for, before any file exists. */
+static int
+check_create_opts (const char *path, const struct qcow2_writer_opts *o)
 {
-  struct qcow2_writer *w = NULL;
   uint32_t cs = o->cluster_size;
   size_t fmt_len = o->backing_format ? strlen (o->backing_format) : 0;
   size_t name_len = o->backing_name ? strlen (o->backing_name) : 0;
@@ -576,12 +578,12 @@ qcow2_writer_create (const char *path, const struct qcow2_writer_opts *o)
       cs > (1u << QCOW2_MAX_CLUSTER_BITS) || (cs & (cs - 1))) {
     set_usage_error ("%s: invalid cluster size %" PRIu32 ": must be a power "
                      "of two from 512 to 2 MiB", path, cs);
-    return NULL;
+    return -1;
   }
   if (o->size % 512 || o->size > INT64_MAX) {
     set_usage_error ("%s: invalid virtual size %" PRIu64 ": must be a "
                      "multiple of 512", path, o->size);
-    return NULL;
+    return -1;
   }
   /* One L2 table maps cs/8 clusters of cs bytes: at most 2^39 bytes. */
   l1_bytes = div_round_up (o->size, (uint64_t) cs * (cs / 8)) * 8;
@@ -589,46 +591,72 @@ qcow2_writer_create (const char *path, const struct qcow2_writer_opts *o)
     set_usage_error ("%s: virtual size %" PRIu64 " is too large for "
                      "cluster size %" PRIu32 " (L1 table over %u MiB)",
                      path, o->size, cs, QCOW2_MAX_L1_BYTES >> 20);
-    return NULL;
+    return -1;
   }
   if (o->backing_format && !o->backing_name) {
     set_usage_error ("%s: a backing format without a backing file", path);
-    return NULL;
+    return -1;
   }
   if (o->backing_format && (fmt_len == 0 || fmt_len > MAX_BACKING_FORMAT)) {
     set_usage_error ("%s: invalid backing format name '%s'", path,
                      o->backing_format);
-    return NULL;
+    return -1;
   }
   if (o->backing_name && (name_len == 0 ||
                           name_len > QCOW2_MAX_BACKING_NAME)) {
     set_usage_error ("%s: backing file name must be 1 to %d bytes long",
                      path, QCOW2_MAX_BACKING_NAME);
-    return NULL;
+    return -1;
   }
-  /* Header, backing format extension, end marker, name: all in cluster 0
-   * (reference §1.2). */
+  /* Header, backing format extension, the partial marker (room is kept
+   * for it, so marking a partial later always fits), end marker, name:
+   * all in cluster 0. */
   cluster0 = HEADER_LENGTH + (o->backing_format ? 8 + ((fmt_len + 7) & ~7u)
-                              : 0) + 8 + name_len;
+                              : 0) + 8 + QCOW2_PARTIAL_ID_BYTES + 8 +
+             name_len;
   if (cluster0 > cs) {
     set_usage_error ("%s: backing file name '%s' does not fit in the "
                      "first cluster (%" PRIu32 " bytes)", path,
                      o->backing_name, cs);
+    return -1;
+  }
+  return 0;
+}
+
+struct qcow2_writer *
+qcow2_writer_create (const char *path, const struct qcow2_writer_opts *o)
+{
+  if (check_create_opts (path, o) < 0)
+    return NULL;
+  struct qbak_file *f = qbak_file_create (path);
+  if (!f)
+    return NULL;
+  return qcow2_writer_create_file (f, o);
+}
+
+struct qcow2_writer *
+qcow2_writer_create_file (struct qbak_file *file,
+                          const struct qcow2_writer_opts *o)
+{
+  struct qcow2_writer *w = NULL;
+  uint32_t cs = o->cluster_size;
+
+  if (check_create_opts (file->path, o) < 0) {
+    qbak_file_close (file);
     return NULL;
   }
-
   w = writer_new (o->size, cs);
-  if (!w)
+  if (!w) {
+    qbak_file_close (file);
     return NULL;
+  }
+  w->file = file;
   if ((o->backing_name && !(w->backing_name = strdup (o->backing_name))) ||
       (o->backing_format &&
        !(w->backing_format = strdup (o->backing_format)))) {
     set_nomem ();
     goto err;
   }
-  w->file = qbak_file_create (path);
-  if (!w->file)
-    goto err;
   /* Cluster 0 is reserved for the header and stays a hole until finish. */
   if (qbak_file_truncate (w->file, cs) < 0)
     goto err;
@@ -695,6 +723,17 @@ parse_cluster0 (struct qcow2_writer *w, const uint8_t *h)
         return -1;
       }
       break;
+    }
+    if (type == QCOW2_EXT_QBAK_PARTIAL) {
+      if (w->has_partial_id || len != QCOW2_PARTIAL_ID_BYTES ||
+          len > limit - pos) {
+        set_invalid ("%s: invalid partial-target marker", fn);
+        return -1;
+      }
+      memcpy (w->partial_id, h + pos, len);
+      w->has_partial_id = true;
+      pos += len;
+      continue;
     }
     if (type != QCOW2_EXT_BACKING_FMT) {
       set_invalid ("%s: header extension 0x%08" PRIx32 ": qbak resumes "
@@ -837,7 +876,7 @@ qcow2_writer_reopen (const char *path)
   uint32_t cb;
   int64_t file_size;
 
-  f = qbak_file_open (path, true);
+  f = qbak_file_open_own (path);
   if (!f)
     return NULL;
   file_size = qbak_file_size (f);
@@ -893,6 +932,28 @@ qcow2_writer_reopen (const char *path)
   qbak_file_close (f);
   qcow2_writer_free (w);
   return NULL;
+}
+
+void
+qcow2_writer_set_partial_id (struct qcow2_writer *w, const uint8_t *id)
+{
+  w->has_partial_id = id != NULL;
+  if (id)
+    memcpy (w->partial_id, id, QCOW2_PARTIAL_ID_BYTES);
+}
+
+bool
+qcow2_writer_get_partial_id (const struct qcow2_writer *w, uint8_t *id)
+{
+  if (w->has_partial_id)
+    memcpy (id, w->partial_id, QCOW2_PARTIAL_ID_BYTES);
+  return w->has_partial_id;
+}
+
+int
+qcow2_writer_fd (const struct qcow2_writer *w)
+{
+  return w->file->fd;
 }
 
 void
@@ -1138,6 +1199,12 @@ build_header (const struct qcow2_writer *w, uint8_t *p, uint64_t l1_offset,
     put_be32 (p + pos + 4, (uint32_t) len);
     memcpy (p + pos + 8, w->backing_format, len);
     pos += 8 + ((len + 7) & ~(size_t) 7);
+  }
+  if (w->has_partial_id) {
+    put_be32 (p + pos, QCOW2_EXT_QBAK_PARTIAL);
+    put_be32 (p + pos + 4, QCOW2_PARTIAL_ID_BYTES);
+    memcpy (p + pos + 8, w->partial_id, QCOW2_PARTIAL_ID_BYTES);
+    pos += 8 + QCOW2_PARTIAL_ID_BYTES;
   }
   put_be32 (p + pos, QCOW2_EXT_END);
   put_be32 (p + pos + 4, 0);

@@ -54,8 +54,11 @@
 #ifndef QBAK_FORMATS_QCOW2_WRITER_H
 #define QBAK_FORMATS_QCOW2_WRITER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "common/fileio.h"
 
 struct qcow2_writer_opts {
   uint64_t size;              /* virtual size, a multiple of 512 */
@@ -71,6 +74,22 @@ struct qcow2_writer;
 struct qcow2_writer *qcow2_writer_create (const char *path,
                                          const struct qcow2_writer_opts *o);
 
+/* The same on FILE, a new empty file the caller created (for instance an
+ * anonymous one, see common/outfile.h); W owns it from now on, and closes
+ * it on error too. */
+struct qcow2_writer *qcow2_writer_create_file (struct qbak_file *file,
+                                              const struct qcow2_writer_opts *o);
+
+/* Mark the image, from the next finish on, as the partial target of the
+ * interrupted job ID (QCOW2_PARTIAL_ID_BYTES bytes), or clear the mark
+ * (ID NULL).  The mark is a header extension QEMU ignores. */
+void qcow2_writer_set_partial_id (struct qcow2_writer *w, const uint8_t *id);
+/* Copy the partial mark into ID and return true, or return false when the
+ * image has none (reopen reads it). */
+bool qcow2_writer_get_partial_id (const struct qcow2_writer *w, uint8_t *id);
+/* The descriptor of W's file (for linking it into place). */
+int qcow2_writer_fd (const struct qcow2_writer *w);
+
 /* Hold back at most N completed L2 tables (at least 1; never more than
  * the default of 4 MiB of tables) before they are written together.  For
  * tests, which need batches that fill up on small images. */
@@ -81,7 +100,8 @@ void qcow2_writer_set_table_batch (struct qcow2_writer *w, size_t n);
  * refused with QBAK_STATUS_INVALID: the image must be qcow2 v3 with
  * header_length 112, no snapshots, no encryption, no feature bits, no
  * compression type, no external data file, no extended L2, refcount_order
- * 4, and no header extension but the backing format.  Only reads the file;
+ * 4, and no header extension but the backing format and the partial mark.
+ * PATH must be a regular file, not a symbolic link.  Only reads the file;
  * returns NULL on error. */
 struct qcow2_writer *qcow2_writer_reopen (const char *path);
 

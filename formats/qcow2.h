@@ -34,6 +34,11 @@
 #define QCOW2_EXT_BITMAPS      0x23852875U
 #define QCOW2_EXT_CRYPTO       0x0537be77U
 #define QCOW2_EXT_DATA_FILE    0x44415441U
+/* qbak's own extension ("qbkp"): marks a partial backup target and holds
+ * the id of the interrupted job it belongs to.  QEMU ignores extensions
+ * it does not know. */
+#define QCOW2_EXT_QBAK_PARTIAL 0x71626b70U
+#define QCOW2_PARTIAL_ID_BYTES 16
 
 #define L1E_OFFSET_MASK        0x00fffffffffffe00ULL
 #define L1E_RESERVED_MASK      0x7f000000000001ffULL

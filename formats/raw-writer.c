@@ -46,24 +46,43 @@ check_request (struct raw_writer *w, const char *op, uint64_t offset,
 struct raw_writer *
 raw_writer_create (const char *path, uint64_t size)
 {
+  if (size > INT64_MAX) {
+    set_usage_error ("%s: invalid size %" PRIu64, path, size);
+    return NULL;
+  }
+  struct qbak_file *f = qbak_file_create (path);
+  return f ? raw_writer_create_file (f, size) : NULL;
+}
+
+struct raw_writer *
+raw_writer_create_file (struct qbak_file *file, uint64_t size)
+{
   struct raw_writer *w;
 
   if (size > INT64_MAX) {
-    set_usage_error ("%s: invalid size %" PRIu64, path, size);
+    set_usage_error ("%s: invalid size %" PRIu64, file->path, size);
+    qbak_file_close (file);
     return NULL;
   }
   w = calloc (1, sizeof *w);
   if (!w) {
     set_nomem ();
+    qbak_file_close (file);
     return NULL;
   }
   w->size = size;
-  w->file = qbak_file_create (path);
-  if (!w->file || qbak_file_truncate (w->file, size) < 0) {
+  w->file = file;
+  if (qbak_file_truncate (w->file, size) < 0) {
     raw_writer_free (w);
     return NULL;
   }
   return w;
+}
+
+int
+raw_writer_fd (const struct raw_writer *w)
+{
+  return w->file->fd;
 }
 
 int

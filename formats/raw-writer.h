@@ -17,12 +17,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/fileio.h"
+
 struct raw_writer;
 
 /* Create PATH exclusively (O_EXCL: an existing file is refused with
  * QBAK_STATUS_USAGE and errno EEXIST) with SIZE bytes, all a hole.
  * Returns NULL on error. */
 struct raw_writer *raw_writer_create (const char *path, uint64_t size);
+
+/* The same on FILE, a new empty file the caller created; W owns it from
+ * now on (closed on error too). */
+struct raw_writer *raw_writer_create_file (struct qbak_file *file,
+                                           uint64_t size);
+/* The descriptor of W's file (for linking it into place). */
+int raw_writer_fd (const struct raw_writer *w);
 
 /* Write BUF to [OFFSET, +LEN), inside the size, after every earlier
  * request.  LEN 0 is a no-op. */

@@ -348,21 +348,43 @@ out:
 }
 
 int
-qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
-                          const struct dirty_bitmap *data)
+qbak_internal_bitmap_update (struct qbak_image *h,
+                             const struct qbak_internal_bitmap_change *c,
+                             size_t n)
 {
   struct plan p = { 0 };
   int ret = -1;
   if (check_fresh (h) < 0 || plan_init (&p, h) < 0)
     goto out;
-  struct planned *pl = find (&p, name);
-  if (!pl) {
-    set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
-                 "shows them)", h->img->filename, name);
-    goto out;
+  for (size_t i = 0; i < n; i++) {
+    struct qbak_bitmap_op op = { .name = c[i].name };
+    struct planned *pl;
+    switch (c[i].kind) {
+    case QBAK_INTERNAL_BITMAP_CREATE:
+      /* A disabled bitmap: it records what a job did, not guest writes. */
+      op.kind = QBAK_BITMAP_ADD;
+      op.granularity = dirty_bitmap_granularity (c[i].data);
+      op.disabled = true;
+      if (plan_op (&p, &op) < 0)
+        goto out;
+      /* The new bitmap takes DATA. */
+      __attribute__ ((fallthrough));
+    case QBAK_INTERNAL_BITMAP_SET:
+      if (!(pl = find (&p, c[i].name))) {
+        set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
+                     "shows them)", h->img->filename, c[i].name);
+        goto out;
+      }
+      pl->st.bm = c[i].data;
+      pl->st.rewrite = true;
+      break;
+    case QBAK_INTERNAL_BITMAP_REMOVE:
+      op.kind = QBAK_BITMAP_REMOVE;
+      if (plan_op (&p, &op) < 0)
+        goto out;
+      break;
+    }
   }
-  pl->st.bm = data;
-  pl->st.rewrite = true;
   if (commit_one (&p) < 0)
     goto out;
   qcow2_bitmaps_finish (h->img, p.pending);
@@ -372,4 +394,14 @@ qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
 out:
   plan_free (&p);
   return ret;
+}
+
+int
+qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
+                          const struct dirty_bitmap *data)
+{
+  struct qbak_internal_bitmap_change c = {
+    QBAK_INTERNAL_BITMAP_SET, name, data,
+  };
+  return qbak_internal_bitmap_update (h, &c, 1);
 }

@@ -36,4 +36,22 @@ struct qcow2_bitmap *qbak_internal_find_bitmap (struct qbak_image *h,
 int qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
                               const struct dirty_bitmap *data);
 
+/* Several changes to the bitmaps of H, committed together in one header
+ * write (all or none).  CREATE adds a disabled bitmap holding DATA (its
+ * granularity is DATA's); SET replaces a bitmap's data; REMOVE drops one
+ * (DATA unused). */
+enum qbak_internal_bitmap_change_kind {
+  QBAK_INTERNAL_BITMAP_SET,
+  QBAK_INTERNAL_BITMAP_CREATE,
+  QBAK_INTERNAL_BITMAP_REMOVE,
+};
+struct qbak_internal_bitmap_change {
+  enum qbak_internal_bitmap_change_kind kind;
+  const char *name;
+  const struct dirty_bitmap *data;
+};
+int qbak_internal_bitmap_update (struct qbak_image *h,
+                                 const struct qbak_internal_bitmap_change *c,
+                                 size_t n);
+
 #endif

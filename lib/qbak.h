@@ -217,6 +217,12 @@ struct qbak_copy_opts {
   const char *backing;          /* target's backing file, stored as given
                                    and resolved against the target's
                                    directory (qemu-img create -b), or NULL */
+  const char *backing_format;   /* its format (qemu-img's -F), recorded in
+                                   the target; NULL: qcow2.  Never probed
+                                   from the file's content. */
+  bool no_backing;              /* an incremental or bitmap copy into qcow2
+                                   without a backing file is meant (else
+                                   refused: it would restore wrong) */
   enum qbak_target_format format;
   uint32_t cluster_size;        /* 0: the source's (64 KiB for raw) */
   qbak_progress_cb progress;
@@ -231,7 +237,10 @@ struct qbak_copy_opts {
   /* Retries of a failed target write, with exponential backoff. */
   unsigned retries;
   /* Continue a failed or cancelled bitmap-mode 'always' job into its
-   * TARGET.part, copying only what the bitmap now holds. */
+   * TARGET.part, copying only what the bitmap now holds.  Without it, an
+   * existing TARGET.part is refused (never deleted), and a job copies
+   * everything an interrupted job of its bitmap had to copy (kept in the
+   * source as a disabled companion bitmap) plus what changed since. */
   bool resume;
 };
 

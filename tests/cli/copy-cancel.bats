@@ -127,27 +127,27 @@ check_unchanged() {
 
 @test "cancel: SIGINT with bitmap-mode always exits 130, bitmap holds exactly the clusters not copied" {
     prepare
-    interrupt INT --sync bitmap --bitmap-mode always --bitmap b0
+    interrupt INT --sync bitmap --bitmap-mode always --bitmap b0 --no-backing
     check_cancelled
     check_not_copied
 }
 
 @test "cancel: SIGTERM with bitmap-mode always exits 130, bitmap holds exactly the clusters not copied" {
     prepare
-    interrupt TERM --sync bitmap --bitmap-mode always --bitmap b0
+    interrupt TERM --sync bitmap --bitmap-mode always --bitmap b0 --no-backing
     check_cancelled
     check_not_copied
 }
 
 @test "cancel: --resume after SIGINT (always) copies only what was left; the target equals the source" {
     prepare
-    interrupt INT --sync bitmap --bitmap-mode always --bitmap b0
+    interrupt INT --sync bitmap --bitmap-mode always --bitmap b0 --no-backing
     check_cancelled
     local left cs
     left=$(jq -r '.["clusters-left"]' out.json)
     cs=$(jq -r '.["cluster-size"]' out.json)
     run --separate-stderr qbak copy src.qcow2 t.qcow2 --sync bitmap --bitmap-mode always \
-        --bitmap b0 --resume --json
+        --bitmap b0 --no-backing --resume --json
     [ "$status" -eq 0 ] || fail "--resume: exit $status: $stderr"
     [ "$(jq -r .status <<<"$output")" = ok ] || fail "--resume: $output"
     local copied
@@ -166,7 +166,7 @@ check_unchanged() {
 
 @test "cancel: SIGINT with incremental (on-success) exits 130, bitmap unchanged" {
     prepare
-    interrupt INT --sync incremental --bitmap b0
+    interrupt INT --sync incremental --bitmap b0 --no-backing
     check_cancelled
     [ "$(jq -r .bitmap.state out.json)" = unchanged ] ||
         fail "--json bitmap: $(jq -c .bitmap out.json)"
@@ -175,23 +175,23 @@ check_unchanged() {
 
 @test "cancel: SIGTERM with incremental (on-success) exits 130, bitmap unchanged" {
     prepare
-    interrupt TERM --sync incremental --bitmap b0
+    interrupt TERM --sync incremental --bitmap b0 --no-backing
     check_cancelled
     check_unchanged
 }
 
 @test "cancel: SIGINT with bitmap-mode never exits 130, bitmap unchanged" {
     prepare
-    interrupt INT --sync bitmap --bitmap-mode never --bitmap b0
+    interrupt INT --sync bitmap --bitmap-mode never --bitmap b0 --no-backing
     check_cancelled
     check_unchanged
 }
 
 @test "cancel: after SIGINT (on-success), the same command again completes the backup" {
     prepare
-    interrupt INT --sync incremental --bitmap b0
+    interrupt INT --sync incremental --bitmap b0 --no-backing
     check_cancelled
-    run --separate-stderr qbak copy src.qcow2 t.qcow2 --sync incremental --bitmap b0
+    run --separate-stderr qbak copy src.qcow2 t.qcow2 --sync incremental --bitmap b0 --no-backing
     [ "$status" -eq 0 ] || fail "rerun: exit $status: $stderr"
     [ ! -e t.qcow2.part ] || fail "the rerun left t.qcow2.part"
     run --separate-stderr qemu-img compare t.qcow2 src.qcow2
