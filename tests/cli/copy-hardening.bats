@@ -42,12 +42,15 @@ make_chain() {
     qemu_bitmap_map src.qcow2 b0 >before.json
 }
 
-# interrupt_always TARGET: a bitmap-mode always job into TARGET that fails
-# at its second write (after the first 4 MiB run is in TARGET.part).
+# interrupt_always TARGET [SRC]: a bitmap-mode always job from SRC
+# (src.qcow2) into TARGET that fails at its third write (the first sizes
+# the file, the second is the first 4 MiB run): TARGET.part holds one run.
 interrupt_always() {
-    run --separate-stderr env QBAK_FAILPOINT=write:2:eio "$QBAK" copy src.qcow2 "$1" \
-        --sync bitmap --bitmap b0 --bitmap-mode always --backing full.qcow2
+    run --separate-stderr env QBAK_FAILPOINT=write:3:eio "$QBAK" copy "${2:-src.qcow2}" "$1" \
+        --sync bitmap --bitmap b0 --bitmap-mode always --backing full.qcow2 --json
     [ "$status" -eq 1 ] || fail "interrupted job: exit $status: $stderr"
+    [ "$(jq -r '.["clusters-left"]' <<<"$output")" -eq 64 ] ||
+        fail "the interrupted job did not copy one 4 MiB run: $output"
     [ -e "$1.part" ] || fail "no $1.part after the interrupted always job"
     qemu-img check -q "$1.part" || fail "qemu-img check $1.part"
 }
@@ -162,9 +165,7 @@ interrupt_always() {
     # another image's partial is not this one's either
     rm inc.qcow2.part
     cp src.qcow2 other.qcow2
-    run --separate-stderr env QBAK_FAILPOINT=write:2:eio "$QBAK" copy other.qcow2 inc.qcow2 \
-        --sync bitmap --bitmap b0 --bitmap-mode always --backing full.qcow2
-    [ -e inc.qcow2.part ] || fail "no partial of other.qcow2: $stderr"
+    interrupt_always inc.qcow2 other.qcow2
     sum=$(sha256sum <inc.qcow2.part)
     run --separate-stderr qbak copy src.qcow2 inc.qcow2 --sync bitmap --bitmap b0 \
         --bitmap-mode always --backing full.qcow2 --resume
