@@ -159,3 +159,14 @@ same_bitmaps() {
     qemu_bitmap_map B.qcow2 b0 >B.json
     python3 "$CHECK" cleared B.json
 }
+
+@test "enospc: the message says how much space the backup needs and how much is free; no partial is left" {
+    run --separate-stderr qbak copy B.qcow2 mntB/inc.qcow2 --sync incremental --bitmap b0 \
+        --backing "$F/full.qcow2"
+    [ "$status" -eq 1 ] || fail "exit $status, expected 1: $stderr"
+    check_error_line
+    [[ $stderr == *"No space left"*"needs up to "*"MiB"*"'mntB' has "*" free"* ]] ||
+        fail "the message does not give the sizes: $stderr"
+    # on-success keeps nothing: no file is left on the full disk
+    [ -z "$(ls -A mntB)" ] || fail "files left on the full disk: $(ls -A mntB)"
+}
