@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "common/outfile.h"
 #include "lib/job.h"
 #include "lib/quiesce.h"
 
@@ -35,6 +36,50 @@ remember (struct first_error *fe, struct qbak_copy_result *res)
   fe->msg = strdup (qbak_get_error ());
   fe->status = qbak_get_status ();
   fe->errnum = qbak_get_errno ();
+}
+
+/* TARGET with its folder resolved (the file itself does not exist yet),
+ * or NULL if the folder cannot be resolved (preparing the job then says
+ * why). */
+static char *
+canonical_target (const char *target)
+{
+  char *dir = outfile_folder (target), *real = NULL, *r = NULL;
+  const char *base = strrchr (target, '/');
+  base = base ? base + 1 : target;
+  if (dir && (real = realpath (dir, NULL)) &&
+      asprintf (&r, "%s/%s", real, base) < 0)
+    r = NULL;
+  free (dir);
+  free (real);
+  return r;
+}
+
+/* Two jobs of one group writing one target would each make it and the
+ * second would fail after the first was complete: refuse that early. */
+static int
+check_distinct_targets (const struct qbak_group_opts *g)
+{
+  int ret = 0;
+  char **t = calloc (g->n_jobs ? g->n_jobs : 1, sizeof *t);
+  if (!t) {
+    set_nomem ();
+    return -1;
+  }
+  for (size_t i = 0; i < g->n_jobs && ret == 0; i++) {
+    t[i] = canonical_target (g->jobs[i].target);
+    for (size_t k = 0; t[i] && k < i && ret == 0; k++)
+      if (t[k] && strcmp (t[i], t[k]) == 0) {
+        set_usage_error ("%s: two jobs of the group write this target ('%s' "
+                         "and '%s')", g->jobs[i].target, g->jobs[k].target,
+                         g->jobs[i].target);
+        ret = -1;
+      }
+  }
+  for (size_t i = 0; i < g->n_jobs; i++)
+    free (t[i]);
+  free (t);
+  return ret;
 }
 
 int
@@ -61,6 +106,10 @@ qbak_copy_group (const struct qbak_group_opts *g,
     memset (&results[i], 0, sizeof results[i]);
 
   /* 1. Prepare all: nothing is written if any refuses. */
+  if (check_distinct_targets (g) < 0) {
+    remember (&fe, &results[0]);
+    goto out;
+  }
   for (size_t i = 0; i < n; i++) {
     jobs[i] = job_prepare (&g->jobs[i], &results[i]);
     if (!jobs[i]) {

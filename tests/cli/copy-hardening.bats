@@ -351,3 +351,14 @@ as_nobody() {
     qbak copy src.qcow2 inc.qcow2 --sync incremental --bitmap b0 --backing full.qcow2
     qemu-img compare -q inc.qcow2 src.qcow2 || fail "the incremental differs"
 }
+
+@test "hardening: two jobs of one group writing one target are refused before anything is written" {
+    qemu-img create -q -f qcow2 a.qcow2 16M
+    qemu-img create -q -f qcow2 b.qcow2 16M
+    mkdir d
+    run --separate-stderr qbak copy --job src=a.qcow2,target=d/t.qcow2 \
+        --job src=b.qcow2,target=./d/../d/t.qcow2 --sync full
+    [ "$status" -eq 2 ] || fail "exit $status, expected 2: $stderr"
+    [[ $stderr == *"two jobs"* ]] || fail "message: $stderr"
+    [ -z "$(ls -A d)" ] || fail "files were made: $(ls -A d)"
+}
