@@ -78,6 +78,8 @@ enum {
   OPT_JOB, OPT_COMPLETION, OPT_FREEZE, OPT_THAW, OPT_FREEZE_TIMEOUT,
 };
 
+static const char short_options[] = "hO:f:";
+
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
   { "long-options", no_argument, NULL, OPT_LONG_OPTIONS },
@@ -192,8 +194,10 @@ cmd_copy (int argc, char **argv)
   uint64_t cs = 0;
   int c, ret = EXIT_USAGE;
 
-  while ((c = getopt_long (argc, argv, "O:f:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, short_options, long_options,
+                           NULL)) != -1) {
     switch (c) {
+    case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
     case OPT_JSON: json = true; break;
@@ -254,7 +258,13 @@ cmd_copy (int argc, char **argv)
       break;
     }
     case OPT_RESUME: o.resume = true; break;
-    case 'f': o.source_format = optarg; break;
+    case 'f':
+      if (check_image_format (usage_line, "copy", optarg) != 0) {
+        free (specs);
+        return EXIT_USAGE;
+      }
+      o.source_format = optarg;
+      break;
     case OPT_JOB: {
       char **n = realloc (specs, (n_specs + 1) * sizeof *n);
       if (!n) {
@@ -292,7 +302,8 @@ cmd_copy (int argc, char **argv)
     }
     default:
       free (specs);
-      return bad_option (usage_line, "copy", argv);
+      return bad_option (usage_line, "copy", argc, argv, short_options,
+                         long_options);
     }
   }
   struct qbak_copy_opts *jobs = NULL;
