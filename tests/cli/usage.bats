@@ -353,3 +353,32 @@ check_help_flag() {
     run --separate-stderr qemu-img check a.qcow2
     [ "$status" -eq 0 ] || fail "qemu-img check: $output $stderr"
 }
+
+# complete_bash WORDS...: what completions/qbak.bash offers for the last
+# word of "qbak WORDS...", one a line (bash-completion's helpers stubbed).
+complete_bash() {
+    (
+        _init_completion() {
+            words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
+            cur=${words[cword]} prev=${words[cword - 1]}
+        }
+        _filedir() { COMPREPLY=(FILE); }
+        complete() { :; }
+        # shellcheck disable=SC1091
+        source "$QBAK_SRCDIR/completions/qbak.bash"
+        COMP_WORDS=(qbak "$@") COMP_CWORD=$#
+        _qbak
+        printf '%s\n' "${COMPREPLY[@]}"
+    )
+}
+
+@test "usage: bash completion knows help, its commands, -f's formats and every option" {
+    [ "$(complete_bash he)" = help ] || fail "qbak he<TAB>: $(complete_bash he)"
+    [ "$(complete_bash help c)" = copy ] || fail "qbak help c<TAB>: $(complete_bash help c)"
+    [ "$(complete_bash info -f '' | sort | tr '\n' ' ')" = "qcow qcow2 raw " ] ||
+        fail "qbak info -f <TAB>: $(complete_bash info -f '')"
+    [ "$(complete_bash bitmap add --format '' | sort | tr '\n' ' ')" = "qcow qcow2 raw " ] ||
+        fail "qbak bitmap add --format <TAB>: $(complete_bash bitmap add --format '')"
+    complete_bash copy --freeze | grep -qx -- --freeze-cmd || fail "qbak copy --freeze<TAB>"
+    complete_bash copy a --sync '' | grep -qx incremental || fail "qbak copy --sync <TAB>"
+}
