@@ -36,7 +36,7 @@ argument_hint (const char *usage, const char *spelling)
       }
     if (n == 0 || arg[0] == '-' || arg[0] == '[')
       continue;
-    char *out = malloc (2 * n + 16);
+    char *out = malloc (4 * n + 1);     /* each "|" may grow to " or " */
     if (!out)
       return NULL;
     char *o = out;
@@ -58,9 +58,10 @@ argument_hint (const char *usage, const char *spelling)
   return NULL;
 }
 
-/* OPTION (of table entry LO, or NULL) was given without its argument;
- * SHORT_NAME is its letter, 0 if it has none.  The message spells the
- * option as typed: "-O" or "--output-format". */
+/* OPTION ("-O", or "--output-format" even when abbreviated), of table
+ * entry LO (NULL if it has none), was given without its argument;
+ * SHORT_NAME is its letter, 0 if it has none.  The usage text may show
+ * either spelling with the argument, so both are looked up. */
 static int
 needs_argument (const char *usage, const char *cmd, const char *option,
                 const struct option *lo, int short_name)
