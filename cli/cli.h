@@ -24,22 +24,46 @@ extern const char *progname;
 /* errors.c */
 /* Print the library's last error as one line and return its exit code. */
 int report_error (void);
-/* The same, followed by USAGE when the library called it a usage error
- * (an argument combination it refuses). */
+/* The same, pointing to the --help of the command USAGE belongs to when
+ * the library called it a usage error (an argument combination it
+ * refuses). */
 int report_error_usage (const char *usage);
-/* Print "qbak CMD: MSG" and the usage line to stderr; return EXIT_USAGE. */
+/* Print "qbak: MSG. Try 'qbak CMD --help'." as one line on stderr, CMD
+ * being the command USAGE (its usage text) belongs to; return EXIT_USAGE. */
 int usage_error (const char *usage, const char *fmt, ...)
   __attribute__((format(printf, 2, 3)));
-/* Report the option getopt_long just refused (opterr is off, so this is
- * the only message); returns EXIT_USAGE. */
-int bad_option (const char *usage, const char *cmd, char **argv);
+
 /* Handle the options every command shares in its getopt loop:
- * --help (print HELP on stdout, exit 0) and the hidden --long-options. */
+ * -h/--help (print HELP on stdout, exit 0) and the hidden --long-options. */
 void print_help_and_exit (const char *help) __attribute__((noreturn));
 void print_long_options_and_exit (const struct option *opts)
   __attribute__((noreturn));
+/* 0 if FORMAT is one -f accepts (qcow2, qcow, raw); otherwise a
+ * usage_error naming CMD, and EXIT_USAGE. */
+int check_image_format (const char *usage, const char *cmd,
+                        const char *format);
 /* Parse a size with an optional k/M/G/T suffix (powers of 1024). */
 int parse_size (const char *s, uint64_t *out);
+
+/* option-errors.c */
+/* Report, as one usage_error line, the option getopt_long just refused
+ * (opterr is off, so this is the only message): an unknown option (with
+ * the closest known one, or how to name a file that starts with '-'), an
+ * ambiguous abbreviation, or a missing argument (with what it may be,
+ * from USAGE).  SHORT_OPTIONS and LONG_OPTIONS are the tables given to
+ * getopt_long; CMD prefixes the message.  Returns EXIT_USAGE. */
+int bad_option (const char *usage, const char *cmd, int argc, char **argv,
+                const char *short_options, const struct option *long_options);
+
+/* suggest.c */
+/* The known word closest to a mistyped one, if any is close enough. */
+struct suggestion {
+  const char *best;     /* NULL: nothing close */
+  size_t distance;
+};
+/* Remember CANDIDATE in S if it is a likelier meaning of WORD. */
+void suggest_consider (struct suggestion *s, const char *word,
+                       const char *candidate);
 
 /* json-out.c: the one JSON emitter (json-c). */
 void json_print (json_object *obj);

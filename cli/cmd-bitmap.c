@@ -9,17 +9,19 @@
 #include "cli/cli.h"
 
 static const char usage_line[] =
-  "Usage: qbak bitmap list|dump [--json] [-U] IMAGE [NAME]\n"
-  "       qbak bitmap add [--granularity SIZE] [--disabled] IMAGE NAME\n"
-  "       qbak bitmap remove|clear|enable|disable IMAGE NAME\n"
-  "       qbak bitmap merge [--from-image OTHER] IMAGE DEST SRC...\n"
+  "Usage: qbak bitmap list|dump [--json] [-U] [-f FMT] IMAGE [NAME]\n"
+  "       qbak bitmap add [--granularity SIZE] [--disabled] [-f FMT] IMAGE "
+  "NAME\n"
+  "       qbak bitmap remove|clear|enable|disable [-f FMT] IMAGE NAME\n"
+  "       qbak bitmap merge [--from-image OTHER] [-f FMT] IMAGE DEST SRC...\n"
   "       (any change: --image IMG ... NAME for several images at once)";
 static const char help[] =
-  "Usage: qbak bitmap list [--json] [-U] IMAGE\n"
-  "       qbak bitmap dump [--json] [-U] IMAGE NAME\n"
-  "       qbak bitmap add [--granularity SIZE] [--disabled] IMAGE NAME\n"
-  "       qbak bitmap remove|clear|enable|disable IMAGE NAME\n"
-  "       qbak bitmap merge [--from-image OTHER] IMAGE DEST SRC...\n"
+  "Usage: qbak bitmap list [--json] [-U] [-f FMT] IMAGE\n"
+  "       qbak bitmap dump [--json] [-U] [-f FMT] IMAGE NAME\n"
+  "       qbak bitmap add [--granularity SIZE] [--disabled] [-f FMT] IMAGE "
+  "NAME\n"
+  "       qbak bitmap remove|clear|enable|disable [-f FMT] IMAGE NAME\n"
+  "       qbak bitmap merge [--from-image OTHER] [-f FMT] IMAGE DEST SRC...\n"
   "\n"
   "add      create an empty persistent bitmap, recording guest writes\n"
   "         unless --disabled; granularity defaults to the cluster size\n"
@@ -45,9 +47,14 @@ static const char help[] =
   "\n"
   "  --json            print JSON\n"
   "  -U, --force-share read without taking QEMU's image locks\n"
-  "  -f, --format FMT  require the image to be in format FMT instead of\n"
-  "                    probing its content\n"
-  "  --help            this text\n";
+  "  -f, --format FMT  require every image (--from-image too) to be in\n"
+  "                    format FMT instead of probing its content; only\n"
+  "                    qcow2 images hold bitmaps\n"
+  "  -h, --help        this text\n"
+  "\n"
+  "Options may come before or after the subcommand.\n";
+
+static const char short_options[] = "hUg:f:";
 
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
@@ -100,7 +107,8 @@ do_change (const char *sub, const char *format,
     return usage_error (usage_line, "bitmap %s: missing %s", sub,
                         nargs == 0 ? "NAME" : "SRC");
   if (kind != QBAK_BITMAP_MERGE && nargs > 1)
-    return usage_error (usage_line, "bitmap %s: too many arguments", sub);
+    return usage_error (usage_line, "bitmap %s: unexpected argument '%s'",
+                        sub, args[1]);
   for (size_t i = 0; i < n_images; i++)
     for (size_t j = 0; j < i; j++)
       if (same_file (images[i], images[j]))
@@ -138,7 +146,7 @@ do_change (const char *sub, const char *format,
       goto out;
     }
     if (!self) {
-      src = qbak_image_open (from, QBAK_OPEN_NO_BACKING);
+      src = qbak_image_open_format (from, format, QBAK_OPEN_NO_BACKING);
       if (!src) {
         ret = report_error ();
         goto out;
@@ -227,6 +235,46 @@ do_dump (struct qbak_image *img, const char *name, bool json)
   return EXIT_OK;
 }
 
+/* "list, dump, add, ... or merge" */
+static const char subcommand_names[] =
+  "list, dump, add, remove, clear, enable, disable or merge";
+
+static int
+unknown_subcommand (const char *sub)
+{
+  static const char *const all[] = { "list", "dump", "add", "remove", "clear",
+                                     "enable", "disable", "merge" };
+  struct suggestion s = { 0 };
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    suggest_consider (&s, sub, all[i]);
+  if (s.best)
+    return usage_error (usage_line, "bitmap: unknown subcommand '%s': did "
+                        "you mean '%s'?", sub, s.best);
+  return usage_error (usage_line, "bitmap: unknown subcommand '%s' (%s)", sub,
+                      subcommand_names);
+}
+
+/* list and dump: read one image. */
+static int
+do_read (const char *sub, const char *format, unsigned flags, bool json,
+         char **args, int nargs)
+{
+  int want = strcmp (sub, "list") == 0 ? 1 : 2;
+  if (nargs < want)
+    return usage_error (usage_line, "bitmap %s: missing %s", sub,
+                        nargs == 0 ? "IMAGE" : "NAME");
+  if (nargs > want)
+    return usage_error (usage_line, "bitmap %s: unexpected argument '%s'",
+                        sub, args[want]);
+
+  struct qbak_image *img = qbak_image_open_format (args[0], format, flags);
+  if (!img)
+    return report_error ();
+  int ret = want == 1 ? do_list (img, json) : do_dump (img, args[1], json);
+  qbak_image_close (img);
+  return ret;
+}
+
 int
 cmd_bitmap (int argc, char **argv)
 {
@@ -238,26 +286,21 @@ cmd_bitmap (int argc, char **argv)
   size_t n_images = 0;
   int c, ret;
 
-  if (argc >= 2 && (strcmp (argv[1], "--help") == 0))
-    print_help_and_exit (help);
-  if (argc >= 2 && (strcmp (argv[1], "--long-options") == 0))
-    print_long_options_and_exit (long_options);
-  if (argc < 2 || argv[1][0] == '-')
-    return usage_error (usage_line, "bitmap: missing subcommand");
-  const char *sub = argv[1];
-  argc--;
-  argv++;
-  while ((c = getopt_long (argc, argv, "Ug:f:", long_options, NULL)) != -1) {
+  /* Options may come before the subcommand too ("bitmap -f raw add ..."):
+   * the subcommand is the first word that is not an option. */
+  while ((c = getopt_long (argc, argv, short_options, long_options,
+                           NULL)) != -1) {
     switch (c) {
-    case OPT_HELP: print_help_and_exit (help);
+    case 'h':
+    case OPT_HELP: free (images); print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
     case OPT_JSON: json = true; break;
     case 'U': flags |= QBAK_OPEN_FORCE_SHARE; break;
     case 'g':
       if (parse_size (optarg, &granularity) < 0) {
         free (images);
-        return usage_error (usage_line, "bitmap %s: invalid granularity "
-                            "'%s'", sub, optarg);
+        return usage_error (usage_line, "bitmap: invalid --granularity '%s' "
+                            "(a size such as 64k)", optarg);
       }
       have_granularity = true;
       break;
@@ -274,14 +317,28 @@ cmd_bitmap (int argc, char **argv)
       break;
     }
     case 'b': from = optarg; break;
-    case 'f': format = optarg; break;
+    case 'f':
+      format = optarg;
+      if (check_image_format (usage_line, "bitmap", format) != 0) {
+        free (images);
+        return EXIT_USAGE;
+      }
+      break;
     default:
       free (images);
-      return bad_option (usage_line, sub, argv);
+      return bad_option (usage_line, "bitmap", argc, argv, short_options,
+                         long_options);
     }
   }
-  int nargs = argc - optind;
-  int want;
+  if (optind >= argc) {
+    free (images);
+    return usage_error (usage_line, "bitmap: missing subcommand (%s)",
+                        subcommand_names);
+  }
+  const char *sub = argv[optind];
+  char **args = argv + optind + 1;
+  int nargs = argc - optind - 1;
+
   for (size_t k = 0; k < sizeof change_commands / sizeof change_commands[0];
        k++) {
     if (strcmp (sub, change_commands[k].name) != 0)
@@ -296,38 +353,29 @@ cmd_bitmap (int argc, char **argv)
         free (images);
         return usage_error (usage_line, "bitmap %s: missing IMAGE", sub);
       }
-      ret = do_change (sub, format, change_commands[k].kind, argv + optind, 1,
-                       argv + optind + 1, nargs - 1, granularity,
-                       have_granularity, disabled, from);
+      ret = do_change (sub, format, change_commands[k].kind, args, 1,
+                       args + 1, nargs - 1, granularity, have_granularity,
+                       disabled, from);
     }
     else
       ret = do_change (sub, format, change_commands[k].kind, images, n_images,
-                       argv + optind, nargs, granularity, have_granularity,
-                       disabled, from);
+                       args, nargs, granularity, have_granularity, disabled,
+                       from);
     free (images);
     return ret;
   }
   free (images);
-  if (have_granularity || disabled || from)
-    return usage_error (usage_line, "bitmap %s: option not valid here", sub);
-  if (strcmp (sub, "list") == 0)
-    want = 1;
-  else if (strcmp (sub, "dump") == 0)
-    want = 2;
-  else
-    return usage_error (usage_line, "bitmap: unknown subcommand '%s'", sub);
-  if (nargs < want)
-    return usage_error (usage_line, "bitmap %s: missing %s", sub,
-                        nargs == 0 ? "IMAGE" : "NAME");
-  if (nargs > want)
-    return usage_error (usage_line, "bitmap %s: too many arguments", sub);
-
-  struct qbak_image *img = qbak_image_open_format (argv[optind], format,
-                                                   flags);
-  if (!img)
-    return report_error ();
-  ret = want == 1 ? do_list (img, json)
-                      : do_dump (img, argv[optind + 1], json);
-  qbak_image_close (img);
-  return ret;
+  if (strcmp (sub, "list") != 0 && strcmp (sub, "dump") != 0)
+    return unknown_subcommand (sub);
+  if (have_granularity || disabled)
+    return usage_error (usage_line, "bitmap %s: --%s is only for add", sub,
+                        have_granularity ? "granularity" : "disabled");
+  if (from)
+    return usage_error (usage_line, "bitmap %s: --from-image is only for "
+                        "merge", sub);
+  if (n_images)
+    return usage_error (usage_line, "bitmap %s: --image is for the changes "
+                        "(add, remove, clear, enable, disable, merge); "
+                        "name one IMAGE", sub);
+  return do_read (sub, format, flags, json, args, nargs);
 }

@@ -92,6 +92,8 @@ enum {
   OPT_NO_BACKING,
 };
 
+static const char short_options[] = "hO:f:F:";
+
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
   { "long-options", no_argument, NULL, OPT_LONG_OPTIONS },
@@ -209,8 +211,10 @@ cmd_copy (int argc, char **argv)
   uint64_t cs = 0;
   int c, ret = EXIT_USAGE;
 
-  while ((c = getopt_long (argc, argv, "O:f:F:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, short_options, long_options,
+                           NULL)) != -1) {
     switch (c) {
+    case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
     case OPT_JSON: json = true; break;
@@ -273,7 +277,13 @@ cmd_copy (int argc, char **argv)
       break;
     }
     case OPT_RESUME: o.resume = true; break;
-    case 'f': o.source_format = optarg; break;
+    case 'f':
+      if (check_image_format (usage_line, "copy", optarg) != 0) {
+        free (specs);
+        return EXIT_USAGE;
+      }
+      o.source_format = optarg;
+      break;
     case OPT_JOB: {
       char **n = realloc (specs, (n_specs + 1) * sizeof *n);
       if (!n) {
@@ -311,7 +321,8 @@ cmd_copy (int argc, char **argv)
     }
     default:
       free (specs);
-      return bad_option (usage_line, "copy", argv);
+      return bad_option (usage_line, "copy", argc, argv, short_options,
+                         long_options);
     }
   }
   struct qbak_copy_opts *jobs = NULL;

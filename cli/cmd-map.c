@@ -16,7 +16,9 @@ static const char help[] =
   "  -U, --force-share read without taking QEMU's image locks\n"
   "  -f, --format FMT  require IMAGE to be in format FMT (qcow2, qcow,\n"
   "                    raw) instead of probing its content\n"
-  "  --help            this text\n";
+  "  -h, --help        this text\n";
+
+static const char short_options[] = "hUf:";
 
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
@@ -64,14 +66,18 @@ cmd_map (int argc, char **argv)
   const char *format = NULL;
   int c;
 
-  while ((c = getopt_long (argc, argv, "Uf:", long_options, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, short_options, long_options,
+                           NULL)) != -1) {
     switch (c) {
+    case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
     case OPT_JSON: json = true; break;
     case 'U': flags |= QBAK_OPEN_FORCE_SHARE; break;
     case 'f': format = optarg; break;
-    default: return bad_option (usage_line, "map", argv);
+    default:
+      return bad_option (usage_line, "map", argc, argv, short_options,
+                         long_options);
     }
   }
   if (optind >= argc)

@@ -22,28 +22,62 @@ report_error (void)
   }
 }
 
+/* The command whose --help explains USAGE: "Usage: qbak copy SRC ..."
+ * names "qbak copy", "Usage: qbak bitmap list|dump ..." names
+ * "qbak bitmap", and the top level's "Usage: qbak COMMAND ..." (or no
+ * USAGE) names plain "qbak". */
+static void
+print_help_pointer (const char *usage)
+{
+  const char *word = usage ? strstr (usage, "qbak ") : NULL;
+  int n = 0;
+  if (word) {
+    word += strlen ("qbak ");
+    while (islower ((unsigned char) word[n]))
+      n++;
+    if (word[n] != ' ' && word[n] != '\n' && word[n] != '\0')
+      n = 0;
+  }
+  if (n)
+    fprintf (stderr, "Try 'qbak %.*s --help'.", n, word);
+  else
+    fputs ("Try 'qbak --help'.", stderr);
+}
+
+/* One line: "qbak: MSG. Try 'qbak CMD --help'."  The pointer replaces
+ * the whole usage text, which would bury the one line that matters in
+ * cron's mail. */
+static void
+print_usage_line (const char *usage, const char *msg)
+{
+  size_t n = strlen (msg);
+  fprintf (stderr, "%s: %s%s", progname, msg,
+           n && strchr (".?!", msg[n - 1]) ? " " : ". ");
+  print_help_pointer (usage);
+  fputc ('\n', stderr);
+}
+
 int
 report_error_usage (const char *usage)
 {
   /* Not after "X already exists" or "cannot create X": the command line
    * was fine, the file system said no (those errors carry an errno). */
-  bool is_usage = qbak_get_status () == QBAK_STATUS_USAGE &&
-                  qbak_get_errno () == 0;
-  int ret = report_error ();
-  if (is_usage)
-    fprintf (stderr, "%s\n", usage);
-  return ret;
+  if (qbak_get_status () != QBAK_STATUS_USAGE || qbak_get_errno () != 0)
+    return report_error ();
+  print_usage_line (usage, qbak_get_error ());
+  return EXIT_USAGE;
 }
 
 int
 usage_error (const char *usage, const char *fmt, ...)
 {
   va_list ap;
-  fprintf (stderr, "%s: ", progname);
   va_start (ap, fmt);
-  vfprintf (stderr, fmt, ap);
+  char *msg = NULL;
+  int r = vasprintf (&msg, fmt, ap);
   va_end (ap);
-  fprintf (stderr, "\n%s\n", usage);
+  print_usage_line (usage, r >= 0 ? msg : fmt);
+  free (msg);
   return EXIT_USAGE;
 }
 
@@ -93,10 +127,12 @@ parse_size (const char *s, uint64_t *out)
 }
 
 int
-bad_option (const char *usage, const char *cmd, char **argv)
+check_image_format (const char *usage, const char *cmd, const char *format)
 {
-  const char *arg = optind > 0 ? argv[optind - 1] : "?";
-  if (optopt && strchr ("gib", optopt) && arg[0] == '-' && arg[1] == optopt)
-    return usage_error (usage, "%s: option '%s' needs an argument", cmd, arg);
-  return usage_error (usage, "%s: unrecognized option '%s'", cmd, arg);
+  static const char *const formats[] = { "qcow2", "qcow", "raw" };
+  for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)
+    if (strcmp (format, formats[i]) == 0)
+      return 0;
+  return usage_error (usage, "%s: invalid -f '%s' (qcow2, qcow or raw)", cmd,
+                      format);
 }

@@ -1,4 +1,4 @@
-/* The progress bar (STYLE habit 16): drawn on stderr only when it is a
+/* The progress bar: drawn on stderr only when it is a
  * terminal, at most every 100 ms; the library only calls back. */
 #include <stdint.h>
 #include <time.h>

@@ -5,10 +5,14 @@ _qbak ()
   local cur prev words cword
   _init_completion || return
   if [[ $cword -eq 1 ]]; then
-    COMPREPLY=($(compgen -W "$(qbak --commands 2>/dev/null) --help --version" -- "$cur"))
+    COMPREPLY=($(compgen -W "$(qbak --commands 2>/dev/null) help --help --version" -- "$cur"))
     return
   fi
   local cmd=${words[1]}
+  if [[ $cmd == help ]]; then
+    [[ $cword -eq 2 ]] && COMPREPLY=($(compgen -W "$(qbak --commands 2>/dev/null)" -- "$cur"))
+    return
+  fi
   if [[ $cmd == bitmap && $cword -eq 2 ]]; then
     COMPREPLY=($(compgen -W "list dump add remove clear enable disable merge" -- "$cur"))
     return
@@ -19,6 +23,7 @@ _qbak ()
     --on-error) COMPREPLY=($(compgen -W "report ignore" -- "$cur")); return ;;
     --completion-mode) COMPREPLY=($(compgen -W "grouped individual" -- "$cur")); return ;;
     -O|--output-format) COMPREPLY=($(compgen -W "qcow2 raw" -- "$cur")); return ;;
+    -f|--format) COMPREPLY=($(compgen -W "qcow2 qcow raw" -- "$cur")); return ;;
   esac
   if [[ $cur == -* ]]; then
     COMPREPLY=($(compgen -W "$(qbak "$cmd" --long-options 2>/dev/null)" -- "$cur"))

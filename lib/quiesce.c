@@ -1,4 +1,4 @@
-/* Quiesce hooks (seed 003): the freeze command runs before the group's
+/* Quiesce hooks: the freeze command runs before the group's
  * point in time and the thaw command after it; if the freeze was started,
  * the thaw always runs, whatever happened.  Offline images are quiescent
  * by nature; the hooks are for setups that snapshot a live guest (freeze
@@ -21,6 +21,7 @@ int
 qbak_internal_run_hook (const char *what, const char *cmd, unsigned timeout)
 {
   posix_spawnattr_t attr;
+  posix_spawn_file_actions_t actions;
   pid_t pid;
   char *argv[] = { (char *) "sh", (char *) "-c", (char *) cmd, NULL };
 
@@ -29,7 +30,12 @@ qbak_internal_run_hook (const char *what, const char *cmd, unsigned timeout)
   posix_spawnattr_init (&attr);
   posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETPGROUP);
   posix_spawnattr_setpgroup (&attr, 0);
-  int r = posix_spawn (&pid, "/bin/sh", NULL, &attr, argv, environ);
+  /* qbak's stdout carries only its result (--json, or nothing for cron):
+   * whatever the hook prints goes to stderr with qbak's own messages. */
+  posix_spawn_file_actions_init (&actions);
+  posix_spawn_file_actions_adddup2 (&actions, STDERR_FILENO, STDOUT_FILENO);
+  int r = posix_spawn (&pid, "/bin/sh", &actions, &attr, argv, environ);
+  posix_spawn_file_actions_destroy (&actions);
   posix_spawnattr_destroy (&attr);
   if (r != 0) {
     set_io_error (r, "%s hook: cannot run '%s'", what, cmd);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# qbak copy --freeze-cmd/--thaw-cmd (seed 003): the freeze runs before the
+# qbak copy --freeze-cmd/--thaw-cmd: the freeze runs before the
 # point in time, the thaw right after; once the freeze was started the thaw
 # runs exactly once, whatever happens (freeze failed or timed out, backup
 # failed, interrupted).  A failed or timed-out freeze aborts the backup
@@ -213,4 +213,27 @@ copy_hooked() {
         --thaw-cmd "sh ./hook.sh thaw"
     [ "$status" -eq 2 ] || fail "exit $status, expected 2: $stderr"
     [ ! -e hooks.log ] || fail "a hook ran: $(cat hooks.log)"
+}
+
+@test "quiesce: what the hooks print goes to stderr; stdout holds one JSON document" {
+    run --separate-stderr qbak copy src.qcow2 t.qcow2 --sync full \
+        --freeze-cmd 'echo frozen; echo frozen-err >&2' --thaw-cmd 'echo thawed' --json
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    local docs
+    docs=$(printf '%s\n' "$output" | jq -s length) || fail "stdout is not JSON: $output"
+    [ "$docs" -eq 1 ] || fail "stdout holds $docs JSON documents: $output"
+    printf '%s\n' "$output" | jq -e '.target == "t.qcow2" and .status == "ok"' >/dev/null ||
+        fail "unexpected JSON: $output"
+    [ "$(printf '%s\n' "$stderr" | grep -cx 'frozen')" -eq 1 ] || fail "no 'frozen' line on stderr: $stderr"
+    [ "$(printf '%s\n' "$stderr" | grep -cx 'frozen-err')" -eq 1 ] || fail "no 'frozen-err' line on stderr: $stderr"
+    [ "$(printf '%s\n' "$stderr" | grep -cx 'thawed')" -eq 1 ] || fail "no 'thawed' line on stderr: $stderr"
+    same_disk t.qcow2 src.qcow2
+}
+
+@test "quiesce: with hooks that print, a successful run without --json prints nothing on stdout" {
+    run --separate-stderr qbak copy --job src=src.qcow2,target=t.qcow2 --sync full \
+        --freeze-cmd 'echo frozen' --thaw-cmd 'echo thawed'
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    [ -z "$output" ] || fail "stdout is not empty (cron would mail it): $output"
+    [ "$(printf '%s\n' "$stderr" | grep -cxE 'frozen|thawed')" -eq 2 ] || fail "hook lines not on stderr: $stderr"
 }
