@@ -13,10 +13,11 @@
 # Both stopped means both hold write access: the bug.
 #
 # Rounds (RACE_ROUNDS, default 1000 per pair of commands) run in batches
-# on one image that keeps every round's outcome, so the oracles at the end
-# of each batch (qemu-img check, qemu-img info bitmap names, qemu-nbd +
-# nbdinfo contents) see every round: a bitmap lost in any round is missing
-# at the batch check.  Each round costs two qbak runs and no other process.
+# from lock-race-rounds.sh, a small loop of its own, on one image that
+# keeps every round's outcome, so the oracles at the end of each batch
+# (qemu-img check, qemu-img info bitmap names, qemu-nbd + nbdinfo contents)
+# see every round: a bitmap lost in any round is missing at the batch
+# check.  Each round costs two qbak runs and no other process.
 
 bats_require_minimum_version 1.5.0
 load helpers
@@ -30,58 +31,21 @@ setup_file() {
     require_qbak
 }
 
+ROUNDS_SH=$QBAK_CLI_TESTDIR/lock-race-rounds.sh
+
 setup() {
     setup_tmpdir
-    mkfifo "$T/never"
-    # read -t on a pipe nobody writes: a sleep that costs no process
-    exec {NAP}<>"$T/never"
-    A_PID= B_PID=
 }
 
 teardown() {
-    local p
-    for p in $A_PID $B_PID; do
-        kill -CONT "$p" 2>/dev/null || true
-        kill "$p" 2>/dev/null || true
-    done
-    exec {NAP}>&-
     kill_daemons
 }
 
-# settle PID: wait until qbak PID has stopped at its fail point (its locks
-# held) or has exited.
-settle() {
-    local stat state n=0
-    while read -r stat 2>/dev/null <"/proc/$1/stat"; do
-        state=${stat##*) }
-        state=${state%% *}
-        case $state in T|t|Z|X) return 0 ;; esac
-        read -r -t 0.002 -u "$NAP" || true
-        n=$((n + 1))
-        [ "$n" -lt 10000 ] || fail "qbak pid $1 neither stopped nor exited"
-    done
-}
-
-# race 'ARGS A' 'ARGS B': run qbak with each word list at once; set RA, RB
-# to their exit codes and EA, EB to their stderr files.
-race() {
-    local -a a b
-    read -r -a a <<<"$1"
-    read -r -a b <<<"$2"
-    EA=$T/err.a EB=$T/err.b
-    (export QBAK_FAILPOINT=read:1:stop; exec "$QBAK" "${a[@]}") \
-        >/dev/null 2>"$EA" 3>&- &
-    A_PID=$!
-    (export QBAK_FAILPOINT=read:1:stop; exec "$QBAK" "${b[@]}") \
-        >/dev/null 2>"$EB" 3>&- &
-    B_PID=$!
-    settle "$A_PID"
-    settle "$B_PID"
-    kill -CONT "$A_PID" "$B_PID" 2>/dev/null || true
-    RA=0 RB=0
-    wait "$A_PID" || RA=$?
-    wait "$B_PID" || RB=$?
-    A_PID= B_PID=
+# batch FIRST LAST 'ARGS A' 'ARGS B': run rounds FIRST..LAST; their
+# results, "N EXIT_A EXIT_B", go to the file rounds.
+batch() {
+    "$ROUNDS_SH" "$QBAK" "$@" >rounds 3>&- ||
+        fail "rounds $1..$2 did not complete: $(tail -1 rounds)"
 }
 
 # busy_line FILE IMG: FILE holds exactly one line, the lock error for IMG.
@@ -93,8 +57,9 @@ busy_line() {
 }
 
 # check_round ROUND: at most one winner, the loser exits 4 with the lock
-# error; sets WON to a, b or none.
+# error; sets WON to a, b or none.  RA and RB are the exit codes.
 check_round() {
+    EA=e.$1.a EB=e.$1.b
     case "$RA,$RB" in
         0,4) WON=a; busy_line "$EB" "$IMG" ;;
         4,0) WON=b; busy_line "$EA" "$IMG" ;;
@@ -144,26 +109,28 @@ names() {
         expect="d"
         local end=$((round + BATCH))
         [ "$end" -le "$ROUNDS" ] || end=$ROUNDS
-        while [ "$round" -lt "$end" ]; do
-            round=$((round + 1))
-            race "bitmap add $IMG x$round" "bitmap add $IMG y$round"
+        batch $((round + 1)) "$end" "bitmap add $IMG x@N@" "bitmap add $IMG y@N@"
+        while read -r n RA RB; do
+            round=$n
             check_round "$round"
             case $WON in
                 a) expect+=" x$round" ;;
                 b) expect+=" y$round" ;;
             esac
-        done
+        done <rounds
+        [ "$round" -eq "$end" ]
         image_ok "$IMG"
         expect=$(tr ' ' '\n' <<<"$expect" | sort | tr '\n' ' ')
         [ "$(names "$IMG")" = "$expect" ] ||
             fail "after round $round: QEMU sees bitmaps '$(names "$IMG")'," \
                  "the exit codes say '$expect'"
-        # contents: the bitmap that was there keeps its dirty ranges; the
-        # newest winner's bitmap is empty
+        # contents: the bitmap that was there keeps its dirty ranges; a
+        # winner's new bitmap is empty
         [ "$(dirty_ranges "$IMG" d)" = "$dirty_d" ]
         local last=${expect% }
         last=${last##* }
         [ "$last" = d ] || [ -z "$(dirty_ranges "$IMG" "$last")" ]
+        rm -f e.*
     done
     echo "# $ROUNDS rounds, both writers backed off in $BOTH_LOST" >&3
 }
@@ -181,11 +148,11 @@ names() {
         first=
         local end=$((round + BATCH))
         [ "$end" -le "$ROUNDS" ] || end=$ROUNDS
-        while [ "$round" -lt "$end" ]; do
-            round=$((round + 1))
+        batch $((round + 1)) "$end" "copy $IMG ta@N@.qcow2 --sync incremental --bitmap b" \
+            "copy $IMG tb@N@.qcow2 --sync incremental --bitmap b"
+        while read -r n RA RB; do
+            round=$n
             ta=ta$round.qcow2 tb=tb$round.qcow2
-            race "copy $IMG $ta --sync incremental --bitmap b" \
-                 "copy $IMG $tb --sync incremental --bitmap b"
             check_round "$round"
             case $WON in
                 a) [ -e "$ta" ] && [ ! -e "$tb" ] && [ ! -e "$tb.part" ] ||
@@ -197,7 +164,8 @@ names() {
                 none) [ ! -e "$ta" ] && [ ! -e "$tb" ] &&
                       [ ! -e "$ta.part" ] && [ ! -e "$tb.part" ] ;;
             esac
-        done
+        done <rounds
+        [ "$round" -eq "$end" ]
         image_ok "$IMG"
         [ "$(names "$IMG")" = "b d " ]
         [ -n "$first" ] || fail "no round of the batch ending at $round had a winner"
@@ -208,7 +176,7 @@ names() {
             "$first" >/dev/null
         [ -z "$(dirty_ranges "$IMG" b)" ]
         [ "$(dirty_ranges "$IMG" d)" = "$(dirty_ranges base.qcow2 d)" ]
-        rm -f t[ab]*.qcow2
+        rm -f t[ab]*.qcow2 e.*
     done
     echo "# $ROUNDS rounds, both writers backed off in $BOTH_LOST" >&3
 }
@@ -227,11 +195,11 @@ names() {
         # whether the copy saw those clusters
         qemu_io_fmt qcow2 "$IMG" 'write -P 5 256k 64k'
         local batch_first=$((round + 1)) first_won=
-        while [ "$round" -lt "$end" ]; do
-            round=$((round + 1))
+        batch $((round + 1)) "$end" "copy $IMG t@N@.qcow2 --sync incremental --bitmap b" \
+            "bitmap clear $IMG b"
+        while read -r n RA RB; do
+            round=$n
             t=t$round.qcow2
-            race "copy $IMG $t --sync incremental --bitmap b" \
-                 "bitmap clear $IMG b"
             check_round "$round"
             if [ "$round" -eq "$batch_first" ]; then first_won=$WON; fi
             case $WON in
@@ -240,7 +208,8 @@ names() {
                 *) [ ! -e "$t" ] && [ ! -e "$t.part" ] ||
                        fail "round $round: the copy lost, yet $t exists" ;;
             esac
-        done
+        done <rounds
+        [ "$round" -eq "$end" ]
         image_ok "$IMG"
         [ "$(names "$IMG")" = "b d " ]
         # either way b ends clean; if the batch's first round was the
@@ -250,7 +219,7 @@ names() {
             image_ok "t$batch_first.qcow2"
             qemu-io -r -f qcow2 -c 'read -P 5 256k 64k' "t$batch_first.qcow2" >/dev/null
         fi
-        rm -f t[0-9]*.qcow2
+        rm -f t[0-9]*.qcow2 e.*
     done
     echo "# $ROUNDS rounds, the copy won $copies, both backed off in $BOTH_LOST" >&3
 }
