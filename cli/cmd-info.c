@@ -7,18 +7,25 @@
 
 #include "cli/cli.h"
 
-static const char usage_line[] = "Usage: qbak info [--json] [-U] [-f FMT] IMAGE";
+enum { OPT_NO_BACKING_CHAIN = OPT_FIRST_COMMAND_OPTION };
+
+static const char usage_line[] =
+  "Usage: qbak info [--json] [-U] [-f FMT] [--no-backing-chain] IMAGE";
 static const char help[] =
-  "Usage: qbak info [--json] [-U] [-f FMT] IMAGE\n"
+  "Usage: qbak info [--json] [-U] [-f FMT] [--no-backing-chain] IMAGE\n"
   "\n"
   "Show an image: format (probed by content), virtual size, cluster size,\n"
-  "features, backing chain, and every persistent bitmap (name,\n"
-  "granularity, in-use and auto flags, dirty bytes).\n"
+  "features, backing chain (each name as stored and the path it resolves\n"
+  "to), and every persistent bitmap (name, granularity, in-use and auto\n"
+  "flags, dirty bytes).\n"
   "\n"
   "  --json            print a JSON object\n"
   "  -U, --force-share read without taking QEMU's image locks\n"
   "  -f, --format FMT  require IMAGE to be in format FMT (qcow2, qcow,\n"
   "                    raw) instead of probing its content\n"
+  "  --no-backing-chain open no file the image names (backing files,\n"
+  "                    external data file): for images from untrusted\n"
+  "                    sources, whose names a guest may have chosen\n"
   "  -h, --help        this text\n";
 
 static const char short_options[] = "hUf:";
@@ -29,6 +36,7 @@ static const struct option long_options[] = {
   { "json", no_argument, NULL, OPT_JSON },
   { "force-share", no_argument, NULL, 'U' },
   { "format", required_argument, NULL, 'f' },
+  { "no-backing-chain", no_argument, NULL, OPT_NO_BACKING_CHAIN },
   { NULL, 0, NULL, 0 },
 };
 
@@ -79,6 +87,8 @@ image_json (struct qbak_image *img)
     if (in.data_file) {
       json_object_object_add (fs, "data-file",
                               json_object_new_string (in.data_file));
+      json_object_object_add (fs, "full-data-file",
+                              json_object_new_string (in.data_file_full));
       json_object_object_add (fs, "data-file-raw",
                               json_object_new_boolean (in.data_file_raw));
     }
@@ -94,6 +104,29 @@ image_json (struct qbak_image *img)
   return o;
 }
 
+/* qemu-img's " (actual path: ...)" after a name stored in an image, when
+ * the name does not already say where the file is. */
+static void
+print_actual_path (const char *name, const char *full)
+{
+  if (full && strcmp (name, full) != 0)
+    printf (" (actual path: %s)", full);
+}
+
+/* The backing file of one layer: the name as stored, the path it resolves
+ * to, the recorded format. */
+static void
+print_backing (const struct qbak_image_info *in, const char *indent)
+{
+  if (!in->backing_filename)
+    return;
+  printf ("%sbacking file: %s", indent, in->backing_filename);
+  print_actual_path (in->backing_filename, in->backing_full);
+  printf ("\n");
+  if (in->backing_format)
+    printf ("%sbacking file format: %s\n", indent, in->backing_format);
+}
+
 static void
 print_text (struct qbak_image *img)
 {
@@ -105,23 +138,18 @@ print_text (struct qbak_image *img)
   printf ("disk size: %" PRIu64 " bytes\n", disk_usage (in.filename));
   if (in.cluster_size)
     printf ("cluster_size: %" PRIu32 "\n", in.cluster_size);
-  if (in.backing_filename) {
-    printf ("backing file: %s", in.backing_filename);
-    if (strcmp (in.backing_filename, in.backing_full) != 0)
-      printf (" (actual path: %s)", in.backing_full);
-    printf ("\n");
-    if (in.backing_format)
-      printf ("backing file format: %s\n", in.backing_format);
-  }
+  print_backing (&in, "");
   if (in.qcow2_version) {
     printf ("qcow2 version: %" PRIu32 "\n", in.qcow2_version);
     printf ("compression type: %s\n", in.compression_type);
     printf ("refcount bits: %" PRIu32 "\n", in.refcount_bits);
     printf ("extended l2: %s\n", in.extended_l2 ? "true" : "false");
     printf ("lazy refcounts: %s\n", in.lazy_refcounts ? "true" : "false");
-    if (in.data_file)
-      printf ("data file: %s%s\n", in.data_file,
-              in.data_file_raw ? " (raw)" : "");
+    if (in.data_file) {
+      printf ("data file: %s", in.data_file);
+      print_actual_path (in.data_file, in.data_file_full);
+      printf ("%s\n", in.data_file_raw ? " (raw)" : "");
+    }
     if (!in.bitmaps_consistent)
       printf ("bitmaps: inconsistent (a program without bitmap support "
               "wrote the image)\n");
@@ -135,6 +163,7 @@ print_text (struct qbak_image *img)
     qbak_image_get_info (b, &bi);
     printf ("chain: %s (%s, %" PRIu64 " bytes)\n", bi.filename, bi.format,
             bi.virtual_size);
+    print_backing (&bi, "  ");
   }
   size_t n = qbak_bitmap_count (img);
   if (n) {
@@ -172,6 +201,7 @@ cmd_info (int argc, char **argv)
     case OPT_JSON: json = true; break;
     case 'U': flags |= QBAK_OPEN_FORCE_SHARE; break;
     case 'f': format = optarg; break;
+    case OPT_NO_BACKING_CHAIN: flags |= QBAK_OPEN_NO_BACKING; break;
     default:
       return bad_option (usage_line, "info", argc, argv, short_options,
                          long_options);

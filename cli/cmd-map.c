@@ -4,9 +4,12 @@
 
 #include "cli/cli.h"
 
-static const char usage_line[] = "Usage: qbak map [--json] [-U] [-f FMT] IMAGE";
+enum { OPT_NO_BACKING_CHAIN = OPT_FIRST_COMMAND_OPTION };
+
+static const char usage_line[] =
+  "Usage: qbak map [--json] [-U] [-f FMT] [--no-backing-chain] IMAGE";
 static const char help[] =
-  "Usage: qbak map [--json] [-U] [-f FMT] IMAGE\n"
+  "Usage: qbak map [--json] [-U] [-f FMT] [--no-backing-chain] IMAGE\n"
   "\n"
   "Show where the guest data of IMAGE lives, through its backing chain,\n"
   "with the fields of 'qemu-img map --output=json': start, length, depth\n"
@@ -16,6 +19,9 @@ static const char help[] =
   "  -U, --force-share read without taking QEMU's image locks\n"
   "  -f, --format FMT  require IMAGE to be in format FMT (qcow2, qcow,\n"
   "                    raw) instead of probing its content\n"
+  "  --no-backing-chain open no file the image names (backing files,\n"
+  "                    external data file): map IMAGE's own metadata\n"
+  "                    only; what it does not hold shows as absent\n"
   "  -h, --help        this text\n";
 
 static const char short_options[] = "hUf:";
@@ -26,6 +32,7 @@ static const struct option long_options[] = {
   { "json", no_argument, NULL, OPT_JSON },
   { "force-share", no_argument, NULL, 'U' },
   { "format", required_argument, NULL, 'f' },
+  { "no-backing-chain", no_argument, NULL, OPT_NO_BACKING_CHAIN },
   { NULL, 0, NULL, 0 },
 };
 
@@ -75,6 +82,7 @@ cmd_map (int argc, char **argv)
     case OPT_JSON: json = true; break;
     case 'U': flags |= QBAK_OPEN_FORCE_SHARE; break;
     case 'f': format = optarg; break;
+    case OPT_NO_BACKING_CHAIN: flags |= QBAK_OPEN_NO_BACKING; break;
     default:
       return bad_option (usage_line, "map", argc, argv, short_options,
                          long_options);

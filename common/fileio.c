@@ -27,20 +27,64 @@ wrap (int fd, const char *path, bool writable)
   return f;
 }
 
+/* What a non-image file type is called in messages, or NULL for the two
+ * types that can hold an image: regular files and block devices. */
+static const char *
+unusable_type (mode_t mode)
+{
+  if (S_ISREG (mode) || S_ISBLK (mode))
+    return NULL;
+  return S_ISDIR (mode) ? "a directory" : S_ISFIFO (mode) ? "a FIFO"
+         : S_ISSOCK (mode) ? "a socket" : S_ISCHR (mode)
+         ? "a character device" : "not a regular file";
+}
+
+static void
+set_unusable_type (const char *path, const char *what)
+{
+  set_invalid ("%s: is %s, not an image: name a regular file or a block "
+               "device", path, what);
+}
+
+/* Names of files to open come from the command line and from image
+ * headers, which a guest may have written.  A FIFO would block the read
+ * forever with the image locks held, and opening a device can have side
+ * effects, so the type is checked before opening (stat) and again on what
+ * was opened (fstat, in case the name changed in between); O_NONBLOCK
+ * keeps the open itself from waiting for a FIFO writer.  Any failure to
+ * open is unusable input (exit 3), whatever its errno. */
 struct qbak_file *
 qbak_file_open (const char *path, bool writable)
 {
-  int fd = open (path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) {
-    int e = errno;
-    qbak_internal_error (e == ENOENT ? QBAK_STATUS_INVALID : QBAK_STATUS_IO,
-                         e, "%s: cannot open", path);
+  struct stat st;
+  const char *what;
+  if (stat (path, &st) == 0 && (what = unusable_type (st.st_mode))) {
+    set_unusable_type (path, what);
     return NULL;
   }
-  struct stat st;
-  if (fstat (fd, &st) == 0 && S_ISDIR (st.st_mode)) {
+  int fd = open (path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC |
+                 O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    qbak_internal_error (QBAK_STATUS_INVALID, errno, "%s: cannot open",
+                         path);
+    return NULL;
+  }
+  if (fstat (fd, &st) < 0) {
+    int e = errno;
     close (fd);
-    set_invalid ("%s: is a directory, not an image", path);
+    qbak_internal_error (QBAK_STATUS_INVALID, e, "%s: cannot open", path);
+    return NULL;
+  }
+  if ((what = unusable_type (st.st_mode))) {
+    close (fd);
+    set_unusable_type (path, what);
+    return NULL;
+  }
+  int fl = fcntl (fd, F_GETFL);
+  if (fl < 0 || fcntl (fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+    int e = errno;
+    close (fd);
+    set_io_error (e, "%s: cannot open", path);
     return NULL;
   }
   return wrap (fd, path, writable);

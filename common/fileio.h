@@ -18,8 +18,9 @@ struct qbak_file {
   bool wb_tried;
 };
 
-/* Open PATH read-only, or read-write if WRITABLE.  Returns NULL on error
- * (QBAK_STATUS_INVALID for a missing file, IO otherwise). */
+/* Open PATH read-only, or read-write if WRITABLE: a regular file or a
+ * block device, never anything else (a FIFO would block).  Returns NULL
+ * on error, QBAK_STATUS_INVALID for any file that cannot be opened. */
 struct qbak_file *qbak_file_open (const char *path, bool writable);
 /* Create PATH exclusively (O_EXCL); fails if it exists. */
 struct qbak_file *qbak_file_create (const char *path);

@@ -54,6 +54,11 @@ struct image {
   struct qbak_file *file;
   struct qbak_file *data_file; /* where LAYER_DATA offsets point (may be
                                   file; NULL if not a plain file) */
+  char *data_file_path;     /* an external data file's name resolved
+                               against the image's directory, or NULL */
+  bool data_file_closed;    /* the external data file was left unopened
+                               (IMAGE_OPEN_NO_BACKING): guest data cannot
+                               be read, only metadata */
   uint64_t size;            /* virtual size */
   uint32_t cluster_size;    /* allocation unit; 0 for raw */
   bool corrupt;             /* marked corrupt: never write, never back up */
@@ -69,6 +74,8 @@ struct image {
 
 enum image_open_flags {
   IMAGE_OPEN_WRITE = 1,
+  /* Open no file the image names (backing chain, external data file):
+   * only the image's own metadata can be read. */
   IMAGE_OPEN_NO_BACKING = 2,
 };
 
@@ -108,9 +115,18 @@ struct image *qcow2_open (struct qbak_file *file, const char *path,
                           unsigned flags);
 struct image *qcow1_open (struct qbak_file *f, const char *path);
 
-/* Resolve NAME (a backing file name from IMAGE_PATH) as QEMU does:
- * absolute names as they are, relative ones against the directory of
- * IMAGE_PATH.  Returns a malloc'ed string or NULL. */
+/* Resolve NAME (a backing or data file name from IMAGE_PATH) as qemu-img
+ * does: absolute names and names with a protocol prefix as they are,
+ * relative ones against the directory of IMAGE_PATH, with no other change
+ * (".." stays).  Returns a malloc'ed string or NULL. */
 char *image_resolve_backing (const char *image_path, const char *name);
+/* Length of NAME's protocol prefix ("nbd" in "nbd:host:10809"), as QEMU
+ * sees one: a ':' before any '/'.  0 if none. */
+size_t image_name_protocol (const char *name);
+/* Refuse (QBAK_STATUS_INVALID, 0 or -1) a file name WHAT ("backing
+ * file", "external data file") stored in IMAGE_PATH that QEMU would open
+ * through a protocol driver: qbak opens only local files. */
+int image_check_local_name (const char *image_path, const char *what,
+                            const char *name);
 
 #endif

@@ -1,8 +1,10 @@
-/* Open an image by content (never by file name) and its backing chain,
- * honouring the backing format extension and refusing loops and missing
- * files. */
+/* Open an image and its backing chain: the top image by its content
+ * (never by file name) unless a format is given, every backing file in the
+ * format the layer above records; loops, missing files and formats qbak
+ * does not read are refused. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,11 +16,18 @@
 
 #define MAX_CHAIN_DEPTH 256
 
+size_t
+image_name_protocol (const char *name)
+{
+  size_t n = strcspn (name, ":/");
+  return name[n] == ':' ? n : 0;
+}
+
 char *
 image_resolve_backing (const char *image_path, const char *name)
 {
   char *r;
-  if (name[0] == '/') {
+  if (name[0] == '/' || image_name_protocol (name)) {
     r = strdup (name);
   }
   else {
@@ -32,8 +41,78 @@ image_resolve_backing (const char *image_path, const char *name)
   return r;
 }
 
-/* Open one layer.  FORMAT is NULL to probe, or the backing format named by
- * the layer above. */
+int
+image_check_local_name (const char *image_path, const char *what,
+                        const char *name)
+{
+  size_t n = image_name_protocol (name);
+  if (!n)
+    return 0;
+  set_invalid ("%s: %s '%s' names a '%.*s:' protocol, not a local file, "
+               "and qbak opens only local files: point the image at a file "
+               "(qemu-img rebase -u -b FILE -F FMT, or qemu-img amend -o "
+               "data_file=FILE)", image_path, what, name, (int) n, name);
+  return -1;
+}
+
+/* Formats qbak does not read, by the signatures QEMU's probes look for
+ * (and the VHD and DMG trailers, at the end of the file).  Backing up
+ * such a file as raw would silently copy its container, not the disk. */
+struct foreign_format {
+  const char *name;
+  uint64_t offset;      /* of the signature in the first 512 bytes */
+  const char *magic;
+  size_t len;
+  bool at_end;          /* in the last 512 bytes instead */
+};
+
+static const struct foreign_format foreign_formats[] = {
+  { "VMDK", 0, "KDMV", 4, false },
+  { "VMDK", 0, "COWD", 4, false },
+  { "VMDK (descriptor)", 0, "# Disk DescriptorFile", 21, false },
+  { "VDI", 64, "\x7f\x10\xda\xbe", 4, false },
+  { "VHDX", 0, "vhdxfile", 8, false },
+  { "QED", 0, "QED\0", 4, false },
+  { "VHD (vpc)", 0, "conectix", 8, false },
+  { "VHD (vpc)", 0, "conectix", 8, true },
+  { "Parallels", 0, "WithoutFreeSpace", 16, false },
+  { "Parallels", 0, "WithouFreSpacExt", 16, false },
+  { "LUKS", 0, "LUKS\xba\xbe", 6, false },
+  { "DMG", 0, "koly", 4, true },
+  { "Bochs", 0, "Bochs Virtual HD Image", 23, false },
+  { "cloop", 0, "#!/bin/sh\n#V2.0 Format\n", 23, false },
+};
+
+/* Refuse F if its content is an image format qbak does not read. */
+static int
+refuse_foreign (struct qbak_file *f, const char *path, int64_t size)
+{
+  uint8_t head[512], tail[512];
+  if (size <= 0)
+    return 0;
+  if (qbak_file_pread_zerofill (f, head, sizeof head, 0) < 0)
+    return -1;
+  memset (tail, 0, sizeof tail);
+  if (size >= 512 && qbak_file_pread (f, tail, sizeof tail,
+                                      (uint64_t) size - 512) < 0)
+    return -1;
+  for (size_t i = 0; i < sizeof foreign_formats / sizeof foreign_formats[0];
+       i++) {
+    const struct foreign_format *ff = &foreign_formats[i];
+    const uint8_t *buf = ff->at_end ? tail : head;
+    if (memcmp (buf + ff->offset, ff->magic, ff->len) != 0)
+      continue;
+    set_invalid ("%s: this is a %s image, which qbak does not read: convert "
+                 "it with 'qemu-img convert -O qcow2 %s NEW.qcow2', or pass "
+                 "-f raw to back up the file's bytes as they are", path,
+                 ff->name, path);
+    return -1;
+  }
+  return 0;
+}
+
+/* Open one layer.  FORMAT is NULL to probe (the top image only), or the
+ * format the caller or the layer above requires. */
 static struct image *
 open_layer (const char *path, const char *format, unsigned flags,
             image_lock_fn lock, void *opaque, int depth)
@@ -63,7 +142,9 @@ open_layer (const char *path, const char *format, unsigned flags,
     return raw_open (f, path);
   if (format && strcmp (format, "qcow2") != 0 && strcmp (format, "qcow") != 0) {
     qbak_file_close (f);
-    set_invalid ("%s: unsupported image format '%s'", path, format);
+    set_invalid ("%s: unsupported image format '%s': qbak reads qcow2, qcow "
+                 "and raw; convert it with 'qemu-img convert -O qcow2'",
+                 path, format);
     return NULL;
   }
   if (format && !is_qcow) {
@@ -71,8 +152,13 @@ open_layer (const char *path, const char *format, unsigned flags,
     set_invalid ("%s: not a %s image (bad magic)", path, format);
     return NULL;
   }
-  if (!is_qcow)
+  if (!is_qcow) {
+    if (refuse_foreign (f, path, size) < 0) {
+      qbak_file_close (f);
+      return NULL;
+    }
     return raw_open (f, path);
+  }
   if (format && (strcmp (format, "qcow") == 0) != (version == 1)) {
     qbak_file_close (f);
     set_invalid ("%s: not a %s image (version %" PRIu32 ")", path, format,
@@ -82,6 +168,31 @@ open_layer (const char *path, const char *format, unsigned flags,
   if (version == 1)
     return qcow1_open (f, path);
   return qcow2_open (f, path, flags);
+}
+
+/* A backing file is opened only in the format the image above records.
+ * Its content may be a guest's (a raw backing file is a guest disk), and
+ * a guest that wrote a qcow2 header into it would, if the content were
+ * probed, make qbak follow that header to any host file it names. */
+static int
+check_backing_format (struct image *layer)
+{
+  if (layer->backing_format)
+    return 0;
+  if (layer->format == IMAGE_QCOW1)
+    set_invalid ("%s: backing file '%s' has no recorded format (qcow v1 "
+                 "cannot record one), and qbak does not guess a backing "
+                 "file's format from its content, which a guest may "
+                 "control: convert the image to qcow2 ('qemu-img convert "
+                 "-O qcow2 -B %s -F FMT %s NEW.qcow2')", layer->filename,
+                 layer->backing_name, layer->backing_name, layer->filename);
+  else
+    set_invalid ("%s: backing file '%s' has no recorded format, and qbak "
+                 "does not guess a backing file's format from its content, "
+                 "which a guest may control: record it with 'qemu-img rebase "
+                 "-u -b %s -F FMT %s' (FMT raw or qcow2)", layer->filename,
+                 layer->backing_name, layer->backing_name, layer->filename);
+  return -1;
 }
 
 static int
@@ -109,6 +220,10 @@ image_open (const char *path, const char *format, unsigned flags,
                    MAX_CHAIN_DEPTH);
       goto fail;
     }
+    if (check_backing_format (layer) < 0 ||
+        image_check_local_name (layer->filename, "backing file",
+                                layer->backing_name) < 0)
+      goto fail;
     /* Backing files are only ever read. */
     struct image *next = open_layer (layer->backing_path,
                                      layer->backing_format,

@@ -1,8 +1,7 @@
 /* qcow2: header, header extensions, open and close.
  *
- * Every field is checked before it is used (STYLE habit 8); the rules are
- * QEMU's qcow2_do_open/qcow2_read_extensions as listed in
- * shared/reference/qcow2-bitmaps.md §1.1-1.3.  A malformed image is
+ * Every field is checked before it is used; the rules are QEMU's
+ * qcow2_do_open/qcow2_read_extensions.  A malformed image is
  * refused with QBAK_STATUS_INVALID and a message naming the field.
  */
 #include <errno.h>
@@ -46,6 +45,7 @@ qcow2_close (struct image *img)
   free (s->unknown_exts);
   free (s->features);
   free (s->data_file_name);
+  free (s->base.data_file_path);
   free (s->unknown_header);
   free (s->l1);
   if (s->data_file && s->data_file != s->base.file)
@@ -483,13 +483,24 @@ open_data_file (struct qcow2 *s, unsigned flags)
                  "it", fn);
     return -1;
   }
-  char *path = image_resolve_backing (fn, s->data_file_name);
-  if (!path)
+  if (image_check_local_name (fn, "external data file", s->data_file_name) < 0)
     return -1;
-  s->data_file = qbak_file_open (path, (flags & IMAGE_OPEN_WRITE) != 0);
-  free (path);
+  s->base.data_file_path = image_resolve_backing (fn, s->data_file_name);
+  if (!s->base.data_file_path)
+    return -1;
+  /* Without the chain, no file the image names is opened: the caller
+   * wants only the image's own metadata (a bitmap command, or an image
+   * from an untrusted source being inspected). */
+  if (flags & IMAGE_OPEN_NO_BACKING) {
+    s->base.data_file_closed = true;
+    return 0;
+  }
+  /* Guest data is only ever read: bitmap changes write metadata, which
+   * lives in the image itself, never in the data file. */
+  s->data_file = qbak_file_open (s->base.data_file_path, false);
   if (!s->data_file) {
-    qbak_internal_error_prefix ("%s: external data file", fn);
+    qbak_internal_error_prefix ("%s: external data file '%s'", fn,
+                                s->data_file_name);
     return -1;
   }
   s->base.data_file = s->data_file;

@@ -128,6 +128,7 @@ qbak_image_get_info (struct qbak_image *h, struct qbak_image_info *info)
   info->bitmaps_consistent = !s->has_bitmaps_ext ||
                              (s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
   info->data_file = s->data_file_name;
+  info->data_file_full = img->data_file_path;
   info->data_file_raw = s->autoclear_features & QCOW2_AUTOCLEAR_DATA_RAW;
   info->incompatible_features = s->incompatible_features;
   info->compatible_features = s->compatible_features;
@@ -142,6 +143,12 @@ qbak_image_pread (struct qbak_image *h, void *buf, uint64_t count,
     set_usage_error ("%s: read of %llu bytes at %llu is beyond the virtual "
                      "size", h->img->filename, (unsigned long long) count,
                      (unsigned long long) offset);
+    return -1;
+  }
+  if (h->img->data_file_closed) {
+    set_usage_error ("%s: guest data lives in the external data file, which "
+                     "was not opened (QBAK_OPEN_NO_BACKING): open the image "
+                     "with its chain to read it", h->img->filename);
     return -1;
   }
   return image_read (h->img, buf, count, offset);

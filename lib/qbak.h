@@ -52,7 +52,8 @@ enum qbak_open_flags {
   QBAK_OPEN_READ = 0,
   QBAK_OPEN_WRITE = 1,        /* metadata writes (bitmaps); takes write locks */
   QBAK_OPEN_FORCE_SHARE = 2,  /* -U: read without taking QEMU's locks */
-  QBAK_OPEN_NO_BACKING = 4,   /* do not open the backing chain */
+  QBAK_OPEN_NO_BACKING = 4,   /* open no file the image names (backing
+                                 chain, external data file): metadata only */
   QBAK_OPEN_INSPECT = 8,      /* allow images marked corrupt (info, map) */
 };
 
@@ -92,6 +93,7 @@ struct qbak_image_info {
   const char *backing_format;    /* from the extension, or NULL */
   const char *data_file;         /* external data file as stored, or NULL */
   bool data_file_raw;
+  const char *data_file_full;    /* data_file resolved as qemu-img does */
   uint64_t incompatible_features, compatible_features, autoclear_features;
 };
 

@@ -1,0 +1,49 @@
+#!/bin/bash
+# lock-race-rounds.sh QBAK FIRST LAST 'ARGS A' 'ARGS B'
+#
+# Rounds FIRST..LAST of two qbak runs started together (lock-race.bats).
+# In ARGS, @N@ stands for the round number.  Each run has the fail point
+# read:1:stop, so it stops with its locks held before reading a byte; both
+# are let go only when each has stopped or exited, so the two always
+# overlap.  Prints "N EXIT_A EXIT_B" per round; stderr goes to e.N.a and
+# e.N.b.  A small script of its own: forking the bats shell for every run
+# would cost several times more.
+qbak=$1 first=$2 last=$3 tmpl_a=$4 tmpl_b=$5
+
+nap=$(mktemp -u "${TMPDIR:-/tmp}/qbak-nap.XXXXXX")
+mkfifo "$nap"
+# read -t on a pipe nobody writes: a sleep that starts no process
+exec {fd}<>"$nap"
+rm -f "$nap"
+
+# settle PID: until PID has stopped at its fail point or exited
+settle() {
+    local stat state n=0
+    while read -r stat 2>/dev/null <"/proc/$1/stat"; do
+        state=${stat##*) }
+        state=${state%% *}
+        case $state in T|t|Z|X) return 0 ;; esac
+        read -r -t 0.002 -u "$fd" || true
+        n=$((n + 1))
+        if [ "$n" -ge 10000 ]; then
+            echo "qbak pid $1 neither stopped nor exited" >&2
+            return 1
+        fi
+    done
+}
+
+export QBAK_FAILPOINT=read:1:stop
+for ((n = first; n <= last; n++)); do
+    read -r -a a <<<"${tmpl_a//@N@/$n}"
+    read -r -a b <<<"${tmpl_b//@N@/$n}"
+    "$qbak" "${a[@]}" >/dev/null 2>"e.$n.a" &
+    pa=$!
+    "$qbak" "${b[@]}" >/dev/null 2>"e.$n.b" &
+    pb=$!
+    settle "$pa" && settle "$pb" || { kill -KILL "$pa" "$pb"; exit 1; }
+    kill -CONT "$pa" "$pb" 2>/dev/null
+    ra=0 rb=0
+    wait "$pa" || ra=$?
+    wait "$pb" || rb=$?
+    echo "$n $ra $rb"
+done
