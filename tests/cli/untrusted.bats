@@ -164,7 +164,7 @@ EOF
     # stop qbak at its first write (the target's) with every file open,
     # and look at how it opened the data file
     (export QBAK_FAILPOINT=write:1:stop; exec "$QBAK" copy img.qcow2 t.qcow2 \
-        --sync incremental --bitmap b) 3>&- &
+        --sync incremental --bitmap b --no-backing) 3>&- &
     QBAK_PID=$!
     for _ in $(seq 400); do
         [[ $(ps -o stat= -p "$QBAK_PID") == T* ]] && break
