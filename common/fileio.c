@@ -247,6 +247,15 @@ qbak_file_size (struct qbak_file *f)
     set_io_error (errno, "%s: stat", f->path);
     return -1;
   }
+  if (S_ISBLK (st.st_mode)) {
+    /* st_size is 0 for a block device; its end is its size. */
+    off_t end = lseek (f->fd, 0, SEEK_END);
+    if (end < 0) {
+      set_io_error (errno, "%s: size of the block device", f->path);
+      return -1;
+    }
+    return end;
+  }
   return st.st_size;
 }
 

@@ -229,14 +229,14 @@ load_tables (struct qcow1 *q)
 }
 
 /* F stays open (and so do the locks taken on it) for as long as the
- * image: libqcow opens the file again by name for its own reads. */
+ * image: libqcow opens it again, through /proc/self/fd, for its own
+ * reads. */
 struct image *
 qcow1_open (struct qbak_file *f, const char *path)
 {
   struct qcow1 *q = calloc (1, sizeof *q);
   libqcow_error_t *err = NULL;
   size64_t size = 0;
-  struct stat by_fd, by_name;
 
   if (!q || !(q->base.filename = strdup (path))) {
     free (q);
@@ -251,7 +251,11 @@ qcow1_open (struct qbak_file *f, const char *path)
     set_libqcow_error (path, "cannot initialise libqcow", err);
     goto fail;
   }
-  if (libqcow_file_open (q->handle, path, LIBQCOW_OPEN_READ, &err) != 1) {
+  /* libqcow opens by name: give it the file already open and checked
+   * (its locks held), never whatever PATH names by now. */
+  char self[64];
+  snprintf (self, sizeof self, "/proc/self/fd/%d", f->fd);
+  if (libqcow_file_open (q->handle, self, LIBQCOW_OPEN_READ, &err) != 1) {
     set_libqcow_error (path, "cannot open", err);
     libqcow_file_free (&q->handle, NULL);
     goto fail;
@@ -268,14 +272,6 @@ qcow1_open (struct qbak_file *f, const char *path)
     goto fail;
   }
   q->base.size = size;
-  /* libqcow must read the file that was locked, not one renamed into its
-   * place since. */
-  if (fstat (f->fd, &by_fd) < 0 || stat (path, &by_name) < 0 ||
-      by_fd.st_dev != by_name.st_dev || by_fd.st_ino != by_name.st_ino) {
-    set_io_error (0, "%s: the file was replaced while it was being opened",
-                  path);
-    goto fail;
-  }
   if (load_tables (q) < 0)
     goto fail;
   return &q->base;

@@ -27,6 +27,7 @@ setup() {
 
 teardown() {
     kill_daemons
+    [ -z "${LOOPDEV:-}" ] || losetup -d "$LOOPDEV" 2>/dev/null || true
     [ -z "${NOBODY_DIR:-}" ] || rm -rf "$NOBODY_DIR"
 }
 
@@ -361,4 +362,18 @@ as_nobody() {
     [ "$status" -eq 2 ] || fail "exit $status, expected 2: $stderr"
     [[ $stderr == *"two jobs"* ]] || fail "message: $stderr"
     [ -z "$(ls -A d)" ] || fail "files were made: $(ls -A d)"
+}
+
+@test "hardening: a block device source is backed up whole (its size is not st_size)" {
+    require_oracle losetup mount
+    truncate -s 16M disk.img
+    local dev
+    dev=$(losetup -f --show disk.img) || fail "losetup: cannot attach a loop device (needs root)"
+    LOOPDEV=$dev
+    qemu_io_fmt raw "$dev" 'w -P 0x55 1M 1M' 'w -P 0x56 15M 1M'
+    run --separate-stderr qbak copy -f raw "$dev" t.qcow2 --sync full
+    losetup -d "$dev"; LOOPDEV=
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    [ "$(qemu_size t.qcow2)" -eq $((16 * M)) ] || fail "virtual size $(qemu_size t.qcow2)"
+    qemu-img compare -q -f raw -F qcow2 disk.img t.qcow2 || fail "the backup differs from the device"
 }
