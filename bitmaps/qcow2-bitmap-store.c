@@ -282,7 +282,10 @@ qcow2_bitmaps_commit (struct image *img, const struct qcow2_bitmap_list *old,
     set_nomem ();
     goto fail;
   }
-  memcpy (p->allocated, s->alloc_log, p->n_allocated * 8);
+  /* alloc_log is NULL when nothing was allocated (removing the last
+   * bitmap), and memcpy from NULL is undefined even for 0 bytes. */
+  if (p->n_allocated)
+    memcpy (p->allocated, s->alloc_log, p->n_allocated * 8);
   p->new_dir_offset = (uint64_t) dir_offset;
   p->new_dir_size = n ? dir_size : 0;
   p->new_nb = (uint32_t) n;
