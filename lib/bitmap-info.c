@@ -40,9 +40,7 @@ qbak_bitmap_extents (struct qbak_image *h, const char *name,
     return -1;
   }
   if (b->in_use) {
-    set_invalid ("%s: bitmap '%s' is in use (its writer did not close the "
-                 "image): its contents are unknown; make a full backup and "
-                 "remove or clear it", h->img->filename, name);
+    qbak_internal_set_in_use_error (h->img->filename, name);
     return -1;
   }
   const struct dirty_bitmap *bm = b->bm;

@@ -86,6 +86,19 @@ writable_data (struct planned *pl)
   return pl->owned;
 }
 
+/* QEMU refuses to clear, merge, enable or disable an inconsistent
+ * bitmap, so removing it is the only change that works; the chain it
+ * tracked cannot be trusted and starts again from a full backup. */
+void
+qbak_internal_set_in_use_error (const char *file, const char *name)
+{
+  set_invalid ("%s: bitmap '%s' is in use: the program that wrote it did "
+               "not close the image, so it may have missed writes; start a "
+               "new chain: 'qbak bitmap remove %s %s', 'qbak bitmap add %s "
+               "%s', then a full backup with --bitmap %s", file, name, file,
+               name, file, name, name);
+}
+
 static struct planned *
 existing (struct plan *p, const struct qbak_bitmap_op *op, bool allow_in_use)
 {
@@ -97,9 +110,7 @@ existing (struct plan *p, const struct qbak_bitmap_op *op, bool allow_in_use)
     return NULL;
   }
   if (pl->in_use && !allow_in_use) {
-    set_invalid ("%s: bitmap '%s' is in use (its writer did not close the "
-                 "image), so its contents are unknown; it can only be "
-                 "removed", fn, op->name);
+    qbak_internal_set_in_use_error (fn, op->name);
     return NULL;
   }
   return pl;
@@ -189,9 +200,7 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
           return -1;
         }
         if (sp->in_use) {
-          set_invalid ("%s: bitmap '%s' is in use (its writer did not close "
-                       "the image), so its contents are unknown; it cannot "
-                       "be merged", fn, sname);
+          qbak_internal_set_in_use_error (fn, sname);
           return -1;
         }
         sbm = sp->st.bm;
@@ -204,9 +213,7 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
           return -1;
         }
         if (sb->in_use) {
-          set_invalid ("%s: bitmap '%s' is in use (its writer did not close "
-                       "the image), so its contents are unknown; it cannot "
-                       "be merged", src->img->filename, sname);
+          qbak_internal_set_in_use_error (src->img->filename, sname);
           return -1;
         }
         sbm = sb->bm;

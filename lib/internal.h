@@ -31,6 +31,10 @@ int qbak_internal_lock (struct qbak_file *file, unsigned perm,
 struct qcow2_bitmap *qbak_internal_find_bitmap (struct qbak_image *h,
                                                 const char *name);
 
+/* bitmap-ops.c: the error for bitmap NAME of FILE being in use, with the
+ * commands that start a new chain. */
+void qbak_internal_set_in_use_error (const char *file, const char *name);
+
 /* bitmap-ops.c: replace the data of bitmap NAME with DATA (same size and
  * granularity) through the crash-safe store path. */
 int qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
