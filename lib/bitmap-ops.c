@@ -65,19 +65,31 @@ plan_init (struct plan *p, struct qbak_image *h)
     pl->st.granularity_bits = b->granularity_bits;
     pl->st.flags = b->flags;
     pl->st.rewrite = false;
-    pl->st.bm = b->bm;
+    pl->st.bm = NULL;               /* read when the plan needs it */
     pl->st.table_offset = b->table_offset;
     pl->st.table_size = b->table_size;
   }
   return 0;
 }
 
+/* The planned bitmap's current data, read from the image on first use. */
+static const struct dirty_bitmap *
+planned_data (struct plan *p, struct planned *pl)
+{
+  if (!pl->st.bm)
+    pl->st.bm = qbak_internal_bitmap_data (p->h, pl->orig);
+  return pl->st.bm;
+}
+
 /* The bitmap's data, made private so it can be changed. */
 static struct dirty_bitmap *
-writable_data (struct planned *pl)
+writable_data (struct plan *p, struct planned *pl)
 {
   if (!pl->owned) {
-    pl->owned = dirty_bitmap_copy (pl->st.bm);
+    const struct dirty_bitmap *data = planned_data (p, pl);
+    if (!data)
+      return NULL;
+    pl->owned = dirty_bitmap_copy (data);
     if (!pl->owned)
       return NULL;
     pl->st.bm = pl->owned;
@@ -167,7 +179,7 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
   case QBAK_BITMAP_CLEAR: {
     if (!(pl = existing (p, op, false)))
       return -1;
-    struct dirty_bitmap *bm = writable_data (pl);
+    struct dirty_bitmap *bm = writable_data (p, pl);
     if (!bm)
       return -1;
     dirty_bitmap_clear_all (bm);
@@ -203,7 +215,8 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
           qbak_internal_set_in_use_error (fn, sname);
           return -1;
         }
-        sbm = sp->st.bm;
+        if (!(sbm = planned_data (p, sp)))
+          return -1;
       }
       else {
         struct qcow2_bitmap *sb = qbak_internal_find_bitmap (src, sname);
@@ -216,7 +229,8 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
           qbak_internal_set_in_use_error (src->img->filename, sname);
           return -1;
         }
-        sbm = sb->bm;
+        if (!(sbm = qbak_internal_bitmap_data (src, sb)))
+          return -1;
       }
       if (dirty_bitmap_size (sbm) != img->size) {
         set_invalid ("%s: cannot merge bitmap '%s' (%" PRIu64 " bytes) into "
@@ -224,7 +238,7 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
                      dirty_bitmap_size (sbm), op->name, img->size);
         return -1;
       }
-      struct dirty_bitmap *bm = writable_data (pl);
+      struct dirty_bitmap *bm = writable_data (p, pl);
       if (!bm || dirty_bitmap_merge (bm, sbm) < 0)
         return -1;
     }

@@ -424,9 +424,13 @@ job_plan (struct copy_job *j)
   if (!j->copy_set)
     return -1;
   if (j->bitmap) {
-    j->sync_set = dirty_bitmap_copy (j->bitmap->bm);
+    const struct dirty_bitmap *data = qbak_internal_bitmap_data (j->src,
+                                                                 j->bitmap);
+    if (!data)
+      return -1;
+    j->sync_set = dirty_bitmap_copy (data);
     j->successor = dirty_bitmap_create (size,
-                                        dirty_bitmap_granularity (j->bitmap->bm));
+                                        dirty_bitmap_granularity (data));
     if (!j->sync_set || !j->successor)
       return -1;
   }
@@ -732,8 +736,9 @@ job_fail (struct copy_job *j, enum qbak_status status)
   }
   else if (j->bitmap) {
     j->res->bitmap_state = "unchanged";
-    j->res->bitmap_dirty_bytes =
-      dirty_bitmap_dirty_bytes (j->sync_set ? j->sync_set : j->bitmap->bm);
+    j->res->bitmap_dirty_bytes = j->sync_set
+      ? dirty_bitmap_dirty_bytes (j->sync_set)
+      : j->bitmap->bm ? dirty_bitmap_dirty_bytes (j->bitmap->bm) : 0;
     what = "; the bitmap is unchanged: run the same command again";
   }
   char *msg = NULL;
