@@ -462,6 +462,9 @@ qcow2_alloc_clusters (struct qcow2 *s, uint64_t bytes)
 
 restart:;
   uint64_t start = s->free_hint ? s->free_hint : 1, run = 0;
+  /* The first free cluster the scan meets: where the next scan starts.
+   * Without it every allocation would rescan all used clusters. */
+  uint64_t first_free = UINT64_MAX;
   for (uint64_t idx = start; run < n; idx++) {
     if (idx > (UINT64_C(1) << (56 - s->cluster_bits))) {
       set_invalid ("%s: no free cluster below 2^56", s->base.filename);
@@ -488,13 +491,14 @@ restart:;
         return -1;
       goto restart;        /* the new block may sit in our run */
     }
+    if (first_free == UINT64_MAX)
+      first_free = idx;
     run++;
   }
   for (uint64_t i = start; i < start + n; i++)
     if (update_refcount (s, i, +1) < 0 || log_alloc (s, i) < 0)
       return -1;
-  if (start == s->free_hint)
-    s->free_hint = start + n;
+  s->free_hint = first_free == start ? start + n : first_free;
   return (int64_t) (start << s->cluster_bits);
 }
 
