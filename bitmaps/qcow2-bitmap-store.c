@@ -10,6 +10,7 @@
 #include "bitmaps/qcow2-bitmap.h"
 #include "common/error.h"
 #include "formats/qcow2.h"
+#include "formats/qcow2-refmap.h"
 
 struct old_table {
   uint64_t offset;
@@ -208,6 +209,14 @@ qcow2_bitmaps_commit (struct image *img, const struct qcow2_bitmap_list *old,
   if (qcow2_check_writable (s) < 0 ||
       validate_state (s, state, n, &dir_size) < 0)
     return -1;
+  /* Before the first write: every cluster the image uses, with its owner,
+   * so that metadata pointing into other metadata or into guest data is
+   * refused now (nothing written), and the allocator never hands out a
+   * cluster that something still uses. */
+  qcow2_refmap_free (s->refmap);
+  s->refmap = qcow2_bitmaps_refmap (img, old, QCOW2_REFMAP_ALL);
+  if (!s->refmap)
+    return -1;
 
   p = calloc (1, sizeof *p);
   offsets = calloc (n ? n : 1, sizeof *offsets);
@@ -282,7 +291,10 @@ qcow2_bitmaps_commit (struct image *img, const struct qcow2_bitmap_list *old,
     set_nomem ();
     goto fail;
   }
-  memcpy (p->allocated, s->alloc_log, p->n_allocated * 8);
+  /* alloc_log is NULL when nothing was allocated (removing the last
+   * bitmap), and memcpy from NULL is undefined even for 0 bytes. */
+  if (p->n_allocated)
+    memcpy (p->allocated, s->alloc_log, p->n_allocated * 8);
   p->new_dir_offset = (uint64_t) dir_offset;
   p->new_dir_size = n ? dir_size : 0;
   p->new_nb = (uint32_t) n;
@@ -313,12 +325,16 @@ qcow2_bitmaps_commit (struct image *img, const struct qcow2_bitmap_list *old,
   free (offsets);
   free (sizes);
   free (dir);
+  qcow2_refmap_free (s->refmap);
+  s->refmap = NULL;
   *pendingp = p;
   return 0;
 
 fail:
   qcow2_refcount_rollback (s);
 fail_early:
+  qcow2_refmap_free (s->refmap);
+  s->refmap = NULL;
   free (offsets);
   free (sizes);
   free (dir);

@@ -33,7 +33,7 @@ struct qcow2_bitmap {
   uint8_t granularity_bits;
   bool in_use;
   bool enabled;                 /* auto flag */
-  struct dirty_bitmap *bm;      /* NULL for in_use bitmaps */
+  struct dirty_bitmap *bm;      /* NULL until qcow2_bitmap_load_data */
 };
 
 struct qcow2_bitmap_list {
@@ -41,11 +41,28 @@ struct qcow2_bitmap_list {
   size_t n;
 };
 
-/* Load every bitmap of IMG (a qcow2 image; for other formats the list is
- * empty).  Refuses (QBAK_STATUS_INVALID) any directory or table QEMU would
- * refuse.  Data of in_use bitmaps is not read. */
+/* Load the bitmap directory of IMG (a qcow2 image; for other formats the
+ * list is empty) and check every table.  Refuses (QBAK_STATUS_INVALID)
+ * any directory or table QEMU would refuse, and clusters that two bitmaps
+ * (or a bitmap and the header, L1 or refcount table) claim.  No bitmap
+ * data is read: memory stays bounded by the directory and one table. */
 int qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out);
 void qcow2_bitmaps_free (struct qcow2_bitmap_list *list);
+
+/* Read B's data into B->bm (once; in_use bitmaps are refused). */
+int qcow2_bitmap_load_data (struct image *img, struct qcow2_bitmap *b);
+/* B's dirty bytes (whole granules, as QEMU counts them), streamed from
+ * the table one cluster at a time without loading the bitmap. */
+int qcow2_bitmap_dirty_bytes (struct image *img, const struct qcow2_bitmap *b,
+                              uint64_t *out);
+
+/* The reference map of IMG (see formats/qcow2-refmap.h) with LIST's
+ * directory, tables and data clusters registered too.  NULL, with the
+ * offsets and owners named, if any cluster is claimed twice. */
+struct qcow2_refmap;
+struct qcow2_refmap *qcow2_bitmaps_refmap (struct image *img,
+                                           const struct qcow2_bitmap_list *list,
+                                           unsigned what);
 
 /* Stream bytes and table entries that a bitmap of GRAN_BITS over a disk of
  * SIZE bytes needs in an image with CLUSTER_SIZE clusters. */

@@ -15,6 +15,7 @@
 
 #include "common/error.h"
 #include "formats/qcow2.h"
+#include "formats/qcow2-refmap.h"
 
 static unsigned
 refcount_bits (struct qcow2 *s)
@@ -130,47 +131,84 @@ qcow2_detect_metadata_prealloc (struct qcow2 *s, bool *out)
 void
 qcow2_refcount_cleanup (struct qcow2 *s)
 {
-  for (size_t i = 0; i < s->n_refblocks; i++)
+  for (size_t i = 0; i < s->n_refblock_slots; i++)
     free (s->refblocks[i].data);
   free (s->refblocks);
   free (s->reftable);
   free (s->alloc_log);
+  qcow2_refmap_free (s->refmap);
+  s->refmap = NULL;
   s->refblocks = NULL;
-  s->n_refblocks = 0;
+  s->n_refblock_slots = 0;
   s->reftable = NULL;
   s->alloc_log = NULL;
 }
 
-/* The cached refcount block at host OFFSET; FRESH makes a zeroed one
- * without reading (a block being created). */
-static struct qcow2_refblock *
-get_block (struct qcow2 *s, uint64_t offset, bool fresh)
+/* Write a cached block (durable at the next flush). */
+static int
+write_block (struct qcow2 *s, struct qcow2_refblock *b)
 {
-  for (size_t i = 0; i < s->n_refblocks; i++)
-    if (s->refblocks[i].offset == offset)
-      return &s->refblocks[i];
-  struct qcow2_refblock *n = realloc (s->refblocks,
-                                      (s->n_refblocks + 1) * sizeof *n);
-  if (!n) {
-    set_nomem ();
-    return NULL;
-  }
-  s->refblocks = n;
-  struct qcow2_refblock *b = &n[s->n_refblocks];
-  b->offset = offset;
+  if (qbak_file_pwrite (s->base.file, b->data, s->cluster_size,
+                        b->offset) < 0)
+    return -1;
   b->dirty = false;
-  b->data = calloc (1, s->cluster_size);
-  if (!b->data) {
+  return 0;
+}
+
+static int
+init_cache (struct qcow2 *s)
+{
+  size_t n = QCOW2_REFBLOCK_CACHE_BYTES / s->cluster_size;
+  if (n < 4)
+    n = 4;
+  if (n > QCOW2_REFBLOCK_CACHE_MAX_SLOTS)
+    n = QCOW2_REFBLOCK_CACHE_MAX_SLOTS;
+  s->refblocks = calloc (n, sizeof *s->refblocks);
+  if (!s->refblocks) {
+    set_nomem ();
+    return -1;
+  }
+  s->n_refblock_slots = n;
+  return 0;
+}
+
+/* The refcount block for refcount table index R, at host OFFSET, through
+ * a cache direct-mapped by R: consecutive ranges of clusters use
+ * different slots, so a scan of the file never evicts what it still
+ * needs, and a lookup is O(1).  FRESH makes a zeroed block without
+ * reading (a block being created); it is dirty from the start so that an
+ * eviction writes it instead of reading garbage back.  Evicting a dirty
+ * block writes it early: callers raise a refcount before anything points
+ * to the cluster and lower it only after nothing does, so an early write
+ * is as safe as a later one.  The pointer is valid until the next call. */
+static struct qcow2_refblock *
+get_block (struct qcow2 *s, uint64_t r, uint64_t offset, bool fresh)
+{
+  if (!s->refblocks && init_cache (s) < 0)
+    return NULL;
+  struct qcow2_refblock *b = &s->refblocks[r % s->n_refblock_slots];
+  if (b->data && b->offset == offset) {
+    if (fresh) {
+      memset (b->data, 0, s->cluster_size);
+      b->dirty = true;
+    }
+    return b;
+  }
+  if (b->data && b->dirty && write_block (s, b) < 0)
+    return NULL;
+  if (!b->data && !(b->data = malloc (s->cluster_size))) {
     set_nomem ();
     return NULL;
   }
-  if (!fresh &&
-      qbak_file_pread_zerofill (s->base.file, b->data, s->cluster_size,
-                                offset) < 0) {
-    free (b->data);
+  b->offset = 0;
+  b->dirty = false;
+  if (fresh)
+    memset (b->data, 0, s->cluster_size);
+  else if (qbak_file_pread_zerofill (s->base.file, b->data, s->cluster_size,
+                                     offset) < 0)
     return NULL;
-  }
-  s->n_refblocks++;
+  b->offset = offset;
+  b->dirty = fresh;
   return b;
 }
 
@@ -181,7 +219,7 @@ qcow2_get_refcount (struct qcow2 *s, uint64_t index, uint64_t *out)
   *out = 0;
   if (r >= s->reftable_entries || !s->reftable[r])
     return 0;
-  struct qcow2_refblock *b = get_block (s, s->reftable[r] & REFT_OFFSET_MASK,
+  struct qcow2_refblock *b = get_block (s, r, s->reftable[r] & REFT_OFFSET_MASK,
                                         false);
   if (!b)
     return -1;
@@ -189,13 +227,16 @@ qcow2_get_refcount (struct qcow2 *s, uint64_t index, uint64_t *out)
   return 0;
 }
 
-/* Clusters that QEMU's metadata occupies must never look free: a zero
- * refcount on them means the refcounts are broken. */
+/* Clusters that metadata occupies must never look free: a zero refcount
+ * on them means the refcounts are broken.  The reference map knows every
+ * structure; the header's own ranges are checked too, in O(1). */
 static bool
 is_known_metadata (struct qcow2 *s, uint64_t index)
 {
   uint64_t off = index << s->cluster_bits, cs = s->cluster_size;
   if (index == 0)
+    return true;
+  if (s->refmap && qcow2_refmap_referenced (s->refmap, index))
     return true;
   if (off >= s->l1_table_offset &&
       off < s->l1_table_offset + (((uint64_t) s->l1_size * 8 + cs - 1) & ~(cs - 1)))
@@ -206,12 +247,6 @@ is_known_metadata (struct qcow2 *s, uint64_t index)
   if (s->bitmap_directory_offset && off >= s->bitmap_directory_offset &&
       off < s->bitmap_directory_offset + s->bitmap_directory_size)
     return true;
-  for (uint32_t i = 0; i < s->l1_size; i++)
-    if ((s->l1[i] & L1E_OFFSET_MASK) == off)
-      return true;
-  for (uint64_t i = 0; i < s->reftable_entries; i++)
-    if ((s->reftable[i] & REFT_OFFSET_MASK) == off)
-      return true;
   return false;
 }
 
@@ -241,7 +276,7 @@ update_refcount (struct qcow2 *s, uint64_t index, int64_t delta)
                  s->base.filename, index);
     return -1;
   }
-  struct qcow2_refblock *b = get_block (s, s->reftable[r] & REFT_OFFSET_MASK,
+  struct qcow2_refblock *b = get_block (s, r, s->reftable[r] & REFT_OFFSET_MASK,
                                         false);
   if (!b)
     return -1;
@@ -267,14 +302,12 @@ file_end_cluster (struct qcow2 *s)
   return (end + s->cluster_size - 1) >> s->cluster_bits;
 }
 
-/* Write a cached block and make it durable. */
 static int
-write_block (struct qcow2 *s, struct qcow2_refblock *b)
+write_dirty_blocks (struct qcow2 *s)
 {
-  if (qbak_file_pwrite (s->base.file, b->data, s->cluster_size,
-                        b->offset) < 0)
-    return -1;
-  b->dirty = false;
+  for (size_t i = 0; i < s->n_refblock_slots; i++)
+    if (s->refblocks[i].dirty && write_block (s, &s->refblocks[i]) < 0)
+      return -1;
   return 0;
 }
 
@@ -351,7 +384,7 @@ grow_reftable (struct qcow2 *s, uint64_t min_entries)
   for (uint64_t r = start / rbe; r <= (start + t + k - 1) / rbe; r++) {
     if (s->reftable[r])
       continue;
-    struct qcow2_refblock *b = get_block (s, next_block << s->cluster_bits,
+    struct qcow2_refblock *b = get_block (s, r, next_block << s->cluster_bits,
                                           true);
     if (!b)
       goto fail;
@@ -364,9 +397,8 @@ grow_reftable (struct qcow2 *s, uint64_t min_entries)
   for (uint64_t c = start; c < start + t + k; c++)
     if (update_refcount (s, c, +1) < 0)
       goto fail;
-  for (size_t i = 0; i < s->n_refblocks; i++)
-    if (s->refblocks[i].dirty && write_block (s, &s->refblocks[i]) < 0)
-      goto fail;
+  if (write_dirty_blocks (s) < 0)
+    goto fail;
   if (write_reftable (s, start << s->cluster_bits, entries, t) < 0 ||
       qbak_file_flush (s->base.file) < 0)
     goto fail;
@@ -379,7 +411,9 @@ grow_reftable (struct qcow2 *s, uint64_t min_entries)
     goto fail;
   }
   free (old);
-  /* The old table is garbage now. */
+  /* The old table is garbage now, free for the allocator. */
+  if (s->refmap)
+    qcow2_refmap_forget (s->refmap, old_offset, (uint64_t) old_clusters * cs);
   return qcow2_free_clusters (s, old_offset, (uint64_t) old_clusters * cs);
 
 fail:
@@ -401,7 +435,7 @@ ensure_block (struct qcow2 *s, uint64_t index)
   /* A range without a block has no used cluster: the block describes
    * itself from the first cluster of its range. */
   uint64_t self = r * s->refblock_entries;
-  struct qcow2_refblock *b = get_block (s, self << s->cluster_bits, true);
+  struct qcow2_refblock *b = get_block (s, r, self << s->cluster_bits, true);
   if (!b)
     return -1;
   rb_set (s, b->data, 0, 1);
@@ -428,6 +462,9 @@ qcow2_alloc_clusters (struct qcow2 *s, uint64_t bytes)
 
 restart:;
   uint64_t start = s->free_hint ? s->free_hint : 1, run = 0;
+  /* The first free cluster the scan meets: where the next scan starts.
+   * Without it every allocation would rescan all used clusters. */
+  uint64_t first_free = UINT64_MAX;
   for (uint64_t idx = start; run < n; idx++) {
     if (idx > (UINT64_C(1) << (56 - s->cluster_bits))) {
       set_invalid ("%s: no free cluster below 2^56", s->base.filename);
@@ -442,9 +479,10 @@ restart:;
       continue;
     }
     if (is_known_metadata (s, idx)) {
-      set_invalid ("%s: cluster %" PRIu64 " holds metadata but its refcount "
-                   "is 0: the refcounts are broken; run 'qemu-img check -r "
-                   "all'", s->base.filename, idx);
+      set_invalid ("%s: host cluster at offset %#" PRIx64 " is in use but "
+                   "its refcount is 0: the refcounts are broken; run "
+                   "'qemu-img check -r all'", s->base.filename,
+                   idx << s->cluster_bits);
       return -1;
     }
     uint64_t r = idx / s->refblock_entries;
@@ -453,13 +491,14 @@ restart:;
         return -1;
       goto restart;        /* the new block may sit in our run */
     }
+    if (first_free == UINT64_MAX)
+      first_free = idx;
     run++;
   }
   for (uint64_t i = start; i < start + n; i++)
     if (update_refcount (s, i, +1) < 0 || log_alloc (s, i) < 0)
       return -1;
-  if (start == s->free_hint)
-    s->free_hint = start + n;
+  s->free_hint = first_free == start ? start + n : first_free;
   return (int64_t) (start << s->cluster_bits);
 }
 
@@ -477,9 +516,8 @@ qcow2_free_clusters (struct qcow2 *s, uint64_t offset, uint64_t bytes)
 int
 qcow2_refcount_flush (struct qcow2 *s)
 {
-  for (size_t i = 0; i < s->n_refblocks; i++)
-    if (s->refblocks[i].dirty && write_block (s, &s->refblocks[i]) < 0)
-      return -1;
+  if (write_dirty_blocks (s) < 0)
+    return -1;
   if (qbak_file_flush (s->base.file) < 0)
     return -1;
   /* Metadata range checks compare with the file size: keep it current. */

@@ -8,6 +8,8 @@
 
 #include "formats/image.h"
 
+struct qcow2_refmap;
+
 #define QCOW2_MAGIC 0x514649fbU
 #define QCOW2_V2_HEADER_LENGTH 72
 #define QCOW2_V3_MIN_HEADER_LENGTH 104
@@ -125,12 +127,17 @@ struct qcow2 {
   uint64_t *reftable;         /* CPU order */
   uint64_t reftable_entries;
   uint32_t refblock_entries;  /* refcounts per block */
-  struct qcow2_refblock *refblocks;   /* small write-back cache */
-  size_t n_refblocks;
+  struct qcow2_refblock *refblocks;   /* write-back cache, direct-mapped
+                                         by refcount table index */
+  size_t n_refblock_slots;
   uint64_t free_hint;         /* first cluster index that may be free */
   uint64_t *alloc_log;        /* clusters allocated since the last
                                  qcow2_refcount_forget (for rollback) */
   size_t n_alloc_log, cap_alloc_log;
+
+  /* Who uses each host cluster, built before metadata is written
+   * (qcow2-refmap.h); the allocator never hands out a cluster in it. */
+  struct qcow2_refmap *refmap;
 
   /* QEMU's qcow2_detect_metadata_preallocation, computed on first use. */
   bool prealloc_checked, metadata_prealloc;
@@ -142,10 +149,15 @@ struct qcow2 {
 };
 
 struct qcow2_refblock {
-  uint64_t offset;            /* host offset of the block */
+  uint64_t offset;            /* host offset of the block; 0 = empty slot */
   uint8_t *data;              /* raw on-disk bytes (cluster_size) */
   bool dirty;
 };
+/* The refcount block cache holds at most this many bytes (and at least 4
+ * blocks): a scan of a whole file then costs one read per block and
+ * memory stays flat, whatever the file size. */
+#define QCOW2_REFBLOCK_CACHE_BYTES (1u << 20)
+#define QCOW2_REFBLOCK_CACHE_MAX_SLOTS 256
 
 static inline struct qcow2 *
 to_qcow2 (struct image *img)
@@ -179,7 +191,9 @@ void qcow2_refcount_cleanup (struct qcow2 *s);
 /* Refcount of host cluster INDEX into *OUT; 0 or -1. */
 int qcow2_get_refcount (struct qcow2 *s, uint64_t index, uint64_t *out);
 /* Allocate BYTES (rounded up to clusters) of contiguous free clusters
- * with refcount 1; returns the host offset or -1.  The refcount blocks are
+ * with refcount 1; returns the host offset or -1.  A cluster with refcount
+ * 0 that s->refmap (or the header) says is in use is refused, never
+ * handed out.  The refcount blocks are
  * written by qcow2_refcount_flush (call it before anything references the
  * new clusters). */
 int64_t qcow2_alloc_clusters (struct qcow2 *s, uint64_t bytes);

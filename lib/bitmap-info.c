@@ -24,8 +24,11 @@ qbak_bitmap_get_info (struct qbak_image *h, size_t i,
   info->granularity = 1ULL << b->granularity_bits;
   info->in_use = b->in_use;
   info->enabled = b->enabled;
-  info->dirty_known = b->bm != NULL;
-  info->dirty_bytes = b->bm ? dirty_bitmap_dirty_bytes (b->bm) : 0;
+  info->dirty_known = !b->in_use;
+  /* Counted from the table, so listing bitmaps loads none of them. */
+  if (!b->in_use &&
+      qcow2_bitmap_dirty_bytes (h->img, b, &info->dirty_bytes) < 0)
+    return -1;
   return 0;
 }
 
@@ -39,13 +42,9 @@ qbak_bitmap_extents (struct qbak_image *h, const char *name,
                  "shows them)", h->img->filename, name);
     return -1;
   }
-  if (b->in_use) {
-    set_invalid ("%s: bitmap '%s' is in use (its writer did not close the "
-                 "image): its contents are unknown; make a full backup and "
-                 "remove or clear it", h->img->filename, name);
+  const struct dirty_bitmap *bm = qbak_internal_bitmap_data (h, b);
+  if (!bm)
     return -1;
-  }
-  const struct dirty_bitmap *bm = b->bm;
   uint64_t size = dirty_bitmap_size (bm), off = 0;
   while (off < size) {
     bool dirty = dirty_bitmap_test (bm, off);

@@ -65,25 +65,50 @@ plan_init (struct plan *p, struct qbak_image *h)
     pl->st.granularity_bits = b->granularity_bits;
     pl->st.flags = b->flags;
     pl->st.rewrite = false;
-    pl->st.bm = b->bm;
+    pl->st.bm = NULL;               /* read when the plan needs it */
     pl->st.table_offset = b->table_offset;
     pl->st.table_size = b->table_size;
   }
   return 0;
 }
 
+/* The planned bitmap's current data, read from the image on first use. */
+static const struct dirty_bitmap *
+planned_data (struct plan *p, struct planned *pl)
+{
+  if (!pl->st.bm)
+    pl->st.bm = qbak_internal_bitmap_data (p->h, pl->orig);
+  return pl->st.bm;
+}
+
 /* The bitmap's data, made private so it can be changed. */
 static struct dirty_bitmap *
-writable_data (struct planned *pl)
+writable_data (struct plan *p, struct planned *pl)
 {
   if (!pl->owned) {
-    pl->owned = dirty_bitmap_copy (pl->st.bm);
+    const struct dirty_bitmap *data = planned_data (p, pl);
+    if (!data)
+      return NULL;
+    pl->owned = dirty_bitmap_copy (data);
     if (!pl->owned)
       return NULL;
     pl->st.bm = pl->owned;
   }
   pl->st.rewrite = true;
   return pl->owned;
+}
+
+/* QEMU refuses to clear, merge, enable or disable an inconsistent
+ * bitmap, so removing it is the only change that works; the chain it
+ * tracked cannot be trusted and starts again from a full backup. */
+void
+qbak_internal_set_in_use_error (const char *file, const char *name)
+{
+  set_invalid ("%s: bitmap '%s' is in use: the program that wrote it did "
+               "not close the image, so it may have missed writes; start a "
+               "new chain: 'qbak bitmap remove %s %s', 'qbak bitmap add %s "
+               "%s', then a full backup (--sync full) with --bitmap %s",
+               file, name, file, name, file, name, name);
 }
 
 static struct planned *
@@ -97,9 +122,7 @@ existing (struct plan *p, const struct qbak_bitmap_op *op, bool allow_in_use)
     return NULL;
   }
   if (pl->in_use && !allow_in_use) {
-    set_invalid ("%s: bitmap '%s' is in use (its writer did not close the "
-                 "image), so its contents are unknown; it can only be "
-                 "removed", fn, op->name);
+    qbak_internal_set_in_use_error (fn, op->name);
     return NULL;
   }
   return pl;
@@ -156,7 +179,7 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
   case QBAK_BITMAP_CLEAR: {
     if (!(pl = existing (p, op, false)))
       return -1;
-    struct dirty_bitmap *bm = writable_data (pl);
+    struct dirty_bitmap *bm = writable_data (p, pl);
     if (!bm)
       return -1;
     dirty_bitmap_clear_all (bm);
@@ -189,12 +212,11 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
           return -1;
         }
         if (sp->in_use) {
-          set_invalid ("%s: bitmap '%s' is in use (its writer did not close "
-                       "the image), so its contents are unknown; it cannot "
-                       "be merged", fn, sname);
+          qbak_internal_set_in_use_error (fn, sname);
           return -1;
         }
-        sbm = sp->st.bm;
+        if (!(sbm = planned_data (p, sp)))
+          return -1;
       }
       else {
         struct qcow2_bitmap *sb = qbak_internal_find_bitmap (src, sname);
@@ -204,12 +226,11 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
           return -1;
         }
         if (sb->in_use) {
-          set_invalid ("%s: bitmap '%s' is in use (its writer did not close "
-                       "the image), so its contents are unknown; it cannot "
-                       "be merged", src->img->filename, sname);
+          qbak_internal_set_in_use_error (src->img->filename, sname);
           return -1;
         }
-        sbm = sb->bm;
+        if (!(sbm = qbak_internal_bitmap_data (src, sb)))
+          return -1;
       }
       if (dirty_bitmap_size (sbm) != img->size) {
         set_invalid ("%s: cannot merge bitmap '%s' (%" PRIu64 " bytes) into "
@@ -217,7 +238,7 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
                      dirty_bitmap_size (sbm), op->name, img->size);
         return -1;
       }
-      struct dirty_bitmap *bm = writable_data (pl);
+      struct dirty_bitmap *bm = writable_data (p, pl);
       if (!bm || dirty_bitmap_merge (bm, sbm) < 0)
         return -1;
     }

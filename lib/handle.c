@@ -162,3 +162,18 @@ qbak_internal_find_bitmap (struct qbak_image *h, const char *name)
       return &h->bitmaps.v[i];
   return NULL;
 }
+
+const struct dirty_bitmap *
+qbak_internal_bitmap_data (struct qbak_image *h, const struct qcow2_bitmap *b)
+{
+  if (b->in_use) {
+    qbak_internal_set_in_use_error (h->img->filename, b->name);
+    return NULL;
+  }
+  /* B is one of H's bitmaps (the list is H's to change): loading its data
+   * fills a cache, it does not change the bitmap. */
+  struct qcow2_bitmap *mb = &h->bitmaps.v[b - h->bitmaps.v];
+  if (qcow2_bitmap_load_data (h->img, mb) < 0)
+    return NULL;
+  return mb->bm;
+}

@@ -30,6 +30,15 @@ int qbak_internal_lock (struct qbak_file *file, unsigned perm,
 /* handle.c */
 struct qcow2_bitmap *qbak_internal_find_bitmap (struct qbak_image *h,
                                                 const char *name);
+/* The data of H's bitmap B, read on first use (bitmaps are opened without
+ * their data, so only the bitmaps an operation needs cost memory).  NULL
+ * with the error set if B is in use or cannot be read. */
+const struct dirty_bitmap *qbak_internal_bitmap_data (
+  struct qbak_image *h, const struct qcow2_bitmap *b);
+
+/* bitmap-ops.c: the error for bitmap NAME of FILE being in use, with the
+ * commands that start a new chain. */
+void qbak_internal_set_in_use_error (const char *file, const char *name);
 
 /* bitmap-ops.c: replace the data of bitmap NAME with DATA (same size and
  * granularity) through the crash-safe store path. */

@@ -53,7 +53,7 @@ struct target {
  * target holds part of it and the job's bitmap holds only the rest. */
 struct companion {
   const char *name;      /* owned by the image's bitmap list */
-  const struct qcow2_bitmap *b;
+  struct qcow2_bitmap *b;
 };
 
 struct copy_job {
@@ -244,7 +244,7 @@ find_companions (struct copy_job *j)
     return -1;
   }
   for (size_t i = 0; i < l->n; i++) {
-    const struct qcow2_bitmap *b = &l->v[i];
+    struct qcow2_bitmap *b = &l->v[i];
     if (strncmp (b->name, prefix, plen) != 0)
       continue;
     if (b->in_use) {
@@ -287,12 +287,7 @@ open_source (struct copy_job *j)
     return -1;
   }
   if (b->in_use) {
-    set_invalid ("%s: bitmap '%s' is in use: the program that wrote it did "
-                 "not close the image, so it may have missed writes; start "
-                 "a new chain: 'qbak bitmap remove %s %s', 'qbak bitmap add "
-                 "%s %s', then a full backup (--sync full) with --bitmap %s",
-                 o->source, o->bitmap, o->source, o->bitmap, o->source,
-                 o->bitmap, o->bitmap);
+    qbak_internal_set_in_use_error (o->source, o->bitmap);
     return -1;
   }
   j->bitmap = b;
@@ -652,17 +647,24 @@ job_plan (struct copy_job *j)
   if (!j->copy_set)
     return -1;
   if (j->bitmap) {
-    j->sync_set = dirty_bitmap_copy (j->bitmap->bm);
+    const struct dirty_bitmap *data = qbak_internal_bitmap_data (j->src,
+                                                                 j->bitmap);
+    if (!data)
+      return -1;
+    j->sync_set = dirty_bitmap_copy (data);
     j->successor = dirty_bitmap_create (size,
-                                        dirty_bitmap_granularity (j->bitmap->bm));
+                                        dirty_bitmap_granularity (data));
     if (!j->sync_set || !j->successor)
       return -1;
     /* What interrupted jobs had to copy is still to copy, unless this job
      * continues their partial target (which holds it). */
     if (!j->o->resume)
-      for (size_t i = 0; i < j->n_companions; i++)
-        if (dirty_bitmap_merge (j->sync_set, j->companions[i].b->bm) < 0)
+      for (size_t i = 0; i < j->n_companions; i++) {
+        const struct dirty_bitmap *c =
+          qbak_internal_bitmap_data (j->src, j->companions[i].b);
+        if (!c || dirty_bitmap_merge (j->sync_set, c) < 0)
           return -1;
+      }
   }
 
   if (j->o->resume) {
@@ -1040,7 +1042,7 @@ job_fail (struct copy_job *j, enum qbak_status status)
     j->res->bitmap_state = "unchanged";
     j->res->bitmap_dirty_bytes =
       j->sync_set ? dirty_bitmap_dirty_bytes (j->sync_set)
-      : j->bitmap ? dirty_bitmap_dirty_bytes (j->bitmap->bm) : 0;
+      : j->bitmap && j->bitmap->bm ? dirty_bitmap_dirty_bytes (j->bitmap->bm) : 0;
     what = j->o->resume
            ? "; the bitmap and the partial target are unchanged: run the "
              "same command with --resume again"
