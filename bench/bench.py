@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark qbak against QEMU's own backup job and a plain cp (DESIGN.md §7).
+"""Benchmark qbak against QEMU's own backup job and a plain cp (the limit).
 
   bench/bench.py [--quick] [--runs N] [--workdir DIR] [--keep]
                  [--qbak PATH] [--only NAME,...] [--json FILE]
@@ -42,7 +42,7 @@ Workloads (full mode; --quick in brackets, a smoke run under a minute):
   incr-1T     1 TiB sparse image, 1000 scattered dirty clusters [64 GiB]
   (cp runs in every workload; qbak/cp is only reported for full backups)
 
-Targets (issue spec, for the 2-core machine; in --quick they are indicative):
+Targets (the project's goals, for the 2-core machine; in --quick they are indicative):
   full-8G:  qbak <= 0.5 x QEMU, qbak <= 1.3 x cp
   incr-8G:  qbak <= 0.5 x QEMU
   incr-1T:  qbak < 0.1 s, qbak(1T) <= 1.5 x qbak(16G)

@@ -1,4 +1,4 @@
-/* Library-wide error reporting (STYLE habit 2).
+/* Library-wide error reporting.
  *
  * Internal code returns -1 after qbak_set_error(), which stores one
  * complete message "context: detail[: strerror]" and a status class per

@@ -1,6 +1,6 @@
 /* File I/O for every layer: full-transfer loops, EINTR retries, errors
  * with the file name, and the fail-point hooks (failpoint.h) on every call,
- * so tests can fail or crash qbak at any single I/O (STYLE habit 10). */
+ * so tests can fail or crash qbak at any single I/O. */
 #ifndef QBAK_COMMON_FILEIO_H
 #define QBAK_COMMON_FILEIO_H
 

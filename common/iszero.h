@@ -1,5 +1,5 @@
-/* Zero detection (STYLE habit 12): check 16 bytes, then compare the
- * buffer with itself shifted by 16, which runs at memcmp speed. */
+/* Zero detection: check 16 bytes, then compare the buffer with itself
+ * shifted by 16, which runs at memcmp speed. */
 #ifndef QBAK_COMMON_ISZERO_H
 #define QBAK_COMMON_ISZERO_H
 

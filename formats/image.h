@@ -1,4 +1,5 @@
-/* formats/: image access behind one ops table (STYLE habit 13).
+/* formats/: image access behind one ops table, so that adding a format
+ * touches no caller.
  *
  * An image is one layer of a chain.  Each format answers two questions
  * about its own layer: what is at offset X (block_status), and give me the

@@ -5,7 +5,7 @@
  * 24, cluster_bits at 32, l2_bits at 33, crypt_method at 36, L1 offset at
  * 40; L2 entries with bit 63 = compressed).  Never route qcow2 (v2/v3)
  * data through libqcow: its 20201213 release ignores the v3 zero flag
- * (DESIGN §5). */
+ * and returns a cluster's stale contents where QEMU reads zeroes. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>

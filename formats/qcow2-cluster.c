@@ -1,6 +1,6 @@
 /* qcow2 guest-to-host mapping: L1/L2 lookup, cluster and subcluster types,
- * and reads of data and compressed clusters
- * (shared/reference/qcow2-bitmaps.md §1.7-1.9). */
+ * and reads of data and compressed clusters, as QEMU's qcow2 v3 format
+ * lays them out. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>

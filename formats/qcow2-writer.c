@@ -1,11 +1,13 @@
 /* Streaming qcow2 v3 writer for backup targets: see qcow2-writer.h.
  *
- * Byte layouts: shared/reference/qcow2-bitmaps.md §1.1 (header), §1.2
- * (extensions), §1.7-1.8 (L1/L2), §1.10 (refcounts).  Every host cluster is
- * allocated by appending at the writer's logical end (next_host), never
- * rewritten in place, and referenced at most once: every refcount is 0 or
- * 1.  So the refcount structures need not be maintained while copying;
- * finish computes them once from the references (one bit per cluster).
+ * Byte layouts are QEMU's qcow2 v3 format (big-endian): the header, its
+ * extensions (8-byte aligned, ended by type 0), 64-bit L1 and L2 entries,
+ * a refcount table of block offsets and 16-bit refcounts.  Every host
+ * cluster is allocated by appending at the writer's logical end
+ * (next_host), never rewritten in place, and referenced at most once:
+ * every refcount is 0 or 1.  So the refcount structures need not be
+ * maintained while copying; finish computes them once from the
+ * references (one bit per cluster).
  *
  * Retryable failures: a request first reads what it needs, then writes its
  * data and the L2 tables it completes past the logical end, and changes
@@ -123,7 +125,8 @@ reserve (const struct qcow2_writer *w, uint64_t *end, uint64_t bytes)
 
 /* An L2 entry this writer can have written: unallocated, a zero cluster
  * without host cluster, or a data cluster with refcount 1 (COPIED) below
- * LIMIT (reference §1.8).  Anything else is refused: reopen takes only
+ * LIMIT, aligned to a cluster, with the reserved bits and the compressed
+ * and zero flags clear.  Anything else is refused: reopen takes only
  * images this writer made. */
 static int
 check_l2_entry (const struct qcow2_writer *w, uint64_t e, uint64_t limit,
@@ -691,7 +694,8 @@ dup_string (const char *fn, const char *what, const uint8_t *p, size_t len,
 
 /* Parse cluster 0 (H, one cluster) of an image to reopen: header fields
  * already checked by the caller; here the extensions and the backing file
- * name (reference §1.2).  Only what create writes is accepted. */
+ * name (extensions start after the header, each padded to 8 bytes, and
+ * end with type 0).  Only what create writes is accepted. */
 static int
 parse_cluster0 (struct qcow2_writer *w, const uint8_t *h)
 {
@@ -1069,7 +1073,8 @@ collect_tables (struct qcow2_writer *w, struct refs *r, uint64_t data_end)
 
 /* Fill one cluster of the refcount area: cluster K of the T refcount-table
  * clusters, followed by the B refcount blocks at RB that give the
- * referenced clusters of R refcount 1 (reference §1.10). */
+ * referenced clusters of R refcount 1 (a refcount table entry is a
+ * block's 64-bit offset; a block holds one 16-bit refcount per cluster). */
 static void
 fill_refcount_cluster (const struct qcow2_writer *w, uint8_t *p, uint64_t k,
                        uint64_t t, uint64_t rb, uint64_t b,
@@ -1166,7 +1171,7 @@ write_refcounts (struct qcow2_writer *w, uint64_t rt, uint64_t t,
   return ret;
 }
 
-/* Build cluster 0 as qemu-img create lays it out (reference §1.1-1.2):
+/* Build cluster 0 as qemu-img create lays it out:
  * header, backing format extension, end marker, backing file name. */
 static void
 build_header (const struct qcow2_writer *w, uint8_t *p, uint64_t l1_offset,
@@ -1308,7 +1313,8 @@ qcow2_writer_finish (struct qcow2_writer *w)
     goto out;
 
   /* Everything the header points to is durable before the header is
-   * written: the header is the commit point (DESIGN §4). */
+   * written: the header is the commit point, so a crash leaves the old
+   * or the new image. */
   if (qbak_file_flush (w->file) < 0) {
     w->flush_failed = true;
     goto out;

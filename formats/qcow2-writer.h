@@ -7,12 +7,12 @@
  * long runs), and at the end the L1 table, the refcount structures and
  * finally the header go out.  Memory is the L1 table, three clusters (the
  * current L2 table and two scratch tables) and the batch, whatever the
- * virtual size (DESIGN §7); qcow2_writer_finish() briefly adds one bit per
- * host cluster.
+ * virtual size; qcow2_writer_finish() briefly adds one bit per host
+ * cluster.
  *
  * Cluster 0 of a new target stays zero until qcow2_writer_finish() writes
  * the header as its very last step (after a flush), so a target
- * interrupted at any point is never mistaken for a valid qcow2 (DESIGN §4).
+ * interrupted at any point is never mistaken for a valid qcow2.
  *
  * Layout of a finished image (every referenced cluster has refcount 1):
  *   cluster 0                 header, extensions, backing file name

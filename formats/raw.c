@@ -1,5 +1,6 @@
 /* raw images: the file is the disk.  Allocation comes from the file
- * system (SEEK_DATA/SEEK_HOLE), one range at a time (STYLE habit 11). */
+ * system (SEEK_DATA/SEEK_HOLE), one range at a time, so a huge sparse
+ * file costs no more than its extents. */
 #include <stdlib.h>
 #include <string.h>
 

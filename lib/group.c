@@ -1,4 +1,5 @@
-/* Several backup jobs, one point in time (DESIGN §3, seeds 002-004).
+/* Several backup jobs, one point in time, as in a QEMU transaction of
+ * backup jobs with completion-mode grouped or individual.
  *
  * Early failure: every job is prepared (source opened, locked, validated;
  * target created) before any byte is copied; one refusal stops the group

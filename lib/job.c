@@ -1,4 +1,5 @@
-/* The backup job (DESIGN §3, §4): see job.h for the stages.
+/* The backup job, with QEMU's backup semantics and crash safe at every
+ * step: see job.h for the stages.
  *
  * Plan builds the copy set at the target's cluster granularity from the
  * sync mode, in O(allocated extents) or O(dirty), never a scan of the

@@ -267,7 +267,7 @@ struct qbak_copy_result {
 
 /* Run one backup job: plan the copy set, copy it into a new target
  * (written as TARGET.part and renamed when complete), then rewrite the
- * bitmap per bitmap_mode (QEMU's backup semantics, DESIGN §3).  RESULT is
+ * bitmap per bitmap_mode (QEMU's backup job semantics).  RESULT is
  * filled in on success and on failure.  Returns 0, or -1 with the error
  * set (QBAK_STATUS_CANCELLED after a cancel). */
 QBAK_API int qbak_copy (const struct qbak_copy_opts *opts,

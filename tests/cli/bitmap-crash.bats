@@ -1,10 +1,11 @@
 #!/usr/bin/env bats
-# Crash safety of qbak's bitmap writes (DESIGN §4): for add, clear, merge and
+# Crash safety of qbak's bitmap writes: for add, clear, merge and
 # remove, every I/O call qbak makes is in turn made to crash (fail point
 # any:N:abort) or fail (any:N:eio), N = 1 .. the number of calls a clean run
 # makes (QBAK_FAILPOINT_COUNT; see tests/FAILPOINTS.md).  After each:
 #   - qemu-img check finds no corruption (leaked clusters are allowed after a
-#     crash, as QEMU allows them: shared/reference/qcow2-bitmaps.md §3.3);
+#     crash: QEMU too frees the old bitmap clusters only after the header
+#     commit, so a crash in between leaks them, harmlessly);
 #   - the bitmaps as a whole (qemu-img info's directory, in order, and every
 #     bitmap's contents as qemu-nbd --bitmap + nbdinfo serve them) are in
 #     the old state or the new one, which includes "none is in_use";

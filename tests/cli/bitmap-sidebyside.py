@@ -34,8 +34,9 @@ check --output=json` of both copies without corruptions or leaks.
 Exit 0 when everything agreed; 1 with the first difference, the step, the
 exact commands, and the steps so far (WORKDIR/steps.log), so the failure can
 be replayed by hand.  --ignore-order is a diagnostic aid only.  qbak runs
-behind $VG when set (STYLE §18).  Python 3 standard library only; needs qemu-img,
-qemu-io, qemu-nbd (qemu-utils) and nbdinfo (libnbd-bin).
+behind $VG when set (e.g. "valgrind -q --error-exitcode=99").  Python 3
+standard library only; needs qemu-img, qemu-io, qemu-nbd (qemu-utils) and
+nbdinfo (libnbd-bin).
 """
 import argparse
 import json
@@ -95,7 +96,7 @@ class Driver:
         return r
 
     def qbak(self, *args):
-        # $VG: the optional exec prefix of STYLE §18 (valgrind, ...)
+        # $VG: an optional exec prefix for qbak (valgrind, ...)
         return [*shlex.split(os.environ.get('VG', '')), self.a.qbak, *args]
 
     def info_bitmaps(self, img):

@@ -1,9 +1,9 @@
 #!/usr/bin/env bats
 # qbak copy interrupted by SIGINT or SIGTERM midway through a large copy:
-# exit 130, as QEMU's job-cancel the bitmap ends as its mode says for a
-# failure (shared/reference/qcow2-bitmaps.md 5.2): on-success and never
-# unchanged, always exactly the clusters not copied (checked against
-# qemu-img map of TARGET.part and qemu-nbd + nbdinfo's view of the bitmap);
+# exit 130, and, as after QEMU's job-cancel, the bitmap ends as its mode
+# says for a failure: on-success and never unchanged, always exactly the
+# clusters not copied (checked against qemu-img map of TARGET.part and
+# qemu-nbd + nbdinfo's view of the bitmap);
 # --resume then finishes an always job copying only what was left.
 
 bats_require_minimum_version 1.5.0

@@ -2,8 +2,8 @@
 # qbak copy onto a full target disk, side by side with QEMU's own backup job
 # (tests/tools/qemu-backup-job): each target lives in its own small tmpfs
 # (6 MiB) and the incremental's dirty data (12 MiB) does not fit.  Both jobs
-# fail; the bitmaps afterwards are equal for on-success and never (QEMU
-# keeps them, shared/reference/qcow2-bitmaps.md 5.2/5.3); with always, qbak's
+# fail; the bitmaps afterwards are equal for on-success and never (a failed
+# QEMU backup job leaves them unchanged); with always, qbak's
 # bitmap holds exactly the clusters missing from its TARGET.part.  Once space
 # is freed, the retry QEMU's documentation describes (or --resume, for
 # always) completes the backup.

@@ -5,9 +5,10 @@
 # bitmap-mode (on-success through --sync incremental, always and never
 # through --sync bitmap).  After every fault: the source's guest data is
 # unchanged and its metadata clean; its bitmap b0 is exactly what QEMU's
-# backup job leaves (shared/reference/qcow2-bitmaps.md 5.2), read back with
-# qemu-nbd + nbdinfo; and a rerun (or --resume, for always) yields a target
-# that qemu-img compares identical to the source.
+# backup job leaves after a failure (on-success and never: unchanged;
+# always: the clusters not copied), read back with qemu-nbd + nbdinfo; and
+# a rerun (or --resume, for always) yields a target that qemu-img compares
+# identical to the source.
 #
 # Every N in 1..count(any) is run for every effect and mode (9 loops).
 
@@ -278,7 +279,7 @@ fault_loop() {
     fi
 }
 
-# Every failure is one clear line on stderr (DESIGN 1, 8).
+# Every failure is one clear line on stderr, so cron mails say what broke.
 @test "faults: every EIO gives exit 1 and one 'qbak: ' line on stderr" {
     local count n rc bad=()
     count=$(cat "$F/count-always")

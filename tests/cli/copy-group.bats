@@ -1,11 +1,10 @@
 #!/usr/bin/env bats
 # qbak copy with several --job (one point in time for three disks), as QEMU's
-# transactions with completion-mode grouped or individual
-# (shared/reference/qcow2-bitmaps.md 5.4, DESIGN 3): one disk failing midway
-# (a fail point whose call lands in disk 2's copy), the state of every
-# bitmap afterwards (qemu-nbd + nbdinfo), which targets are kept, the repair
-# run of seed 004, and refusals that stop the group before anything is
-# written.
+# transactions with completion-mode grouped or individual: one disk failing
+# midway (a fail point whose call lands in disk 2's copy), the state of
+# every bitmap afterwards (qemu-nbd + nbdinfo), which targets are kept, the
+# next incremental after a failed individual run, and refusals that stop
+# the group before anything is written.
 
 bats_require_minimum_version 1.5.0
 load helpers
@@ -251,7 +250,7 @@ nothing_written() {
         <<<"$json" >/dev/null || fail "statuses: $(jq -c '[.jobs[].status]' <<<"$json")"
 }
 
-@test "group individual: the next incremental after more writes is consistent for every disk (seed 004)" {
+@test "group individual: the next incremental after more writes is consistent for every disk" {
     run_group "$(cat "$F/n-individual")" individual on-success
     [ "$status" -eq 1 ] || fail "first run: exit $status: $stderr"
     local d

@@ -1,4 +1,4 @@
-# Shared helpers for qbak's bats CLI tests (STYLE §18).
+# Shared helpers for qbak's bats CLI tests.
 #
 # Load from a .bats file with `load helpers`.  The oracles are QEMU's own
 # tools (qemu-img, qemu-io, qemu-nbd, qemu-storage-daemon) plus nbdinfo and jq:

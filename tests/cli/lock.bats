@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# QEMU-compatible image locking (DESIGN §4): qbak takes QEMU's own OFD locks,
+# QEMU-compatible image locking: qbak takes QEMU's own OFD locks,
 # so a running QEMU and qbak never use an image against each other's will.
 #   - While qemu-storage-daemon has the image open read-write, every qbak
 #     write command and every read command without -U exits 4 with one line

@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # qbak's metadata writes keep what they do not understand: unknown header
 # extensions and the backing file name byte-identical, unknown autoclear
-# bits cleared (qcow2 spec), and work for every refcount width.  Oracles:
+# bits cleared (as QEMU's qcow2 format requires of a writer that does not
+# know them), and work for every refcount width.  Oracles:
 # qemu-img check/info, and the header parsed independently by
 # header-rewrite.py.
 

@@ -2,7 +2,7 @@
  * extensions, L1, refcount table, bitmap directory and tables), then walk
  * its map, every bitmap's extents and its first mebibytes of guest data.
  * Every path must end in a clean refusal, never a crash, hang, unbounded
- * allocation or out-of-bounds access (STYLE habit 19).
+ * allocation or out-of-bounds access: the bytes may come from a guest.
  *
  * Built two ways: with clang -fsanitize=fuzzer for fuzzing (QBAK_FUZZ=ON),
  * and with replay-main.c as a plain program that replays a corpus, which

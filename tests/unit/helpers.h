@@ -4,7 +4,7 @@
  *
  * Include after <cmocka.h>.  Every helper fails the current test (never
  * skips it) when a tool is missing or a command fails: a missing oracle is
- * a missing install step (STYLE habit 18), so the message names the
+ * a missing install step, so the message names the
  * package. */
 #ifndef QBAK_TESTS_UNIT_HELPERS_H
 #define QBAK_TESTS_UNIT_HELPERS_H

@@ -1,6 +1,6 @@
 /* Unit tests for bitmaps/dirty-bitmap.c, the in-memory two-level dirty
- * bitmap: one cmocka test per behaviour (STYLE habit 17).  Offsets are
- * guest bytes; "bit k" is granule k. */
+ * bitmap: one cmocka test per behaviour, so a failure names what broke.
+ * Offsets are guest bytes; "bit k" is granule k. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -3,7 +3,7 @@
  * agree.
  *
  * The images avoid what libqcow 20201213 gets wrong or lacks: no zero
- * clusters (it ignores the v3 zero flag, DESIGN §5), no zstd, no extended
+ * clusters (it ignores the v3 zero flag), no zstd, no extended
  * L2.  They do have plain and compressed clusters (some compressed ones
  * partly rewritten), unallocated gaps, partial-cluster writes and data in
  * the last cluster.  The fixture's preconditions are checked with

@@ -1,10 +1,10 @@
 /* Unit tests for formats/qcow2-writer.c and formats/raw-writer.c.
  *
- * QEMU's own tools are the oracles (STYLE habit 18): qemu-img check must
- * find every finished image clean, qemu-io reads the contents back with
- * pattern verification, qemu-img map shows what is data, zero or
- * unallocated.  A missing tool fails the test.  Each test checks one
- * behaviour (STYLE habit 17).
+ * QEMU's own tools are the oracles: qemu-img check must find every
+ * finished image clean, qemu-io reads the contents back with pattern
+ * verification, qemu-img map shows what is data, zero or unallocated.
+ * A missing tool fails the test.  Each test checks one behaviour, so a
+ * failure names what broke.
  */
 #include <errno.h>
 #include <fcntl.h>
