@@ -5,7 +5,8 @@
  * be non-zero, so find-next-set skips clean regions 4096 bytes of disk
  * address space per summary bit... in practice 64 words at a time: scans
  * cost O(dirty + size/(granularity*4096)), which keeps a 1 TiB disk with a
- * few dirty clusters cheap (DESIGN §7).  All offsets are guest bytes. */
+ * few dirty clusters cheap (planning costs what is dirty, not the disk's
+ * size).  All offsets are guest bytes. */
 #ifndef QBAK_BITMAPS_DIRTY_BITMAP_H
 #define QBAK_BITMAPS_DIRTY_BITMAP_H
 
@@ -49,7 +50,7 @@ int64_t dirty_bitmap_next_clean (const struct dirty_bitmap *bm,
 int dirty_bitmap_merge (struct dirty_bitmap *dst,
                         const struct dirty_bitmap *src);
 
-/* The qcow2 on-disk encoding (reference §2): a byte stream, bit k of the
+/* The qcow2 on-disk encoding: a byte stream, bit k of the
  * bitmap in byte k/8 at bit k%8 (LSB first). */
 uint64_t dirty_bitmap_stream_bytes (const struct dirty_bitmap *bm);
 /* Copy stream bytes [START, +LEN) into OUT (bytes past the stream: 0). */

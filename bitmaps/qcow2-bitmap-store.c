@@ -1,7 +1,6 @@
-/* Storing qcow2 persistent bitmaps crash-safely: see qcow2-bitmap.h and
- * shared/reference/qcow2-bitmaps.md §3.3.  Never write what QEMU would
- * reject (§4): no extra data, only the in_use and auto flags, exact table
- * sizes, QEMU's limits. */
+/* Storing qcow2 persistent bitmaps crash-safely: see qcow2-bitmap.h.
+ * Never write what QEMU would refuse to open: no extra data, only the
+ * in_use and auto flags, exact table sizes, QEMU's limits. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>

@@ -1,5 +1,7 @@
-/* Loading qcow2 persistent bitmaps: see qcow2-bitmap.h.  Rule numbers in
- * comments refer to shared/reference/qcow2-bitmaps.md §4. */
+/* Loading qcow2 persistent bitmaps: see qcow2-bitmap.h.  Every check is
+ * one QEMU makes when it opens an image (qcow2-bitmap.c check_dir_entry,
+ * bitmap_list_load and load_bitmap_data), so qbak accepts what QEMU
+ * accepts and refuses what it refuses. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -231,8 +233,8 @@ qcow2_bitmaps_refmap (struct image *img, const struct qcow2_bitmap_list *list,
   return qcow2_refmap_build (s, what, register_bitmaps, &c);
 }
 
-/* The table of B must have exactly the size its granularity needs
- * (rule 20). */
+/* The table of B must have exactly the size its granularity needs, as
+ * QEMU requires before it reads the data. */
 static int
 check_table_size (struct qcow2 *s, const struct qcow2_bitmap *b)
 {
@@ -391,7 +393,7 @@ qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out)
 
   const char *fn = img->filename;
   uint64_t size = s->bitmap_directory_size;
-  if (size == 0) {                                   /* rule 8 */
+  if (size == 0) {                    /* QEMU refuses an empty directory */
     set_invalid ("%s: bitmap directory size is zero", fn);
     return -1;
   }
@@ -409,7 +411,7 @@ qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out)
     goto fail;
 
   uint64_t pos = 0;
-  while (pos < size) {                               /* rule 9 */
+  while (pos < size) {                /* entries fill the directory exactly */
     if (size - pos < 24) {
       set_invalid ("%s: broken bitmap directory: entry at %" PRIu64
                    " is truncated", fn, pos);
@@ -468,7 +470,7 @@ qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out)
     }
     if (check_entry (s, b, e[16]) < 0)
       goto fail;
-    for (size_t j = 0; j + 1 < out->n; j++) {        /* rule 22 */
+    for (size_t j = 0; j + 1 < out->n; j++) {        /* unique names */
       if (strcmp (out->v[j].name, b->name) == 0) {
         set_invalid ("%s: duplicate bitmap name '%s' in the bitmap "
                      "directory", fn, b->name);
@@ -477,7 +479,7 @@ qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out)
     }
     pos += esize;
   }
-  if (out->n != s->nb_bitmaps) {                     /* rule 10 */
+  if (out->n != s->nb_bitmaps) {            /* as many as declared */
     set_invalid ("%s: bitmap directory holds %zu bitmaps, the bitmaps "
                  "extension declares %" PRIu32, fn, out->n, s->nb_bitmaps);
     goto fail;

@@ -1,6 +1,8 @@
-/* qcow2 persistent dirty bitmaps: the bitmaps extension, the directory
- * and the tables, loaded and validated exactly as QEMU does
- * (shared/reference/qcow2-bitmaps.md §1.4-1.6, §2, §4). */
+/* qcow2 persistent dirty bitmaps: the bitmaps extension (count, directory
+ * size and offset), the directory (one entry per bitmap: table offset and
+ * size, flags, type, granularity, name), and the tables (one entry per
+ * cluster of bitmap data: its offset, or 0 with bit 0 meaning all ones),
+ * loaded and validated exactly as QEMU does. */
 #ifndef QBAK_BITMAPS_QCOW2_BITMAP_H
 #define QBAK_BITMAPS_QCOW2_BITMAP_H
 
@@ -73,7 +75,7 @@ uint64_t qcow2_bitmap_table_size (uint64_t size, unsigned gran_bits,
 
 /* ---- Storing (qcow2-bitmap-store.c) -------------------------------------
  *
- * QEMU's protocol (reference §3.3): new data clusters, new tables, a new
+ * QEMU's protocol, made crash safe: new data clusters, new tables, a new
  * directory, all flushed; one header write as the commit point; flush;
  * then free the old clusters.  It is split in two so that several images
  * can form one transaction: qcow2_bitmaps_commit() on each, then

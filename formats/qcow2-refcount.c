@@ -1,6 +1,9 @@
-/* qcow2 refcounts and the cluster allocator (reference §1.10).
+/* qcow2 refcounts and the cluster allocator.  The refcount table holds
+ * the offsets of refcount blocks; each block holds one refcount of
+ * refcount_bits bits per host cluster, big-endian.
  *
- * Order is what makes it crash safe (DESIGN §4): a cluster's refcount is
+ * Order is what makes it crash safe (a crash leaves leaks at worst, never
+ * a live cluster with refcount 0): a cluster's refcount is
  * raised and made durable (qcow2_refcount_flush) before anything points
  * to it, and lowered only after the commit that stopped pointing to it.
  * New refcount blocks are written before the table entry that references

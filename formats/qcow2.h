@@ -1,5 +1,6 @@
-/* formats/ internal header for qcow2 (QEMU's qcow2.h split, STYLE 6).
- * Byte layouts: shared/reference/qcow2-bitmaps.md §1. */
+/* formats/ internal header for qcow2, sectioned by the file that defines
+ * each function, as QEMU's qcow2.h is.  On-disk fields are big-endian;
+ * each has a named offset mask and reserved-bits mask below. */
 #ifndef QBAK_FORMATS_QCOW2_H
 #define QBAK_FORMATS_QCOW2_H
 

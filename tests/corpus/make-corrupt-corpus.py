@@ -8,8 +8,8 @@ create, qemu-img bitmap --add, qemu-io write), then patches a few bytes at
 offsets found by parsing that image: header fields, the header extensions
 (walked from header_length), the bitmap directory (from the bitmaps extension),
 bitmap tables, L1 and L2 tables.  No offset depends on QEMU's allocation
-layout.  Layouts and QEMU's rules: shared/reference/qcow2-bitmaps.md, sections 1
-and 4.
+layout.  Each case breaks one rule QEMU checks when it opens an image
+(qcow2_do_open, qcow2_read_extensions, check_dir_entry, load_bitmap_data).
 
 OUTDIR gets one image per case and cases.tsv, one row per case, tab-separated:
 
