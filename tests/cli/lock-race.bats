@@ -148,8 +148,8 @@ names() {
         first=
         local end=$((round + BATCH))
         [ "$end" -le "$ROUNDS" ] || end=$ROUNDS
-        batch $((round + 1)) "$end" "copy $IMG ta@N@.qcow2 --sync incremental --bitmap b" \
-            "copy $IMG tb@N@.qcow2 --sync incremental --bitmap b"
+        batch $((round + 1)) "$end" "copy $IMG ta@N@.qcow2 --sync incremental --bitmap b --no-backing" \
+            "copy $IMG tb@N@.qcow2 --sync incremental --bitmap b --no-backing"
         while read -r n RA RB; do
             round=$n
             ta=ta$round.qcow2 tb=tb$round.qcow2
@@ -195,7 +195,7 @@ names() {
         # whether the copy saw those clusters
         qemu_io_fmt qcow2 "$IMG" 'write -P 5 256k 64k'
         local batch_first=$((round + 1)) first_won=
-        batch $((round + 1)) "$end" "copy $IMG t@N@.qcow2 --sync incremental --bitmap b" \
+        batch $((round + 1)) "$end" "copy $IMG t@N@.qcow2 --sync incremental --bitmap b --no-backing" \
             "bitmap clear $IMG b"
         while read -r n RA RB; do
             round=$n
