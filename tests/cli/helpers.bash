@@ -92,7 +92,7 @@ track_pid() {
 stop_pid() {
     local pid=$1 sig=${2:-TERM}
     [ -r "/proc/$pid/cmdline" ] || return 0
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'qemu-' || return 0
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'qemu-' || return 0
     kill -s "$sig" "$pid" 2>/dev/null || return 0
     for _ in $(seq 100); do
         [ -d "/proc/$pid" ] || return 0
