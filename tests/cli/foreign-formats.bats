@@ -118,8 +118,8 @@ made() {
 }
 
 @test "foreign: luks is refused" {
-    qemu-img create -q -f luks --object secret,id=s0,data=pw -o key-secret=s0 \
-        x.luks 1M
+    qemu_img_create_luks -f luks --object secret,id=s0,data=pw \
+        -o key-secret=s0,iter-time=10 x.luks 1M
     [ "$(qemu-img info --output=json x.luks | jq -r .format)" = luks ]
     refused x.luks
 }

@@ -242,6 +242,22 @@ EOF
 }
 
 # mkimage ARGS...: tests/tools/mkimage (QEMU-made realistic images).
+# qemu-img create of a LUKS image (plain or inside qcow2), retried: QEMU
+# times a short PBKDF2 run to choose the iteration count and gives up with
+# "Unable to get accurate CPU usage" when the scheduler has not yet
+# accounted any CPU time to it. That depends on the moment, not the image.
+qemu_img_create_luks() {
+    local i err
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        if err=$(qemu-img create -q "$@" 2>&1); then
+            return 0
+        fi
+        [[ $err == *"accurate CPU usage"* ]] || break
+    done
+    echo "qemu-img create $*: $err" >&2
+    return 1
+}
+
 mkimage() {
     python3 "$MKIMAGE" "$@" >/dev/null
 }

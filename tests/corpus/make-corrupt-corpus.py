@@ -56,6 +56,23 @@ def run(*cmd):
                  f'{r.stderr.strip()[:500]}')
 
 
+def run_luks_create(*cmd):
+    """qemu-img create of a LUKS image, retried: QEMU times a short PBKDF2
+    run to choose its iteration count and gives up with "Unable to get
+    accurate CPU usage" when the scheduler has not yet accounted any CPU
+    time to that run. That is a property of the moment, not of the image,
+    so a few more attempts make the template reliable."""
+    for attempt in range(10):
+        r = subprocess.run(cmd, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+        if r.returncode == 0:
+            return
+        if 'accurate CPU usage' not in r.stderr:
+            break
+    sys.exit(f'make-corrupt-corpus: {" ".join(cmd)} failed: '
+             f'{r.stderr.strip()[:500]}')
+
+
 def rm_f(path):
     try:
         os.remove(path)
@@ -278,7 +295,7 @@ def make_templates(tdir):
     t['overlay'] = p
     # luks: a real LUKS-encrypted qcow2.
     p = os.path.join(tdir, 'luks.qcow2')
-    run('qemu-img', 'create', '-q', '-f', 'qcow2',
+    run_luks_create('qemu-img', 'create', '-q', '-f', 'qcow2',
         '--object', 'secret,id=sec0,data=corpus-secret',
         '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10',
         p, '4M')
