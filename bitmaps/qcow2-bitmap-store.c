@@ -316,7 +316,7 @@ qcow2_bitmaps_commit (struct image *img, const struct qcow2_bitmap_list *old,
       qcow2_refcount_rollback (s);
     else
       qcow2_refcount_forget (s);     /* keep them: leaks, never holes */
-    err.status = QBAK_STATUS_IO;
+    err.status = STATUS_IO;
     qbak_error_put_back (&err, "header write failed");
     goto fail_early;
   }
@@ -390,7 +390,7 @@ qcow2_bitmaps_finish (struct image *img, struct qcow2_bitmap_pending *p)
   }
   if (qcow2_refcount_flush (s) < 0)
     qcow2_refcount_flush (s);
-  qbak_clear_error ();
+  error_clear ();
   pending_free (p);
 }
 

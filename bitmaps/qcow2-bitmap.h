@@ -44,7 +44,7 @@ struct qcow2_bitmap_list {
 };
 
 /* Load the bitmap directory of IMG (a qcow2 image; for other formats the
- * list is empty) and check every table.  Refuses (QBAK_STATUS_INVALID)
+ * list is empty) and check every table.  Refuses (STATUS_INVALID)
  * any directory or table QEMU would refuse, and clusters that two bitmaps
  * (or a bitmap and the header, L1 or refcount table) claim.  No bitmap
  * data is read: memory stays bounded by the directory and one table. */

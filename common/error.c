@@ -1,26 +1,50 @@
 /* Per-thread error storage: see error.h. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/error.h"
 
+/* One error per thread.  The message is malloc'ed; a thread-specific key
+ * with a destructor frees it when a thread that set an error exits (a
+ * _Thread_local pointer alone would leak one message per thread, and
+ * group jobs run on threads). */
 static _Thread_local char *last_msg;
-static _Thread_local enum qbak_status last_status;
+static _Thread_local enum status last_status;
 static _Thread_local int last_errno;
 
+static pthread_key_t msg_key;
+static pthread_once_t msg_key_once = PTHREAD_ONCE_INIT;
+
 static void
-store (char *msg, enum qbak_status status, int errnum)
+free_thread_msg (void *msg)
 {
+  free (msg);
+}
+
+static void
+make_msg_key (void)
+{
+  if (pthread_key_create (&msg_key, free_thread_msg) != 0)
+    abort ();
+}
+
+static void
+store (char *msg, enum status status, int errnum)
+{
+  pthread_once (&msg_key_once, make_msg_key);
   free (last_msg);
   last_msg = msg;
   last_status = status;
   last_errno = errnum;
+  /* The key holds the same pointer only so that thread exit frees it. */
+  pthread_setspecific (msg_key, msg);
 }
 
 void
-qbak_internal_error (enum qbak_status status, int errnum, const char *fmt, ...)
+qbak_internal_error (enum status status, int errnum, const char *fmt, ...)
 {
   int saved = errno;
   char *body = NULL, *msg = NULL;
@@ -42,7 +66,7 @@ qbak_internal_error (enum qbak_status status, int errnum, const char *fmt, ...)
 }
 
 void
-qbak_internal_error_errno_only (enum qbak_status status, int errnum,
+qbak_internal_error_errno_only (enum status status, int errnum,
                                 const char *fmt, ...)
 {
   int saved = errno;
@@ -58,7 +82,7 @@ qbak_internal_error_errno_only (enum qbak_status status, int errnum,
 }
 
 void
-qbak_internal_error_restore (enum qbak_status status, int errnum,
+qbak_internal_error_restore (enum status status, int errnum,
                              const char *msg)
 {
   int saved = errno;
@@ -69,9 +93,9 @@ qbak_internal_error_restore (enum qbak_status status, int errnum,
 void
 qbak_error_save (struct qbak_saved_error *s)
 {
-  s->msg = strdup (qbak_get_error ());
-  s->status = qbak_get_status ();
-  s->errnum = qbak_get_errno ();
+  s->msg = strdup (error_get_message ());
+  s->status = error_get_status ();
+  s->errnum = error_get_errno ();
 }
 
 void
@@ -95,34 +119,34 @@ qbak_internal_error_prefix (const char *fmt, ...)
     prefix = NULL;
   va_end (ap);
   if (prefix &&
-      asprintf (&msg, "%s: %s", prefix, last_msg ? last_msg : "error") >= 0) {
-    free (last_msg);
-    last_msg = msg;
-  }
+      asprintf (&msg, "%s: %s", prefix, last_msg ? last_msg : "error") >= 0)
+    store (msg, last_status, last_errno);
   free (prefix);
   errno = saved;
 }
 
 const char *
-qbak_get_error (void)
+error_get_message (void)
 {
   return last_msg ? last_msg : "unknown error";
 }
 
-enum qbak_status
-qbak_get_status (void)
+enum status
+error_get_status (void)
 {
-  return last_status == QBAK_STATUS_OK ? QBAK_STATUS_IO : last_status;
+  /* A caller asks after a failure; a failure without a recorded class is
+   * an I/O failure, never success. */
+  return last_status == STATUS_OK ? STATUS_IO : last_status;
 }
 
 int
-qbak_get_errno (void)
+error_get_errno (void)
 {
   return last_errno;
 }
 
 void
-qbak_clear_error (void)
+error_clear (void)
 {
-  store (NULL, QBAK_STATUS_OK, 0);
+  store (NULL, STATUS_OK, 0);
 }

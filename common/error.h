@@ -1,32 +1,32 @@
 /* Library-wide error reporting.
  *
- * Internal code returns -1 after qbak_set_error(), which stores one
+ * Internal code returns -1 after qbak_internal_error(), which stores one
  * complete message "context: detail[: strerror]" and a status class per
- * thread.  The CLI reads them back through qbak_get_error()/_status()/
- * _errno() and prints one line.  The library itself never prints.
+ * thread.  The public API (lib/error-api.c) hands them to callers as
+ * qbak_get_error()/_status()/_errno().  The library itself never prints.
  */
 #ifndef QBAK_COMMON_ERROR_H
 #define QBAK_COMMON_ERROR_H
 
 #include <errno.h>
 #include <stdarg.h>
-#include "qbak.h"
+#include "common/status.h"
 
-/* Record an error.  STATUS is one of enum qbak_status (pinned values that
+/* Record an error.  STATUS is one of enum status (pinned values that
  * the CLI maps to exit codes); ERRNUM is 0 or an errno whose strerror is
  * appended.  errno is preserved across the call. */
-void qbak_internal_error(enum qbak_status status, int errnum,
+void qbak_internal_error(enum status status, int errnum,
                          const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
 
 /* Like qbak_internal_error, but ERRNUM is only recorded, not appended. */
-void qbak_internal_error_errno_only (enum qbak_status status, int errnum,
+void qbak_internal_error_errno_only (enum status status, int errnum,
                                      const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
 
 /* Store MSG verbatim (no strerror appended) with STATUS and ERRNUM: to
  * put back an error saved across cleanup that may have overwritten it. */
-void qbak_internal_error_restore (enum qbak_status status, int errnum,
+void qbak_internal_error_restore (enum status status, int errnum,
                                   const char *msg);
 
 /* The current error, kept across cleanup that may set errors of its own:
@@ -34,7 +34,7 @@ void qbak_internal_error_restore (enum qbak_status status, int errnum,
  * again (FALLBACK if the copy could not be made) and frees the copy. */
 struct qbak_saved_error {
   char *msg;
-  enum qbak_status status;
+  enum status status;
   int errnum;
 };
 void qbak_error_save (struct qbak_saved_error *s);
@@ -45,20 +45,29 @@ void qbak_error_put_back (struct qbak_saved_error *s, const char *fallback);
 void qbak_internal_error_prefix(const char *fmt, ...)
   __attribute__((format(printf, 1, 2)));
 
+/* The current thread's error: its message ("unknown error" if none), its
+ * class (never STATUS_OK: a failure without a class is STATUS_IO) and the
+ * errno recorded with it (0 if none).  The message stays valid until the
+ * next error is set on this thread. */
+const char *error_get_message (void);
+enum status error_get_status (void);
+int error_get_errno (void);
+void error_clear (void);
+
 /* Short forms. */
 #define set_io_error(errnum, ...) \
-  qbak_internal_error(QBAK_STATUS_IO, (errnum), __VA_ARGS__)
+  qbak_internal_error(STATUS_IO, (errnum), __VA_ARGS__)
 #define set_invalid(...) \
-  qbak_internal_error(QBAK_STATUS_INVALID, 0, __VA_ARGS__)
+  qbak_internal_error(STATUS_INVALID, 0, __VA_ARGS__)
 #define set_usage_error(...) \
-  qbak_internal_error(QBAK_STATUS_USAGE, 0, __VA_ARGS__)
+  qbak_internal_error(STATUS_USAGE, 0, __VA_ARGS__)
 /* A usage error about an existing object (errno EEXIST, not appended to
  * the message): the CLI prints no usage text for it. */
 #define set_exists_error(...) \
-  qbak_internal_error_errno_only(QBAK_STATUS_USAGE, EEXIST, __VA_ARGS__)
+  qbak_internal_error_errno_only(STATUS_USAGE, EEXIST, __VA_ARGS__)
 #define set_busy(errnum, ...) \
-  qbak_internal_error(QBAK_STATUS_BUSY, (errnum), __VA_ARGS__)
+  qbak_internal_error(STATUS_BUSY, (errnum), __VA_ARGS__)
 #define set_nomem() \
-  qbak_internal_error(QBAK_STATUS_IO, ENOMEM, "out of memory")
+  qbak_internal_error(STATUS_IO, ENOMEM, "out of memory")
 
 #endif

@@ -1,6 +1,9 @@
 /* Fail points: deterministic fault injection in qbak's own file I/O.
  *
- * Compiled into every build and inert unless QBAK_FAILPOINT is set.  The
+ * Compiled only into test builds (the CMake option QBAK_FAILPOINTS, which
+ * `make check` and CI turn on); elsewhere every point is a constant 0 and
+ * the installed library and program hold no trace of them.  In a test
+ * build they are inert unless QBAK_FAILPOINT is set.  The
  * developer documentation is tests/FAILPOINTS.md.  Format:
  *
  *   QBAK_FAILPOINT=CLASS:N:EFFECT[,CLASS:N:EFFECT...]
@@ -22,6 +25,11 @@ enum failpoint_class { FP_READ, FP_WRITE, FP_FLUSH };
 
 /* Returns 0 to go on, or an errno (EIO, ENOSPC) the caller must fail
  * with.  May not return (abort). */
+#ifdef QBAK_FAILPOINTS
 int qbak_failpoint (enum failpoint_class cls, const char *path);
+#else
+/* A macro, so that no symbol of it is left in the library. */
+#define qbak_failpoint(cls, path) ((void) (cls), (void) (path), 0)
+#endif
 
 #endif

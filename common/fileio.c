@@ -65,14 +65,14 @@ qbak_file_open (const char *path, bool writable)
   int fd = open (path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC |
                  O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
-    qbak_internal_error (QBAK_STATUS_INVALID, errno, "%s: cannot open",
+    qbak_internal_error (STATUS_INVALID, errno, "%s: cannot open",
                          path);
     return NULL;
   }
   if (fstat (fd, &st) < 0) {
     int e = errno;
     close (fd);
-    qbak_internal_error (QBAK_STATUS_INVALID, e, "%s: cannot open", path);
+    qbak_internal_error (STATUS_INVALID, e, "%s: cannot open", path);
     return NULL;
   }
   if ((what = unusable_type (st.st_mode))) {
@@ -97,7 +97,7 @@ qbak_file_create (const char *path)
                  0644);
   if (fd < 0) {
     int e = errno;
-    qbak_internal_error (e == EEXIST ? QBAK_STATUS_USAGE : QBAK_STATUS_IO,
+    qbak_internal_error (e == EEXIST ? STATUS_USAGE : STATUS_IO,
                          e, "%s: cannot create", path);
     return NULL;
   }
@@ -341,8 +341,8 @@ qbak_file_open_own (const char *path)
       set_invalid ("%s: is a symbolic link; qbak continues only a file it "
                    "made itself, never one a link points to", path);
     else
-      qbak_internal_error (e == ENOENT ? QBAK_STATUS_INVALID
-                                       : QBAK_STATUS_IO, e,
+      qbak_internal_error (e == ENOENT ? STATUS_INVALID
+                                       : STATUS_IO, e,
                            "%s: cannot open", path);
     return NULL;
   }

@@ -20,7 +20,7 @@ struct qbak_file {
 
 /* Open PATH read-only, or read-write if WRITABLE: a regular file or a
  * block device, never anything else (a FIFO would block).  Returns NULL
- * on error, QBAK_STATUS_INVALID for any file that cannot be opened. */
+ * on error, STATUS_INVALID for any file that cannot be opened. */
 struct qbak_file *qbak_file_open (const char *path, bool writable);
 /* Create PATH exclusively (O_EXCL); fails if it exists. */
 struct qbak_file *qbak_file_create (const char *path);
@@ -29,14 +29,14 @@ struct qbak_file *qbak_file_create (const char *path);
 struct qbak_file *qbak_file_from_fd (int fd, const char *path,
                                      bool writable);
 /* Open PATH read-write only if it is a regular file and not a symbolic
- * link (a file qbak made itself and now continues); QBAK_STATUS_INVALID
+ * link (a file qbak made itself and now continues); STATUS_INVALID
  * otherwise. */
 struct qbak_file *qbak_file_open_own (const char *path);
 /* Close; accepts NULL. */
 void qbak_file_close (struct qbak_file *f);
 
 /* Read exactly COUNT bytes at OFFSET.  A read past the end of the file is
- * an error ("unexpected end of file"), QBAK_STATUS_INVALID. */
+ * an error ("unexpected end of file"), STATUS_INVALID. */
 int qbak_file_pread (struct qbak_file *f, void *buf, size_t count,
                      uint64_t offset);
 /* Read up to COUNT bytes; bytes past the end of the file read as zeroes

@@ -44,8 +44,8 @@ set_create_error (int e, const char *path, const char *dir)
                       "new name or remove it)", path);
     return;
   }
-  qbak_internal_error_errno_only (is_path_error (e) ? QBAK_STATUS_USAGE
-                                                    : QBAK_STATUS_IO, e,
+  qbak_internal_error_errno_only (is_path_error (e) ? STATUS_USAGE
+                                                    : STATUS_IO, e,
                                   "%s: cannot create it in the folder "
                                   "'%s': %s", path, dir, strerror (e));
 }

@@ -23,15 +23,15 @@
  * (*ANONYMOUS = false).  The file's I/O messages name PATH either way; a
  * failure to create it is reported for LABEL (what the user asked for,
  * such as the target of which PATH is the partial file) and names the
- * folder: QBAK_STATUS_USAGE with the errno recorded (not
+ * folder: STATUS_USAGE with the errno recorded (not
  * a bad option: the CLI prints no usage text) when the folder is missing,
- * not a folder, not writable, read-only, or PATH exists; QBAK_STATUS_IO
+ * not a folder, not writable, read-only, or PATH exists; STATUS_IO
  * otherwise. */
 struct qbak_file *outfile_create (const char *path, const char *label,
                                   bool *anonymous);
 
 /* Give the file open at FD the name NAME, which must not exist (never
- * replaced; EEXIST is QBAK_STATUS_USAGE).  FD's file may be anonymous or
+ * replaced; EEXIST is STATUS_USAGE).  FD's file may be anonymous or
  * named already (a second name).  Does not flush the folder. */
 int outfile_link (int fd, const char *name);
 

@@ -128,7 +128,7 @@ qcow1_read_layer (struct image *img, void *buf, uint64_t count,
                                                     (off64_t) offset, &err);
     if (r <= 0) {
       set_libqcow_error (img->filename, "read failed", err);
-      qbak_internal_error (QBAK_STATUS_IO, 0, "%s", qbak_get_error ());
+      qbak_internal_error (STATUS_IO, 0, "%s", error_get_message ());
       return -1;
     }
     p += r;

@@ -257,7 +257,7 @@ qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,
     if (s->data_file == NULL &&
         qcow2_detect_metadata_prealloc (s, &s->metadata_prealloc) < 0) {
       s->metadata_prealloc = false;
-      qbak_clear_error ();
+      error_clear ();
     }
     s->prealloc_checked = true;
   }

@@ -471,7 +471,7 @@ report_conflict (struct qcow2_refmap *m, unsigned what,
   f.finding = true;
   f.target = m->conflict_index;
   run_pass (&f, what, extra, opaque);
-  qbak_clear_error ();
+  error_clear ();
   const char *a = f.n_owners > 0 && f.owners[0] ? f.owners[0] : "something";
   const char *b = f.n_owners > 1 && f.owners[1] ? f.owners[1] : "something";
 

@@ -60,7 +60,7 @@ enum {
  * must register the same references in the same order each time. */
 typedef int (*qcow2_refmap_extra_fn) (struct qcow2_refmap *m, void *opaque);
 
-/* Build the map of S.  NULL on error: QBAK_STATUS_INVALID with the
+/* Build the map of S.  NULL on error: STATUS_INVALID with the
  * offending offset and owners for a conflict, or an I/O error. */
 struct qcow2_refmap *qcow2_refmap_build (struct qcow2 *s, unsigned what,
                                          qcow2_refmap_extra_fn extra,

@@ -319,7 +319,7 @@ static int
 check_flushable (struct qcow2_writer *w, const char *op)
 {
   if (w->flush_failed) {
-    qbak_internal_error (QBAK_STATUS_IO, 0, "%s: %s after a failed flush: "
+    qbak_internal_error (STATUS_IO, 0, "%s: %s after a failed flush: "
                          "what was written may not be on disk; start the "
                          "backup again", w->file->path, op);
     return -1;

@@ -27,7 +27,7 @@
  * later offsets, or finish the image with what was written.  Except a
  * failed flush (fsync): Linux reports a write-back error once and then
  * calls the pages clean, so a later flush would succeed over lost data.
- * After one, every call fails (QBAK_STATUS_IO) and the file must be
+ * After one, every call fails (STATUS_IO) and the file must be
  * thrown away; a reopened image keeps its old header, which a good flush
  * made durable.  A failed
  * append leaves bytes past the writer's logical end; the next append
@@ -47,9 +47,9 @@
  * leaves either the old or the new image.
  *
  * Every function returns -1 (or NULL) on error with the error set
- * (common/error.h): QBAK_STATUS_USAGE for a bad argument or call order,
- * QBAK_STATUS_INVALID for an image reopen refuses or corrupt metadata,
- * QBAK_STATUS_IO for I/O.
+ * (common/error.h): STATUS_USAGE for a bad argument or call order,
+ * STATUS_INVALID for an image reopen refuses or corrupt metadata,
+ * STATUS_IO for I/O.
  */
 #ifndef QBAK_FORMATS_QCOW2_WRITER_H
 #define QBAK_FORMATS_QCOW2_WRITER_H
@@ -70,7 +70,7 @@ struct qcow2_writer_opts {
 struct qcow2_writer;
 
 /* Create PATH exclusively (O_EXCL: an existing file is refused with
- * QBAK_STATUS_USAGE and errno EEXIST).  Returns NULL on error. */
+ * STATUS_USAGE and errno EEXIST).  Returns NULL on error. */
 struct qcow2_writer *qcow2_writer_create (const char *path,
                                          const struct qcow2_writer_opts *o);
 
@@ -97,7 +97,7 @@ void qcow2_writer_set_table_batch (struct qcow2_writer *w, size_t n);
 
 /* Open PATH, an image finished by qcow2_writer_finish() (possibly after
  * earlier reopen rounds), for a new pass of writes.  Anything else is
- * refused with QBAK_STATUS_INVALID: the image must be qcow2 v3 with
+ * refused with STATUS_INVALID: the image must be qcow2 v3 with
  * header_length 112, no snapshots, no encryption, no feature bits, no
  * compression type, no external data file, no extended L2, refcount_order
  * 4, and no header extension but the backing format and the partial mark.

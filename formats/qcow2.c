@@ -2,7 +2,7 @@
  *
  * Every field is checked before it is used; the rules are QEMU's
  * qcow2_do_open/qcow2_read_extensions.  A malformed image is
- * refused with QBAK_STATUS_INVALID and a message naming the field.
+ * refused with STATUS_INVALID and a message naming the field.
  */
 #include <errno.h>
 #include <inttypes.h>

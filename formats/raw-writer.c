@@ -36,7 +36,7 @@ check_request (struct raw_writer *w, const char *op, uint64_t offset,
     return -1;
   }
   if (w->failed) {
-    qbak_internal_error (QBAK_STATUS_IO, 0, "%s: %s after an earlier "
+    qbak_internal_error (STATUS_IO, 0, "%s: %s after an earlier "
                          "error left the image unusable", fn, op);
     return -1;
   }
@@ -128,7 +128,7 @@ raw_writer_finish (struct raw_writer *w)
     return -1;
   }
   if (w->failed) {
-    qbak_internal_error (QBAK_STATUS_IO, 0, "%s: finish after an earlier "
+    qbak_internal_error (STATUS_IO, 0, "%s: finish after an earlier "
                          "error left the image unusable", w->file->path);
     return -1;
   }

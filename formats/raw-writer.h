@@ -22,7 +22,7 @@
 struct raw_writer;
 
 /* Create PATH exclusively (O_EXCL: an existing file is refused with
- * QBAK_STATUS_USAGE and errno EEXIST) with SIZE bytes, all a hole.
+ * STATUS_USAGE and errno EEXIST) with SIZE bytes, all a hole.
  * Returns NULL on error. */
 struct raw_writer *raw_writer_create (const char *path, uint64_t size);
 

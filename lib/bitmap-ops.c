@@ -298,7 +298,7 @@ qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
   size_t committed = 0;
   int ret = -1;
 
-  qbak_clear_error ();
+  error_clear ();
   if (!plans) {
     set_nomem ();
     return -1;
@@ -336,9 +336,9 @@ qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
 
 revert:
   for (size_t i = committed; i-- > 0;) {
-    char *err = strdup (qbak_get_error ());
-    enum qbak_status st = qbak_get_status ();
-    int e = qbak_get_errno ();
+    char *err = strdup (error_get_message ());
+    enum status st = error_get_status ();
+    int e = error_get_errno ();
     int r = qcow2_bitmaps_revert (images[i]->img, plans[i].pending);
     plans[i].pending = NULL;
     if (r < 0) {

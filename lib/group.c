@@ -23,7 +23,7 @@
 /* The first error of the run, kept across later calls. */
 struct first_error {
   char *msg;
-  enum qbak_status status;
+  enum status status;
   int errnum;
 };
 
@@ -31,12 +31,12 @@ static void
 remember (struct first_error *fe, struct qbak_copy_result *res)
 {
   if (res)
-    snprintf (res->error, sizeof res->error, "%s", qbak_get_error ());
+    snprintf (res->error, sizeof res->error, "%s", error_get_message ());
   if (fe->msg)
     return;
-  fe->msg = strdup (qbak_get_error ());
-  fe->status = qbak_get_status ();
-  fe->errnum = qbak_get_errno ();
+  fe->msg = strdup (error_get_message ());
+  fe->status = error_get_status ();
+  fe->errnum = error_get_errno ();
 }
 
 /* TARGET with its folder resolved (the file itself does not exist yet),
@@ -94,7 +94,7 @@ qbak_copy_group (const struct qbak_group_opts *g,
   bool cancelled = false;
   int ret = -1;
 
-  qbak_clear_error ();
+  error_clear ();
   if (!jobs) {
     set_nomem ();
     return -1;
@@ -172,10 +172,10 @@ qbak_copy_group (const struct qbak_group_opts *g,
     if (stop || (g->cancel && *g->cancel)) {
       if (!stop)
         cancelled = true;
-      qbak_internal_error (QBAK_STATUS_CANCELLED, 0, "%s: cancelled: %s",
+      qbak_internal_error (STATUS_CANCELLED, 0, "%s: cancelled: %s",
                            job_name (jobs[i]), cancelled
                            ? "interrupted" : "another job of the group failed");
-      job_fail (jobs[i], QBAK_STATUS_CANCELLED);
+      job_fail (jobs[i], STATUS_CANCELLED);
       results[i].outcome = "cancelled";
       remember (&fe, &results[i]);
       failed[i] = true;
@@ -185,8 +185,8 @@ qbak_copy_group (const struct qbak_group_opts *g,
     if (job_copy (jobs[i], cancel, g->progress, g->progress_opaque) < 0 ||
         (g->completion == QBAK_COMPLETION_INDIVIDUAL &&
          job_finish_target (jobs[i]) < 0)) {
-      enum qbak_status st = qbak_get_status ();
-      if (st == QBAK_STATUS_CANCELLED)
+      enum status st = error_get_status ();
+      if (st == STATUS_CANCELLED)
         cancelled = true;
       job_fail (jobs[i], st);
       remember (&fe, &results[i]);
@@ -208,7 +208,7 @@ qbak_copy_group (const struct qbak_group_opts *g,
     if (!any_failed && !cancelled) {
       for (size_t i = 0; i < n && !any_failed; i++)
         if (job_finish_target (jobs[i]) < 0) {
-          job_fail (jobs[i], qbak_get_status ());
+          job_fail (jobs[i], error_get_status ());
           remember (&fe, &results[i]);
           failed[i] = true;
           any_failed = true;
@@ -218,11 +218,11 @@ qbak_copy_group (const struct qbak_group_opts *g,
       for (size_t i = 0; i < n; i++) {
         if (failed[i])
           continue;
-        qbak_internal_error (cancelled ? QBAK_STATUS_CANCELLED
-                                       : QBAK_STATUS_IO, 0,
+        qbak_internal_error (cancelled ? STATUS_CANCELLED
+                                       : STATUS_IO, 0,
                              "%s: not completed: another job of the group "
                              "failed", job_name (jobs[i]));
-        job_fail (jobs[i], qbak_get_status ());
+        job_fail (jobs[i], error_get_status ());
         remember (&fe, &results[i]);
       }
     }
@@ -245,7 +245,7 @@ out:
   free (jobs);
   if (ret < 0) {
     if (fe.msg)
-      qbak_internal_error_restore (cancelled ? QBAK_STATUS_CANCELLED
+      qbak_internal_error_restore (cancelled ? STATUS_CANCELLED
                                              : fe.status, fe.errnum, fe.msg);
     free (fe.msg);
   }

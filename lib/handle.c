@@ -55,7 +55,7 @@ qbak_image_open (const char *path, unsigned flags)
 struct qbak_image *
 qbak_image_open_format (const char *path, const char *format, unsigned flags)
 {
-  qbak_clear_error ();
+  error_clear ();
   unsigned iflags = 0;
   if (flags & QBAK_OPEN_WRITE)
     iflags |= IMAGE_OPEN_WRITE;

@@ -23,7 +23,7 @@ struct qbak_image {
 #define QBAK_PERM_RESIZE          0x8
 #define QBAK_PERM_ALL             0xf
 /* Take QEMU's locks on FILE for holding PERM and sharing SHARED.
- * -1 with QBAK_STATUS_BUSY if another process conflicts. */
+ * -1 with STATUS_BUSY if another process conflicts. */
 int qbak_internal_lock (struct qbak_file *file, unsigned perm,
                         unsigned shared);
 

@@ -722,7 +722,7 @@ write_retrying (struct copy_job *j, bool zero, uint64_t off, const void *buf,
     int r = zero ? target_zero (j, off, len)
                  : target_write (j, off, buf, (size_t) len);
     if (r == 0 || attempt >= j->o->retries ||
-        qbak_get_status () != QBAK_STATUS_IO)
+        error_get_status () != STATUS_IO)
       return r;
     unsigned ms = 100u << (attempt < 6 ? attempt : 6);
     struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
@@ -811,11 +811,11 @@ copy_range_ignoring (struct copy_job *j, uint64_t off, uint64_t len,
     if (!dirty_bitmap_test (j->copy_set, pos))
       continue;
     if (copy_range (j, pos, n) < 0) {
-      if (qbak_get_status () == QBAK_STATUS_INVALID &&
-          strstr (qbak_get_error (), "internal"))
+      if (error_get_status () == STATUS_INVALID &&
+          strstr (error_get_message (), "internal"))
         return -1;
       if (!*first_error)
-        *first_error = strdup (qbak_get_error ());
+        *first_error = strdup (error_get_message ());
       j->res->clusters_failed++;
     }
   }
@@ -837,7 +837,7 @@ job_copy (struct copy_job *j, volatile int *cancel, qbak_progress_cb progress,
     for (uint64_t pos = (uint64_t) off; pos < run_end;) {
       if (cancel && *cancel) {
         free (first_error);
-        qbak_internal_error (QBAK_STATUS_CANCELLED, 0, "%s: backup "
+        qbak_internal_error (STATUS_CANCELLED, 0, "%s: backup "
                              "cancelled", j->o->target);
         return -1;
       }
@@ -860,7 +860,7 @@ job_copy (struct copy_job *j, volatile int *cancel, qbak_progress_cb progress,
     off = dirty_bitmap_next_dirty (j->copy_set, run_end);
   }
   if (j->res->clusters_failed) {
-    qbak_internal_error (QBAK_STATUS_IO, 0, "%s: %" PRIu64 " clusters could "
+    qbak_internal_error (STATUS_IO, 0, "%s: %" PRIu64 " clusters could "
                          "not be copied (first error: %s)", j->o->target,
                          j->res->clusters_failed,
                          first_error ? first_error : "?");
@@ -991,14 +991,14 @@ keep_partial (struct copy_job *j)
 }
 
 void
-job_fail (struct copy_job *j, enum qbak_status status)
+job_fail (struct copy_job *j, enum status status)
 {
-  char *err = strdup (qbak_get_error ());
-  int e = qbak_get_errno ();
+  char *err = strdup (error_get_message ());
+  int e = error_get_errno ();
   const char *what = "";
   char *space = NULL;
 
-  j->res->outcome = status == QBAK_STATUS_CANCELLED ? "cancelled" : "failed";
+  j->res->outcome = status == STATUS_CANCELLED ? "cancelled" : "failed";
   j->res->clusters_left = j->copy_set ? dirty_bitmap_count (j->copy_set) : 0;
   j->res->seconds = now () - j->t0;
   if (e == ENOSPC || e == EDQUOT)

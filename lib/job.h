@@ -31,7 +31,7 @@ int job_finish_target (struct copy_job *j);
 int job_promote (struct copy_job *j);
 /* Failure semantics; the current error is kept and returned through the
  * result's message.  STATUS tells cancel from failure. */
-void job_fail (struct copy_job *j, enum qbak_status status);
+void job_fail (struct copy_job *j, enum status status);
 /* Undo job_prepare for a job that never copied: removes TARGET.part. */
 void job_discard (struct copy_job *j);
 void job_free (struct copy_job *j);

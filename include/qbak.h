@@ -27,15 +27,17 @@ extern "C" {
 #define QBAK_API
 #endif
 
-/* Status classes.  The values are pinned: they are qbak's exit codes. */
+/* Status classes of an error.  The values are stable across releases
+ * but are not exit codes: a program maps them to its own (the qbak tool
+ * does in cli/errors.c). */
 enum qbak_status {
   QBAK_STATUS_OK = 0,
-  QBAK_STATUS_IO = 1,          /* the job failed: I/O error, no space */
+  QBAK_STATUS_IO = 1,          /* the operation failed: I/O error, no space */
   QBAK_STATUS_USAGE = 2,       /* bad argument */
   QBAK_STATUS_INVALID = 3,     /* unusable input: corrupt, unsupported */
   QBAK_STATUS_BUSY = 4,        /* locked by another process */
   QBAK_STATUS_MISMATCH = 5,    /* verification found a difference */
-  QBAK_STATUS_CANCELLED = 130, /* interrupted */
+  QBAK_STATUS_CANCELLED = 6,   /* interrupted on request */
 };
 
 QBAK_API const char *qbak_get_error (void);
