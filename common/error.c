@@ -14,6 +14,7 @@
 static _Thread_local char *last_msg;
 static _Thread_local enum status last_status;
 static _Thread_local int last_errno;
+static _Thread_local enum hint last_hint;
 
 static pthread_key_t msg_key;
 static pthread_once_t msg_key_once = PTHREAD_ONCE_INIT;
@@ -39,6 +40,7 @@ store (char *msg, enum status status, int errnum)
   last_msg = msg;
   last_status = status;
   last_errno = errnum;
+  last_hint = HINT_NONE;
   /* The key holds the same pointer only so that thread exit frees it. */
   pthread_setspecific (msg_key, msg);
 }
@@ -96,6 +98,7 @@ qbak_error_save (struct qbak_saved_error *s)
   s->msg = strdup (error_get_message ());
   s->status = error_get_status ();
   s->errnum = error_get_errno ();
+  s->hint = error_get_hint ();
 }
 
 void
@@ -103,6 +106,7 @@ qbak_error_put_back (struct qbak_saved_error *s, const char *fallback)
 {
   qbak_internal_error_restore (s->status, s->errnum,
                                s->msg ? s->msg : fallback);
+  last_hint = s->hint;
   free (s->msg);
   s->msg = NULL;
 }
@@ -120,7 +124,11 @@ qbak_internal_error_prefix (const char *fmt, ...)
   va_end (ap);
   if (prefix &&
       asprintf (&msg, "%s: %s", prefix, last_msg ? last_msg : "error") >= 0)
+  {
+    enum hint hint = last_hint;
     store (msg, last_status, last_errno);
+    last_hint = hint;
+  }
   free (prefix);
   errno = saved;
 }
@@ -149,4 +157,16 @@ void
 error_clear (void)
 {
   store (NULL, STATUS_OK, 0);
+}
+
+void
+error_set_hint (enum hint hint)
+{
+  last_hint = hint;
+}
+
+enum hint
+error_get_hint (void)
+{
+  return last_hint;
 }

@@ -36,6 +36,7 @@ struct qbak_saved_error {
   char *msg;
   enum status status;
   int errnum;
+  enum hint hint;
 };
 void qbak_error_save (struct qbak_saved_error *s);
 void qbak_error_put_back (struct qbak_saved_error *s, const char *fallback);
@@ -53,6 +54,11 @@ const char *error_get_message (void);
 enum status error_get_status (void);
 int error_get_errno (void);
 void error_clear (void);
+
+/* Attach HINT to the current error (every new error starts with
+ * HINT_NONE; a prefix keeps it). */
+void error_set_hint (enum hint hint);
+enum hint error_get_hint (void);
 
 /* Short forms. */
 #define set_io_error(errnum, ...) \

@@ -14,4 +14,13 @@ enum status {
   STATUS_CANCELLED,   /* interrupted on request */
 };
 
+/* What the caller can do about an error, named for the situation, never
+ * for how a user of one program would type it: the library's messages
+ * say what is wrong in its own terms, and a program (the qbak tool in
+ * cli/errors.c) turns the hint into its flags and commands.  The public
+ * API re-exports these as enum qbak_hint.  Add values at the end. */
+enum hint {
+  HINT_NONE = 0,
+};
+
 #endif

@@ -40,7 +40,15 @@ enum qbak_status {
   QBAK_STATUS_CANCELLED = 6,   /* interrupted on request */
 };
 
+/* What a caller can do about the last error, for a program to turn into
+ * its own words (flags, commands): the message itself says only what is
+ * wrong.  Values are added at the end. */
+enum qbak_hint {
+  QBAK_HINT_NONE = 0,
+};
+
 QBAK_API const char *qbak_get_error (void);
+QBAK_API enum qbak_hint qbak_get_error_hint (void);
 QBAK_API enum qbak_status qbak_get_status (void);
 QBAK_API int qbak_get_errno (void);
 QBAK_API void qbak_clear_error (void);

@@ -16,6 +16,8 @@ _Static_assert ((int) QBAK_STATUS_MISMATCH == (int) STATUS_MISMATCH,
 _Static_assert ((int) QBAK_STATUS_CANCELLED == (int) STATUS_CANCELLED,
                 "status CANCELLED");
 
+_Static_assert ((int) QBAK_HINT_NONE == (int) HINT_NONE, "hint NONE");
+
 const char *
 qbak_get_error (void)
 {
@@ -38,4 +40,10 @@ void
 qbak_clear_error (void)
 {
   error_clear ();
+}
+
+enum qbak_hint
+qbak_get_error_hint (void)
+{
+  return (enum qbak_hint) error_get_hint ();
 }
