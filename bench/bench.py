@@ -307,8 +307,19 @@ def main():
         die('not enough free disk space')
 
     # snapshot the binary so concurrent rebuilds do not change it mid-run
+    # (and the shared libqbak beside it, which the program loads from its
+    # own folder)
     qbak = os.path.join(wd, 'qbak.bin')
     shutil.copy2(a.qbak, qbak)
+    bindir = os.path.dirname(os.path.abspath(a.qbak))
+    for name in os.listdir(bindir):
+        if name.startswith('libqbak.so'):
+            src = os.path.join(bindir, name)
+            dst = os.path.join(wd, name)
+            if os.path.islink(src):
+                os.symlink(os.readlink(src), dst)
+            else:
+                shutil.copy2(src, dst)
     git = subprocess.run(['git', '-C', REPO, 'log', '-1', '--format=%h %cI %s'],
                          capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(['git', '-C', REPO, 'status', '--porcelain', '--untracked-files=no'],

@@ -310,7 +310,7 @@ as_nobody() {
     qemu-img create -q -f qcow2 "$NOBODY_DIR/src.qcow2" 16M
     qemu_io_fmt qcow2 "$NOBODY_DIR/src.qcow2" 'w -P 0x72 0 2M'
     # a copy of the binary: the build folder may sit where others cannot go
-    cp "$QBAK" "$NOBODY_DIR/qbak"
+    copy_qbak "$NOBODY_DIR"
     chown -R 65534:65534 "$NOBODY_DIR"
     planted_links "$NOBODY_DIR" as_nobody "$NOBODY_DIR/qbak"
 }
@@ -327,7 +327,7 @@ as_nobody() {
     cp src.qcow2 "$NOBODY_DIR/"
     chmod 644 "$NOBODY_DIR/src.qcow2"
     mkdir "$NOBODY_DIR/ro"
-    cp "$QBAK" "$NOBODY_DIR/qbak"
+    copy_qbak "$NOBODY_DIR"
     run --separate-stderr as_nobody "$NOBODY_DIR/qbak" copy "$NOBODY_DIR/src.qcow2" \
         "$NOBODY_DIR/ro/t.qcow2" --sync full
     [ "$status" -eq 2 ] || fail "unwritable folder: exit $status, expected 2: $stderr"

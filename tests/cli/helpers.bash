@@ -315,3 +315,15 @@ check_error_line() {
         return 1
     fi
 }
+
+# Copy the qbak program and the shared libqbak it loads into DIR (tests
+# that run qbak as another user: the build folder may be closed to
+# others).  The program finds the library beside itself.
+copy_qbak() {
+    local dir=$1 lib
+    cp "$QBAK" "$dir/qbak"
+    for lib in "$(dirname "$QBAK")"/libqbak.so*; do
+        [ -e "$lib" ] && cp -P "$lib" "$dir/"
+    done
+    return 0
+}

@@ -190,7 +190,7 @@ EOF
 @test "untrusted: a writing bitmap command works with a read-only data file (unprivileged)" {
     NOBODY_DIR=$(mktemp -d /tmp/qbak-untrusted.XXXXXX)
     chmod 755 "$NOBODY_DIR"
-    cp "$QBAK" "$NOBODY_DIR/qbak"
+    copy_qbak "$NOBODY_DIR"
     cd "$NOBODY_DIR"
     qemu-img create -q -f qcow2 -o data_file=data.raw img.qcow2 1M
     qemu-img bitmap --add img.qcow2 b
@@ -398,7 +398,7 @@ as_nobody() {
 @test "untrusted: unopenable files are exit 3 naming the file (unprivileged)" {
     NOBODY_DIR=$(mktemp -d /tmp/qbak-untrusted.XXXXXX)
     chmod 755 "$NOBODY_DIR"
-    cp "$QBAK" "$NOBODY_DIR/qbak"
+    copy_qbak "$NOBODY_DIR"
     cd "$NOBODY_DIR"
     mkdir out && chown 65534:65534 out
     qemu-img create -q -f qcow2 secret.qcow2 1M
@@ -483,7 +483,7 @@ symlink_cases() {
 
 @test "untrusted: symlinks and special files change nothing else (root)" {
     NOBODY_DIR=$(mktemp -d /tmp/qbak-untrusted.XXXXXX)
-    cp "$QBAK" "$NOBODY_DIR/qbak"
+    copy_qbak "$NOBODY_DIR"
     cd "$NOBODY_DIR"
     mkdir out
     symlink_cases
@@ -492,7 +492,7 @@ symlink_cases() {
 @test "untrusted: symlinks and special files change nothing else (unprivileged)" {
     NOBODY_DIR=$(mktemp -d /tmp/qbak-untrusted.XXXXXX)
     chmod 755 "$NOBODY_DIR"
-    cp "$QBAK" "$NOBODY_DIR/qbak"
+    copy_qbak "$NOBODY_DIR"
     cd "$NOBODY_DIR"
     mkdir out
     symlink_cases as_nobody
