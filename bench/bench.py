@@ -181,7 +181,7 @@ def build_images(wd, images, need_backing):
             os.rename(full + '.tmp', full)
 
 
-def run_workload(w, wd, qbak, runs):
+def run_workload(w, wd, qbak, runs, baseline=None):
     img = os.path.join(wd, w['image'] + '.qcow2')
     qimg = os.path.join(wd, w['image'] + '.qemu.qcow2')
     full = os.path.join(wd, w['image'] + '.full.qcow2')
@@ -202,8 +202,8 @@ def run_workload(w, wd, qbak, runs):
             die(f'QEMU job failed: {j["error"]}')
         return j['seconds'], rss, dict(wrapper_wall=wall)
 
-    def t_qbak():
-        cmd = [qbak, 'copy', img, tgt, '--json']
+    def t_qbak(binary=qbak):
+        cmd = [binary, 'copy', img, tgt, '--json']
         if w['sync'] == 'full':
             cmd += ['--sync', 'full']
         else:
@@ -231,6 +231,8 @@ def run_workload(w, wd, qbak, runs):
         return wall, None, {}
 
     tools = [('QEMU', t_qemu), ('qbak', t_qbak)]
+    if baseline:
+        tools.append(('qbak-base', lambda: t_qbak(baseline)))
     if w['cp']:
         tools.append(('cp', t_cp))
     if w['sync'] == 'full':
@@ -269,6 +271,8 @@ def main():
     ap.add_argument('--keep', action='store_true', help='keep the temporary work directory')
     ap.add_argument('--qbak', default=os.path.join(REPO, 'build', 'qbak'))
     ap.add_argument('--only', help='comma-separated workload names to run')
+    ap.add_argument('--baseline', help='another qbak build (e.g. before a change) run in the '
+                    'same rounds, reported as qbak-base with the ratio qbak/base')
     ap.add_argument('--json', dest='json_out', help='write all measurements here')
     a = ap.parse_args()
     runs = a.runs or (3 if a.quick else 5)
@@ -309,17 +313,22 @@ def main():
     # snapshot the binary so concurrent rebuilds do not change it mid-run
     # (and the shared libqbak beside it, which the program loads from its
     # own folder)
-    qbak = os.path.join(wd, 'qbak.bin')
-    shutil.copy2(a.qbak, qbak)
-    bindir = os.path.dirname(os.path.abspath(a.qbak))
-    for name in os.listdir(bindir):
-        if name.startswith('libqbak.so'):
-            src = os.path.join(bindir, name)
-            dst = os.path.join(wd, name)
-            if os.path.islink(src):
-                os.symlink(os.readlink(src), dst)
-            else:
-                shutil.copy2(src, dst)
+    def snapshot(binary, folder):
+        os.makedirs(folder, exist_ok=True)
+        dst_bin = os.path.join(folder, 'qbak.bin')
+        shutil.copy2(binary, dst_bin)
+        bindir = os.path.dirname(os.path.abspath(binary))
+        for name in os.listdir(bindir):
+            if name.startswith('libqbak.so'):
+                src, dst = os.path.join(bindir, name), os.path.join(folder, name)
+                rm(dst)
+                if os.path.islink(src):
+                    os.symlink(os.readlink(src), dst)
+                else:
+                    shutil.copy2(src, dst)
+        return dst_bin
+    qbak = snapshot(a.qbak, os.path.join(wd, 'bin'))
+    baseline = snapshot(a.baseline, os.path.join(wd, 'bin-base')) if a.baseline else None
     git = subprocess.run(['git', '-C', REPO, 'log', '-1', '--format=%h %cI %s'],
                          capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(['git', '-C', REPO, 'status', '--porcelain', '--untracked-files=no'],
@@ -330,7 +339,7 @@ def main():
         build_images(wd, images, need_backing)
         for w in wl:
             log(f'running {w["name"]} ({runs} rounds)')
-            all_res[w['name']] = run_workload(w, wd, qbak, runs)
+            all_res[w['name']] = run_workload(w, wd, qbak, runs, baseline)
     finally:
         if own_wd:
             shutil.rmtree(wd, ignore_errors=True)
@@ -348,7 +357,8 @@ def main():
           '--sync incremental, bitmap left dirty) for both qbak and QEMU')
     print('# QEMU = its job seconds; qbak = whole-process wall; cp = whole-process wall; '
           'RSS = peak (QEMU: max of wrapper and qemu-storage-daemon)')
-    hdr = ('workload', 'tool', 'median s', 'min s', 'max s', 'qbak/QEMU', 'qbak/cp', 'peak RSS MiB')
+    hdr = ('workload', 'tool', 'median s', 'min s', 'max s', 'qbak/QEMU', 'qbak/cp', 'qbak/base',
+           'peak RSS MiB')
     rows = []
     summary = {}
     for w in wl:
@@ -363,6 +373,8 @@ def main():
             rows.append((w['name'], tool, fmt(med(s)), fmt(min(s)), fmt(max(s)),
                          fmt(qb / qe, '.2f') if tool == 'qbak' and qe else '',
                          fmt(qb / cpm, '.2f') if tool == 'qbak' and cpm and w['sync'] == 'full' else '',
+                         fmt(qb / med(res['qbak-base']['secs']), '.2f')
+                         if tool == 'qbak' and 'qbak-base' in res else '',
                          fmt(max(d['rss']) / 1024, '.1f') if d['rss'] else '-'))
     widths = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(len(hdr))]
     line = lambda r: '| ' + ' | '.join(str(c).ljust(widths[i]) for i, c in enumerate(r)) + ' |'
