@@ -55,18 +55,15 @@ fx_path (const char *name)
 
 /* ---- Commands --------------------------------------------------------- */
 
-int
-fx_run (char **out, const char *fmt, ...)
+static int
+vrun (bool quiet, char **out, const char *fmt, va_list ap)
 {
   char *cmd, *full, *text = NULL;
   size_t len = 0, cap = 0;
-  va_list ap;
   FILE *fp;
   int status;
 
-  va_start (ap, fmt);
   assert_true (vasprintf (&cmd, fmt, ap) >= 0);
-  va_end (ap);
   /* Braces, so that the stderr of every command of a list or pipeline
    * is captured, not only the last one's. */
   assert_true (asprintf (&full, "{ %s\n} 2>&1", cmd) >= 0);
@@ -86,7 +83,8 @@ fx_run (char **out, const char *fmt, ...)
   }
   text[len] = '\0';
   status = pclose (fp);
-  if (status == -1 || !WIFEXITED (status) || WEXITSTATUS (status) != 0)
+  if (!quiet &&
+      (status == -1 || !WIFEXITED (status) || WEXITSTATUS (status) != 0))
     print_message ("command: %s\n%s", cmd, text);
   free (cmd);
   free (full);
@@ -95,6 +93,26 @@ fx_run (char **out, const char *fmt, ...)
   else
     free (text);
   return status != -1 && WIFEXITED (status) ? WEXITSTATUS (status) : -1;
+}
+
+int
+fx_run (char **out, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  int r = vrun (false, out, fmt, ap);
+  va_end (ap);
+  return r;
+}
+
+int
+fx_run_quiet (char **out, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  int r = vrun (true, out, fmt, ap);
+  va_end (ap);
+  return r;
 }
 
 void

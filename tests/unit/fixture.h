@@ -51,6 +51,11 @@ const char *fx_path (const char *name);
 int fx_run (char **out, const char *fmt, ...)
   __attribute__((format (printf, 2, 3)));
 
+/* The same for a command expected to fail: nothing is printed, the
+ * caller checks the status and the output. */
+int fx_run_quiet (char **out, const char *fmt, ...)
+  __attribute__((format (printf, 2, 3)));
+
 /* Fail unless TOOL is on $PATH; PACKAGE is what installs it. */
 void fx_require (const char *tool, const char *package);
 
