@@ -386,9 +386,10 @@ mode_args() {
 }
 
 # make_chain: a 3-deep backing chain in the working directory, base.qcow2
-# (4 MiB) <- mid.qcow2 (6 MiB) <- top.qcow2 (8 MiB), each layer larger than
-# the one below, with data, compressed, zero and discarded clusters, some
-# over data of the layer below, so depth and zero/data flags vary.
+# (4 MiB) <- mid.qcow2 (6 MiB) <- top.qcow2 (8 MiB), with relative backing
+# names and each layer larger than the one below; data, compressed, zero
+# and discarded clusters, some over data of the layer below, so depth and
+# the zero/data flags vary.
 make_chain() {
     qemu-img create -q -f qcow2 base.qcow2 4M
     qemu_io_fmt qcow2 base.qcow2 "write -P 1 0 1M" "write -P 1 3M 64k" \
