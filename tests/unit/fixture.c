@@ -129,6 +129,37 @@ fx_require_bitmap_oracles (void)
   test_require_tool ("jq", "jq");
 }
 
+/* ---- Images ------------------------------------------------------------ */
+
+const char *
+fx_make_qcow2 (const char *name, const char *size, const char *opts)
+{
+  const char *path = fx_path (name);
+  assert_int_equal (fx_run (NULL, "rm -f '%s' && qemu-img create -q -f qcow2 "
+                            "%s '%s' %s", path, opts ? opts : "", path, size),
+                    0);
+  return path;
+}
+
+void
+fx_qemu_io (const char *fmt, const char *img, ...)
+{
+  char *cmd, *next;
+  const char *c;
+  va_list ap;
+
+  assert_true (asprintf (&cmd, "qemu-io -f %s", fmt) >= 0);
+  va_start (ap, img);
+  while ((c = va_arg (ap, const char *))) {
+    assert_true (asprintf (&next, "%s -c '%s'", cmd, c) >= 0);
+    free (cmd);
+    cmd = next;
+  }
+  va_end (ap);
+  assert_int_equal (fx_run (NULL, "%s '%s' >/dev/null", cmd, img), 0);
+  free (cmd);
+}
+
 /* ---- QEMU's verdicts --------------------------------------------------- */
 
 int

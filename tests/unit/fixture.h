@@ -62,6 +62,18 @@ void fx_require (const char *tool, const char *package);
 /* The oracles of bitmap contents: qemu-nbd, nbdinfo and jq. */
 void fx_require_bitmap_oracles (void);
 
+/* ---- Images ------------------------------------------------------------ */
+
+/* NAME in the scratch directory, made by qemu-img create -f qcow2 with
+ * OPTS (extra options, may be NULL) and SIZE ("16M"); its path. */
+const char *fx_make_qcow2 (const char *name, const char *size,
+                           const char *opts);
+
+/* Run each qemu-io command of the NULL-terminated list on IMG (format
+ * FMT) in one qemu-io; it must succeed. */
+void fx_qemu_io (const char *fmt, const char *img, ...)
+  __attribute__((sentinel));
+
 /* ---- QEMU's verdicts --------------------------------------------------- */
 
 /* qemu-img check of the qcow2 PATH: its exit status (0 clean, 2

@@ -52,18 +52,16 @@ _Static_assert (QCOW2_MAX_BITMAPS == 65535, "at most 65535 bitmaps");
 static const char *
 make_image (void)
 {
-  const char *img = fx_path ("img.qcow2");
-  assert_int_equal (fx_run (NULL,
-    "qemu-img create -q -f qcow2 '%s' 16M && "
-    "qemu-img bitmap --add '%s' a && "
-    "qemu-img bitmap --add -g 4k '%s' b && "
-    "qemu-io -f qcow2 -c 'write -P 1 1M 64k' -c 'write -P 2 5M 6k' "
-    "  '%s' >/dev/null && "
-    "qemu-img bitmap --disable '%s' b && "
-    "qemu-img bitmap --add --disable -g 512 '%s' c && "
-    "qemu-io -f qcow2 -c 'write -P 3 9000 1000' "
-    "  -c 'write -P 4 15M 1M' '%s' >/dev/null",
-    img, img, img, img, img, img, img), 0);
+  const char *img = fx_make_qcow2 ("img.qcow2", "16M", NULL);
+  assert_int_equal (fx_run (NULL, "qemu-img bitmap --add '%s' a && "
+                            "qemu-img bitmap --add -g 4k '%s' b", img, img),
+                    0);
+  fx_qemu_io ("qcow2", img, "write -P 1 1M 64k", "write -P 2 5M 6k", NULL);
+  assert_int_equal (fx_run (NULL, "qemu-img bitmap --disable '%s' b && "
+                            "qemu-img bitmap --add --disable -g 512 '%s' c",
+                            img, img), 0);
+  fx_qemu_io ("qcow2", img, "write -P 3 9000 1000", "write -P 4 15M 1M",
+              NULL);
   return img;
 }
 
@@ -451,11 +449,10 @@ static void
 test_load_refuses_reserved_flags (void **state)
 {
   (void) state;
-  const char *path = fx_path ("flags.qcow2");
+  const char *path = fx_make_qcow2 ("flags.qcow2", "1M", NULL);
   uint8_t flags[4] = { 0, 0, 0, 4 | BME_FLAG_AUTO };
 
-  assert_int_equal (fx_run (NULL, "qemu-img create -q -f qcow2 '%s' 1M && "
-                            "qemu-img bitmap --add '%s' x", path, path), 0);
+  assert_int_equal (fx_run (NULL, "qemu-img bitmap --add '%s' x", path), 0);
   poke (path, first_entry (path) + 12, flags, sizeof flags);
   expect_load_refused (path, "reserved flag bits");
 }
@@ -464,11 +461,10 @@ static void
 test_load_refuses_bad_granularity (void **state)
 {
   (void) state;
-  const char *path = fx_path ("granularity.qcow2");
+  const char *path = fx_make_qcow2 ("granularity.qcow2", "1M", NULL);
   uint8_t bits = 32;
 
-  assert_int_equal (fx_run (NULL, "qemu-img create -q -f qcow2 '%s' 1M && "
-                            "qemu-img bitmap --add '%s' x", path, path), 0);
+  assert_int_equal (fx_run (NULL, "qemu-img bitmap --add '%s' x", path), 0);
   poke (path, first_entry (path) + 17, &bits, 1);
   expect_load_refused (path, "granularity bits 32");
 }
@@ -480,14 +476,13 @@ static void
 test_load_refuses_long_name (void **state)
 {
   (void) state;
-  const char *path = fx_path ("name.qcow2");
+  const char *path = fx_make_qcow2 ("name.qcow2", "1M", NULL);
   char name[BME_MAX_NAME_SIZE + 1];
   uint8_t size[2] = { 1024 >> 8, 1024 & 0xff };
 
   memset (name, 'n', BME_MAX_NAME_SIZE);
   name[BME_MAX_NAME_SIZE] = '\0';
-  assert_int_equal (fx_run (NULL, "qemu-img create -q -f qcow2 '%s' 1M && "
-                            "qemu-img bitmap --add '%s' '%s'", path, path,
+  assert_int_equal (fx_run (NULL, "qemu-img bitmap --add '%s' '%s'", path,
                             name), 0);
   poke (path, first_entry (path) + 18, size, sizeof size);
   expect_load_refused (path, "name too long");

@@ -44,14 +44,12 @@ static void
 make_image (struct fixture *f, const char *names)
 {
   char list[256];
-  test_sh ("rm -f '%s' && qemu-img create -q -f qcow2 '%s' 16M", f->img,
-           f->img);
+  fx_make_qcow2 ("img.qcow2", "16M", NULL);
   snprintf (list, sizeof list, "%s", names);
   for (char *save = NULL, *n = strtok_r (list, " ", &save); n;
        n = strtok_r (NULL, " ", &save))
     test_sh ("qemu-img bitmap --add '%s' '%s'", f->img, n);
-  test_sh ("qemu-io -f qcow2 -c 'write -P 1 1M 64k' '%s' >/dev/null",
-           f->img);
+  fx_qemu_io ("qcow2", f->img, "write -P 1 1M 64k", NULL);
 }
 
 /* Apply one operation to the image through the library. */

@@ -80,10 +80,7 @@ child_main (const char *scenario, const char *path)
 static const char *
 make_image (void)
 {
-  const char *img = fx_path ("img.qcow2");
-  assert_int_equal (fx_run (NULL, "qemu-img create -q -f qcow2 '%s' 1M",
-                            img), 0);
-  return img;
+  return fx_make_qcow2 ("img.qcow2", "1M", NULL);
 }
 
 /* A child of scenario HOLD holds IMG's locks: returns its pid, stopped. */
