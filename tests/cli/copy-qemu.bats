@@ -272,13 +272,7 @@ check_refused_by_both() {
     # refused by blockdev-backup itself (QMP error), not by a crash
     jq -e '.error | type == "string"' <<<"$output" >/dev/null ||
         fail "QEMU's job did not report a QMP error for $*: $output $stderr"
-    run --separate-stderr qbak copy "$BATS_TEST_TMPDIR/B.qcow2" "$BATS_TEST_TMPDIR/tB.qcow2" "$@"
-    [ "$status" -eq 2 ] || fail "qbak copy $*: exit $status, expected 2; stderr: $stderr"
-    [ -z "$output" ] || fail "qbak copy $*: wrote on stdout: $output"
-    [[ $stderr == "qbak: "* ]] || fail "qbak copy $*: stderr does not start with 'qbak: ': $stderr"
-    [ "$(grep -c '^qbak: ' <<<"$stderr")" -eq 1 ] || fail "qbak copy $*: not one 'qbak: ' line: $stderr"
-    [ ! -e "$BATS_TEST_TMPDIR/tB.qcow2" ] && [ ! -e "$BATS_TEST_TMPDIR/tB.qcow2.part" ] ||
-        fail "qbak copy $*: left a target"
+    copy_usage_refused "$BATS_TEST_TMPDIR/B.qcow2" "$BATS_TEST_TMPDIR/tB.qcow2" "$@"
 }
 
 @test "copy-qemu: refused by both: incremental without --bitmap" {

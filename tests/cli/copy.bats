@@ -42,12 +42,7 @@ teardown() {
 # usage text), and creates neither t.qcow2 nor t.qcow2.part.
 check_refused() {
     cp "$F/src.qcow2" src.qcow2
-    run --separate-stderr qbak copy src.qcow2 t.qcow2 "$@"
-    [ "$status" -eq 2 ] || fail "qbak copy $*: exit $status, expected 2; stderr: $stderr"
-    [ -z "$output" ] || fail "qbak copy $*: wrote on stdout: $output"
-    [[ $stderr == "qbak: "* ]] || fail "qbak copy $*: stderr does not start with 'qbak: ': $stderr"
-    [ "$(grep -c '^qbak: ' <<<"$stderr")" -eq 1 ] || fail "qbak copy $*: not one 'qbak: ' line: $stderr"
-    [ ! -e t.qcow2 ] && [ ! -e t.qcow2.part ] || fail "qbak copy $*: left a target"
+    copy_usage_refused src.qcow2 t.qcow2 "$@"
 }
 
 # copy_ok ARGS...: `qbak copy ARGS...` exits 0 with an empty stderr.

@@ -407,3 +407,18 @@ make_chain() {
 as_nobody() {
     setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
 }
+
+# copy_usage_refused SOURCE TARGET ARGS...: `qbak copy SOURCE TARGET ARGS...`
+# exits 2 (a usage error) with nothing on stdout and one "qbak: " line on
+# stderr (the usage text may follow it), and leaves neither TARGET nor
+# TARGET.part behind.
+copy_usage_refused() {
+    local src=$1 tgt=$2
+    shift 2
+    run --separate-stderr qbak copy "$src" "$tgt" "$@"
+    [ "$status" -eq 2 ] || fail "qbak copy $*: exit $status, expected 2; stderr: $stderr"
+    [ -z "$output" ] || fail "qbak copy $*: wrote on stdout: $output"
+    [[ $stderr == "qbak: "* ]] || fail "qbak copy $*: stderr does not start with 'qbak: ': $stderr"
+    [ "$(grep -c '^qbak: ' <<<"$stderr")" -eq 1 ] || fail "qbak copy $*: not one 'qbak: ' line: $stderr"
+    [ ! -e "$tgt" ] && [ ! -e "$tgt.part" ] || fail "qbak copy $*: left a target"
+}
