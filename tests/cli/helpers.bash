@@ -241,8 +241,9 @@ with open(sys.argv[1], 'r+b') as f:
 EOF
 }
 
-# qemu_img_create_luks ARGS...: qemu-img create of a LUKS image (plain or inside qcow2), retried: QEMU
-# times a short PBKDF2 run to choose the iteration count and gives up with
+# qemu_img_create_luks ARGS...: qemu-img create of a LUKS image (plain or
+# inside qcow2), retried: QEMU times a short PBKDF2 run to choose the
+# iteration count and gives up with
 # "Unable to get accurate CPU usage" when the scheduler has not yet
 # accounted any CPU time to it. That depends on the moment, not the image.
 qemu_img_create_luks() {
