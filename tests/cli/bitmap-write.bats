@@ -35,37 +35,6 @@ info_bitmaps() {
     qemu_info "$1" | jq -c '.["format-specific"].data.bitmaps // []'
 }
 
-# dirty_ranges IMG NAME: QEMU's dirty extents of bitmap NAME as compact JSON
-# [[offset, length], ...].
-dirty_ranges() {
-    qemu_bitmap_map "$1" "$2" | jq -c '[.[] | select(.type % 2 == 1) | [.offset, .length]]'
-}
-
-# check_clean IMG: qemu-img check finds neither corruption nor leaks.
-check_clean() {
-    run qemu-img check "$1"
-    [ "$status" -eq 0 ] || fail "qemu-img check $1: exit $status: $output"
-}
-
-# refused_unchanged EXIT IMG QBAK-ARGS...: qbak QBAK-ARGS exits EXIT with
-# one "qbak: " line (for exit 2 it may be followed by the usage text, as
-# usage.bats expects of usage errors) and leaves IMG byte-identical.
-refused_unchanged() {
-    local want=$1 img=$2 before after
-    shift 2
-    before=$(sha256sum <"$img")
-    run --separate-stderr qbak "$@"
-    [ "$status" -eq "$want" ] || fail "qbak $*: exit $status, expected $want: $stderr"
-    if [ "$want" -eq 2 ] && [ "${#stderr_lines[@]}" -gt 1 ] &&
-            [[ ${stderr_lines[1]} == Usage:* ]]; then
-        [[ ${stderr_lines[0]} == "qbak: "* ]] || fail "first stderr line: ${stderr_lines[0]}"
-    else
-        check_error_line
-    fi
-    after=$(sha256sum <"$img")
-    [ "$before" = "$after" ] || fail "qbak $* changed $img"
-}
-
 # ---------------------------------------------------------------------
 # Side by side with qemu-img bitmap
 

@@ -20,11 +20,8 @@ import argparse
 import json
 import subprocess
 import sys
-
-
-def die(msg):
-    print(f'compare-alloc: {msg}', file=sys.stderr)
-    sys.exit(1)
+sys.dont_write_bytecode = True   # no __pycache__ in the source tree
+from clitest import die  # noqa: E402
 
 
 def qemu_img(*args):

@@ -18,23 +18,8 @@ Python 3 standard library only."""
 import argparse
 import json
 import sys
-
-
-def die(msg):
-    print(f'compare-dump: {msg}', file=sys.stderr)
-    sys.exit(1)
-
-
-def is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def load(path, who):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        die(f'{who}: cannot parse {path}: {e}')
+sys.dont_write_bytecode = True   # no __pycache__ in the source tree
+from clitest import die, is_int, load  # noqa: E402
 
 
 def merge(runs):

@@ -16,26 +16,8 @@ Python 3 standard library only."""
 import argparse
 import json
 import sys
-
-
-def die(msg):
-    print(f'compare-map: {msg}', file=sys.stderr)
-    sys.exit(1)
-
-
-def load(path, who):
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        die(f'{who}: cannot parse {path}: {e}')
-    if not isinstance(data, list):
-        die(f'{who}: expected a JSON array, got {type(data).__name__}')
-    return data
-
-
-def is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
+sys.dont_write_bytecode = True   # no __pycache__ in the source tree
+from clitest import die, is_int, load  # noqa: E402
 
 
 def check_extents(ext, who, fields):
@@ -72,8 +54,8 @@ def main():
     a = ap.parse_args()
     fields = [f for f in a.fields.split(',') if f]
 
-    qb = load(a.qbak, 'qbak')
-    qe = load(a.qemu, 'qemu-img')
+    qb = load(a.qbak, 'qbak', array=True)
+    qe = load(a.qemu, 'qemu-img', array=True)
     qb_end = check_extents(qb, 'qbak', fields)
     qe_end = check_extents(qe, 'qemu-img', fields)
     if qb_end != qe_end:

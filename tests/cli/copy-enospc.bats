@@ -65,14 +65,6 @@ mount_tmpfs() {
     MOUNTS+=("$T/$1")
 }
 
-# mode_args MODE: --sync/--bitmap-mode for a bitmap-mode.
-mode_args() {
-    case $1 in
-    on-success) echo --sync incremental ;;
-    *) echo --sync bitmap --bitmap-mode "$1" ;;
-    esac
-}
-
 # both_fail MODE: QEMU's job on A.qcow2 into mntA, qbak on B.qcow2 into
 # mntB, both incrementals on top of full.qcow2; both must fail, qbak with
 # exit 1 and a message that names the lack of space.

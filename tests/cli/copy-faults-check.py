@@ -27,19 +27,8 @@ library only."""
 import argparse
 import json
 import sys
-
-
-def die(msg):
-    print(f'copy-faults-check: {msg}', file=sys.stderr)
-    sys.exit(1)
-
-
-def load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        die(f'cannot parse {path}: {e}')
+sys.dont_write_bytecode = True   # no __pycache__ in the source tree
+from clitest import die, load  # noqa: E402
 
 
 def dirty_runs(path):

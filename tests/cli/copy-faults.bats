@@ -66,14 +66,6 @@ teardown() {
     kill_daemons
 }
 
-# mode_args MODE: the --sync/--bitmap-mode options for a bitmap-mode.
-mode_args() {
-    case $1 in
-    on-success) echo --sync incremental ;;
-    *) echo --sync bitmap --bitmap-mode "$1" ;;
-    esac
-}
-
 # bitmap_is WHAT DUMP: WHAT is "unchanged" (QEMU's dump equal to the one
 # before the job) or "cleared" (no dirty extent).  Python starts slowly
 # here, so the common case is decided by cmp/jq and the checker only runs

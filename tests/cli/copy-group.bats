@@ -64,14 +64,6 @@ fresh_disks() {
     done
 }
 
-# mode_args MODE: --sync/--bitmap-mode for a bitmap-mode.
-mode_args() {
-    case $1 in
-    on-success) echo --sync incremental ;;
-    *) echo --sync bitmap --bitmap-mode "$1" ;;
-    esac
-}
-
 # group_args [PREFIX [BACKING1 BACKING2 BACKING3]]: three --job options,
 # disk i into PREFIXi.qcow2 (default "i") backed by fulli.qcow2.
 group_args() {
@@ -144,12 +136,6 @@ bitmaps_unchanged() {
 bitmap_cleared() {
     qemu_bitmap_map "d$1.qcow2" b0 >"d$1.after.json"
     python3 "$CHECK" cleared "d$1.after.json" || fail "disk $1: bitmap b0 not cleared"
-}
-
-# same_disk A B: qemu-img compare.
-same_disk() {
-    run --separate-stderr qemu-img compare "$1" "$2"
-    [ "$status" -eq 0 ] || fail "qemu-img compare $1 $2: $output $stderr"
 }
 
 # no_targets [PREFIX]: no PREFIX1..3.qcow2 was renamed into place.

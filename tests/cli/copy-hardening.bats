@@ -31,10 +31,10 @@ teardown() {
     [ -z "${NOBODY_DIR:-}" ] || rm -rf "$NOBODY_DIR"
 }
 
-# make_chain: src.qcow2 (64 MiB) with bitmap b0, a full backup full.qcow2
+# make_backup_chain: src.qcow2 (64 MiB) with bitmap b0, a full backup full.qcow2
 # that cleared b0, then guest writes at 0 and 32 MiB (4 MiB each) that b0
 # records; before.json is b0 as QEMU sees it.
-make_chain() {
+make_backup_chain() {
     qemu-img create -q -f qcow2 src.qcow2 64M
     qemu_io_fmt qcow2 src.qcow2 'w -P 0x11 0 8M' 'w -P 0x12 40M 2M'
     qemu-img bitmap --add src.qcow2 b0
@@ -57,7 +57,7 @@ interrupt_always() {
 }
 
 @test "hardening: an existing TARGET.part is refused (exit 2) and left as it was; --resume finishes it" {
-    make_chain
+    make_backup_chain
     interrupt_always inc.qcow2
     qemu_bitmap_map src.qcow2 b0 >mid.json
     local sum
@@ -90,7 +90,7 @@ interrupt_always() {
 }
 
 @test "hardening: the source keeps a disabled companion bitmap holding everything the interrupted job had to copy" {
-    make_chain
+    make_backup_chain
     interrupt_always inc.qcow2
     local comp
     comp=$(qemu_bitmap_names src.qcow2 | grep -v '^b0$')
@@ -110,7 +110,7 @@ interrupt_always() {
 }
 
 @test "hardening: after an interrupted always job, a job into another target copies all it had to copy plus new writes" {
-    make_chain
+    make_backup_chain
     interrupt_always inc.qcow2
     qemu_io_fmt qcow2 src.qcow2 'w -P 0x31 48M 1M'
     run --separate-stderr qbak copy src.qcow2 other.qcow2 --sync incremental --bitmap b0 \
@@ -134,7 +134,7 @@ interrupt_always() {
 }
 
 @test "hardening: after an interrupted always job and a failed on-success job, the bitmap still covers everything" {
-    make_chain
+    make_backup_chain
     interrupt_always inc.qcow2
     rm inc.qcow2.part
     run --separate-stderr env QBAK_FAILPOINT=write:1:eio "$QBAK" copy src.qcow2 inc.qcow2 \
@@ -147,7 +147,7 @@ interrupt_always() {
 }
 
 @test "hardening: --resume refuses a symlink and a qcow2 that is not this bitmap's partial" {
-    make_chain
+    make_backup_chain
     local sum
     sum=$(sha256sum <full.qcow2)
     ln -s full.qcow2 inc.qcow2.part
@@ -243,7 +243,7 @@ interrupt_always() {
 }
 
 @test "hardening: an incremental into qcow2 without --backing is refused unless --no-backing" {
-    make_chain
+    make_backup_chain
     local sync
     for sync in "--sync incremental" "--sync bitmap --bitmap-mode always" \
                 "--sync bitmap --bitmap-mode on-success" "--sync bitmap --bitmap-mode never"; do
@@ -296,11 +296,6 @@ planted_links() {
     qemu-img create -q -f qcow2 src.qcow2 16M
     qemu_io_fmt qcow2 src.qcow2 'w -P 0x71 0 2M'
     planted_links "$PWD" "$QBAK"
-}
-
-# as_nobody CMD...: run CMD as an unprivileged user.
-as_nobody() {
-    setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
 }
 
 @test "hardening: symlinks planted at the target, its partial or its spare are never followed (unprivileged)" {

@@ -142,10 +142,10 @@ check_content() {
     esac
 }
 
-# check_clean CASE IMG: qemu-img check finds IMG (tB or B) clean.
-check_clean() {
+# pair_clean CASE IMG: qemu-img check finds IMG (tB or B) clean.
+pair_clean() {
     pair_ok "$1"
-    qemu-img check "$F/$1/$2.qcow2"
+    check_clean "$F/$1/$2.qcow2"
 }
 
 # check_bitmap CASE: b0 on B (qbak's source) equals b0 on A (QEMU's), as
@@ -181,21 +181,21 @@ check_alloc() {
 # ---- sync=full ----------------------------------------------------------
 
 @test "copy-qemu: full: qbak's target compares identical to the source" { check_content full; }
-@test "copy-qemu: full: qbak's target passes qemu-img check" { check_clean full tB; }
-@test "copy-qemu: full: the source passes qemu-img check" { check_clean full B; }
+@test "copy-qemu: full: qbak's target passes qemu-img check" { pair_clean full tB; }
+@test "copy-qemu: full: the source passes qemu-img check" { pair_clean full B; }
 @test "copy-qemu: full: bitmap b0 afterwards equals QEMU's" { check_bitmap full; }
 @test "copy-qemu: full: no more data clusters than QEMU's target" { check_alloc full; }
 
 @test "copy-qemu: full on-success: qbak's target compares identical to the source" { check_content full-on-success; }
-@test "copy-qemu: full on-success: qbak's target passes qemu-img check" { check_clean full-on-success tB; }
-@test "copy-qemu: full on-success: the source passes qemu-img check" { check_clean full-on-success B; }
+@test "copy-qemu: full on-success: qbak's target passes qemu-img check" { pair_clean full-on-success tB; }
+@test "copy-qemu: full on-success: the source passes qemu-img check" { pair_clean full-on-success B; }
 @test "copy-qemu: full on-success: bitmap b0 afterwards equals QEMU's" { check_bitmap full-on-success; }
 @test "copy-qemu: full on-success: JSON says cleared, with QEMU's dirty count" { check_json_state full-on-success cleared; }
 @test "copy-qemu: full on-success: no more data clusters than QEMU's target" { check_alloc full-on-success; }
 
 @test "copy-qemu: full always: qbak's target compares identical to the source" { check_content full-always; }
-@test "copy-qemu: full always: qbak's target passes qemu-img check" { check_clean full-always tB; }
-@test "copy-qemu: full always: the source passes qemu-img check" { check_clean full-always B; }
+@test "copy-qemu: full always: qbak's target passes qemu-img check" { pair_clean full-always tB; }
+@test "copy-qemu: full always: the source passes qemu-img check" { pair_clean full-always B; }
 @test "copy-qemu: full always: bitmap b0 afterwards equals QEMU's" { check_bitmap full-always; }
 @test "copy-qemu: full always: JSON says cleared, with QEMU's dirty count" { check_json_state full-always cleared; }
 @test "copy-qemu: full always: no more data clusters than QEMU's target" { check_alloc full-always; }
@@ -208,21 +208,21 @@ check_alloc() {
     [ "$status" -eq 1 ] || fail "top copy equals the whole disk: status $status $output $stderr"
 }
 @test "copy-qemu: top: qbak's target compares identical to QEMU's" { check_content top; }
-@test "copy-qemu: top: qbak's target passes qemu-img check" { check_clean top tB; }
-@test "copy-qemu: top: the source passes qemu-img check" { check_clean top B; }
+@test "copy-qemu: top: qbak's target passes qemu-img check" { pair_clean top tB; }
+@test "copy-qemu: top: the source passes qemu-img check" { pair_clean top B; }
 @test "copy-qemu: top: bitmap b0 afterwards equals QEMU's" { check_bitmap top; }
 @test "copy-qemu: top: no more data clusters than QEMU's target" { check_alloc top; }
 
 @test "copy-qemu: top on-success: qbak's target compares identical to QEMU's" { check_content top-on-success; }
-@test "copy-qemu: top on-success: qbak's target passes qemu-img check" { check_clean top-on-success tB; }
-@test "copy-qemu: top on-success: the source passes qemu-img check" { check_clean top-on-success B; }
+@test "copy-qemu: top on-success: qbak's target passes qemu-img check" { pair_clean top-on-success tB; }
+@test "copy-qemu: top on-success: the source passes qemu-img check" { pair_clean top-on-success B; }
 @test "copy-qemu: top on-success: bitmap b0 afterwards equals QEMU's" { check_bitmap top-on-success; }
 @test "copy-qemu: top on-success: JSON says cleared, with QEMU's dirty count" { check_json_state top-on-success cleared; }
 @test "copy-qemu: top on-success: no more data clusters than QEMU's target" { check_alloc top-on-success; }
 
 @test "copy-qemu: top always: qbak's target compares identical to QEMU's" { check_content top-always; }
-@test "copy-qemu: top always: qbak's target passes qemu-img check" { check_clean top-always tB; }
-@test "copy-qemu: top always: the source passes qemu-img check" { check_clean top-always B; }
+@test "copy-qemu: top always: qbak's target passes qemu-img check" { pair_clean top-always tB; }
+@test "copy-qemu: top always: the source passes qemu-img check" { pair_clean top-always B; }
 @test "copy-qemu: top always: bitmap b0 afterwards equals QEMU's" { check_bitmap top-always; }
 @test "copy-qemu: top always: JSON says cleared, with QEMU's dirty count" { check_json_state top-always cleared; }
 @test "copy-qemu: top always: no more data clusters than QEMU's target" { check_alloc top-always; }
@@ -230,8 +230,8 @@ check_alloc() {
 # ---- sync=incremental ---------------------------------------------------
 
 @test "copy-qemu: incremental: qbak's target compares identical to the source" { check_content incremental; }
-@test "copy-qemu: incremental: qbak's target passes qemu-img check" { check_clean incremental tB; }
-@test "copy-qemu: incremental: the source passes qemu-img check" { check_clean incremental B; }
+@test "copy-qemu: incremental: qbak's target passes qemu-img check" { pair_clean incremental tB; }
+@test "copy-qemu: incremental: the source passes qemu-img check" { pair_clean incremental B; }
 @test "copy-qemu: incremental: bitmap b0 afterwards equals QEMU's" { check_bitmap incremental; }
 @test "copy-qemu: incremental: JSON says cleared, with QEMU's dirty count" { check_json_state incremental cleared; }
 @test "copy-qemu: incremental: no more data clusters than QEMU's target" { check_alloc incremental; }
@@ -239,22 +239,22 @@ check_alloc() {
 # ---- sync=bitmap --------------------------------------------------------
 
 @test "copy-qemu: bitmap on-success: qbak's target compares identical to the source" { check_content bitmap-on-success; }
-@test "copy-qemu: bitmap on-success: qbak's target passes qemu-img check" { check_clean bitmap-on-success tB; }
-@test "copy-qemu: bitmap on-success: the source passes qemu-img check" { check_clean bitmap-on-success B; }
+@test "copy-qemu: bitmap on-success: qbak's target passes qemu-img check" { pair_clean bitmap-on-success tB; }
+@test "copy-qemu: bitmap on-success: the source passes qemu-img check" { pair_clean bitmap-on-success B; }
 @test "copy-qemu: bitmap on-success: bitmap b0 afterwards equals QEMU's" { check_bitmap bitmap-on-success; }
 @test "copy-qemu: bitmap on-success: JSON says cleared, with QEMU's dirty count" { check_json_state bitmap-on-success cleared; }
 @test "copy-qemu: bitmap on-success: no more data clusters than QEMU's target" { check_alloc bitmap-on-success; }
 
 @test "copy-qemu: bitmap always: qbak's target compares identical to the source" { check_content bitmap-always; }
-@test "copy-qemu: bitmap always: qbak's target passes qemu-img check" { check_clean bitmap-always tB; }
-@test "copy-qemu: bitmap always: the source passes qemu-img check" { check_clean bitmap-always B; }
+@test "copy-qemu: bitmap always: qbak's target passes qemu-img check" { pair_clean bitmap-always tB; }
+@test "copy-qemu: bitmap always: the source passes qemu-img check" { pair_clean bitmap-always B; }
 @test "copy-qemu: bitmap always: bitmap b0 afterwards equals QEMU's" { check_bitmap bitmap-always; }
 @test "copy-qemu: bitmap always: JSON says cleared, with QEMU's dirty count" { check_json_state bitmap-always cleared; }
 @test "copy-qemu: bitmap always: no more data clusters than QEMU's target" { check_alloc bitmap-always; }
 
 @test "copy-qemu: bitmap never: qbak's target compares identical to the source" { check_content bitmap-never; }
-@test "copy-qemu: bitmap never: qbak's target passes qemu-img check" { check_clean bitmap-never tB; }
-@test "copy-qemu: bitmap never: the source passes qemu-img check" { check_clean bitmap-never B; }
+@test "copy-qemu: bitmap never: qbak's target passes qemu-img check" { pair_clean bitmap-never tB; }
+@test "copy-qemu: bitmap never: the source passes qemu-img check" { pair_clean bitmap-never B; }
 @test "copy-qemu: bitmap never: bitmap b0 afterwards equals QEMU's" { check_bitmap bitmap-never; }
 @test "copy-qemu: bitmap never: JSON says unchanged, with QEMU's dirty count" { check_json_state bitmap-never unchanged; }
 @test "copy-qemu: bitmap never: no more data clusters than QEMU's target" { check_alloc bitmap-never; }
@@ -272,13 +272,7 @@ check_refused_by_both() {
     # refused by blockdev-backup itself (QMP error), not by a crash
     jq -e '.error | type == "string"' <<<"$output" >/dev/null ||
         fail "QEMU's job did not report a QMP error for $*: $output $stderr"
-    run --separate-stderr qbak copy "$BATS_TEST_TMPDIR/B.qcow2" "$BATS_TEST_TMPDIR/tB.qcow2" "$@"
-    [ "$status" -eq 2 ] || fail "qbak copy $*: exit $status, expected 2; stderr: $stderr"
-    [ -z "$output" ] || fail "qbak copy $*: wrote on stdout: $output"
-    [[ $stderr == "qbak: "* ]] || fail "qbak copy $*: stderr does not start with 'qbak: ': $stderr"
-    [ "$(grep -c '^qbak: ' <<<"$stderr")" -eq 1 ] || fail "qbak copy $*: not one 'qbak: ' line: $stderr"
-    [ ! -e "$BATS_TEST_TMPDIR/tB.qcow2" ] && [ ! -e "$BATS_TEST_TMPDIR/tB.qcow2.part" ] ||
-        fail "qbak copy $*: left a target"
+    copy_usage_refused "$BATS_TEST_TMPDIR/B.qcow2" "$BATS_TEST_TMPDIR/tB.qcow2" "$@"
 }
 
 @test "copy-qemu: refused by both: incremental without --bitmap" {

@@ -53,12 +53,6 @@ hooks_were() {
     [ ! -s hooks.err ] || fail "$(cat hooks.err)"
 }
 
-# same_disk A B: qemu-img compare.
-same_disk() {
-    run --separate-stderr qemu-img compare "$1" "$2"
-    [ "$status" -eq 0 ] || fail "qemu-img compare $1 $2: $output $stderr"
-}
-
 # copy_hooked FREEZE-ARGS THAW-ARGS [qbak options...]: `qbak copy --job
 # src=src.qcow2,target=t.qcow2 --sync full` with hook.sh as freeze (with
 # FREEZE-ARGS) and thaw (with THAW-ARGS).

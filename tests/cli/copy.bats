@@ -42,12 +42,7 @@ teardown() {
 # usage text), and creates neither t.qcow2 nor t.qcow2.part.
 check_refused() {
     cp "$F/src.qcow2" src.qcow2
-    run --separate-stderr qbak copy src.qcow2 t.qcow2 "$@"
-    [ "$status" -eq 2 ] || fail "qbak copy $*: exit $status, expected 2; stderr: $stderr"
-    [ -z "$output" ] || fail "qbak copy $*: wrote on stdout: $output"
-    [[ $stderr == "qbak: "* ]] || fail "qbak copy $*: stderr does not start with 'qbak: ': $stderr"
-    [ "$(grep -c '^qbak: ' <<<"$stderr")" -eq 1 ] || fail "qbak copy $*: not one 'qbak: ' line: $stderr"
-    [ ! -e t.qcow2 ] && [ ! -e t.qcow2.part ] || fail "qbak copy $*: left a target"
+    copy_usage_refused src.qcow2 t.qcow2 "$@"
 }
 
 # copy_ok ARGS...: `qbak copy ARGS...` exits 0 with an empty stderr.
@@ -63,18 +58,6 @@ qbak_json() {
     [ "$status" -eq 0 ] || fail "qbak copy $* --json: exit $status: $stderr"
 }
 
-# same_disk A B: qemu-img compare (formats probed, chains followed).
-same_disk() {
-    run --separate-stderr qemu-img compare "$1" "$2"
-    [ "$status" -eq 0 ] || fail "qemu-img compare $1 $2: $output $stderr"
-}
-
-# clean IMG: qemu-img check finds no error nor leak.
-clean() {
-    run --separate-stderr qemu-img check "$1"
-    [ "$status" -eq 0 ] || fail "qemu-img check $1: $output $stderr"
-}
-
 # incremental_roundtrip IMG [mkimage OPTIONS...]: with IMG's bitmap b0 and a
 # full backup as anchor, guest writes, then an incremental on top of the
 # full: the incremental must read as IMG and pass qemu-img check.
@@ -85,7 +68,7 @@ incremental_roundtrip() {
     mkimage "$img" --no-create --dirty 1% --runs 1 --zero-writes 3 --discards 3 "$@"
     copy_ok "$img" inc.qcow2 --sync incremental --bitmap b0 --backing full.qcow2
     same_disk inc.qcow2 "$img"
-    clean inc.qcow2
+    check_clean inc.qcow2
 }
 
 # ---- argument rules ------------------------------------------------------
@@ -300,7 +283,7 @@ incremental_roundtrip() {
     cp "$F/src.qcow2" src.qcow2
     copy_ok src.qcow2 t.qcow2 --sync full
     same_disk t.qcow2 src.qcow2
-    clean t.qcow2
+    check_clean t.qcow2
 }
 
 @test "copy: the target's virtual size is the source's, also when not cluster-aligned" {
@@ -373,7 +356,7 @@ incremental_roundtrip() {
     [ "$(python3 "$QBAK_CLI_TESTDIR/compare-alloc.py" --count inc.qcow2 | jq '.["data-clusters"]')" -eq 0 ] ||
         fail "inc.qcow2 holds data"
     same_disk inc.qcow2 src.qcow2
-    clean inc.qcow2
+    check_clean inc.qcow2
 }
 
 # ---- bitmap granularities and cluster sizes -------------------------------
@@ -413,7 +396,7 @@ granularity_case() {
     [ "$(qemu_info t.qcow2 | jq '.["cluster-size"]')" -eq 4096 ] ||
         fail "cluster size: $(qemu_info t.qcow2 | jq '.["cluster-size"]')"
     same_disk t.qcow2 src.qcow2
-    clean t.qcow2
+    check_clean t.qcow2
 }
 
 # 512 B clusters: an L2 table (64 entries, 32 KiB of disk) is smaller than
@@ -426,12 +409,12 @@ granularity_case() {
     [ "$(qemu_info full.qcow2 | jq '.["cluster-size"]')" -eq 512 ] ||
         fail "cluster size: $(qemu_info full.qcow2 | jq '.["cluster-size"]')"
     same_disk full.qcow2 src.qcow2
-    clean full.qcow2
+    check_clean full.qcow2
     mkimage src.qcow2 --no-create --size 64M --dirty 1% --zero-writes 3 --discards 3 --seed 16
     copy_ok src.qcow2 inc.qcow2 --sync incremental --bitmap b0 --backing full.qcow2 \
         --cluster-size 512
     same_disk inc.qcow2 src.qcow2
-    clean inc.qcow2
+    check_clean inc.qcow2
 }
 
 @test "copy: --cluster-size 4k incremental on a 64 KiB full is identical to the source" {
@@ -440,7 +423,7 @@ granularity_case() {
     mkimage src.qcow2 --no-create --size 64M --dirty 1% --zero-writes 3 --discards 3 --seed 13
     copy_ok src.qcow2 inc.qcow2 --sync incremental --bitmap b0 --backing full.qcow2 --cluster-size 4k
     same_disk inc.qcow2 src.qcow2
-    clean inc.qcow2
+    check_clean inc.qcow2
 }
 
 @test "copy: a 2 MiB-cluster source gives a target identical to it (full and incremental)" {
@@ -466,7 +449,7 @@ scattered_writes() {
     scattered_writes 0x5a 0 150 | xargs -0 qemu-io -f qcow2 s.qcow2 >/dev/null
     copy_ok s.qcow2 full.qcow2 --sync full
     same_disk full.qcow2 s.qcow2
-    clean full.qcow2
+    check_clean full.qcow2
     # The 150 data clusters, in guest order, are contiguous on the host
     # except where a batch of completed L2 tables was appended (64 tables
     # per batch for 64 KiB clusters): a few breaks, not one per cluster.
@@ -482,7 +465,7 @@ scattered_writes() {
     } | xargs -0 qemu-io -f qcow2 s.qcow2 >/dev/null
     copy_ok s.qcow2 inc.qcow2 --sync incremental --bitmap b0 --backing full.qcow2
     same_disk inc.qcow2 s.qcow2
-    clean inc.qcow2
+    check_clean inc.qcow2
 }
 
 # ---- source kinds ----------------------------------------------------------
@@ -498,7 +481,7 @@ kind_case() {
         --discards 3 --compressed 6 --seed 21
     copy_ok k.qcow2 full0.qcow2 --sync full
     same_disk full0.qcow2 k.qcow2
-    clean full0.qcow2
+    check_clean full0.qcow2
     incremental_roundtrip k.qcow2 --size 64M --compressed 3 --seed 24
 }
 
@@ -527,7 +510,7 @@ kind_case() {
     [ "$(qemu_info t.qcow2 | jq -r '.["backing-filename"] // "none"')" = none ] ||
         fail "t.qcow2 has a backing file"
     same_disk t.qcow2 top.qcow2
-    clean t.qcow2
+    check_clean t.qcow2
 }
 
 @test "copy: a data_file_raw qcow2 with a bitmap: full then incremental are identical" {
@@ -539,8 +522,8 @@ kind_case() {
     qemu_io_fmt qcow2 d.qcow2 "write -P 7 1M 64k" "write -z 0 64k" "write -P 8 $((50 * M)) 128k"
     copy_ok d.qcow2 inc.qcow2 --sync incremental --bitmap b0 --backing full.qcow2
     same_disk inc.qcow2 d.qcow2
-    clean inc.qcow2
-    clean d.qcow2
+    check_clean inc.qcow2
+    check_clean d.qcow2
 }
 
 @test "copy: a raw source to -O raw is identical and sparse" {
@@ -561,7 +544,7 @@ kind_case() {
     copy_ok r.raw t.qcow2 --sync full -O qcow2
     run --separate-stderr qemu-img compare -f raw -F qcow2 r.raw t.qcow2
     [ "$status" -eq 0 ] || fail "compare: $output $stderr"
-    clean t.qcow2
+    check_clean t.qcow2
 }
 
 @test "copy: a qcow2 source to -O raw is identical" {
@@ -577,5 +560,5 @@ kind_case() {
     copy_ok v1.qcow t.qcow2 --sync full
     run --separate-stderr qemu-img compare -f qcow -F qcow2 v1.qcow t.qcow2
     [ "$status" -eq 0 ] || fail "compare: $output $stderr"
-    clean t.qcow2
+    check_clean t.qcow2
 }

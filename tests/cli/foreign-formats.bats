@@ -23,9 +23,9 @@ setup() {
     setup_tmpdir
 }
 
-# refused FILE: info, map and copy of FILE (probed) exit 3 with one line
+# refused_foreign FILE: info, map and copy of FILE (probed) exit 3 with one line
 # naming FILE and qemu-img convert; FILE is unchanged, no target is made.
-refused() {
+refused_foreign() {
     local f=$1 sum cmd
     sum=$(sha256sum <"$f")
     for cmd in info map; do
@@ -70,58 +70,58 @@ made() {
 
 @test "foreign: vmdk (sparse, KDMV) is refused; -f raw reads its bytes" {
     made vmdk x.vmdk
-    refused x.vmdk
+    refused_foreign x.vmdk
     as_raw x.vmdk
 }
 
 @test "foreign: vmdk descriptor (monolithicFlat) is refused" {
     made vmdk flat.vmdk -o subformat=monolithicFlat
-    refused flat.vmdk
+    refused_foreign flat.vmdk
 }
 
 @test "foreign: vmdk streamOptimized is refused" {
     made vmdk s.vmdk -o subformat=streamOptimized
-    refused s.vmdk
+    refused_foreign s.vmdk
 }
 
 @test "foreign: vdi is refused; -f raw reads its bytes" {
     made vdi x.vdi
-    refused x.vdi
+    refused_foreign x.vdi
     as_raw x.vdi
 }
 
 @test "foreign: vhdx is refused" {
     made vhdx x.vhdx
-    refused x.vhdx
+    refused_foreign x.vhdx
 }
 
 @test "foreign: qed is refused" {
     made qed x.qed
-    refused x.qed
+    refused_foreign x.qed
 }
 
 @test "foreign: vpc dynamic (conectix header) is refused" {
     made vpc x.vpc
-    refused x.vpc
+    refused_foreign x.vpc
 }
 
 @test "foreign: vpc fixed (conectix footer only) is refused; -f raw reads its bytes" {
     qemu-img create -q -f vpc -o subformat=fixed fixed.vpc 1M
     [ "$(qemu-img info -f vpc --output=json fixed.vpc | jq -r .format)" = vpc ]
-    refused fixed.vpc
+    refused_foreign fixed.vpc
     as_raw fixed.vpc
 }
 
 @test "foreign: parallels is refused" {
     made parallels x.hdd
-    refused x.hdd
+    refused_foreign x.hdd
 }
 
 @test "foreign: luks is refused" {
     qemu_img_create_luks -f luks --object secret,id=s0,data=pw \
         -o key-secret=s0,iter-time=10 x.luks 1M
     [ "$(qemu-img info --output=json x.luks | jq -r .format)" = luks ]
-    refused x.luks
+    refused_foreign x.luks
 }
 
 @test "foreign: bochs (crafted) is refused" {
@@ -137,7 +137,7 @@ struct.pack_into('<IIIIIIQ', h, 64, 0x00020000, 512, 2, 1, 4096, 0, 8192)
 open('x.bochs', 'wb').write(bytes(h) + b'\xff' * 8)
 EOF
     [ "$(qemu-img info --output=json x.bochs | jq -r .format)" = bochs ]
-    refused x.bochs
+    refused_foreign x.bochs
 }
 
 @test "foreign: cloop (crafted) is refused" {
@@ -152,7 +152,7 @@ open('x.cloop', 'wb').write(pre.ljust(128, b'\0') + struct.pack('>II', 512, 1)
                             + offsets + blk)
 EOF
     [ "$(qemu-img info -f cloop --output=json x.cloop | jq -r .format)" = cloop ]
-    refused x.cloop
+    refused_foreign x.cloop
 }
 
 @test "foreign: dmg (koly trailer, crafted) is refused" {
@@ -163,7 +163,7 @@ k[0:4] = b'koly'
 struct.pack_into('>II', k, 4, 4, 512)      # version, header size
 open('x.img', 'wb').write(b'\0' * 4096 + bytes(k))
 EOF
-    refused x.img
+    refused_foreign x.img
 }
 
 @test "foreign: a raw disk is still read as raw, and the formats qbak reads still probe" {

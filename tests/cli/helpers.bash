@@ -241,9 +241,9 @@ with open(sys.argv[1], 'r+b') as f:
 EOF
 }
 
-# mkimage ARGS...: tests/tools/mkimage (QEMU-made realistic images).
-# qemu-img create of a LUKS image (plain or inside qcow2), retried: QEMU
-# times a short PBKDF2 run to choose the iteration count and gives up with
+# qemu_img_create_luks ARGS...: qemu-img create of a LUKS image (plain or
+# inside qcow2), retried: QEMU times a short PBKDF2 run to choose the
+# iteration count and gives up with
 # "Unable to get accurate CPU usage" when the scheduler has not yet
 # accounted any CPU time to it. That depends on the moment, not the image.
 qemu_img_create_luks() {
@@ -258,6 +258,7 @@ qemu_img_create_luks() {
     return 1
 }
 
+# mkimage ARGS...: tests/tools/mkimage (QEMU-made realistic images).
 mkimage() {
     python3 "$MKIMAGE" "$@" >/dev/null
 }
@@ -326,4 +327,111 @@ copy_qbak() {
         [ -e "$lib" ] && cp -P "$lib" "$dir/"
     done
     return 0
+}
+
+# check_clean [--leaks-ok] IMG: qemu-img check finds IMG consistent: no
+# corruption and, unless --leaks-ok, no leaked clusters either.  Both the
+# exit status and the JSON counts are checked, so neither can hide the
+# other.  --leaks-ok is for images a crash-safe writer may have been
+# stopped in: such a writer may leak clusters, never corrupt them.
+check_clean() {
+    local leaks_ok=false leaks corr
+    if [ "$1" = --leaks-ok ]; then
+        leaks_ok=true
+        shift
+    fi
+    run --separate-stderr qemu-img check --output=json "$1"
+    if [ "$status" -ne 0 ] && { ! $leaks_ok || [ "$status" -ne 3 ]; }; then
+        fail "qemu-img check $1: exit $status: $output $stderr"
+        return 1
+    fi
+    leaks=$(jq -r '.leaks // 0' <<<"$output")
+    corr=$(jq -r '.corruptions // 0' <<<"$output")
+    [ "$corr" -eq 0 ] || { fail "qemu-img check $1: corruptions: $output"; return 1; }
+    $leaks_ok || [ "$leaks" -eq 0 ] || { fail "qemu-img check $1: leaks: $output"; return 1; }
+}
+
+# same_disk A B: qemu-img compare sees the same guest bytes in A and B
+# (formats probed, backing chains followed).
+same_disk() {
+    run --separate-stderr qemu-img compare "$1" "$2"
+    [ "$status" -eq 0 ] || fail "qemu-img compare $1 $2: $output $stderr"
+}
+
+# dirty_ranges IMG NAME: QEMU's dirty extents of bitmap NAME (qemu-nbd +
+# nbdinfo) as compact JSON [[offset, length], ...]; "[]" when clean.  Any
+# extent type other than 0 (clean) and 1 (dirty) is an error, so an
+# unexpected answer from the oracle never reads as "clean".
+dirty_ranges() {
+    local map
+    map=$(qemu_bitmap_map "$1" "$2") || return
+    jq -ce 'if all(.[]; .type == 0 or .type == 1)
+            then [.[] | select(.type == 1) | [.offset, .length]]
+            else error("unexpected extent type") end' <<<"$map"
+}
+
+# refused_unchanged EXIT IMG QBAK-ARGS...: qbak QBAK-ARGS exits EXIT with
+# one "qbak: " line (for exit 2 it may be followed by the usage text, as
+# usage.bats expects of usage errors) and leaves IMG byte-identical.
+refused_unchanged() {
+    local want=$1 img=$2 before after
+    shift 2
+    before=$(sha256sum <"$img")
+    run --separate-stderr qbak "$@"
+    [ "$status" -eq "$want" ] || fail "qbak $*: exit $status, expected $want: $stderr"
+    if [ "$want" -eq 2 ] && [ "${#stderr_lines[@]}" -gt 1 ] &&
+            [[ ${stderr_lines[1]} == Usage:* ]]; then
+        [[ ${stderr_lines[0]} == "qbak: "* ]] || fail "first stderr line: ${stderr_lines[0]}"
+    else
+        check_error_line
+    fi
+    after=$(sha256sum <"$img")
+    [ "$before" = "$after" ] || fail "qbak $* changed $img"
+}
+
+# mode_args MODE: the qbak copy options of bitmap mode MODE for an
+# incremental copy: on-success is what --sync incremental means.
+mode_args() {
+    case $1 in
+    on-success) echo --sync incremental ;;
+    *) echo --sync bitmap --bitmap-mode "$1" ;;
+    esac
+}
+
+# make_chain: a 3-deep backing chain in the working directory, base.qcow2
+# (4 MiB) <- mid.qcow2 (6 MiB) <- top.qcow2 (8 MiB), with relative backing
+# names and each layer larger than the one below; data, compressed, zero
+# and discarded clusters, some over data of the layer below, so depth and
+# the zero/data flags vary.
+make_chain() {
+    qemu-img create -q -f qcow2 base.qcow2 4M
+    qemu_io_fmt qcow2 base.qcow2 "write -P 1 0 1M" "write -P 1 3M 64k" \
+        "write -c -P 1 3584k 64k"
+    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 6M
+    qemu_io_fmt qcow2 mid.qcow2 "write -P 2 512k 512k" "write -P 2 4M 64k" \
+        "write -z 3M 64k"
+    qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2 8M
+    qemu_io_fmt qcow2 top.qcow2 "write -z 0 128k" "write -P 3 7M 64k" \
+        "write -P 3 600k 64k" "discard 7M 64k"
+}
+
+# as_nobody CMD...: run CMD as uid/gid 65534 with no supplementary groups,
+# so permission checks apply as to an unprivileged user even under root.
+as_nobody() {
+    setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
+}
+
+# copy_usage_refused SOURCE TARGET ARGS...: `qbak copy SOURCE TARGET ARGS...`
+# exits 2 (a usage error) with nothing on stdout and one "qbak: " line on
+# stderr (the usage text may follow it), and leaves neither TARGET nor
+# TARGET.part behind.
+copy_usage_refused() {
+    local src=$1 tgt=$2
+    shift 2
+    run --separate-stderr qbak copy "$src" "$tgt" "$@"
+    [ "$status" -eq 2 ] || fail "qbak copy $*: exit $status, expected 2; stderr: $stderr"
+    [ -z "$output" ] || fail "qbak copy $*: wrote on stdout: $output"
+    [[ $stderr == "qbak: "* ]] || fail "qbak copy $*: stderr does not start with 'qbak: ': $stderr"
+    [ "$(grep -c '^qbak: ' <<<"$stderr")" -eq 1 ] || fail "qbak copy $*: not one 'qbak: ' line: $stderr"
+    [ ! -e "$tgt" ] && [ ! -e "$tgt.part" ] || fail "qbak copy $*: left a target"
 }

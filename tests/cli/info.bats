@@ -33,17 +33,6 @@ same_json() {
     [ "$a" = "$b" ] || fail "$1 differs:" $'\n'"qbak:     $a" $'\n'"qemu-img: $b"
 }
 
-# make_chain: base.qcow2 (4M) <- mid.qcow2 (6M) <- top.qcow2 (8M) in the
-# current directory, with relative backing names.
-make_chain() {
-    qemu-img create -q -f qcow2 base.qcow2 4M
-    qemu_io_fmt qcow2 base.qcow2 "write -P 1 0 1M"
-    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 6M
-    qemu_io_fmt qcow2 mid.qcow2 "write -P 2 512k 512k"
-    qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2 8M
-    qemu_io_fmt qcow2 top.qcow2 "write -z 0 128k"
-}
-
 @test "info: has every documented member with the documented type" {
     qemu-img create -q -f qcow2 a.qcow2 8M
     qbak_info a.qcow2

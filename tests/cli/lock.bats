@@ -33,8 +33,8 @@ teardown() {
     kill_daemons
 }
 
-# image IMG: 8 MiB, bitmaps b0 and b1 (4k), some guest data.
-image() {
+# two_bitmap_image IMG: 8 MiB, bitmaps b0 and b1 (4k), some guest data.
+two_bitmap_image() {
     qemu-img create -q -f qcow2 "$1" 8M
     qemu-img bitmap --add "$1" b0
     qemu-img bitmap --add -g 4k "$1" b1
@@ -72,7 +72,7 @@ hold() {
 # and the image is unchanged.
 locked() {
     local before
-    image img.qcow2
+    two_bitmap_image img.qcow2
     hold img.qcow2
     before=$(sha256sum <img.qcow2)
     run --separate-stderr qbak "$@"
@@ -123,7 +123,7 @@ locked() {
 }
 
 @test "lock: info -U reads an image QEMU has open" {
-    image img.qcow2
+    two_bitmap_image img.qcow2
     hold img.qcow2
     run --separate-stderr qbak info -U --json img.qcow2
     [ "$status" -eq 0 ] || fail "exit $status: $stderr"
@@ -132,7 +132,7 @@ locked() {
 }
 
 @test "lock: map -U reads an image QEMU has open" {
-    image img.qcow2
+    two_bitmap_image img.qcow2
     hold img.qcow2
     run --separate-stderr qbak map -U --json img.qcow2
     [ "$status" -eq 0 ] || fail "exit $status: $stderr"
@@ -142,7 +142,7 @@ locked() {
 }
 
 @test "lock: bitmap list -U reads an image QEMU has open (bitmaps shown in use)" {
-    image img.qcow2
+    two_bitmap_image img.qcow2
     hold img.qcow2
     run --separate-stderr qbak bitmap list -U --json img.qcow2
     [ "$status" -eq 0 ] || fail "exit $status: $stderr"
@@ -155,7 +155,7 @@ locked() {
     # has no contents to dump (exit 3, by design).  A raw node with a
     # writable user takes the same locks on the file without touching the
     # qcow2 metadata, so the bitmap stays consistent.
-    image img.qcow2
+    two_bitmap_image img.qcow2
     run --separate-stderr qbak bitmap dump --json img.qcow2 b0
     [ "$status" -eq 0 ] || fail "unlocked dump: exit $status: $stderr"
     before=$output
@@ -194,7 +194,7 @@ qbak_finishes() {
 }
 
 @test "lock: qemu-img info fails with QEMU's lock error while qbak bitmap add holds the image" {
-    image img.qcow2
+    two_bitmap_image img.qcow2
     qbak_stopped bitmap add img.qcow2 x
     run --separate-stderr qemu-img info img.qcow2
     [ "$status" -ne 0 ] || fail "qemu-img info succeeded on an image qbak is writing"
@@ -204,7 +204,7 @@ qbak_finishes() {
 }
 
 @test "lock: qemu-io fails with QEMU's lock error while qbak bitmap add holds the image" {
-    image img.qcow2
+    two_bitmap_image img.qcow2
     qbak_stopped bitmap add img.qcow2 x
     run --separate-stderr qemu-io -c 'read 0 512' img.qcow2
     [ "$status" -ne 0 ] || fail "qemu-io succeeded on an image qbak is writing"
@@ -214,7 +214,7 @@ qbak_finishes() {
 }
 
 @test "lock: a second qbak writer exits 4 while qbak bitmap add holds the image" {
-    image img.qcow2
+    two_bitmap_image img.qcow2
     qbak_stopped bitmap add img.qcow2 x
     run --separate-stderr qbak bitmap add img.qcow2 y
     [ "$status" -eq 4 ] || fail "exit $status, expected 4: $stderr"
@@ -224,7 +224,7 @@ qbak_finishes() {
 }
 
 @test "lock: qemu-img info -U still reads while qbak bitmap add holds the image" {
-    image img.qcow2
+    two_bitmap_image img.qcow2
     qbak_stopped bitmap add img.qcow2 x
     run --separate-stderr qemu-img info -U img.qcow2
     [ "$status" -eq 0 ] || fail "qemu-img info -U: exit $status: $stderr"

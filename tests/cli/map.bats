@@ -107,20 +107,6 @@ teardown() {
     check_map empty.qcow2
 }
 
-# base (4M) <- mid (6M) <- top (8M): writes at every layer, a zero write in
-# top over base data, and a base shorter than the layers above it.
-make_chain() {
-    qemu-img create -q -f qcow2 base.qcow2 4M
-    qemu_io_fmt qcow2 base.qcow2 "write -P 1 0 1M" "write -P 1 3M 64k" \
-        "write -c -P 1 3584k 64k"
-    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 6M
-    qemu_io_fmt qcow2 mid.qcow2 "write -P 2 512k 512k" "write -P 2 4M 64k" \
-        "write -z 3M 64k"
-    qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2 8M
-    qemu_io_fmt qcow2 top.qcow2 "write -z 0 128k" "write -P 3 7M 64k" \
-        "write -P 3 600k 64k" "discard 7M 64k"
-}
-
 @test "map: top of a 3-deep backing chain" {
     make_chain
     check_map top.qcow2

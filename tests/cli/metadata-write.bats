@@ -20,15 +20,6 @@ setup() {
     setup_tmpdir
 }
 
-check_clean() {
-    run --separate-stderr qemu-img check --output=json "$1"
-    [ "$status" -eq 0 ] || fail "qemu-img check $1: $output $stderr"
-    local leaks corr
-    leaks=$(jq -r '.leaks // 0' <<<"$output")
-    corr=$(jq -r '.corruptions // 0' <<<"$output")
-    [ "$leaks" -eq 0 ] && [ "$corr" -eq 0 ] || fail "check $1: $output"
-}
-
 bitmap_names() {
     qemu-img info -U --output=json "$1" |
         jq -r '[."format-specific".data.bitmaps // [] | .[].name] | join(",")'

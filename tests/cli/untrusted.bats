@@ -374,11 +374,6 @@ same_names() {
 # ---------------------------------------------------------------------
 # Files that cannot be opened: exit 3, as root and unprivileged
 
-# as_nobody ARGS...: run ARGS as uid/gid 65534 without groups.
-as_nobody() {
-    setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
-}
-
 @test "untrusted: unopenable files are exit 3 naming the file (root)" {
     qemu-img create -q -f qcow2 img.qcow2 1M
     ln -s loop1 loop2

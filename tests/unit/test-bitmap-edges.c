@@ -12,9 +12,10 @@
 #include <cmocka.h>
 
 #include "helpers.h"
+#include "fixture.h"
 
+/* The image under test, in the scratch directory of fixture.h. */
 struct fixture {
-  char dir[TEST_PATH_MAX];
   char img[TEST_PATH_MAX];
 };
 
@@ -23,12 +24,9 @@ setup (void **state)
 {
   struct fixture *f = calloc (1, sizeof *f);
   assert_non_null (f);
-  test_require_qemu ();
-  test_require_tool ("jq", "jq");
-  test_require_tool ("qemu-nbd", "qemu-utils");
-  test_require_tool ("nbdinfo", "libnbd-bin");
-  test_tmpdir_create (f->dir);
-  test_path (f->img, f->dir, "img.qcow2");
+  fx_setup (state);
+  fx_require_bitmap_oracles ();
+  snprintf (f->img, sizeof f->img, "%s", fx_path ("img.qcow2"));
   *state = f;
   return 0;
 }
@@ -36,10 +34,8 @@ setup (void **state)
 static int
 teardown (void **state)
 {
-  struct fixture *f = *state;
-  test_rmtree (f->dir);
-  free (f);
-  return 0;
+  free (*state);
+  return fx_teardown (state);
 }
 
 /* A fresh image with the bitmaps NAMES (space separated), each dirtied by
@@ -48,14 +44,12 @@ static void
 make_image (struct fixture *f, const char *names)
 {
   char list[256];
-  test_sh ("rm -f '%s' && qemu-img create -q -f qcow2 '%s' 16M", f->img,
-           f->img);
+  fx_make_qcow2 ("img.qcow2", "16M", NULL);
   snprintf (list, sizeof list, "%s", names);
   for (char *save = NULL, *n = strtok_r (list, " ", &save); n;
        n = strtok_r (NULL, " ", &save))
     test_sh ("qemu-img bitmap --add '%s' '%s'", f->img, n);
-  test_sh ("qemu-io -f qcow2 -c 'write -P 1 1M 64k' '%s' >/dev/null",
-           f->img);
+  fx_qemu_io ("qcow2", f->img, "write -P 1 1M 64k", NULL);
 }
 
 /* Apply one operation to the image through the library. */
@@ -99,7 +93,7 @@ static void
 expect_qemu (struct fixture *f, const char *expect)
 {
   char out[4096];
-  test_sh ("qemu-img check -q '%s'", f->img);
+  fx_assert_check_clean (f->img);
   int st = test_sh_status ("test \"$(qemu-img info -U --output=json '%s' | "
                            "jq -r '[.[\"format-specific\"].data.bitmaps // "
                            "[] | .[] | .name + \":\" + (if (.flags | "
@@ -113,17 +107,10 @@ expect_qemu (struct fixture *f, const char *expect)
 
 /* Whether QEMU sees a dirty bit in bitmap NAME: qemu-nbd exports it,
  * nbdinfo maps it. */
-static int
+static bool
 qemu_dirty (struct fixture *f, const char *name)
 {
-  return test_sh_status (
-    "d=$(mktemp -d /tmp/qbak-edge.XXXXXX) && "
-    "qemu-nbd -r -f qcow2 --bitmap '%s' -k $d/s --pid-file $d/pid --fork "
-    "'%s' </dev/null && "
-    "n=$(nbdinfo --json --map=qemu:dirty-bitmap:'%s' "
-    "\"nbd+unix:///?socket=$d/s\" | jq '[.[] | select(.type == 1)] | "
-    "length'); kill $(cat $d/pid); rm -rf $d; test \"$n\" -gt 0",
-    name, f->img, name) == 0;
+  return fx_qemu_dirty_ranges (f->img, name, NULL, 0) > 0;
 }
 
 static void
@@ -199,8 +186,7 @@ test_merge_first_last_only (void **state)
 static void
 copy_clears (struct fixture *f, const char *name, const char *target)
 {
-  char t[TEST_PATH_MAX];
-  test_path (t, f->dir, target);
+  const char *t = fx_path (target);
   struct qbak_copy_opts o = { .source = f->img, .target = t,
                               .sync = QBAK_SYNC_FULL, .bitmap = name,
                               .bitmap_mode = QBAK_BITMAP_MODE_ON_SUCCESS };

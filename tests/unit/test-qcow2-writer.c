@@ -26,97 +26,12 @@
 #include "qbak.h"
 #include "formats/qcow2-writer.h"
 #include "formats/raw-writer.h"
+#include "fixture.h"
 
 #define KiB (1024ULL)
 #define MiB (1024ULL * 1024)
 
-static char tmpdir[PATH_MAX / 2];
-
 /* ---- helpers ---------------------------------------------------------- */
-
-static int
-setup (void **state)
-{
-  const char *base = getenv ("QBAK_TEST_TMPDIR");
-  (void) state;
-  if (!base || !*base)
-    base = "/tmp";
-  if (mkdir (base, 0755) < 0 && errno != EEXIST)
-    return -1;
-  snprintf (tmpdir, sizeof tmpdir, "%s/qcow2-writer.XXXXXX", base);
-  return mkdtemp (tmpdir) ? 0 : -1;
-}
-
-static int
-teardown (void **state)
-{
-  char cmd[PATH_MAX + 32];
-  (void) state;
-  snprintf (cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  return system (cmd) == 0 ? 0 : -1;
-}
-
-/* A path in the test's directory (static buffer, one of 32 in turn: a
- * test keeps fewer paths than that). */
-static const char *
-tpath (const char *name)
-{
-  static char bufs[32][PATH_MAX];
-  static int next;
-  char *p = bufs[next++ % 32];
-  snprintf (p, PATH_MAX, "%s/%s", tmpdir, name);
-  return p;
-}
-
-/* Run a shell command; returns its exit status, and its stdout+stderr in
- * *OUT (malloc'ed) if OUT is not NULL. */
-static int __attribute__((format (printf, 2, 3)))
-run (char **out, const char *fmt, ...)
-{
-  char *cmd, *full, *text = NULL;
-  size_t len = 0, cap = 0;
-  va_list ap;
-  FILE *fp;
-  int status;
-
-  va_start (ap, fmt);
-  assert_true (vasprintf (&cmd, fmt, ap) >= 0);
-  va_end (ap);
-  assert_true (asprintf (&full, "%s 2>&1", cmd) >= 0);
-  fp = popen (full, "r");
-  assert_non_null (fp);
-  for (;;) {
-    if (cap - len < 4096) {
-      cap = cap * 2 + 4096;
-      text = realloc (text, cap);
-      assert_non_null (text);
-    }
-    size_t r = fread (text + len, 1, cap - len - 1, fp);
-    if (r == 0)
-      break;
-    len += r;
-  }
-  text[len] = '\0';
-  status = pclose (fp);
-  if (!WIFEXITED (status) || WEXITSTATUS (status) != 0)
-    print_message ("command: %s\n%s", cmd, text);
-  free (cmd);
-  free (full);
-  if (out)
-    *out = text;
-  else
-    free (text);
-  return WIFEXITED (status) ? WEXITSTATUS (status) : -1;
-}
-
-static void
-assert_check_clean (const char *path)
-{
-  char *out;
-  assert_int_equal (run (&out, "qemu-img check -f qcow2 '%s'", path), 0);
-  assert_non_null (strstr (out, "No errors were found on the image"));
-  free (out);
-}
 
 /* qemu-io reads [OFF, +LEN) of PATH (format FMT) and verifies every byte
  * is PATTERN. */
@@ -125,7 +40,7 @@ assert_reads (const char *fmt, const char *path, int pattern,
               uint64_t off, uint64_t len)
 {
   char *out;
-  assert_int_equal (run (&out, "cd / && qemu-io -r -f %s -c "
+  assert_int_equal (fx_run (&out, "cd / && qemu-io -r -f %s -c "
                          "'read -P 0x%02x %llu %llu' '%s'", fmt, pattern,
                          (unsigned long long) off, (unsigned long long) len,
                          path), 0);
@@ -156,7 +71,7 @@ map_at (const char *path, uint64_t off)
   struct map_ext e = { 0 };
   bool found = false;
 
-  assert_int_equal (run (&out, "qemu-img map -f qcow2 --output=json '%s'",
+  assert_int_equal (fx_run (&out, "qemu-img map -f qcow2 --output=json '%s'",
                          path), 0);
   for (rec = strstr (out, "{"); rec && !found; rec = strstr (rec + 1, "{")) {
     char *end = strchr (rec, '}');
@@ -244,7 +159,7 @@ finish (struct qcow2_writer *w)
 static const char *
 make_data_image (void)
 {
-  const char *path = tpath ("data.qcow2");
+  const char *path = fx_path ("data.qcow2");
   struct qcow2_writer *w = create (path, 1024 * MiB, 64 * KiB);
   write_pattern (w, 0, 64 * KiB, 0x11);
   write_pattern (w, 5 * 64 * KiB, 64 * KiB, 0x22);
@@ -262,19 +177,19 @@ static void
 test_empty_check_clean (void **state)
 {
   (void) state;
-  const char *path = tpath ("empty.qcow2");
+  const char *path = fx_path ("empty.qcow2");
   finish (create (path, 64 * MiB, 64 * KiB));
-  assert_check_clean (path);
+  fx_assert_check_clean (path);
 }
 
 static void
 test_empty_info (void **state)
 {
   (void) state;
-  const char *path = tpath ("empty.qcow2");
+  const char *path = fx_path ("empty.qcow2");
   char *out;
   finish (create (path, 64 * MiB, 64 * KiB));
-  assert_int_equal (run (&out, "qemu-img info -f qcow2 --output=json '%s'",
+  assert_int_equal (fx_run (&out, "qemu-img info -f qcow2 --output=json '%s'",
                          path), 0);
   assert_non_null (strstr (out, "\"virtual-size\": 67108864,"));
   assert_non_null (strstr (out, "\"cluster-size\": 65536,"));
@@ -287,7 +202,7 @@ static void
 test_empty_reads_zeroes (void **state)
 {
   (void) state;
-  const char *path = tpath ("empty.qcow2");
+  const char *path = fx_path ("empty.qcow2");
   finish (create (path, 64 * MiB, 64 * KiB));
   assert_reads ("qcow2", path, 0, 0, 64 * MiB);
 }
@@ -296,9 +211,9 @@ static void
 test_zero_size_check_clean (void **state)
 {
   (void) state;
-  const char *path = tpath ("zero-size.qcow2");
+  const char *path = fx_path ("zero-size.qcow2");
   finish (create (path, 0, 64 * KiB));
-  assert_check_clean (path);
+  fx_assert_check_clean (path);
 }
 
 /* An interrupted target: cluster 0 is still zero, so no tool takes it for
@@ -307,7 +222,7 @@ static void
 test_unfinished_is_not_qcow2 (void **state)
 {
   (void) state;
-  const char *path = tpath ("unfinished.qcow2");
+  const char *path = fx_path ("unfinished.qcow2");
   unsigned char magic[4] = { 1, 1, 1, 1 };
   struct qcow2_writer *w = create (path, 64 * MiB, 64 * KiB);
   write_pattern (w, 0, 128 * KiB, 0x11);
@@ -318,7 +233,7 @@ test_unfinished_is_not_qcow2 (void **state)
   assert_int_equal (pread (fd, magic, 4, 0), 4);
   close (fd);
   assert_memory_equal (magic, "\0\0\0\0", 4);
-  assert_int_not_equal (run (NULL, "qemu-img info -f qcow2 '%s'", path), 0);
+  assert_int_not_equal (fx_run (NULL, "qemu-img info -f qcow2 '%s'", path), 0);
 }
 
 /* ---- qcow2: data and zero clusters ------------------------------------ */
@@ -327,7 +242,7 @@ static void
 test_data_check_clean (void **state)
 {
   (void) state;
-  assert_check_clean (make_data_image ());
+  fx_assert_check_clean (make_data_image ());
 }
 
 static void
@@ -396,15 +311,15 @@ test_run_is_contiguous (void **state)
 static const char *
 make_backed_image (void)
 {
-  const char *base = tpath ("base.qcow2");
-  const char *top = tpath ("top.qcow2");
+  const char *base = fx_path ("base.qcow2");
+  const char *top = fx_path ("top.qcow2");
   struct qcow2_writer_opts o = {
     .size = 8 * MiB, .cluster_size = 64 * KiB,
     .backing_name = "base.qcow2", .backing_format = "qcow2",
   };
   struct qcow2_writer *w;
 
-  assert_int_equal (run (NULL, "qemu-img create -q -f qcow2 '%s' 8M && "
+  assert_int_equal (fx_run (NULL, "qemu-img create -q -f qcow2 '%s' 8M && "
                          "qemu-io -f qcow2 -c 'write -P 0xaa 0 8M' '%s'",
                          base, base), 0);
   w = qcow2_writer_create (top, &o);
@@ -419,7 +334,7 @@ static void
 test_backing_check_clean (void **state)
 {
   (void) state;
-  assert_check_clean (make_backed_image ());
+  fx_assert_check_clean (make_backed_image ());
 }
 
 static void
@@ -428,7 +343,7 @@ test_backing_name_stored (void **state)
   (void) state;
   const char *top = make_backed_image ();
   char *out;
-  assert_int_equal (run (&out, "qemu-img info -f qcow2 --output=json '%s'",
+  assert_int_equal (fx_run (&out, "qemu-img info -f qcow2 --output=json '%s'",
                          top), 0);
   assert_non_null (strstr (out, "\"backing-filename\": \"base.qcow2\""));
   assert_non_null (strstr (out, "\"backing-filename-format\": \"qcow2\""));
@@ -467,7 +382,7 @@ test_backing_data_overrides (void **state)
 static void
 round_trip (uint32_t cs, uint64_t size)
 {
-  const char *path = tpath ("rt.qcow2");
+  const char *path = fx_path ("rt.qcow2");
   struct qcow2_writer *w = create (path, size, cs);
   uint64_t last = (size - 1) / cs * cs;
   char *out;
@@ -478,12 +393,12 @@ round_trip (uint32_t cs, uint64_t size)
   write_pattern (w, last, (size_t) (size - last), 0x5a);
   finish (w);
 
-  assert_check_clean (path);
+  fx_assert_check_clean (path);
   assert_reads ("qcow2", path, 0x11, 0, cs);
   assert_reads ("qcow2", path, 0, cs, 3 * (uint64_t) cs);
   assert_reads ("qcow2", path, 0x33, 4 * (uint64_t) cs, 8 * (uint64_t) cs);
   assert_reads ("qcow2", path, 0x5a, last, size - last);
-  assert_int_equal (run (&out, "qemu-img info -f qcow2 --output=json '%s'",
+  assert_int_equal (fx_run (&out, "qemu-img info -f qcow2 --output=json '%s'",
                          path), 0);
   char want[64];
   snprintf (want, sizeof want, "\"virtual-size\": %llu,",
@@ -533,7 +448,7 @@ static void
 test_refcount_table_multi_cluster (void **state)
 {
   (void) state;
-  const char *path = tpath ("rt512.qcow2");
+  const char *path = fx_path ("rt512.qcow2");
   struct qcow2_writer *w = create (path, 16 * MiB, 512);
   unsigned char hdr[60];
 
@@ -548,7 +463,7 @@ test_refcount_table_multi_cluster (void **state)
   uint32_t rt_clusters = (uint32_t) hdr[56] << 24 | (uint32_t) hdr[57] << 16
                          | (uint32_t) hdr[58] << 8 | hdr[59];
   assert_true (rt_clusters >= 2);
-  assert_check_clean (path);
+  fx_assert_check_clean (path);
   assert_reads ("qcow2", path, 0x10, 0, MiB);
   assert_reads ("qcow2", path, 0x1b, 11 * MiB, MiB);
   assert_reads ("qcow2", path, 0, 12 * MiB, 4 * MiB);
@@ -569,7 +484,7 @@ static void
 test_error_out_of_order_write (void **state)
 {
   (void) state;
-  const char *path = tpath ("ooo.qcow2");
+  const char *path = fx_path ("ooo.qcow2");
   struct qcow2_writer *w = create (path, 64 * MiB, 64 * KiB);
   void *buf = filled (64 * KiB, 0x11);
   assert_int_equal (qcow2_writer_write (w, 128 * KiB, buf, 64 * KiB), 0);
@@ -584,7 +499,7 @@ static void
 test_error_overlapping_zero (void **state)
 {
   (void) state;
-  struct qcow2_writer *w = create (tpath ("ovl.qcow2"), 64 * MiB, 64 * KiB);
+  struct qcow2_writer *w = create (fx_path ("ovl.qcow2"), 64 * MiB, 64 * KiB);
   void *buf = filled (128 * KiB, 0x11);
   assert_int_equal (qcow2_writer_write (w, 0, buf, 128 * KiB), 0);
   assert_int_equal (qcow2_writer_zero (w, 64 * KiB, 128 * KiB), -1);
@@ -597,7 +512,7 @@ static void
 test_error_unaligned_offset (void **state)
 {
   (void) state;
-  struct qcow2_writer *w = create (tpath ("unal.qcow2"), 64 * MiB, 64 * KiB);
+  struct qcow2_writer *w = create (fx_path ("unal.qcow2"), 64 * MiB, 64 * KiB);
   void *buf = filled (64 * KiB, 0x11);
   assert_int_equal (qcow2_writer_write (w, 512, buf, 64 * KiB), -1);
   assert_usage_error ("not aligned");
@@ -609,7 +524,7 @@ static void
 test_error_partial_cluster_not_at_end (void **state)
 {
   (void) state;
-  struct qcow2_writer *w = create (tpath ("part.qcow2"), 64 * MiB, 64 * KiB);
+  struct qcow2_writer *w = create (fx_path ("part.qcow2"), 64 * MiB, 64 * KiB);
   void *buf = filled (4096, 0x11);
   assert_int_equal (qcow2_writer_write (w, 0, buf, 4096), -1);
   assert_usage_error ("not a multiple of the cluster size");
@@ -621,7 +536,7 @@ static void
 test_error_beyond_size (void **state)
 {
   (void) state;
-  struct qcow2_writer *w = create (tpath ("big.qcow2"), 64 * MiB, 64 * KiB);
+  struct qcow2_writer *w = create (fx_path ("big.qcow2"), 64 * MiB, 64 * KiB);
   assert_int_equal (qcow2_writer_zero (w, 64 * MiB - 64 * KiB, 128 * KiB),
                     -1);
   assert_usage_error ("beyond the virtual size");
@@ -634,7 +549,7 @@ static void
 test_error_existing_path (void **state)
 {
   (void) state;
-  const char *path = tpath ("exists.qcow2");
+  const char *path = fx_path ("exists.qcow2");
   struct qcow2_writer_opts o = { .size = 64 * MiB, .cluster_size = 65536 };
   int fd = open (path, O_CREAT | O_WRONLY, 0644);
   assert_true (fd >= 0);
@@ -651,9 +566,9 @@ test_error_bad_cluster_size (void **state)
   static const uint32_t bad[] = { 0, 256, 3000, 65535, 4u << 20 };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     struct qcow2_writer_opts o = { .size = 64 * MiB, .cluster_size = bad[i] };
-    assert_null (qcow2_writer_create (tpath ("bad.qcow2"), &o));
+    assert_null (qcow2_writer_create (fx_path ("bad.qcow2"), &o));
     assert_usage_error ("invalid cluster size");
-    assert_int_equal (access (tpath ("bad.qcow2"), F_OK), -1);
+    assert_int_equal (access (fx_path ("bad.qcow2"), F_OK), -1);
   }
 }
 
@@ -666,7 +581,7 @@ test_error_backing_name_too_long (void **state)
   name[sizeof name - 1] = '\0';
   struct qcow2_writer_opts o = { .size = 64 * MiB, .cluster_size = 512,
                                  .backing_name = name };
-  assert_null (qcow2_writer_create (tpath ("long.qcow2"), &o));
+  assert_null (qcow2_writer_create (fx_path ("long.qcow2"), &o));
   assert_usage_error ("does not fit");
 }
 
@@ -674,7 +589,7 @@ static void
 test_error_write_after_finish (void **state)
 {
   (void) state;
-  struct qcow2_writer *w = create (tpath ("fin.qcow2"), 64 * MiB, 64 * KiB);
+  struct qcow2_writer *w = create (fx_path ("fin.qcow2"), 64 * MiB, 64 * KiB);
   assert_int_equal (qcow2_writer_finish (w), 0);
   assert_int_equal (qcow2_writer_zero (w, 0, 64 * KiB), -1);
   assert_usage_error ("after the image was finished");
@@ -764,8 +679,8 @@ create_resume_target (const char *path)
 static void
 make_base (void)
 {
-  const char *base = tpath ("base.qcow2");
-  assert_int_equal (run (NULL, "qemu-img create -q -f qcow2 '%s' 16M && "
+  const char *base = fx_path ("base.qcow2");
+  assert_int_equal (fx_run (NULL, "qemu-img create -q -f qcow2 '%s' 16M && "
                          "qemu-io -f qcow2 -c 'write -P 0xaa 0 16M' '%s'",
                          base, base), 0);
 }
@@ -775,7 +690,7 @@ make_base (void)
 static const char *
 make_reference (const char *name, int passes)
 {
-  const char *ref = tpath (name);
+  const char *ref = fx_path (name);
   char *cmd, *next;
 
   assert_true (asprintf (&cmd, "qemu-img create -q -f qcow2 -b base.qcow2 "
@@ -795,7 +710,7 @@ make_reference (const char *name, int passes)
     free (cmd);
     cmd = next;
   }
-  assert_int_equal (run (NULL, "%s '%s'", cmd, ref), 0);
+  assert_int_equal (fx_run (NULL, "%s '%s'", cmd, ref), 0);
   free (cmd);
   return ref;
 }
@@ -805,7 +720,7 @@ make_reference (const char *name, int passes)
 static const char *
 make_resumed (int passes)
 {
-  const char *top = tpath ("top.qcow2");
+  const char *top = fx_path ("top.qcow2");
   int failures = 0;
   struct qcow2_writer *w = create_resume_target (top);
 
@@ -841,7 +756,7 @@ same_contents (const char *a, const char *b)
 static void
 assert_same_contents (const char *a, const char *b)
 {
-  assert_int_equal (run (NULL, "cd / && qemu-img compare -f qcow2 -F qcow2 "
+  assert_int_equal (fx_run (NULL, "cd / && qemu-img compare -f qcow2 -F qcow2 "
                          "'%s' '%s'", a, b), 0);
 }
 
@@ -854,7 +769,7 @@ assert_no_tail (const char *path)
   unsigned long long end;
   struct stat st;
 
-  assert_int_equal (run (&out, "qemu-img check -f qcow2 '%s'", path), 0);
+  assert_int_equal (fx_run (&out, "qemu-img check -f qcow2 '%s'", path), 0);
   p = strstr (out, "Image end offset: ");
   assert_non_null (p);
   assert_int_equal (sscanf (p, "Image end offset: %llu", &end), 1);
@@ -865,65 +780,20 @@ assert_no_tail (const char *path)
 
 /* ---- Forked children with fail points --------------------------------- */
 
-/* The fail-point configuration is read once per process, so a scenario
- * runs in a fresh process: this test binary executed again with
- * "--child SCENARIO PATH" and QBAK_FAILPOINT set (common/failpoint.h).
- * Returns the child's wait status. */
-static int
-run_child (const char *scenario, const char *path, const char *failpoint,
-           const char *count_file, const char *log_file)
-{
-  int status;
-  pid_t pid;
-
-  fflush (NULL);
-  pid = fork ();
-  assert_true (pid >= 0);
-  if (pid == 0) {
-    char *argv[] = { (char *) "test-qcow2-writer", (char *) "--child",
-                     (char *) scenario, (char *) path, NULL };
-    unsetenv ("QBAK_FAILPOINT");
-    unsetenv ("QBAK_FAILPOINT_COUNT");
-    unsetenv ("QBAK_FAILPOINT_LOG");
-    if (failpoint)
-      setenv ("QBAK_FAILPOINT", failpoint, 1);
-    if (count_file)
-      setenv ("QBAK_FAILPOINT_COUNT", count_file, 1);
-    if (log_file)
-      setenv ("QBAK_FAILPOINT_LOG", log_file, 1);
-    execv ("/proc/self/exe", argv);
-    _exit (127);
-  }
-  assert_int_equal (waitpid (pid, &status, 0), pid);
-  return status;
-}
-
-static void
-assert_child_ok (int status)
-{
-  if (!WIFEXITED (status) || WEXITSTATUS (status) != 0)
-    print_message ("child status 0x%x\n", (unsigned) status);
-  assert_true (WIFEXITED (status));
-  assert_int_equal (WEXITSTATUS (status), 0);
-}
-
+/* Each scenario runs in a child with QBAK_FAILPOINT set for it alone
+ * (common/failpoint.h, tests/unit/fixture.h). */
 /* How many I/O calls (of any class) SCENARIO makes on a copy of FROM (or
  * on a new file if FROM is NULL) without faults. */
 static unsigned long
 count_io (const char *scenario, const char *from)
 {
-  const char *work = tpath ("count.qcow2");
-  const char *counts = tpath ("counts.txt");
-  char *out;
-  unsigned long n = 0;
+  const char *work = fx_path ("count.qcow2");
+  unsigned long n;
 
   unlink (work);
   if (from)
-    assert_int_equal (run (NULL, "cp '%s' '%s'", from, work), 0);
-  assert_child_ok (run_child (scenario, work, NULL, counts, NULL));
-  assert_int_equal (run (&out, "cat '%s'", counts), 0);
-  assert_int_equal (sscanf (strstr (out, "any "), "any %lu", &n), 1);
-  free (out);
+    assert_int_equal (fx_run (NULL, "cp '%s' '%s'", from, work), 0);
+  n = fx_count_io (scenario, work, "any");
   unlink (work);
   return n;
 }
@@ -1061,8 +931,8 @@ static void
 test_retry_after_eio (void **state)
 {
   (void) state;
-  const char *top = tpath ("top.qcow2");
-  const char *log = tpath ("fp.log");
+  const char *top = fx_path ("top.qcow2");
+  const char *log = fx_path ("fp.log");
   const char *ref;
   unsigned long total;
   unsigned flushes = 0;
@@ -1078,14 +948,15 @@ test_retry_after_eio (void **state)
     unlink (top);
     unlink (log);
     snprintf (fp, sizeof fp, "any:%lu:eio", n);
-    status = run_child ("pass1-retry", top, fp, NULL, log);
+    status = fx_child_run ("pass1-retry", top,
+                           &(struct fx_faults) { fp, NULL, log });
     assert_int_equal (stat (log, &st), 0);     /* the fault did happen */
     if (WIFEXITED (status) && WEXITSTATUS (status) == CHILD_FLUSH_REFUSED) {
       flushes++;
       continue;
     }
-    assert_child_ok (status);
-    assert_check_clean (top);
+    fx_assert_exited (status, 0);
+    fx_assert_check_clean (top);
     assert_same_contents (ref, top);
   }
   /* finish flushes twice: before and after the header write. */
@@ -1107,9 +978,9 @@ static void
 test_retry_after_eio_resumed (void **state)
 {
   (void) state;
-  const char *old = tpath ("old.qcow2");
-  const char *work = tpath ("work.qcow2");
-  const char *log = tpath ("fp.log");
+  const char *old = fx_path ("old.qcow2");
+  const char *work = fx_path ("work.qcow2");
+  const char *log = fx_path ("fp.log");
   const char *ref;
   unsigned long total;
   unsigned flushes = 0;
@@ -1124,11 +995,12 @@ test_retry_after_eio_resumed (void **state)
   for (unsigned long n = 1; n <= total; n++) {
     struct stat st;
     unlink (log);
-    assert_int_equal (run (NULL, "cp '%s' '%s'", old, work), 0);
+    assert_int_equal (fx_run (NULL, "cp '%s' '%s'", old, work), 0);
     snprintf (fp, sizeof fp, "any:%lu:eio", n);
-    status = run_child ("pass2-retry", work, fp, NULL, log);
+    status = fx_child_run ("pass2-retry", work,
+                           &(struct fx_faults) { fp, NULL, log });
     assert_int_equal (stat (log, &st), 0);
-    assert_check_clean (work);
+    fx_assert_check_clean (work);
     if (WIFEXITED (status) && WEXITSTATUS (status) == CHILD_FLUSH_REFUSED) {
       /* Refused for good: before the header write the old image stays,
        * after it (in the page cache) the new one. */
@@ -1137,7 +1009,7 @@ test_retry_after_eio_resumed (void **state)
       flushes++;
       continue;
     }
-    assert_child_ok (status);
+    fx_assert_exited (status, 0);
     assert_same_contents (ref, work);
   }
   assert_int_equal (flushes, 2);
@@ -1159,11 +1031,13 @@ static void
 test_skip_after_error (void **state)
 {
   (void) state;
-  const char *top = tpath ("top.qcow2");
+  const char *top = fx_path ("top.qcow2");
 
   make_base ();
-  assert_child_ok (run_child ("skip", top, "write:5:eio", NULL, NULL));
-  assert_check_clean (top);
+  fx_assert_exited (fx_child_run ("skip", top,
+                                  &(struct fx_faults) { "write:5:eio" }),
+                    0);
+  fx_assert_check_clean (top);
   assert_no_tail (top);
   assert_reads ("qcow2", top, 0x11, 0, 16 * KiB);
   assert_reads ("qcow2", top, 0xaa, 16 * KiB, 6 * MiB - 16 * KiB);
@@ -1180,12 +1054,13 @@ static void
 test_finish_after_error (void **state)
 {
   (void) state;
-  const char *top = tpath ("top.qcow2");
+  const char *top = fx_path ("top.qcow2");
 
   make_base ();
-  assert_child_ok (run_child ("skip-finish", top, "write:5:eio", NULL,
-                              NULL));
-  assert_check_clean (top);
+  fx_assert_exited (fx_child_run ("skip-finish", top,
+                                  &(struct fx_faults) { "write:5:eio" }),
+                    0);
+  fx_assert_check_clean (top);
   assert_no_tail (top);
   assert_reads ("qcow2", top, 0x11, 0, 16 * KiB);
   assert_reads ("qcow2", top, 0xaa, 16 * KiB, 16 * MiB - 16 * KiB);
@@ -1204,7 +1079,7 @@ test_reopen_second_pass (void **state)
   make_base ();
   ref = make_reference ("ref.qcow2", 2);
   top = make_resumed (2);
-  assert_check_clean (top);
+  fx_assert_check_clean (top);
   assert_same_contents (ref, top);
 }
 
@@ -1217,7 +1092,7 @@ test_reopen_keeps_backing (void **state)
 
   make_base ();
   top = make_resumed (2);
-  assert_int_equal (run (&out, "qemu-img info -f qcow2 --output=json '%s'",
+  assert_int_equal (fx_run (&out, "qemu-img info -f qcow2 --output=json '%s'",
                          top), 0);
   assert_non_null (strstr (out, "\"backing-filename\": \"base.qcow2\""));
   assert_non_null (strstr (out, "\"backing-filename-format\": \"qcow2\""));
@@ -1241,7 +1116,7 @@ test_reopen_twice (void **state)
   make_base ();
   ref = make_reference ("ref.qcow2", 3);
   top = make_resumed (3);
-  assert_check_clean (top);
+  fx_assert_check_clean (top);
   assert_same_contents (ref, top);
 }
 
@@ -1268,18 +1143,18 @@ static void
 test_reopen_unfinished_keeps_old (void **state)
 {
   (void) state;
-  const char *top, *old = tpath ("old.qcow2");
+  const char *top, *old = fx_path ("old.qcow2");
   struct qcow2_writer *w;
   int failures = 0;
 
   make_base ();
   top = make_resumed (1);
-  assert_int_equal (run (NULL, "cp '%s' '%s'", top, old), 0);
+  assert_int_equal (fx_run (NULL, "cp '%s' '%s'", top, old), 0);
   w = qcow2_writer_reopen (top);
   assert_non_null (w);
   assert_int_equal (run_pass (w, 2, false, &failures), 0);
   qcow2_writer_free (w);
-  assert_check_clean (top);
+  fx_assert_check_clean (top);
   assert_same_contents (old, top);
 }
 
@@ -1298,8 +1173,8 @@ static void
 test_reopen_refuses_compression_type (void **state)
 {
   (void) state;
-  const char *path = tpath ("zstd.qcow2");
-  assert_int_equal (run (NULL, "qemu-img create -q -f qcow2 -o "
+  const char *path = fx_path ("zstd.qcow2");
+  assert_int_equal (fx_run (NULL, "qemu-img create -q -f qcow2 -o "
                          "compression_type=zstd '%s' 16M", path), 0);
   assert_reopen_refused (path, "compression type");
 }
@@ -1308,8 +1183,8 @@ static void
 test_reopen_refuses_v2 (void **state)
 {
   (void) state;
-  const char *path = tpath ("v2.qcow2");
-  assert_int_equal (run (NULL, "qemu-img create -q -f qcow2 -o compat=0.10 "
+  const char *path = fx_path ("v2.qcow2");
+  assert_int_equal (fx_run (NULL, "qemu-img create -q -f qcow2 -o compat=0.10 "
                          "'%s' 16M", path), 0);
   assert_reopen_refused (path, "version 2");
 }
@@ -1319,8 +1194,8 @@ static void
 test_reopen_refuses_qemu_image (void **state)
 {
   (void) state;
-  const char *path = tpath ("qemu.qcow2");
-  assert_int_equal (run (NULL, "qemu-img create -q -f qcow2 '%s' 16M",
+  const char *path = fx_path ("qemu.qcow2");
+  assert_int_equal (fx_run (NULL, "qemu-img create -q -f qcow2 '%s' 16M",
                          path), 0);
   assert_reopen_refused (path, "header extension");
 }
@@ -1329,7 +1204,7 @@ static void
 test_reopen_refuses_unfinished (void **state)
 {
   (void) state;
-  const char *path = tpath ("unfinished.qcow2");
+  const char *path = fx_path ("unfinished.qcow2");
   struct qcow2_writer *w = create (path, 64 * MiB, 64 * KiB);
   write_pattern (w, 0, 64 * KiB, 0x11);
   qcow2_writer_free (w);
@@ -1344,32 +1219,29 @@ static void
 test_resume_crash_at_every_io (void **state)
 {
   (void) state;
-  const char *old = tpath ("old.qcow2"), *new = tpath ("new.qcow2");
-  const char *work = tpath ("work.qcow2");
+  const char *old = fx_path ("old.qcow2"), *new = fx_path ("new.qcow2");
+  const char *work = fx_path ("work.qcow2");
   unsigned long total;
   unsigned n_old = 0, n_new = 0;
   char fp[32];
 
   make_base ();
   assert_int_equal (rename (make_resumed (1), old), 0);
-  assert_int_equal (run (NULL, "cp '%s' '%s'", old, new), 0);
-  assert_child_ok (run_child ("pass2", new, NULL, NULL, NULL));
+  assert_int_equal (fx_run (NULL, "cp '%s' '%s'", old, new), 0);
+  fx_assert_exited (fx_child_run ("pass2", new, NULL), 0);
   assert_same_contents (make_reference ("ref.qcow2", 2), new);
   total = count_io ("pass2", old);
   assert_true (total > 10);
   for (unsigned long n = 1; n <= total; n++) {
     int status, r;
-    char *out;
-    assert_int_equal (run (NULL, "cp '%s' '%s'", old, work), 0);
+    assert_int_equal (fx_run (NULL, "cp '%s' '%s'", old, work), 0);
     snprintf (fp, sizeof fp, "any:%lu:abort", n);
-    status = run_child ("pass2", work, fp, NULL, NULL);
-    assert_true (WIFSIGNALED (status));
-    assert_int_equal (WTERMSIG (status), SIGABRT);
-    r = run (&out, "qemu-img check -f qcow2 '%s'", work);
+    status = fx_child_run ("pass2", work, &(struct fx_faults) { fp });
+    fx_assert_signaled (status, SIGABRT);
+    r = fx_qemu_check (work);
     if (r != 0 && r != 3)              /* 3: leaks only */
-      print_message ("crash at I/O %lu:\n%s", n, out);
+      print_message ("crash at I/O %lu\n", n);
     assert_true (r == 0 || r == 3);
-    free (out);
     if (same_contents (old, work))
       n_old++;
     else {
@@ -1378,8 +1250,8 @@ test_resume_crash_at_every_io (void **state)
     }
     /* The job runs again: resuming the crashed file gives the new image,
      * without leaks. */
-    assert_child_ok (run_child ("pass2", work, NULL, NULL, NULL));
-    assert_check_clean (work);
+    fx_assert_exited (fx_child_run ("pass2", work, NULL), 0);
+    fx_assert_check_clean (work);
     assert_same_contents (new, work);
   }
   /* Before the header write the old image, after it the new one. */
@@ -1402,8 +1274,8 @@ test_resume_crash_at_every_io_batched (void **state)
 static const char *
 make_raw (void)
 {
-  const char *out = tpath ("out.raw");
-  const char *exp = tpath ("expected.raw");
+  const char *out = fx_path ("out.raw");
+  const char *exp = fx_path ("expected.raw");
   struct raw_writer *w = raw_writer_create (out, 64 * MiB);
   void *a = filled (64 * KiB, 0x11), *b = filled (128 * KiB, 0x22);
   void *c = filled (512, 0x33);
@@ -1419,7 +1291,7 @@ make_raw (void)
   free (b);
   free (c);
 
-  assert_int_equal (run (NULL, "qemu-img create -q -f raw '%s' 64M && "
+  assert_int_equal (fx_run (NULL, "qemu-img create -q -f raw '%s' 64M && "
                          "qemu-io -f raw -c 'write -P 0x11 1M 64k' "
                          "-c 'write -P 0x22 40M 128k' "
                          "-c 'write -P 0x33 67108352 512' '%s'", exp, exp),
@@ -1433,8 +1305,8 @@ test_raw_matches_expected (void **state)
   (void) state;
   const char *out = make_raw ();
   struct stat st;
-  assert_int_equal (run (NULL, "qemu-img compare -f raw -F raw '%s' '%s'",
-                         tpath ("expected.raw"), out), 0);
+  assert_int_equal (fx_run (NULL, "qemu-img compare -f raw -F raw '%s' '%s'",
+                         fx_path ("expected.raw"), out), 0);
   assert_int_equal (stat (out, &st), 0);
   assert_int_equal (st.st_size, 64 * MiB);
 }
@@ -1452,7 +1324,7 @@ static void
 test_raw_out_of_order (void **state)
 {
   (void) state;
-  struct raw_writer *w = raw_writer_create (tpath ("ooo.raw"), 64 * MiB);
+  struct raw_writer *w = raw_writer_create (fx_path ("ooo.raw"), 64 * MiB);
   void *buf = filled (4096, 0x11);
   assert_non_null (w);
   assert_int_equal (raw_writer_write (w, MiB, buf, 4096), 0);
@@ -1466,7 +1338,7 @@ static void
 test_raw_existing_path (void **state)
 {
   (void) state;
-  const char *path = tpath ("exists.raw");
+  const char *path = fx_path ("exists.raw");
   int fd = open (path, O_CREAT | O_WRONLY, 0644);
   assert_true (fd >= 0);
   close (fd);
@@ -1475,12 +1347,12 @@ test_raw_existing_path (void **state)
   assert_usage_error (path);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown (f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown (f, fx_setup, fx_teardown)
 
 int
 main (int argc, char **argv)
 {
-  if (argc == 4 && strcmp (argv[1], "--child") == 0)
+  if (fx_is_child (argc, argv))
     return child_main (argv[2], argv[3]);
 
   const struct CMUnitTest tests[] = {
