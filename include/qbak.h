@@ -388,8 +388,8 @@ struct qbak_group_opts {
   size_t n_jobs;
   enum qbak_completion_mode completion;
   /* Quiesce hooks around the group's point in time (run with /bin/sh -c
-   * on the calling thread).  If the freeze command was started, the thaw
-   * command always runs. */
+   * in a process of their own, waited for on the calling thread).  If
+   * the freeze command was started, the thaw command always runs. */
   const char *freeze_cmd;
   const char *thaw_cmd;
   unsigned freeze_timeout;      /* seconds; 0 = 60 */

@@ -417,13 +417,3 @@ out:
   plan_free (&p);
   return ret;
 }
-
-int
-qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
-                          const struct dirty_bitmap *data)
-{
-  struct qbak_internal_bitmap_change c = {
-    QBAK_INTERNAL_BITMAP_SET, name, data,
-  };
-  return qbak_internal_bitmap_update (h, &c, 1);
-}

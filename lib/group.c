@@ -248,16 +248,12 @@ out:
   for (size_t i = 0; i < n; i++)
     job_free (jobs[i]);
   free (jobs);
-  if (ret < 0) {
-    if (fe.msg) {
-      qbak_internal_error_restore (cancelled ? STATUS_CANCELLED
-                                             : fe.status, fe.errnum, fe.msg);
-      error_set_hint (fe.hint);
-    }
-    free (fe.msg);
+  if (ret < 0 && fe.msg) {
+    qbak_internal_error_restore (cancelled ? STATUS_CANCELLED
+                                           : fe.status, fe.errnum, fe.msg);
+    error_set_hint (fe.hint);
   }
-  else
-    free (fe.msg);
+  free (fe.msg);
   return ret;
 }
 

@@ -4,8 +4,10 @@
  *
  *   job_prepare   arguments, source (locked, validated), bitmap, target
  *   job_plan      the point in time: sync set, copy set, successor
- *   job_copy      the copy loop (cancel, error policy, retries)
- *   job_complete  target durable; renamed into place; bitmap per mode
+ *   job_copy      the copy loop (cancel, error policy, retries), in
+ *                 copy-loop.c
+ *   job_finish_target, job_promote
+ *                 target durable; renamed into place; bitmap per mode
  *   job_fail      failure or cancel: partial target kept durable as
  *                 TARGET.part, bitmap per mode (QEMU's semantics)
  */
