@@ -148,7 +148,8 @@ qbak_image_pread (struct qbak_image *h, void *buf, uint64_t count,
                      "with its chain to read it", h->img->filename);
     return -1;
   }
-  return image_read (h->img, buf, count, offset);
+  /* The public call fails with -1 whatever kind of failure it was. */
+  return image_read (h->img, buf, count, offset) < 0 ? -1 : 0;
 }
 
 struct qcow2_bitmap *
