@@ -28,6 +28,8 @@ int report_error (void);
  * the library called it a usage error (an argument combination it
  * refuses). */
 int report_error_usage (const char *usage);
+/* The text qbak appends to a library message for HINT, or NULL. */
+const char *hint_text (enum qbak_hint hint);
 /* Print "qbak: MSG. Try 'qbak CMD --help'." as one line on stderr, CMD
  * being the command USAGE (its usage text) belongs to; return EXIT_USAGE. */
 int usage_error (const char *usage, const char *fmt, ...)

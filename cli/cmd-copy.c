@@ -1,6 +1,8 @@
 /* qbak copy SRC TARGET --sync ...: one backup job, QEMU's vocabulary. */
 #include <inttypes.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -127,15 +129,29 @@ on_signal (int sig)
   cancel_requested = 1;
 }
 
+static const char *
+outcome_name (const struct qbak_copy_result *r)
+{
+  const char *name = qbak_outcome_name (r->outcome);
+  return name ? name : "failed";
+}
+
 static json_object *
 result_json (const struct qbak_copy_result *r, const char *target)
 {
   json_object *o = json_object_new_object ();
   json_object_object_add (o, "target", json_object_new_string (target));
   json_object_object_add (o, "status", json_object_new_string (
-                            r->outcome ? r->outcome : "failed"));
-  if (r->error[0])
-    json_object_object_add (o, "error", json_object_new_string (r->error));
+                            outcome_name (r)));
+  if (r->error[0]) {
+    const char *hint = hint_text (r->error_hint);
+    char *msg = NULL;
+    if (!hint || asprintf (&msg, "%s%s", r->error, hint) < 0)
+      msg = NULL;
+    json_object_object_add (o, "error",
+                            json_object_new_string (msg ? msg : r->error));
+    free (msg);
+  }
   json_object_object_add (o, "virtual-size", json_u64 (r->virtual_size));
   json_object_object_add (o, "cluster-size", json_u64 (r->cluster_size));
   json_object_object_add (o, "bytes-planned", json_u64 (r->bytes_planned));
@@ -149,10 +165,11 @@ result_json (const struct qbak_copy_result *r, const char *target)
   double mbs = r->seconds > 0 ? (double) r->bytes_copied / 1e6 / r->seconds
                               : 0;
   json_object_object_add (o, "mb-per-second", json_object_new_double (mbs));
-  if (r->bitmap_state) {
+  const char *bitmap_state = qbak_bitmap_state_name (r->bitmap_state);
+  if (bitmap_state) {
     json_object *b = json_object_new_object ();
     json_object_object_add (b, "state",
-                            json_object_new_string (r->bitmap_state));
+                            json_object_new_string (bitmap_state));
     json_object_object_add (b, "dirty-bytes",
                             json_u64 (r->bitmap_dirty_bytes));
     json_object_object_add (o, "bitmap", b);
@@ -165,14 +182,15 @@ print_text (const struct qbak_copy_result *r, const char *target)
 {
   printf ("%s: %s: copied %.1f MiB in %" PRIu64 " clusters (%" PRIu64
           " zero clusters, %.1f MiB skipped) in %.2f s", target,
-          r->outcome ? r->outcome : "failed",
+          outcome_name (r),
           (double) r->bytes_copied / 1048576.0, r->clusters_copied,
           r->zero_clusters, (double) r->bytes_skipped / 1048576.0,
           r->seconds);
   if (r->clusters_left)
     printf ("; %" PRIu64 " clusters left", r->clusters_left);
-  if (r->bitmap_state)
-    printf ("; bitmap %s", r->bitmap_state);
+  const char *bitmap_state = qbak_bitmap_state_name (r->bitmap_state);
+  if (bitmap_state)
+    printf ("; bitmap %s", bitmap_state);
   printf ("\n");
 }
 
@@ -203,14 +221,16 @@ parse_job (char *spec, struct qbak_copy_opts *o)
 int
 cmd_copy (int argc, char **argv)
 {
-  struct qbak_copy_opts o = { .bitmap_mode = QBAK_BITMAP_MODE_UNSET };
-  struct qbak_group_opts g = { .completion = QBAK_COMPLETION_GROUPED };
+  struct qbak_copy_opts o;
+  struct qbak_group_opts g;
   bool json = false, have_sync = false, have_completion = false;
   char **specs = NULL;
   size_t n_specs = 0;
   uint64_t cs = 0;
   int c, ret = EXIT_USAGE;
 
+  qbak_copy_opts_init (&o);
+  qbak_group_opts_init (&g);
   while ((c = getopt_long (argc, argv, short_options, long_options,
                            NULL)) != -1) {
     switch (c) {
@@ -258,8 +278,9 @@ cmd_copy (int argc, char **argv)
                             "raw)", optarg);
       break;
     case OPT_ON_ERROR:
-      if (strcmp (optarg, "report") == 0) o.on_error_ignore = false;
-      else if (strcmp (optarg, "ignore") == 0) o.on_error_ignore = true;
+      if (strcmp (optarg, "report") == 0) o.on_error = QBAK_ON_ERROR_REPORT;
+      else if (strcmp (optarg, "ignore") == 0)
+        o.on_error = QBAK_ON_ERROR_IGNORE;
       else {
         free (specs);
         return usage_error (usage_line, "copy: invalid --on-error '%s' "
@@ -374,6 +395,7 @@ cmd_copy (int argc, char **argv)
     goto out;
   }
   for (size_t i = 0; i < n_jobs; i++) {
+    qbak_copy_result_init (&results[i]);
     jobs[i] = o;
     if (n_specs && parse_job (specs[i], &jobs[i]) < 0) {
       ret = usage_error (usage_line, "copy: invalid --job (expected "

@@ -8,10 +8,12 @@
 
 #include "cli/cli.h"
 
+static void print_error_line (const char *usage);
+
 int
 report_error (void)
 {
-  fprintf (stderr, "%s: %s\n", progname, qbak_get_error ());
+  print_error_line (NULL);
   switch (qbak_get_status ()) {
   case QBAK_STATUS_USAGE: return EXIT_USAGE;
   case QBAK_STATUS_INVALID: return EXIT_UNUSABLE;
@@ -57,6 +59,65 @@ print_usage_line (const char *usage, const char *msg)
   fputc ('\n', stderr);
 }
 
+/* What a hint means in qbak's words: appended as is to the library's
+ * message, separator included, so the line reads as one sentence.  NULL
+ * for no hint (or one this program does not know). */
+const char *
+hint_text (enum qbak_hint hint)
+{
+  switch (hint) {
+  /* The backup job and its bitmaps (lib/job*.c, lib/bitmap-*.c). */
+  case QBAK_HINT_LIST_BITMAPS:
+    return " ('qbak bitmap list' shows them)";
+  case QBAK_HINT_NEED_BITMAP:
+    return "; give --bitmap";
+  case QBAK_HINT_NEED_BITMAP_MODE:
+    return "; give --bitmap-mode";
+  case QBAK_HINT_BACKING_CONFLICT:
+    return "; give --backing or --no-backing, not both";
+  case QBAK_HINT_BACKING_FORMAT_ALONE:
+    return "; -F goes with --backing";
+  case QBAK_HINT_NEED_BACKING:
+    return ": give --backing PREV (the previous backup), or"
+           " --no-backing if a target without one is meant";
+  case QBAK_HINT_PARTIAL_EXISTS:
+    return "; or finish it with the same command and --resume";
+  case QBAK_HINT_BACKING_FORMAT_GUESSED:
+    return "; qbak reads a backing file as qcow2 unless -F gives its"
+           " format (-F raw for a raw backup)";
+  case QBAK_HINT_NOT_OUR_PARTIAL:
+    return "; remove it and run without --resume";
+  case QBAK_HINT_PARTIAL_OF_OTHER_JOB:
+    return "; run without --resume to start again";
+  case QBAK_HINT_RESUME_TO_FINISH:
+    return ": run the same command with --resume to finish";
+  case QBAK_HINT_RUN_AGAIN:
+    return ": run the same command again";
+  case QBAK_HINT_RESUME_AGAIN:
+    return ": run the same command with --resume again";
+  case QBAK_HINT_REMOVE_IN_USE_COMPANION:
+    return " ('qbak bitmap remove' removes it; then 'qbak copy --sync "
+           "full')";
+  default:
+    return NULL;
+  }
+}
+
+/* The library's message with its hint's text. */
+static void
+print_error_line (const char *usage)
+{
+  const char *hint = hint_text (qbak_get_error_hint ());
+  char *msg = NULL;
+  if (!hint || asprintf (&msg, "%s%s", qbak_get_error (), hint) < 0)
+    msg = NULL;
+  if (usage)
+    print_usage_line (usage, msg ? msg : qbak_get_error ());
+  else
+    fprintf (stderr, "%s: %s\n", progname, msg ? msg : qbak_get_error ());
+  free (msg);
+}
+
 int
 report_error_usage (const char *usage)
 {
@@ -64,7 +125,7 @@ report_error_usage (const char *usage)
    * was fine, the file system said no (those errors carry an errno). */
   if (qbak_get_status () != QBAK_STATUS_USAGE || qbak_get_errno () != 0)
     return report_error ();
-  print_usage_line (usage, qbak_get_error ());
+  print_error_line (usage);
   return EXIT_USAGE;
 }
 

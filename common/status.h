@@ -21,6 +21,34 @@ enum status {
  * API re-exports these as enum qbak_hint.  Add values at the end. */
 enum hint {
   HINT_NONE = 0,
+  /* no bitmap of that name: list the image's bitmaps */
+  HINT_LIST_BITMAPS,
+  /* the sync or bitmap mode needs a bitmap named */
+  HINT_NEED_BITMAP,
+  /* a bitmap was named without a bitmap mode */
+  HINT_NEED_BITMAP_MODE,
+  /* a backing file was both given and refused */
+  HINT_BACKING_CONFLICT,
+  /* a backing format was given without a backing file */
+  HINT_BACKING_FORMAT_ALONE,
+  /* an incremental needs a backing file, or no_backing */
+  HINT_NEED_BACKING,
+  /* an interrupted job's partial target is there: resume it */
+  HINT_PARTIAL_EXISTS,
+  /* the backing file was read as qcow2: give its format */
+  HINT_BACKING_FORMAT_GUESSED,
+  /* the partial is not this job's: remove it, do not resume */
+  HINT_NOT_OUR_PARTIAL,
+  /* the partial was made for other options: do not resume */
+  HINT_PARTIAL_OF_OTHER_JOB,
+  /* the failed job kept its partial: resume the job to finish */
+  HINT_RESUME_TO_FINISH,
+  /* the failed job changed nothing: run the same job again */
+  HINT_RUN_AGAIN,
+  /* the failed resumed job changed nothing: resume it again */
+  HINT_RESUME_AGAIN,
+  /* a companion bitmap is in use: remove it, back up in full */
+  HINT_REMOVE_IN_USE_COMPANION,
 };
 
 #endif

@@ -40,7 +40,7 @@ image_read (struct image *img, void *buf, uint64_t count, uint64_t offset)
     if (ext.length == 0 || ext.length > n) {
       set_invalid ("%s: internal error: bad extent length at %" PRIu64,
                    img->filename, offset);
-      return -1;
+      return IMAGE_ERR_BUG;
     }
     n = ext.length;
     switch (ext.state) {
@@ -53,8 +53,9 @@ image_read (struct image *img, void *buf, uint64_t count, uint64_t offset)
       break;
     case LAYER_UNALLOCATED:
       if (img->backing) {
-        if (image_read (img->backing, p, n, offset) < 0)
-          return -1;
+        int r = image_read (img->backing, p, n, offset);
+        if (r < 0)
+          return r;
       }
       else
         memset (p, 0, n);
@@ -125,4 +126,33 @@ image_chain_status (struct image *img, uint64_t offset, uint64_t length,
   out->depth = depth;
   out->length = length;
   return 0;
+}
+
+bool
+image_can_hold_bitmaps (const struct image *img)
+{
+  return img->ops->can_hold_bitmaps;
+}
+
+int
+image_check_writable (struct image *img)
+{
+  return img->ops->check_writable ? img->ops->check_writable (img) : 0;
+}
+
+void
+image_describe (struct image *img, struct image_details *details)
+{
+  memset (details, 0, sizeof *details);
+  if (img->ops->describe)
+    img->ops->describe (img, details);
+}
+
+/* 64 KiB, QEMU's default cluster size, where the source has none to keep
+ * (raw) or one a qcow2 target should not inherit (qcow v1). */
+uint32_t
+image_target_cluster_size (const struct image *img)
+{
+  return img->ops->target_cluster_size ? img->ops->target_cluster_size (img)
+                                       : 65536;
 }

@@ -36,6 +36,22 @@ struct layer_extent {
 
 struct image;
 
+/* What a format says about one image beyond the common fields, in terms
+ * that name no format's structures (qemu-img info's format-specific
+ * part).  Zero where the format has no such thing. */
+struct image_details {
+  uint32_t version;
+  uint32_t refcount_bits;
+  const char *compression_type;  /* "zlib", "zstd" or NULL */
+  bool extended_l2;
+  bool lazy_refcounts;
+  bool dirty;
+  bool bitmaps_consistent;
+  const char *data_file;         /* external data file as stored, or NULL */
+  bool data_file_raw;
+  uint64_t incompatible_features, compatible_features, autoclear_features;
+};
+
 struct image_ops {
   const char *name;
   /* Describe this layer at OFFSET: fill EXT with the longest run of equal
@@ -46,6 +62,16 @@ struct image_ops {
   int (*read_layer) (struct image *img, void *buf, uint64_t count,
                      uint64_t offset);
   void (*close) (struct image *img);
+  /* Whether the format stores persistent dirty bitmaps. */
+  bool can_hold_bitmaps;
+  /* Refuse (0 or -1 with the error set) metadata writes the image cannot
+   * take safely; NULL: nothing to refuse. */
+  int (*check_writable) (struct image *img);
+  /* Fill DETAILS (zeroed by the caller); NULL: none. */
+  void (*describe) (struct image *img, struct image_details *details);
+  /* Cluster size of a backup target made from this image; NULL: the
+   * default, 64 KiB. */
+  uint32_t (*target_cluster_size) (const struct image *img);
 };
 
 struct image {
@@ -96,7 +122,11 @@ struct image *image_open (const char *path, const char *format,
 void image_close (struct image *img);
 
 /* image.c */
-/* Guest read through the chain; beyond a shorter backing file: zeroes. */
+/* What image_read returns (with the error set) when a format broke its own
+ * rules: a bug, not bad data, so no caller should skip past it. */
+#define IMAGE_ERR_BUG (-2)
+/* Guest read through the chain; beyond a shorter backing file: zeroes.
+ * 0, -1, or IMAGE_ERR_BUG. */
 int image_read (struct image *img, void *buf, uint64_t count, uint64_t offset);
 
 /* One extent of the chain as qemu-img map reports it. */
@@ -109,6 +139,13 @@ struct chain_extent {
 /* Describe the chain at OFFSET (length capped at LENGTH). */
 int image_chain_status (struct image *img, uint64_t offset, uint64_t length,
                         struct chain_extent *ext);
+
+/* The format's answers (image_ops), with their defaults where a format
+ * has none. */
+bool image_can_hold_bitmaps (const struct image *img);
+int image_check_writable (struct image *img);
+void image_describe (struct image *img, struct image_details *details);
+uint32_t image_target_cluster_size (const struct image *img);
 
 /* raw.c, qcow2.c, qcow1.c: format constructors used by probe.c. */
 struct image *raw_open (struct qbak_file *file, const char *path);

@@ -160,6 +160,8 @@ static const struct image_ops qcow1_ops = {
   .block_status = qcow1_block_status,
   .read_layer = qcow1_read_layer,
   .close = qcow1_close,
+  .can_hold_bitmaps = false,   /* no bitmaps, no metadata to write, a
+                                 64 KiB target */
 };
 
 /* Parse the v1 header and L1 table that the map needs. */

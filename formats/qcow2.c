@@ -58,11 +58,48 @@ qcow2_close (struct image *img)
   free (s);
 }
 
+static int
+qcow2_check_writable_op (struct image *img)
+{
+  return qcow2_check_writable (to_qcow2 (img));
+}
+
+static void
+qcow2_describe (struct image *img, struct image_details *d)
+{
+  struct qcow2 *s = to_qcow2 (img);
+  d->version = s->version;
+  d->refcount_bits = 1u << s->refcount_order;
+  d->compression_type = s->compression_type == 1 ? "zstd" : "zlib";
+  d->extended_l2 = s->extended_l2;
+  d->lazy_refcounts = s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS;
+  d->dirty = s->incompatible_features & QCOW2_INCOMPAT_DIRTY;
+  d->bitmaps_consistent = !s->has_bitmaps_ext ||
+                          (s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
+  d->data_file = s->data_file_name;
+  d->data_file_raw = s->autoclear_features & QCOW2_AUTOCLEAR_DATA_RAW;
+  d->incompatible_features = s->incompatible_features;
+  d->compatible_features = s->compatible_features;
+  d->autoclear_features = s->autoclear_features;
+}
+
+/* A target keeps a qcow2 source's cluster size: the granularity its
+ * allocation already has. */
+static uint32_t
+qcow2_target_cluster_size (const struct image *img)
+{
+  return img->cluster_size;
+}
+
 static const struct image_ops qcow2_ops = {
   .name = "qcow2",
   .block_status = qcow2_block_status,
   .read_layer = qcow2_read_layer,
   .close = qcow2_close,
+  .can_hold_bitmaps = true,
+  .check_writable = qcow2_check_writable_op,
+  .describe = qcow2_describe,
+  .target_cluster_size = qcow2_target_cluster_size,
 };
 
 /* Parse the fixed header in H (at least 72 bytes, HLEN valid). */

@@ -44,6 +44,8 @@ static const struct image_ops raw_ops = {
   .block_status = raw_block_status,
   .read_layer = raw_read_layer,
   .close = raw_close,
+  .can_hold_bitmaps = false,   /* no bitmaps, no metadata to write, a
+                                 64 KiB target */
 };
 
 struct image *

@@ -45,6 +45,34 @@ enum qbak_status {
  * wrong.  Values are added at the end. */
 enum qbak_hint {
   QBAK_HINT_NONE = 0,
+  /* no bitmap of that name: list the image's bitmaps */
+  QBAK_HINT_LIST_BITMAPS,
+  /* the sync or bitmap mode needs a bitmap named */
+  QBAK_HINT_NEED_BITMAP,
+  /* a bitmap was named without a bitmap mode */
+  QBAK_HINT_NEED_BITMAP_MODE,
+  /* a backing file was both given and refused */
+  QBAK_HINT_BACKING_CONFLICT,
+  /* a backing format was given without a backing file */
+  QBAK_HINT_BACKING_FORMAT_ALONE,
+  /* an incremental needs a backing file, or no_backing */
+  QBAK_HINT_NEED_BACKING,
+  /* an interrupted job's partial target is there: resume it */
+  QBAK_HINT_PARTIAL_EXISTS,
+  /* the backing file was read as qcow2: give its format */
+  QBAK_HINT_BACKING_FORMAT_GUESSED,
+  /* the partial is not this job's: remove it, do not resume */
+  QBAK_HINT_NOT_OUR_PARTIAL,
+  /* the partial was made for other options: do not resume */
+  QBAK_HINT_PARTIAL_OF_OTHER_JOB,
+  /* the failed job kept its partial: resume the job to finish */
+  QBAK_HINT_RESUME_TO_FINISH,
+  /* the failed job changed nothing: run the same job again */
+  QBAK_HINT_RUN_AGAIN,
+  /* the failed resumed job changed nothing: resume it again */
+  QBAK_HINT_RESUME_AGAIN,
+  /* a companion bitmap is in use: remove it, back up in full */
+  QBAK_HINT_REMOVE_IN_USE_COMPANION,
 };
 
 QBAK_API const char *qbak_get_error (void);
@@ -197,7 +225,26 @@ QBAK_API int qbak_bitmap_apply (struct qbak_image *const *images,
                                 const struct qbak_bitmap_op *ops,
                                 size_t n_ops);
 
-/* ---- The backup job --------------------------------------------------- */
+/* ---- The backup job --------------------------------------------------- *
+ *
+ * The structures of this section grow at their end between releases.
+ * Each starts with its own size: fill it with the _init function of its
+ * type (which sets the size this program was built with, and the
+ * defaults), then set fields.  The library reads and writes only the
+ * fields within that size, so a program built against an older header
+ * keeps working; a size of 0, or larger than the library knows, is
+ * refused with QBAK_STATUS_USAGE ("unknown structure size").
+ *
+ * Threads: the calls may run on any thread, several at once on different
+ * images; the error they leave is the calling thread's (qbak_get_error()
+ * on that thread).  The progress callback runs on the calling thread,
+ * between requests of the job in progress (jobs of a group run one after
+ * the other on that same thread); the cancel flag may be set from any
+ * thread or a signal handler.
+ *
+ * Pointers in the options (strings, the cancel flag, the progress
+ * callback's opaque) are borrowed: they must stay valid for the duration
+ * of the call, and the library keeps none of them after it returns. */
 
 enum qbak_sync {
   QBAK_SYNC_FULL,         /* every guest cluster that is not zero */
@@ -215,11 +262,46 @@ enum qbak_bitmap_mode {
 
 enum qbak_target_format { QBAK_TARGET_QCOW2, QBAK_TARGET_RAW };
 
+/* What a job does when copying a cluster fails. */
+enum qbak_on_error {
+  QBAK_ON_ERROR_REPORT,   /* stop at the first error (the default) */
+  QBAK_ON_ERROR_IGNORE,   /* skip the failing cluster, keep it in the copy
+                             set, carry on; the job still fails at the
+                             end */
+};
+
+/* How a job ended. */
+enum qbak_outcome {
+  QBAK_OUTCOME_OK,            /* "ok" */
+  QBAK_OUTCOME_FAILED,        /* "failed" (also a job of a group that was
+                                 never reached: its options were not
+                                 checked) */
+  QBAK_OUTCOME_CANCELLED,     /* "cancelled" */
+  QBAK_OUTCOME_NOT_STARTED,   /* "not-started": prepared, never copied
+                                 (the group stopped before) */
+};
+
+/* What a job did to its bitmap. */
+enum qbak_bitmap_state {
+  QBAK_BITMAP_STATE_NONE,       /* no bitmap, or not reached (NULL name) */
+  QBAK_BITMAP_STATE_CLEARED,    /* "cleared": holds the writes since */
+  QBAK_BITMAP_STATE_UNCHANGED,  /* "unchanged" */
+  QBAK_BITMAP_STATE_NOT_COPIED, /* "not-copied": holds what was not
+                                   copied (bitmap-mode always, failed) */
+};
+
+/* The names above ("ok", "cleared", ...); NULL for
+ * QBAK_BITMAP_STATE_NONE and for values this library does not know.
+ * Static strings. */
+QBAK_API const char *qbak_outcome_name (enum qbak_outcome outcome);
+QBAK_API const char *qbak_bitmap_state_name (enum qbak_bitmap_state state);
+
 /* Progress: DONE of TOTAL bytes of the copy set. */
 typedef void (*qbak_progress_cb) (uint64_t done, uint64_t total,
                                   void *opaque);
 
 struct qbak_copy_opts {
+  size_t size;                  /* sizeof: set by qbak_copy_opts_init */
   const char *source;
   const char *source_format;    /* required format of SOURCE, or NULL */
   const char *target;           /* must not exist */
@@ -242,10 +324,7 @@ struct qbak_copy_opts {
   /* Polled between requests; non-zero cancels the job as QEMU's
    * block-job-cancel does. */
   volatile int *cancel;
-  /* Error policy: false = report (stop at the first error), true = ignore
-   * (skip the failing cluster, keep it in the copy set, carry on; the job
-   * still fails at the end). */
-  bool on_error_ignore;
+  enum qbak_on_error on_error;
   /* Retries of a failed target write, with exponential backoff. */
   unsigned retries;
   /* Continue a failed or cancelled bitmap-mode 'always' job into its
@@ -256,7 +335,12 @@ struct qbak_copy_opts {
   bool resume;
 };
 
+/* Set O->size and every field to its default (sync full, no bitmap,
+ * a qcow2 target, on-error report, no retries). */
+QBAK_API void qbak_copy_opts_init (struct qbak_copy_opts *o);
+
 struct qbak_copy_result {
+  size_t size;                  /* sizeof: set by qbak_copy_result_init */
   uint64_t virtual_size;
   uint64_t cluster_size;        /* the target's */
   uint64_t bytes_planned;       /* size of the copy set */
@@ -266,20 +350,23 @@ struct qbak_copy_result {
   uint64_t bytes_skipped;       /* virtual size not in the copy set */
   uint64_t clusters_left;       /* copy-set clusters not copied */
   uint64_t clusters_failed;     /* clusters skipped after an error */
-  const char *outcome;          /* "ok", "failed", "cancelled", or
-                                   "not-started" (group) */
+  enum qbak_outcome outcome;
   char error[1024];             /* this job's error message, or "" */
+  enum qbak_hint error_hint;    /* and its hint (see qbak_get_error_hint) */
   double seconds;
-  const char *bitmap_state;     /* "cleared", "unchanged", "not-copied"
-                                   (always after a failure) or NULL */
+  enum qbak_bitmap_state bitmap_state;
   uint64_t bitmap_dirty_bytes;  /* dirty bytes of the bitmap afterwards */
 };
+
+/* Set R->size; the rest is zero.  The library fills the result in. */
+QBAK_API void qbak_copy_result_init (struct qbak_copy_result *r);
 
 /* Run one backup job: plan the copy set, copy it into a new target
  * (written as TARGET.part and renamed when complete), then rewrite the
  * bitmap per bitmap_mode (QEMU's backup job semantics).  RESULT is
- * filled in on success and on failure.  Returns 0, or -1 with the error
- * set (QBAK_STATUS_CANCELLED after a cancel). */
+ * filled in on success and on failure (unless its size is refused).
+ * Returns 0, or -1 with the error set (QBAK_STATUS_CANCELLED after a
+ * cancel). */
 QBAK_API int qbak_copy (const struct qbak_copy_opts *opts,
                         struct qbak_copy_result *result);
 
@@ -291,11 +378,18 @@ enum qbak_completion_mode {
 };
 
 struct qbak_group_opts {
+  size_t size;                  /* sizeof: set by qbak_group_opts_init */
+  /* N_JOBS options, each set up with qbak_copy_opts_init by the same
+   * program (one size: the array's stride is jobs[0].size); borrowed for
+   * the call, as their strings are.  A job's own progress callback is
+   * not used (the group's is), nor its cancel flag if the group has
+   * one. */
   const struct qbak_copy_opts *jobs;
   size_t n_jobs;
   enum qbak_completion_mode completion;
-  /* Quiesce hooks around the group's point in time (run with /bin/sh -c).
-   * If the freeze command was started, the thaw command always runs. */
+  /* Quiesce hooks around the group's point in time (run with /bin/sh -c
+   * in a process of their own, waited for on the calling thread).  If
+   * the freeze command was started, the thaw command always runs. */
   const char *freeze_cmd;
   const char *thaw_cmd;
   unsigned freeze_timeout;      /* seconds; 0 = 60 */
@@ -304,12 +398,17 @@ struct qbak_group_opts {
   void *progress_opaque;
 };
 
+/* Set G->size and every field to its default (completion grouped, no
+ * jobs, no hooks). */
+QBAK_API void qbak_group_opts_init (struct qbak_group_opts *g);
+
 /* Run several backup jobs as one group: every source opened, locked and
  * validated before the first byte is copied (a refusal on any stops the
  * group with nothing written); the freeze hook, the point in time (every
  * copy set planned), the thaw hook; then the copies.  RESULTS has n_jobs
- * entries.  Returns 0 if every job succeeded and the thaw hook (if any)
- * succeeded, else -1 with the first error. */
+ * entries, each set up with qbak_copy_result_init (one size: the stride
+ * is results[0].size).  Returns 0 if every job succeeded and the thaw
+ * hook (if any) succeeded, else -1 with the first error. */
 QBAK_API int qbak_copy_group (const struct qbak_group_opts *opts,
                               struct qbak_copy_result *results);
 

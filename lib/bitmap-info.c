@@ -38,8 +38,8 @@ qbak_bitmap_extents (struct qbak_image *h, const char *name,
 {
   struct qcow2_bitmap *b = qbak_internal_find_bitmap (h, name);
   if (!b) {
-    set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
-                 "shows them)", h->img->filename, name);
+    set_invalid ("%s: no bitmap named '%s'", h->img->filename, name);
+    error_set_hint (HINT_LIST_BITMAPS);
     return -1;
   }
   const struct dirty_bitmap *bm = qbak_internal_bitmap_data (h, b);

@@ -10,7 +10,6 @@
 
 #include "bitmaps/qcow2-bitmap.h"
 #include "common/error.h"
-#include "formats/qcow2.h"
 #include "lib/internal.h"
 
 /* One bitmap of an image's planned state. */
@@ -117,8 +116,8 @@ existing (struct plan *p, const struct qbak_bitmap_op *op, bool allow_in_use)
   const char *fn = p->h->img->filename;
   struct planned *pl = find (p, op->name);
   if (!pl) {
-    set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
-                 "shows them)", fn, op->name);
+    set_invalid ("%s: no bitmap named '%s'", fn, op->name);
+    error_set_hint (HINT_LIST_BITMAPS);
     return NULL;
   }
   if (pl->in_use && !allow_in_use) {
@@ -207,8 +206,8 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
       if (src == p->h) {
         struct planned *sp = find (p, sname);
         if (!sp) {
-          set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
-                       "shows them)", fn, sname);
+          set_invalid ("%s: no bitmap named '%s'", fn, sname);
+          error_set_hint (HINT_LIST_BITMAPS);
           return -1;
         }
         if (sp->in_use) {
@@ -221,8 +220,9 @@ plan_op (struct plan *p, const struct qbak_bitmap_op *op)
       else {
         struct qcow2_bitmap *sb = qbak_internal_find_bitmap (src, sname);
         if (!sb) {
-          set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
-                       "shows them)", src->img->filename, sname);
+          set_invalid ("%s: no bitmap named '%s'", src->img->filename,
+                       sname);
+          error_set_hint (HINT_LIST_BITMAPS);
           return -1;
         }
         if (sb->in_use) {
@@ -310,14 +310,14 @@ qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
       set_usage_error ("%s: image not opened for writing", h->img->filename);
       goto out;
     }
-    if (h->img->format != IMAGE_QCOW2) {
+    if (!image_can_hold_bitmaps (h->img)) {
       set_invalid ("%s: %s images cannot hold persistent bitmaps; keep them "
                    "in a qcow2 image with data_file=%s", h->img->filename,
                    h->img->ops->name, h->img->filename);
       goto out;
     }
     if (check_fresh (h) < 0 ||
-        qcow2_check_writable (to_qcow2 (h->img)) < 0 ||
+        image_check_writable (h->img) < 0 ||
         plan_init (&plans[i], h) < 0)
       goto out;
     for (size_t k = 0; k < n_ops; k++)
@@ -392,8 +392,9 @@ qbak_internal_bitmap_update (struct qbak_image *h,
       __attribute__ ((fallthrough));
     case QBAK_INTERNAL_BITMAP_SET:
       if (!(pl = find (&p, c[i].name))) {
-        set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
-                     "shows them)", h->img->filename, c[i].name);
+        set_invalid ("%s: no bitmap named '%s'", h->img->filename,
+                     c[i].name);
+        error_set_hint (HINT_LIST_BITMAPS);
         goto out;
       }
       pl->st.bm = c[i].data;
@@ -415,14 +416,4 @@ qbak_internal_bitmap_update (struct qbak_image *h,
 out:
   plan_free (&p);
   return ret;
-}
-
-int
-qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
-                          const struct dirty_bitmap *data)
-{
-  struct qbak_internal_bitmap_change c = {
-    QBAK_INTERNAL_BITMAP_SET, name, data,
-  };
-  return qbak_internal_bitmap_update (h, &c, 1);
 }

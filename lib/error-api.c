@@ -17,6 +17,34 @@ _Static_assert ((int) QBAK_STATUS_CANCELLED == (int) STATUS_CANCELLED,
                 "status CANCELLED");
 
 _Static_assert ((int) QBAK_HINT_NONE == (int) HINT_NONE, "hint NONE");
+_Static_assert ((int) QBAK_HINT_LIST_BITMAPS == (int) HINT_LIST_BITMAPS,
+                "hint LIST_BITMAPS");
+_Static_assert ((int) QBAK_HINT_NEED_BITMAP == (int) HINT_NEED_BITMAP,
+                "hint NEED_BITMAP");
+_Static_assert ((int) QBAK_HINT_NEED_BITMAP_MODE == (int) HINT_NEED_BITMAP_MODE,
+                "hint NEED_BITMAP_MODE");
+_Static_assert ((int) QBAK_HINT_BACKING_CONFLICT == (int) HINT_BACKING_CONFLICT,
+                "hint BACKING_CONFLICT");
+_Static_assert ((int) QBAK_HINT_BACKING_FORMAT_ALONE == (int) HINT_BACKING_FORMAT_ALONE,
+                "hint BACKING_FORMAT_ALONE");
+_Static_assert ((int) QBAK_HINT_NEED_BACKING == (int) HINT_NEED_BACKING,
+                "hint NEED_BACKING");
+_Static_assert ((int) QBAK_HINT_PARTIAL_EXISTS == (int) HINT_PARTIAL_EXISTS,
+                "hint PARTIAL_EXISTS");
+_Static_assert ((int) QBAK_HINT_BACKING_FORMAT_GUESSED == (int) HINT_BACKING_FORMAT_GUESSED,
+                "hint BACKING_FORMAT_GUESSED");
+_Static_assert ((int) QBAK_HINT_NOT_OUR_PARTIAL == (int) HINT_NOT_OUR_PARTIAL,
+                "hint NOT_OUR_PARTIAL");
+_Static_assert ((int) QBAK_HINT_PARTIAL_OF_OTHER_JOB == (int) HINT_PARTIAL_OF_OTHER_JOB,
+                "hint PARTIAL_OF_OTHER_JOB");
+_Static_assert ((int) QBAK_HINT_RESUME_TO_FINISH == (int) HINT_RESUME_TO_FINISH,
+                "hint RESUME_TO_FINISH");
+_Static_assert ((int) QBAK_HINT_RUN_AGAIN == (int) HINT_RUN_AGAIN,
+                "hint RUN_AGAIN");
+_Static_assert ((int) QBAK_HINT_RESUME_AGAIN == (int) HINT_RESUME_AGAIN,
+                "hint RESUME_AGAIN");
+_Static_assert ((int) QBAK_HINT_REMOVE_IN_USE_COMPANION == (int) HINT_REMOVE_IN_USE_COMPANION,
+                "hint REMOVE_IN_USE_COMPANION");
 
 const char *
 qbak_get_error (void)

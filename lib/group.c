@@ -25,18 +25,22 @@ struct first_error {
   char *msg;
   enum status status;
   int errnum;
+  enum hint hint;
 };
 
 static void
 remember (struct first_error *fe, struct qbak_copy_result *res)
 {
-  if (res)
+  if (res) {
     snprintf (res->error, sizeof res->error, "%s", error_get_message ());
+    res->error_hint = (enum qbak_hint) error_get_hint ();
+  }
   if (fe->msg)
     return;
   fe->msg = strdup (error_get_message ());
   fe->status = error_get_status ();
   fe->errnum = error_get_errno ();
+  fe->hint = error_get_hint ();
 }
 
 /* TARGET with its folder resolved (the file itself does not exist yet),
@@ -59,7 +63,8 @@ canonical_target (const char *target)
 /* Two jobs of one group writing one target would each make it and the
  * second would fail after the first was complete: refuse that early. */
 static int
-check_distinct_targets (const struct qbak_group_opts *g)
+check_distinct_targets (const struct qbak_group_opts *g,
+                        const struct qbak_copy_opts *jobs)
 {
   int ret = 0;
   char **t = calloc (g->n_jobs ? g->n_jobs : 1, sizeof *t);
@@ -68,12 +73,12 @@ check_distinct_targets (const struct qbak_group_opts *g)
     return -1;
   }
   for (size_t i = 0; i < g->n_jobs && ret == 0; i++) {
-    t[i] = canonical_target (g->jobs[i].target);
+    t[i] = canonical_target (jobs[i].target);
     for (size_t k = 0; t[i] && k < i && ret == 0; k++)
       if (t[k] && strcmp (t[i], t[k]) == 0) {
         set_usage_error ("%s: two jobs of the group write this target ('%s' "
-                         "and '%s')", g->jobs[i].target, g->jobs[k].target,
-                         g->jobs[i].target);
+                         "and '%s')", jobs[i].target, jobs[k].target,
+                         jobs[i].target);
         ret = -1;
       }
   }
@@ -83,9 +88,10 @@ check_distinct_targets (const struct qbak_group_opts *g)
   return ret;
 }
 
-int
-qbak_copy_group (const struct qbak_group_opts *g,
-                 struct qbak_copy_result *results)
+/* The group on OPTS and RESULTS, full-size copies of the caller's. */
+static int
+run_group (const struct qbak_group_opts *g, const struct qbak_copy_opts *opts,
+           struct qbak_copy_result *results)
 {
   size_t n = g->n_jobs;
   struct copy_job **jobs = calloc (n ? n : 1, sizeof *jobs);
@@ -94,25 +100,24 @@ qbak_copy_group (const struct qbak_group_opts *g,
   bool cancelled = false;
   int ret = -1;
 
-  error_clear ();
   if (!jobs) {
     set_nomem ();
     return -1;
   }
-  if (n == 0) {
-    set_usage_error ("copy: no job given");
-    goto out;
+  /* A job never reached reports a failure; preparing one makes it
+   * not-started. */
+  for (size_t i = 0; i < n; i++) {
+    qbak_copy_result_init (&results[i]);
+    results[i].outcome = QBAK_OUTCOME_FAILED;
   }
-  for (size_t i = 0; i < n; i++)
-    memset (&results[i], 0, sizeof results[i]);
 
   /* 1. Prepare all: nothing is written if any refuses. */
-  if (check_distinct_targets (g) < 0) {
+  if (check_distinct_targets (g, opts) < 0) {
     remember (&fe, &results[0]);
     goto out;
   }
   for (size_t i = 0; i < n; i++) {
-    jobs[i] = job_prepare (&g->jobs[i], &results[i]);
+    jobs[i] = job_prepare (&opts[i], &results[i]);
     if (!jobs[i]) {
       remember (&fe, &results[i]);
       for (size_t k = 0; k < i; k++) {
@@ -176,12 +181,12 @@ qbak_copy_group (const struct qbak_group_opts *g,
                            job_name (jobs[i]), cancelled
                            ? "interrupted" : "another job of the group failed");
       job_fail (jobs[i], STATUS_CANCELLED);
-      results[i].outcome = "cancelled";
+      results[i].outcome = QBAK_OUTCOME_CANCELLED;
       remember (&fe, &results[i]);
       failed[i] = true;
       continue;
     }
-    volatile int *cancel = g->cancel ? g->cancel : g->jobs[i].cancel;
+    volatile int *cancel = g->cancel ? g->cancel : opts[i].cancel;
     if (job_copy (jobs[i], cancel, g->progress, g->progress_opaque) < 0 ||
         (g->completion == QBAK_COMPLETION_INDIVIDUAL &&
          job_finish_target (jobs[i]) < 0)) {
@@ -197,7 +202,7 @@ qbak_copy_group (const struct qbak_group_opts *g,
     if (g->completion == QBAK_COMPLETION_INDIVIDUAL &&
         job_promote (jobs[i]) < 0) {
       remember (&fe, &results[i]);
-      results[i].outcome = "failed";
+      results[i].outcome = QBAK_OUTCOME_FAILED;
       any_failed = true;
     }
   }
@@ -230,7 +235,7 @@ qbak_copy_group (const struct qbak_group_opts *g,
       for (size_t i = 0; i < n; i++)
         if (job_promote (jobs[i]) < 0) {
           remember (&fe, &results[i]);
-          results[i].outcome = "failed";
+          results[i].outcome = QBAK_OUTCOME_FAILED;
           any_failed = true;
         }
     }
@@ -243,24 +248,60 @@ out:
   for (size_t i = 0; i < n; i++)
     job_free (jobs[i]);
   free (jobs);
-  if (ret < 0) {
-    if (fe.msg)
-      qbak_internal_error_restore (cancelled ? STATUS_CANCELLED
-                                             : fe.status, fe.errnum, fe.msg);
-    free (fe.msg);
+  if (ret < 0 && fe.msg) {
+    qbak_internal_error_restore (cancelled ? STATUS_CANCELLED
+                                           : fe.status, fe.errnum, fe.msg);
+    error_set_hint (fe.hint);
   }
-  else
-    free (fe.msg);
+  free (fe.msg);
   return ret;
 }
 
+/* The caller's structures are of the caller's size: the group runs on
+ * full-size copies, and hands back the part of each result the caller
+ * knows. */
 int
-qbak_copy (const struct qbak_copy_opts *o, struct qbak_copy_result *res)
+qbak_copy_group (const struct qbak_group_opts *caller_g,
+                 struct qbak_copy_result *caller_results)
 {
-  struct qbak_group_opts g = {
-    .jobs = o, .n_jobs = 1, .completion = QBAK_COMPLETION_INDIVIDUAL,
-    .cancel = o->cancel, .progress = o->progress,
-    .progress_opaque = o->progress_opaque,
-  };
-  return qbak_copy_group (&g, res);
+  struct qbak_group_opts g;
+  struct qbak_copy_opts *opts = NULL;
+  struct qbak_copy_result *results = NULL;
+  int ret = -1;
+
+  error_clear ();
+  if (copy_struct_in (&g, sizeof g, caller_g) < 0)
+    return -1;
+  size_t n = g.n_jobs;
+  if (n == 0) {
+    set_usage_error ("copy: no job given");
+    return -1;
+  }
+  size_t jstride = g.jobs[0].size, rstride = caller_results[0].size;
+  if (!struct_size_ok (jstride, sizeof *opts) ||
+      !struct_size_ok (rstride, sizeof *results)) {
+    set_usage_error ("copy: unknown structure size");
+    return -1;
+  }
+  opts = calloc (n, sizeof *opts);
+  results = calloc (n, sizeof *results);
+  if (!opts || !results) {
+    set_nomem ();
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (copy_struct_in (&opts[i], sizeof opts[i],
+                        (const char *) g.jobs + i * jstride) < 0)
+      goto out;
+  ret = run_group (&g, opts, results);
+  for (size_t i = 0; i < n; i++) {
+    struct qbak_copy_result *r = (struct qbak_copy_result *)
+                                 ((char *) caller_results + i * rstride);
+    memcpy (r, &results[i], rstride);
+    r->size = rstride;
+  }
+out:
+  free (opts);
+  free (results);
+  return ret;
 }

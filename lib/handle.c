@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "common/error.h"
-#include "formats/qcow2.h"
 #include "lib/internal.h"
 
 const char *
@@ -116,23 +115,21 @@ qbak_image_get_info (struct qbak_image *h, struct qbak_image_info *info)
   info->backing_full = img->backing_path;
   info->backing_format = img->backing_format;
   info->corrupt = img->corrupt;
-  if (img->format != IMAGE_QCOW2)
-    return;
-  struct qcow2 *s = to_qcow2 (img);
-  info->qcow2_version = s->version;
-  info->refcount_bits = 1u << s->refcount_order;
-  info->compression_type = s->compression_type == 1 ? "zstd" : "zlib";
-  info->extended_l2 = s->extended_l2;
-  info->lazy_refcounts = s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS;
-  info->dirty = s->incompatible_features & QCOW2_INCOMPAT_DIRTY;
-  info->bitmaps_consistent = !s->has_bitmaps_ext ||
-                             (s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
-  info->data_file = s->data_file_name;
+  struct image_details d;
+  image_describe (img, &d);
+  info->qcow2_version = d.version;
+  info->refcount_bits = d.refcount_bits;
+  info->compression_type = d.compression_type;
+  info->extended_l2 = d.extended_l2;
+  info->lazy_refcounts = d.lazy_refcounts;
+  info->dirty = d.dirty;
+  info->bitmaps_consistent = d.bitmaps_consistent;
+  info->data_file = d.data_file;
   info->data_file_full = img->data_file_path;
-  info->data_file_raw = s->autoclear_features & QCOW2_AUTOCLEAR_DATA_RAW;
-  info->incompatible_features = s->incompatible_features;
-  info->compatible_features = s->compatible_features;
-  info->autoclear_features = s->autoclear_features;
+  info->data_file_raw = d.data_file_raw;
+  info->incompatible_features = d.incompatible_features;
+  info->compatible_features = d.compatible_features;
+  info->autoclear_features = d.autoclear_features;
 }
 
 int
@@ -151,7 +148,8 @@ qbak_image_pread (struct qbak_image *h, void *buf, uint64_t count,
                      "with its chain to read it", h->img->filename);
     return -1;
   }
-  return image_read (h->img, buf, count, offset);
+  /* The public call fails with -1 whatever kind of failure it was. */
+  return image_read (h->img, buf, count, offset) < 0 ? -1 : 0;
 }
 
 struct qcow2_bitmap *

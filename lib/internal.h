@@ -40,11 +40,6 @@ const struct dirty_bitmap *qbak_internal_bitmap_data (
  * commands that start a new chain. */
 void qbak_internal_set_in_use_error (const char *file, const char *name);
 
-/* bitmap-ops.c: replace the data of bitmap NAME with DATA (same size and
- * granularity) through the crash-safe store path. */
-int qbak_internal_bitmap_set (struct qbak_image *h, const char *name,
-                              const struct dirty_bitmap *data);
-
 /* Several changes to the bitmaps of H, committed together in one header
  * write (all or none).  CREATE adds a disabled bitmap holding DATA (its
  * granularity is DATA's); SET replaces a bitmap's data; REMOVE drops one

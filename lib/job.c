@@ -1,21 +1,20 @@
 /* The backup job, with QEMU's backup semantics and crash safe at every
- * step: see job.h for the stages.
+ * step: see job.h for the stages.  This file holds the stages; the
+ * argument rules are in job-args.c, the companion bitmaps in
+ * job-companion.c, the copy loop in copy-loop.c, the target's writers
+ * behind target.h.
  *
  * Plan builds the copy set at the target's cluster granularity from the
  * sync mode, in O(allocated extents) or O(dirty), never a scan of the
- * whole disk.  Copy walks the copy set with find-next-set, coalesces
- * contiguous clusters into large requests, skips what the chain already
- * says is zero, detects zero clusters in what it reads, and streams the
- * rest to the target.  Completion makes the target durable, renames it
- * into place, and only then rewrites the bitmap through the crash-safe
- * store path.
+ * whole disk.  Completion makes the target durable, renames it into
+ * place, and only then rewrites the bitmap through the crash-safe store
+ * path.
  *
  * The job keeps QEMU's three sets apart: the sync set (the bitmap's bits
  * at the start), the copy set (what is still to copy) and the successor
  * (writes during the job; empty offline, where the source is locked).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,58 +24,11 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "bitmaps/qcow2-bitmap.h"
 #include "common/error.h"
-#include "common/iszero.h"
 #include "common/outfile.h"
-#include "formats/qcow2.h"
-#include "formats/qcow2-writer.h"
-#include "formats/raw-writer.h"
-#include "lib/job.h"
-
-#define COPY_REQUEST_BYTES (8u << 20)
-
-struct target {
-  struct qcow2_writer *qcow2;
-  struct raw_writer *raw;
-  bool has_backing;
-  int fd;                /* a second descriptor of the target file, so it
-                            outlives its writer until it is linked into
-                            place (-1: none) */
-  bool anonymous;        /* the file has no name yet (O_TMPFILE) */
-  bool named_by_us;      /* TARGET.part is the file this job created */
-};
-
-/* A companion of the job's bitmap: a disabled bitmap that records what an
- * interrupted bitmap-mode 'always' job had to copy, while its partial
- * target holds part of it and the job's bitmap holds only the rest. */
-struct companion {
-  const char *name;      /* owned by the image's bitmap list */
-  struct qcow2_bitmap *b;
-};
-
-struct copy_job {
-  const struct qbak_copy_opts *o;
-  struct qbak_copy_result *res;
-  enum qbak_bitmap_mode mode;
-  struct qbak_image *src;
-  struct image *img;
-  const struct qcow2_bitmap *bitmap;
-  struct dirty_bitmap *sync_set;
-  struct dirty_bitmap *copy_set;
-  struct dirty_bitmap *successor;
-  struct target tgt;
-  char *part_path;
-  int spare_fd;          /* room kept for finishing a partial target */
-  struct companion *companions;
-  size_t n_companions;
-  uint8_t job_id[QCOW2_PARTIAL_ID_BYTES];  /* this job's partial mark */
-  uint32_t cs;
-  uint8_t *buf;
-  double t0;
-};
+#include "lib/job-internal.h"
 
 static double
 now (void)
@@ -92,175 +44,6 @@ job_name (struct copy_job *j)
   return j->o->target;
 }
 
-/* ---- Arguments: QEMU's rules (blockdev.c do_backup_common) ----------- */
-
-static int
-check_args (const struct qbak_copy_opts *o, enum qbak_bitmap_mode *mode)
-{
-  const char *t = o->target;
-  *mode = o->bitmap_mode;
-  if (!o->source || !o->target) {
-    set_usage_error ("copy: a job needs a source and a target");
-    return -1;
-  }
-  if (o->sync == QBAK_SYNC_INCREMENTAL) {
-    if (!o->bitmap) {
-      set_usage_error ("%s: sync 'incremental' needs --bitmap", t);
-      return -1;
-    }
-    if (*mode != QBAK_BITMAP_MODE_UNSET &&
-        *mode != QBAK_BITMAP_MODE_ON_SUCCESS) {
-      set_usage_error ("%s: sync 'incremental' means bitmap-mode "
-                       "'on-success'; use sync 'bitmap' for another mode", t);
-      return -1;
-    }
-    *mode = QBAK_BITMAP_MODE_ON_SUCCESS;
-  }
-  if (o->sync == QBAK_SYNC_BITMAP && !o->bitmap) {
-    set_usage_error ("%s: sync 'bitmap' needs --bitmap", t);
-    return -1;
-  }
-  if (o->bitmap && *mode == QBAK_BITMAP_MODE_UNSET) {
-    set_usage_error ("%s: --bitmap needs --bitmap-mode (on-success, always "
-                     "or never)", t);
-    return -1;
-  }
-  if (!o->bitmap && *mode != QBAK_BITMAP_MODE_UNSET) {
-    set_usage_error ("%s: --bitmap-mode needs --bitmap", t);
-    return -1;
-  }
-  if (*mode == QBAK_BITMAP_MODE_NEVER && o->sync != QBAK_SYNC_BITMAP) {
-    set_usage_error ("%s: bitmap-mode 'never' is only allowed with sync "
-                     "'bitmap'", t);
-    return -1;
-  }
-  if (o->backing && o->no_backing) {
-    set_usage_error ("%s: --backing and --no-backing exclude each other", t);
-    return -1;
-  }
-  if (o->backing_format && !o->backing) {
-    set_usage_error ("%s: a backing format (-F) needs --backing", t);
-    return -1;
-  }
-  if (o->backing_format && strcmp (o->backing_format, "qcow2") != 0 &&
-      strcmp (o->backing_format, "raw") != 0 &&
-      strcmp (o->backing_format, "qcow") != 0) {
-    set_usage_error ("%s: invalid backing format '%s' (qcow2, raw or qcow)",
-                     t, o->backing_format);
-    return -1;
-  }
-  if (o->format == QBAK_TARGET_RAW &&
-      (o->sync != QBAK_SYNC_FULL || o->backing)) {
-    set_usage_error ("%s: a raw target holds a whole disk: only sync 'full' "
-                     "without --backing", t);
-    return -1;
-  }
-  if (o->resume && (*mode != QBAK_BITMAP_MODE_ALWAYS ||
-                    o->format != QBAK_TARGET_QCOW2)) {
-    set_usage_error ("%s: --resume continues a bitmap-mode 'always' job "
-                     "into a qcow2 target", t);
-    return -1;
-  }
-  if (o->cluster_size &&
-      (o->cluster_size < 512 || o->cluster_size > (2u << 20) ||
-       (o->cluster_size & (o->cluster_size - 1)))) {
-    set_usage_error ("%s: cluster size %" PRIu32 " must be a power of two "
-                     "from 512 to 2M", t, o->cluster_size);
-    return -1;
-  }
-  return 0;
-}
-
-/* An incremental without a backing file restores wrong (what it does not
- * hold reads as zeroes); QEMU allows it, so qbak asks that it be meant.
- * Checked after the source, whose refusals say more. */
-static int
-check_chain_args (const struct qbak_copy_opts *o)
-{
-  if ((o->sync == QBAK_SYNC_INCREMENTAL || o->sync == QBAK_SYNC_BITMAP) &&
-      o->format == QBAK_TARGET_QCOW2 && !o->backing && !o->no_backing) {
-    set_usage_error ("%s: an incremental holds only the changed clusters, "
-                     "and without a backing file the others read as zeroes "
-                     "at restore: give --backing PREV (the previous backup), "
-                     "or --no-backing if a target without one is meant",
-                     o->target);
-    return -1;
-  }
-  return 0;
-}
-
-/* ---- Source ------------------------------------------------------------ */
-
-/* Whether the file ST is the source or any file its chain reads (backing
- * files, external data files): a job must never write, replace or delete
- * one of those.  Inodes, not names: a name can be spelled many ways. */
-static bool
-is_source_file (const struct copy_job *j, const struct stat *st)
-{
-  for (const struct image *l = j->img; l; l = l->backing) {
-    const struct qbak_file *files[2] = { l->file, l->data_file };
-    for (int k = 0; k < 2; k++) {
-      struct stat fs;
-      if (files[k] && fstat (files[k]->fd, &fs) == 0 &&
-          fs.st_dev == st->st_dev && fs.st_ino == st->st_ino)
-        return true;
-    }
-  }
-  return false;
-}
-
-/* The companions of bitmap NAME are named after a hash of NAME, so any
- * name (up to QEMU's 1023 bytes) gives a short, fixed-length prefix. */
-#define COMPANION_PREFIX "qbak-partial-"
-
-static void
-companion_prefix (const char *bitmap, char *buf, size_t size)
-{
-  snprintf (buf, size, COMPANION_PREFIX "%016llx-",
-            (unsigned long long) XXH64 (bitmap, strlen (bitmap), 0));
-}
-
-static void
-companion_name (const char *bitmap, const uint8_t *id, char *buf,
-                size_t size)
-{
-  char hex[2 * QCOW2_PARTIAL_ID_BYTES + 1];
-  for (int i = 0; i < QCOW2_PARTIAL_ID_BYTES; i++)
-    snprintf (hex + 2 * i, 3, "%02x", id[i]);
-  companion_prefix (bitmap, buf, size);
-  size_t n = strlen (buf);
-  snprintf (buf + n, size - n, "%s", hex);
-}
-
-static int
-find_companions (struct copy_job *j)
-{
-  char prefix[64];
-  companion_prefix (j->o->bitmap, prefix, sizeof prefix);
-  size_t plen = strlen (prefix);
-  struct qcow2_bitmap_list *l = &j->src->bitmaps;
-  j->companions = calloc (l->n ? l->n : 1, sizeof *j->companions);
-  if (!j->companions) {
-    set_nomem ();
-    return -1;
-  }
-  for (size_t i = 0; i < l->n; i++) {
-    struct qcow2_bitmap *b = &l->v[i];
-    if (strncmp (b->name, prefix, plen) != 0)
-      continue;
-    if (b->in_use) {
-      set_invalid ("%s: bitmap '%s' (what an interrupted job of bitmap "
-                   "'%s' had to copy) is in use: the program that wrote it "
-                   "did not close the image; remove it ('qbak bitmap remove "
-                   "%s %s') and make a full backup", j->o->source, b->name,
-                   j->o->bitmap, j->o->source, b->name);
-      return -1;
-    }
-    j->companions[j->n_companions++] = (struct companion) { b->name, b };
-  }
-  return 0;
-}
-
 static int
 open_source (struct copy_job *j)
 {
@@ -273,18 +56,17 @@ open_source (struct copy_job *j)
   if (!j->src)
     return -1;
   j->img = j->src->img;
-  if (write && j->img->format == IMAGE_QCOW2 &&
-      qcow2_check_writable (to_qcow2 (j->img)) < 0)
+  if (write && image_check_writable (j->img) < 0)
     return -1;
   j->cs = o->cluster_size ? o->cluster_size
-        : j->img->format == IMAGE_QCOW2 ? j->img->cluster_size : 65536;
+                          : image_target_cluster_size (j->img);
   if (!o->bitmap)
     return 0;
 
   const struct qcow2_bitmap *b = qbak_internal_find_bitmap (j->src, o->bitmap);
   if (!b) {
-    set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "
-                 "shows them)", o->source, o->bitmap);
+    set_invalid ("%s: no bitmap named '%s'", o->source, o->bitmap);
+    error_set_hint (HINT_LIST_BITMAPS);
     return -1;
   }
   if (b->in_use) {
@@ -292,7 +74,7 @@ open_source (struct copy_job *j)
     return -1;
   }
   j->bitmap = b;
-  return find_companions (j);
+  return job_find_companions (j);
 }
 
 /* ---- Target ------------------------------------------------------------ */
@@ -307,122 +89,69 @@ check_no_stale_part (struct copy_job *j)
   const char *t = j->o->target;
   if (lstat (j->part_path, &st) < 0)
     return 0;
-  if (is_source_file (j, &st)) {
+  if (job_is_source_file (j, &st)) {
     set_exists_error ("%s: %s is the source (or a file of its chain); it "
                       "cannot be the partial file of a backup: choose "
                       "another target name", t, j->part_path);
     return -1;
   }
   set_exists_error ("%s: %s exists: the partial target of an interrupted "
-                    "job; finish it with the same command and --resume, or "
-                    "remove it to start again (the bitmap still covers "
+                    "job; remove it to start again (the bitmap still covers "
                     "everything that job had to copy)", t, j->part_path);
+  error_set_hint (HINT_PARTIAL_EXISTS);
   return -1;
 }
 
-/* The previous backup given by --backing: opened in the format given
- * (-F) or as qcow2, never probed, since a raw file's first bytes are the
- * guest's; never the source or a file of its chain.  Sets *FORMAT to the
- * format to record in the target. */
-static int
-check_backing (struct copy_job *j, const char **format)
-{
-  const struct qbak_copy_opts *o = j->o;
-  const char *fmt = o->backing_format ? o->backing_format : "qcow2";
-  char *path = image_resolve_backing (o->target, o->backing);
-  if (!path)
-    return -1;
-  struct qbak_image *prev = qbak_image_open_format (path, fmt,
-                                                    QBAK_OPEN_FORCE_SHARE |
-                                                    QBAK_OPEN_NO_BACKING |
-                                                    QBAK_OPEN_INSPECT);
-  free (path);
-  if (!prev) {
-    struct qbak_saved_error err;
-    qbak_error_save (&err);
-    char *msg = NULL;
-    if (asprintf (&msg, "%s: backing file '%s': %s%s", o->target, o->backing,
-                  err.msg ? err.msg : "cannot open",
-                  o->backing_format ? ""
-                  : "; qbak reads a backing file as qcow2 unless -F gives "
-                    "its format (-F raw for a raw backup)") < 0)
-      msg = NULL;
-    qbak_internal_error_restore (err.status, err.errnum, msg ? msg : err.msg);
-    free (msg);
-    free (err.msg);
-    return -1;
-  }
-  struct stat st;
-  bool same = fstat (prev->img->file->fd, &st) == 0 && is_source_file (j, &st);
-  qbak_image_close (prev);
-  if (same) {
-    set_usage_error ("%s: backing file '%s' is the source (or a file of its "
-                     "chain); a backup chains to an earlier backup, never to "
-                     "the disk it backs up", o->target, o->backing);
-    return -1;
-  }
-  *format = fmt;
-  return 0;
-}
-
-/* The partial of an interrupted job, for --resume: a regular file made by
+/* The partial of an interrupted job, to resume: a regular file made by
  * qbak (its own mark, never a link or any qcow2), for this source's bitmap
  * (the mark names a companion that must exist), for the same job. */
 static int
-target_reopen (struct copy_job *j)
+reopen_partial (struct copy_job *j)
 {
   const struct qbak_copy_opts *o = j->o;
   struct stat st;
-  if (lstat (j->part_path, &st) == 0 && is_source_file (j, &st)) {
+  if (lstat (j->part_path, &st) == 0 && job_is_source_file (j, &st)) {
     set_usage_error ("%s: cannot resume: %s is the source (or a file of its "
                      "chain)", o->target, j->part_path);
     return -1;
   }
-  j->tgt.qcow2 = qcow2_writer_reopen (j->part_path);
-  if (!j->tgt.qcow2) {
-    qbak_internal_error_prefix ("%s: cannot resume", o->target);
+  if (target_reopen (&j->tgt) < 0)
     return -1;
-  }
-  j->tgt.fd = dup (qcow2_writer_fd (j->tgt.qcow2));
-  if (j->tgt.fd < 0) {
-    set_io_error (errno, "%s: dup", j->part_path);
-    return -1;
-  }
   char want_name[128];
   bool found = false;
-  if (qcow2_writer_get_partial_id (j->tgt.qcow2, j->job_id)) {
-    companion_name (o->bitmap, j->job_id, want_name, sizeof want_name);
+  if (target_get_partial_id (&j->tgt, j->job_id)) {
+    job_companion_name (o->bitmap, j->job_id, want_name, sizeof want_name);
     for (size_t i = 0; i < j->n_companions; i++)
       found |= strcmp (j->companions[i].name, want_name) == 0;
   }
   if (!found) {
     set_invalid ("%s: cannot resume: %s is not the partial target of an "
-                 "interrupted job of bitmap '%s' on %s; remove it and run "
-                 "without --resume", o->target, j->part_path, o->bitmap,
-                 o->source);
+                 "interrupted job of bitmap '%s' on %s", o->target,
+                 j->part_path, o->bitmap, o->source);
+    error_set_hint (HINT_NOT_OUR_PARTIAL);
     return -1;
   }
   /* The target must be the one the failed job started: same disk, same
    * backing file. */
-  struct qcow2_writer_opts wo;
-  qcow2_writer_get_opts (j->tgt.qcow2, &wo);
+  struct target_shape shape;
+  target_get_shape (&j->tgt, &shape);
   const char *want = o->backing ? o->backing : "";
-  const char *have = wo.backing_name ? wo.backing_name : "";
-  if (wo.size != j->img->size || strcmp (want, have) != 0 ||
-      (o->cluster_size && o->cluster_size != wo.cluster_size)) {
+  const char *have = shape.backing_name ? shape.backing_name : "";
+  if (shape.size != j->img->size || strcmp (want, have) != 0 ||
+      (o->cluster_size && o->cluster_size != shape.cluster_size)) {
     set_invalid ("%s: cannot resume: %s was started for another job "
-                 "(size %" PRIu64 ", backing '%s'); run without --resume "
-                 "to start again", o->target, j->part_path, wo.size, have);
+                 "(size %" PRIu64 ", backing '%s')", o->target, j->part_path,
+                 shape.size, have);
+    error_set_hint (HINT_PARTIAL_OF_OTHER_JOB);
     return -1;
   }
-  j->cs = wo.cluster_size;
+  j->cs = shape.cluster_size;
   j->res->cluster_size = j->cs;
-  j->tgt.has_backing = wo.backing_name != NULL;
   return 0;
 }
 
 static int
-target_open (struct copy_job *j)
+open_target (struct copy_job *j)
 {
   const struct qbak_copy_opts *o = j->o;
   const char *backing_format = NULL;
@@ -438,92 +167,20 @@ target_open (struct copy_job *j)
     set_nomem ();
     return -1;
   }
+  j->tgt.part_path = j->part_path;
   if (o->resume)
-    return target_reopen (j);
+    return reopen_partial (j);
   if (check_no_stale_part (j) < 0)
     return -1;
-  if (o->backing && check_backing (j, &backing_format) < 0)
+  if (o->backing && job_check_backing (j, &backing_format) < 0)
     return -1;
-  j->tgt.has_backing = o->backing != NULL;
-
-  struct qbak_file *f = outfile_create (j->part_path, o->target,
-                                        &j->tgt.anonymous);
-  if (!f)
-    return -1;
-  j->tgt.named_by_us = !j->tgt.anonymous;
-  j->tgt.fd = dup (f->fd);
-  if (j->tgt.fd < 0) {
-    set_io_error (errno, "%s: dup", j->part_path);
-    qbak_file_close (f);
-    return -1;
-  }
-  if (o->format == QBAK_TARGET_RAW) {
-    j->tgt.raw = raw_writer_create_file (f, j->img->size);
-    return j->tgt.raw ? 0 : -1;
-  }
-  struct qcow2_writer_opts wo = {
+  struct target_shape shape = {
     .size = j->img->size,
     .cluster_size = j->cs,
     .backing_name = o->backing,
     .backing_format = backing_format,
   };
-  j->tgt.qcow2 = qcow2_writer_create_file (f, &wo);
-  return j->tgt.qcow2 ? 0 : -1;
-}
-
-static int
-target_write (struct copy_job *j, uint64_t off, const void *buf, size_t len)
-{
-  return j->tgt.qcow2 ? qcow2_writer_write (j->tgt.qcow2, off, buf, len)
-                      : raw_writer_write (j->tgt.raw, off, buf, len);
-}
-
-/* Zero clusters matter only where they must shadow a backing file, or
- * replace what an earlier pass wrote (resume). */
-static int
-target_zero (struct copy_job *j, uint64_t off, uint64_t len)
-{
-  if (!j->tgt.has_backing && !j->o->resume)
-    return 0;
-  return qcow2_writer_zero (j->tgt.qcow2, off, len);
-}
-
-static int
-target_finish (struct copy_job *j)
-{
-  if (j->tgt.qcow2)
-    return qcow2_writer_finish (j->tgt.qcow2);
-  if (j->tgt.raw)
-    return raw_writer_finish (j->tgt.raw);
-  set_io_error (0, "%s: no target to finish", j->o->target);
-  return -1;
-}
-
-static void
-target_close (struct copy_job *j)
-{
-  qcow2_writer_free (j->tgt.qcow2);
-  raw_writer_free (j->tgt.raw);
-  j->tgt.qcow2 = NULL;
-  j->tgt.raw = NULL;
-}
-
-/* Forget the target file: an anonymous one disappears with its last
- * descriptor; a named one is removed only if this job created it. */
-static void
-target_drop (struct copy_job *j)
-{
-  target_close (j);
-  if (j->tgt.fd >= 0 && j->tgt.named_by_us) {
-    struct qbak_saved_error err;
-    qbak_error_save (&err);
-    outfile_unlink_own (j->tgt.fd, j->part_path);
-    qbak_error_put_back (&err, "error");
-  }
-  j->tgt.named_by_us = false;
-  if (j->tgt.fd >= 0)
-    close (j->tgt.fd);
-  j->tgt.fd = -1;
+  return target_create (&j->tgt, &shape);
 }
 
 /* ---- The spare ---------------------------------------------------------
@@ -550,7 +207,7 @@ finish_bytes (const struct copy_job *j)
 static void
 spare_make (struct copy_job *j)
 {
-  if (j->tgt.qcow2)
+  if (j->tgt.ops->resumable)
     j->spare_fd = outfile_reserve (j->part_path, finish_bytes (j));
 }
 
@@ -611,7 +268,9 @@ job_prepare (const struct qbak_copy_opts *o, struct qbak_copy_result *res)
   }
   j->o = o;
   j->res = res;
-  j->tgt.fd = -1;
+  /* The target's name and format are the caller's; its .part name is
+   * made with the target. */
+  target_init (&j->tgt, o->format, o->target, NULL);
   j->spare_fd = -1;
   j->t0 = now ();
   if (getrandom (j->job_id, sizeof j->job_id, 0) != sizeof j->job_id) {
@@ -619,9 +278,10 @@ job_prepare (const struct qbak_copy_opts *o, struct qbak_copy_result *res)
     goto fail;
   }
   memset (res, 0, sizeof *res);
-  res->outcome = "not-started";
-  if (check_args (o, &j->mode) < 0 || open_source (j) < 0 ||
-      check_chain_args (o) < 0)
+  res->size = sizeof *res;
+  res->outcome = QBAK_OUTCOME_NOT_STARTED;
+  if (job_check_args (o, &j->mode) < 0 || open_source (j) < 0 ||
+      job_check_chain_args (o) < 0)
     goto fail;
   res->virtual_size = j->img->size;
   res->cluster_size = j->cs;
@@ -630,7 +290,7 @@ job_prepare (const struct qbak_copy_opts *o, struct qbak_copy_result *res)
     set_nomem ();
     goto fail;
   }
-  if (target_open (j) < 0)
+  if (open_target (j) < 0)
     goto fail;
   return j;
 fail:
@@ -712,175 +372,15 @@ job_plan (struct copy_job *j)
   return 0;
 }
 
-/* Write with retries for transient target errors (the writer's state is
- * unchanged by a failed call). */
-static int
-write_retrying (struct copy_job *j, bool zero, uint64_t off, const void *buf,
-                uint64_t len)
-{
-  for (unsigned attempt = 0;; attempt++) {
-    int r = zero ? target_zero (j, off, len)
-                 : target_write (j, off, buf, (size_t) len);
-    if (r == 0 || attempt >= j->o->retries ||
-        error_get_status () != STATUS_IO)
-      return r;
-    unsigned ms = 100u << (attempt < 6 ? attempt : 6);
-    struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
-    nanosleep (&ts, NULL);
-  }
-}
-
-/* Emit BUF, holding guest [POS, +N), as runs of data and zero clusters. */
-static int
-emit (struct copy_job *j, uint64_t pos, const uint8_t *buf, uint64_t n)
-{
-  uint64_t cs = j->cs, i = 0;
-  while (i < n) {
-    uint64_t c = n - i < cs ? n - i : cs;
-    bool z = is_zero (buf + i, c);
-    uint64_t k = i + c;
-    while (k < n) {
-      uint64_t c2 = n - k < cs ? n - k : cs;
-      if (is_zero (buf + k, c2) != z)
-        break;
-      k += c2;
-    }
-    if (write_retrying (j, z, pos + i, buf + i, k - i) < 0)
-      return -1;
-    if (z)
-      j->res->zero_clusters += (k - i + cs - 1) / cs;
-    else {
-      j->res->bytes_copied += k - i;
-      j->res->clusters_copied += (k - i + cs - 1) / cs;
-    }
-    dirty_bitmap_clear (j->copy_set, pos + i, k - i);
-    i = k;
-  }
-  return 0;
-}
-
-/* Copy [OFF, +LEN) (cluster aligned, inside one copy-set run).  Each
- * cluster leaves the copy set once the target has accepted it. */
-static int
-copy_range (struct copy_job *j, uint64_t off, uint64_t len)
-{
-  uint64_t cs = j->cs, end = off + len, pos = off;
-
-  while (pos < end) {
-    struct chain_extent e;
-    if (image_chain_status (j->img, pos, end - pos, &e) < 0)
-      return -1;
-    uint64_t n = e.length;
-    if (e.zero && !e.data) {
-      /* Known zero: no read.  Whole clusters only; a partial one is read
-       * below. */
-      uint64_t last = (pos + n) / cs * cs;
-      if (pos + n == j->img->size)
-        last = pos + n;
-      if (last > pos) {
-        if (write_retrying (j, true, pos, NULL, last - pos) < 0)
-          return -1;
-        j->res->zero_clusters += (last - pos + cs - 1) / cs;
-        dirty_bitmap_clear (j->copy_set, pos, last - pos);
-        pos = last;
-        continue;
-      }
-    }
-    /* Read up to the next cluster boundary past this extent. */
-    uint64_t rend = (pos + n + cs - 1) / cs * cs;
-    if (rend > end)
-      rend = end;
-    n = rend - pos;
-    if (image_read (j->img, j->buf, n, pos) < 0)
-      return -1;
-    if (emit (j, pos, j->buf, n) < 0)
-      return -1;
-    pos += n;
-  }
-  return 0;
-}
-
-/* --on-error ignore: redo a failed range cluster by cluster, skipping the
- * clusters that fail (they stay in the copy set). */
-static int
-copy_range_ignoring (struct copy_job *j, uint64_t off, uint64_t len,
-                     char **first_error)
-{
-  for (uint64_t pos = off; pos < off + len; pos += j->cs) {
-    uint64_t n = off + len - pos < j->cs ? off + len - pos : j->cs;
-    if (!dirty_bitmap_test (j->copy_set, pos))
-      continue;
-    if (copy_range (j, pos, n) < 0) {
-      if (error_get_status () == STATUS_INVALID &&
-          strstr (error_get_message (), "internal"))
-        return -1;
-      if (!*first_error)
-        *first_error = strdup (error_get_message ());
-      j->res->clusters_failed++;
-    }
-  }
-  return 0;
-}
-
-int
-job_copy (struct copy_job *j, volatile int *cancel, qbak_progress_cb progress,
-          void *opaque)
-{
-  uint64_t size = j->img->size, done = 0, total = j->res->bytes_planned;
-  char *first_error = NULL;
-  int64_t off = dirty_bitmap_next_dirty (j->copy_set, 0);
-
-  j->res->outcome = "running";
-  while (off >= 0) {
-    int64_t next = dirty_bitmap_next_clean (j->copy_set, (uint64_t) off);
-    uint64_t run_end = next < 0 ? size : (uint64_t) next;
-    for (uint64_t pos = (uint64_t) off; pos < run_end;) {
-      if (cancel && *cancel) {
-        free (first_error);
-        qbak_internal_error (STATUS_CANCELLED, 0, "%s: backup "
-                             "cancelled", j->o->target);
-        return -1;
-      }
-      uint64_t n = run_end - pos < COPY_REQUEST_BYTES ? run_end - pos
-                                                      : COPY_REQUEST_BYTES;
-      if (copy_range (j, pos, n) < 0) {
-        if (!j->o->on_error_ignore ||
-            copy_range_ignoring (j, pos, n, &first_error) < 0) {
-          free (first_error);
-          return -1;
-        }
-      }
-      pos += n;
-      done += n;
-      if (progress)
-        progress (done < total ? done : total, total, opaque);
-    }
-    if (next < 0)
-      break;
-    off = dirty_bitmap_next_dirty (j->copy_set, run_end);
-  }
-  if (j->res->clusters_failed) {
-    qbak_internal_error (STATUS_IO, 0, "%s: %" PRIu64 " clusters could "
-                         "not be copied (first error: %s)", j->o->target,
-                         j->res->clusters_failed,
-                         first_error ? first_error : "?");
-    free (first_error);
-    return -1;
-  }
-  free (first_error);
-  return 0;
-}
-
 int
 job_finish_target (struct copy_job *j)
 {
   spare_release (j);
   /* A complete target is no partial: a resumed one loses its mark. */
-  if (j->tgt.qcow2)
-    qcow2_writer_set_partial_id (j->tgt.qcow2, NULL);
-  if (target_finish (j) < 0)
+  target_set_partial_id (&j->tgt, NULL);
+  if (target_finish (&j->tgt) < 0)
     return -1;
-  target_close (j);
+  target_close (&j->tgt);
   return 0;
 }
 
@@ -889,7 +389,8 @@ job_finish_target (struct copy_job *j)
  * of this job's partial target. */
 static int
 set_bitmap (struct copy_job *j, const struct dirty_bitmap *data,
-            bool drop_companions, bool add_companion, const char *state)
+            bool drop_companions, bool add_companion,
+            enum qbak_bitmap_state state)
 {
   size_t n = 0;
   char name[128];
@@ -908,7 +409,7 @@ set_bitmap (struct copy_job *j, const struct dirty_bitmap *data,
         QBAK_INTERNAL_BITMAP_REMOVE, j->companions[i].name, NULL,
       };
   if (add_companion) {
-    companion_name (j->o->bitmap, j->job_id, name, sizeof name);
+    job_companion_name (j->o->bitmap, j->job_id, name, sizeof name);
     c[n++] = (struct qbak_internal_bitmap_change) {
       QBAK_INTERNAL_BITMAP_CREATE, name, j->sync_set,
     };
@@ -944,18 +445,19 @@ job_promote (struct copy_job *j)
   if (outfile_sync_folder (t) < 0)
     return -1;
   j->res->seconds = now () - j->t0;
-  j->res->outcome = "ok";
+  j->res->outcome = QBAK_OUTCOME_OK;
   if (!j->bitmap)
     return 0;
   if (j->mode == QBAK_BITMAP_MODE_NEVER) {
-    j->res->bitmap_state = "unchanged";
+    j->res->bitmap_state = QBAK_BITMAP_STATE_UNCHANGED;
     j->res->bitmap_dirty_bytes = dirty_bitmap_dirty_bytes (j->sync_set);
     return 0;
   }
   /* on-success and always: the bitmap becomes the successor, and what
    * interrupted jobs had to copy is in this backup now. */
-  if (set_bitmap (j, j->successor, true, false, "cleared") < 0) {
-    j->res->bitmap_state = "unchanged";
+  if (set_bitmap (j, j->successor, true, false,
+                  QBAK_BITMAP_STATE_CLEARED) < 0) {
+    j->res->bitmap_state = QBAK_BITMAP_STATE_UNCHANGED;
     j->res->bitmap_dirty_bytes = dirty_bitmap_dirty_bytes (j->sync_set);
     qbak_internal_error_prefix ("%s: the backup is complete, but the bitmap "
                                 "could not be cleared (the next incremental "
@@ -975,9 +477,9 @@ keep_partial (struct copy_job *j)
   bool kept = false;
   qbak_error_save (&err);
   spare_release (j);
-  qcow2_writer_set_partial_id (j->tgt.qcow2, j->job_id);
-  if (target_finish (j) == 0) {
-    target_close (j);
+  target_set_partial_id (&j->tgt, j->job_id);
+  if (target_finish (&j->tgt) == 0) {
+    target_close (&j->tgt);
     if (j->tgt.anonymous) {
       kept = outfile_link (j->tgt.fd, j->part_path) == 0;
       j->tgt.named_by_us = kept;
@@ -998,62 +500,68 @@ job_fail (struct copy_job *j, enum status status)
   const char *what = "";
   char *space = NULL;
 
-  j->res->outcome = status == STATUS_CANCELLED ? "cancelled" : "failed";
+  enum hint hint = error_get_hint ();
+
+  j->res->outcome = status == STATUS_CANCELLED ? QBAK_OUTCOME_CANCELLED
+                                               : QBAK_OUTCOME_FAILED;
   j->res->clusters_left = j->copy_set ? dirty_bitmap_count (j->copy_set) : 0;
   j->res->seconds = now () - j->t0;
   if (e == ENOSPC || e == EDQUOT)
     space = space_hint (j);
 
-  /* Only a partial that --resume can continue is kept: bitmap-mode
-   * always, a qcow2 target.  Anything else is dropped (never a file this
+  /* Only a partial that a resumed job can continue is kept: bitmap-mode
+   * always, a resumable target.  Anything else is dropped (never a file this
    * job did not create). */
   bool always = j->bitmap && j->mode == QBAK_BITMAP_MODE_ALWAYS &&
                 j->copy_set;
-  bool kept = always && j->tgt.qcow2 && keep_partial (j);
+  bool kept = always && j->tgt.ops->resumable && keep_partial (j);
   if (!kept) {
     if (j->o->resume)
-      target_close (j);     /* the partial is still its old valid self */
+      target_close (&j->tgt);   /* the partial is still its old self */
     else
-      target_drop (j);
+      target_drop (&j->tgt);
   }
   spare_release (j);
 
   if (always && kept) {
     /* always: the bitmap becomes what was not copied (plus new writes),
-     * so --resume copies only the rest into TARGET.part; the companion
+     * so resuming copies only the rest into TARGET.part; the companion
      * keeps what this job had to copy for any other target.  A resumed
      * job keeps its companion, which still describes the partial. */
     struct dirty_bitmap *left = dirty_bitmap_copy (j->successor);
     bool fresh = !j->o->resume;
     if (left && dirty_bitmap_merge (left, j->copy_set) == 0 &&
-        set_bitmap (j, left, fresh, fresh, "not-copied") == 0)
-      what = "; the bitmap now holds the clusters not copied: run the same "
-             "command with --resume to finish";
+        set_bitmap (j, left, fresh, fresh,
+                    QBAK_BITMAP_STATE_NOT_COPIED) == 0) {
+      what = "; the bitmap now holds the clusters not copied";
+      hint = HINT_RESUME_TO_FINISH;
+    }
     else {
       /* The partial has no companion: it must not be resumed. */
       if (fresh)
-        target_drop (j);
-      j->res->bitmap_state = "unchanged";
+        target_drop (&j->tgt);
+      j->res->bitmap_state = QBAK_BITMAP_STATE_UNCHANGED;
       j->res->bitmap_dirty_bytes = dirty_bitmap_dirty_bytes (j->sync_set);
-      what = "; the bitmap is unchanged: run the same command again";
+      what = "; the bitmap is unchanged";
+      hint = HINT_RUN_AGAIN;
     }
     dirty_bitmap_free (left);
   }
   else if (j->o->bitmap) {
-    j->res->bitmap_state = "unchanged";
+    j->res->bitmap_state = QBAK_BITMAP_STATE_UNCHANGED;
     j->res->bitmap_dirty_bytes =
       j->sync_set ? dirty_bitmap_dirty_bytes (j->sync_set)
       : j->bitmap && j->bitmap->bm ? dirty_bitmap_dirty_bytes (j->bitmap->bm) : 0;
-    what = j->o->resume
-           ? "; the bitmap and the partial target are unchanged: run the "
-             "same command with --resume again"
-           : "; the bitmap is unchanged: run the same command again";
+    what = j->o->resume ? "; the bitmap and the partial target are unchanged"
+                        : "; the bitmap is unchanged";
+    hint = j->o->resume ? HINT_RESUME_AGAIN : HINT_RUN_AGAIN;
   }
   char *msg = NULL;
   if (asprintf (&msg, "%s%s%s", err ? err : "backup failed",
                 space ? space : "", what) < 0)
     msg = NULL;
   qbak_internal_error_restore (status, e, msg ? msg : err);
+  error_set_hint (hint);
   free (msg);
   free (space);
   free (err);
@@ -1065,9 +573,9 @@ job_discard (struct copy_job *j)
   if (!j)
     return;
   if (j->o->resume)
-    target_close (j);
+    target_close (&j->tgt);
   else
-    target_drop (j);
+    target_drop (&j->tgt);
   job_free (j);
 }
 
@@ -1076,7 +584,7 @@ job_free (struct copy_job *j)
 {
   if (!j)
     return;
-  target_close (j);
+  target_close (&j->tgt);
   if (j->tgt.fd >= 0)
     close (j->tgt.fd);
   spare_release (j);

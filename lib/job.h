@@ -4,8 +4,10 @@
  *
  *   job_prepare   arguments, source (locked, validated), bitmap, target
  *   job_plan      the point in time: sync set, copy set, successor
- *   job_copy      the copy loop (cancel, error policy, retries)
- *   job_complete  target durable; renamed into place; bitmap per mode
+ *   job_copy      the copy loop (cancel, error policy, retries), in
+ *                 copy-loop.c
+ *   job_finish_target, job_promote
+ *                 target durable; renamed into place; bitmap per mode
  *   job_fail      failure or cancel: partial target kept durable as
  *                 TARGET.part, bitmap per mode (QEMU's semantics)
  */
@@ -36,5 +38,14 @@ void job_fail (struct copy_job *j, enum status status);
 void job_discard (struct copy_job *j);
 void job_free (struct copy_job *j);
 const char *job_name (struct copy_job *j);
+
+/* copy.c: the public structures that carry their size first (qbak.h).
+ * Whether a caller's SIZE is one this library can read, for a structure
+ * of KNOWN bytes. */
+bool struct_size_ok (size_t given, size_t known);
+/* Copy the caller's structure SRC (of its own size) into DST, zero-filled
+ * to DST_SIZE, DST's size set to DST_SIZE.  -1 with a usage error for a
+ * size 0 or larger than DST_SIZE. */
+int copy_struct_in (void *dst, size_t dst_size, const void *src);
 
 #endif

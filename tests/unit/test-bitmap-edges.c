@@ -187,10 +187,15 @@ static void
 copy_clears (struct fixture *f, const char *name, const char *target)
 {
   const char *t = fx_path (target);
-  struct qbak_copy_opts o = { .source = f->img, .target = t,
-                              .sync = QBAK_SYNC_FULL, .bitmap = name,
-                              .bitmap_mode = QBAK_BITMAP_MODE_ON_SUCCESS };
+  struct qbak_copy_opts o;
+  qbak_copy_opts_init (&o);
+  o.source = f->img;
+  o.target = t;
+  o.sync = QBAK_SYNC_FULL;
+  o.bitmap = name;
+  o.bitmap_mode = QBAK_BITMAP_MODE_ON_SUCCESS;
   struct qbak_copy_result res;
+  qbak_copy_result_init (&res);
   if (qbak_copy (&o, &res) < 0)
     fail_msg ("copy with bitmap '%s': %s", name, qbak_get_error ());
   test_sh ("qemu-img compare -q '%s' '%s'", f->img, t);
