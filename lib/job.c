@@ -31,6 +31,7 @@
 #include "common/error.h"
 #include "common/iszero.h"
 #include "common/outfile.h"
+#include "formats/file-names.h"
 #include "formats/qcow2.h"
 #include "formats/qcow2-writer.h"
 #include "formats/raw-writer.h"
