@@ -212,7 +212,8 @@ load_tables (struct qcow1 *q)
     q->l1[i] = be64_at ((uint8_t *) q->l1 + i * 8);
 
   if (backing_offset && backing_size) {
-    if (backing_size > QCOW1_MAX_BACKING_NAME || backing_offset > q->file_size ||
+    if (backing_size > QCOW1_MAX_BACKING_NAME ||
+        backing_offset > q->file_size ||
         backing_size > q->file_size - backing_offset) {
       set_invalid ("%s: invalid qcow backing file name", fn);
       return -1;

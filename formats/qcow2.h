@@ -145,6 +145,27 @@ int qcow2_update_header (struct qcow2 *s);
 int qcow2_check_writable (struct qcow2 *s);
 
 /* qcow2-refcount.c */
+/* The size of a new refcount area: TABLE_CLUSTERS clusters of refcount
+ * table followed by BLOCKS new refcount blocks, placed at host cluster
+ * START.  It must describe itself: every cluster from FIRST to the end of
+ * the area lies in the range of a block (one the range already has, as
+ * HAS_BLOCK (OPAQUE, R) says for range R, or one of the new ones), and the
+ * table has an entry for every range up to there, at least MIN_ENTRIES,
+ * plus a quarter for growth with HEADROOM.  Found as a fixpoint (the area
+ * grows by far less than it covers, so a few rounds).  HAS_BLOCK NULL:
+ * no range has a block yet.  Shared by the allocator, which grows the
+ * table of an image, and the backup writer, which lays out a new one. */
+struct qcow2_refcount_area {
+  uint64_t table_clusters;
+  uint64_t blocks;
+  uint64_t entries;           /* table_clusters' worth */
+};
+void qcow2_refcount_area (uint32_t cluster_bits, uint32_t refcount_order,
+                          uint64_t first, uint64_t start,
+                          uint64_t min_entries, bool headroom,
+                          bool (*has_block) (const void *opaque, uint64_t r),
+                          const void *opaque,
+                          struct qcow2_refcount_area *out);
 /* Load the refcount table (writable opens). */
 int qcow2_refcount_init (struct qcow2 *s);
 /* Whether the image looks metadata-preallocated: more clusters with a
