@@ -43,9 +43,10 @@ struct qcow2_bitmap_list {
 };
 
 /* Load the bitmap directory of IMG (a qcow2 image; for other formats the
- * list is empty) and check the bitmaps extension and every table.  Refuses (STATUS_INVALID)
- * any directory or table QEMU would refuse, and clusters that two bitmaps
- * (or a bitmap and the header, L1 or refcount table) claim.  No bitmap
+ * list is empty) and check the bitmaps extension and every table.
+ * Refuses (STATUS_INVALID) any extension, directory or table QEMU would
+ * refuse, and clusters that two bitmaps (or a bitmap and the header, L1
+ * or refcount table) claim.  No bitmap
  * data is read: memory stays bounded by the directory and one table. */
 int qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out);
 void qcow2_bitmaps_free (struct qcow2_bitmap_list *list);
