@@ -327,7 +327,7 @@ qcow2_open (struct qbak_file *file, const char *path, unsigned flags)
   struct qcow2 *s = calloc (1, sizeof *s);
   struct qcow2_header hdr;
   uint8_t *c0 = NULL;
-  uint8_t h[QCOW2_V3_HEADER_LENGTH];
+  uint8_t h[QCOW2_V3_HEADER_LENGTH] = { 0 };
 
   if (!s || !(s->base.filename = strdup (path))) {
     free (s);
