@@ -1,8 +1,11 @@
-/* qcow2: header, header extensions, open and close.
+/* qcow2: open and close, and the header rewrite of writable opens.
  *
- * Every field is checked before it is used; the rules are QEMU's
- * qcow2_do_open/qcow2_read_extensions.  A malformed image is
- * refused with STATUS_INVALID and a message naming the field.
+ * The header codec (qcow2-header.c) decodes cluster 0; here are the rules
+ * of what qbak reads (features, encryption, the tables QEMU loads at
+ * open).  Every field is checked before it is used; the rules are QEMU's
+ * qcow2_do_open.  A malformed image is refused with STATUS_INVALID and a
+ * message naming the field.  The bitmaps extension is checked where the
+ * bitmaps are loaded (bitmaps/qcow2-bitmap.c).
  */
 #include <errno.h>
 #include <inttypes.h>
