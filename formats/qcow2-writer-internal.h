@@ -15,6 +15,8 @@
 
 #define REFCOUNT_ORDER 4                 /* 16-bit refcounts */
 #define REFCOUNT_ENTRY_BYTES 2
+_Static_assert ((1 << REFCOUNT_ORDER) / 8 == REFCOUNT_ENTRY_BYTES,
+                "a refcount of 2^REFCOUNT_ORDER bits");
 /* Host offsets must fit the L2 entry's offset field (bits 9-55). */
 #define MAX_HOST_OFFSET (1ULL << 56)
 /* Refcount table and blocks go out in requests of this size. */
