@@ -60,6 +60,22 @@
 #define QCOW2_FEATURE_ENTRY_BYTES 48
 #define QCOW2_FEATURE_NAME_BYTES 46
 
+/* Big-endian helpers for on-disk fields. */
+static inline uint16_t be16_at (const uint8_t *p)
+{ return (uint16_t) ((p[0] << 8) | p[1]); }
+static inline uint32_t be32_at (const uint8_t *p)
+{ return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
+         ((uint32_t) p[2] << 8) | p[3]; }
+static inline uint64_t be64_at (const uint8_t *p)
+{ return ((uint64_t) be32_at (p) << 32) | be32_at (p + 4); }
+static inline void put_be16 (uint8_t *p, uint16_t v)
+{ p[0] = (uint8_t) (v >> 8); p[1] = (uint8_t) v; }
+static inline void put_be32 (uint8_t *p, uint32_t v)
+{ p[0] = (uint8_t) (v >> 24); p[1] = (uint8_t) (v >> 16);
+  p[2] = (uint8_t) (v >> 8); p[3] = (uint8_t) v; }
+static inline void put_be64 (uint8_t *p, uint64_t v)
+{ put_be32 (p, (uint32_t) (v >> 32)); put_be32 (p + 4, (uint32_t) v); }
+
 /* An extension qbak does not interpret, kept byte-identical for rewrites. */
 struct qcow2_ext {
   uint32_t type;
@@ -152,22 +168,6 @@ void qcow2_header_decode_fields (const uint8_t *buf, size_t len,
  * FN names the file in the message.  0 or -1 (STATUS_INVALID). */
 int qcow2_header_check_fixed (const char *fn, const struct qcow2_header *hdr,
                               uint64_t file_size);
-
-/* Big-endian helpers for on-disk fields. */
-static inline uint16_t be16_at (const uint8_t *p)
-{ return (uint16_t) ((p[0] << 8) | p[1]); }
-static inline uint32_t be32_at (const uint8_t *p)
-{ return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
-         ((uint32_t) p[2] << 8) | p[3]; }
-static inline uint64_t be64_at (const uint8_t *p)
-{ return ((uint64_t) be32_at (p) << 32) | be32_at (p + 4); }
-static inline void put_be16 (uint8_t *p, uint16_t v)
-{ p[0] = (uint8_t) (v >> 8); p[1] = (uint8_t) v; }
-static inline void put_be32 (uint8_t *p, uint32_t v)
-{ p[0] = (uint8_t) (v >> 24); p[1] = (uint8_t) (v >> 16);
-  p[2] = (uint8_t) (v >> 8); p[3] = (uint8_t) v; }
-static inline void put_be64 (uint8_t *p, uint64_t v)
-{ put_be32 (p, (uint32_t) (v >> 32)); put_be32 (p + 4, (uint32_t) v); }
 
 /* Decode cluster 0 (BUF, LEN bytes; bytes past LEN up to the cluster size
  * read as zero) of FN, a file of FILE_SIZE bytes, into *HDR: the fixed
