@@ -52,8 +52,8 @@ qcow2_bitmap_check_new (struct image *img, const char *name,
     return -1;
   }
   if (len > BME_MAX_NAME_SIZE) {
-    set_usage_error ("%s: bitmap name too long (%zu bytes, at most 1023)",
-                     fn, len);
+    set_usage_error ("%s: bitmap name too long (%zu bytes, at most %d)",
+                     fn, len, BME_MAX_NAME_SIZE);
     return -1;
   }
   if (granularity < 512 || (granularity & (granularity - 1)) ||
@@ -157,7 +157,8 @@ validate_state (struct qcow2 *s, const struct qcow2_bitmap_state *state,
   const char *fn = s->base.filename;
   uint64_t total = 0;
   if (n > QCOW2_MAX_BITMAPS) {
-    set_usage_error ("%s: too many bitmaps (%zu, at most 65535)", fn, n);
+    set_usage_error ("%s: too many bitmaps (%zu, at most %d)", fn, n,
+                     QCOW2_MAX_BITMAPS);
     return -1;
   }
   for (size_t i = 0; i < n; i++) {

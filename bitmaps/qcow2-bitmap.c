@@ -381,6 +381,45 @@ out:
   return ret;
 }
 
+/* The bitmaps extension's fields (the header codec only decodes them),
+ * checked as QEMU's qcow2_read_extensions does.  The reader kept them
+ * only for a consistent extension (autoclear bit set). */
+static int
+check_ext (struct qcow2 *s)
+{
+  const char *fn = s->base.filename;
+
+  if (!s->has_bitmaps_ext ||
+      !(s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) || s->version < 3)
+    return 0;
+  if (s->bitmaps_reserved != 0) {
+    set_invalid ("%s: bitmaps extension: reserved field is not zero", fn);
+    return -1;
+  }
+  if (s->nb_bitmaps > QCOW2_MAX_BITMAPS) {
+    set_invalid ("%s: bitmaps extension: %" PRIu32 " bitmaps exceed "
+                 "the maximum of %d", fn, s->nb_bitmaps, QCOW2_MAX_BITMAPS);
+    return -1;
+  }
+  if (s->nb_bitmaps == 0) {
+    set_invalid ("%s: bitmaps extension with zero bitmaps", fn);
+    return -1;
+  }
+  if (s->bitmap_directory_offset & (s->cluster_size - 1)) {
+    set_invalid ("%s: bitmaps extension: bitmap directory offset %#"
+                 PRIx64 " is not cluster aligned", fn,
+                 s->bitmap_directory_offset);
+    return -1;
+  }
+  if (s->bitmap_directory_size > QCOW2_MAX_BITMAP_DIRECTORY_SIZE) {
+    set_invalid ("%s: bitmaps extension: bitmap directory size %" PRIu64
+                 " exceeds the maximum of %u", fn,
+                 s->bitmap_directory_size, QCOW2_MAX_BITMAP_DIRECTORY_SIZE);
+    return -1;
+  }
+  return 0;
+}
+
 int
 qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out)
 {
@@ -388,6 +427,8 @@ qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out)
   if (img->format != IMAGE_QCOW2)
     return 0;
   struct qcow2 *s = to_qcow2 (img);
+  if (check_ext (s) < 0)
+    return -1;
   if (s->nb_bitmaps == 0)
     return 0;
 
@@ -445,7 +486,8 @@ qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out)
     }
     if (name_size > BME_MAX_NAME_SIZE) {
       set_invalid ("%s: bitmap directory entry %zu: bitmap name too long "
-                   "(%u bytes, at most 1023)", fn, out->n, name_size);
+                   "(%u bytes, at most %d)", fn, out->n, name_size,
+                   BME_MAX_NAME_SIZE);
       goto fail;
     }
     struct qcow2_bitmap *b = &out->v[out->n];

@@ -11,6 +11,7 @@
 
 #include "bitmaps/dirty-bitmap.h"
 #include "formats/image.h"
+#include "formats/qcow2-limits.h"
 
 #define BME_FLAG_IN_USE        (1u << 0)
 #define BME_FLAG_AUTO          (1u << 1)
@@ -18,14 +19,12 @@
 #define BME_TYPE_DIRTY         1
 #define BME_MIN_GRANULARITY_BITS 9
 #define BME_MAX_GRANULARITY_BITS 31
-#define BME_MAX_NAME_SIZE      1023
+#define BME_MAX_NAME_SIZE      QCOW2_MAX_BITMAP_NAME
 #define BME_MAX_TABLE_SIZE     0x8000000u
 #define BME_MAX_PHYS_SIZE      0x20000000u
 #define BME_TABLE_ENTRY_RESERVED_MASK 0xff000000000001feULL
 #define BME_TABLE_ENTRY_OFFSET_MASK   0x00fffffffffffe00ULL
 #define BME_TABLE_ENTRY_FLAG_ALL_ONES 1ULL
-#define QCOW2_MAX_BITMAPS      65535
-#define QCOW2_MAX_BITMAP_DIRECTORY_SIZE (1024u * QCOW2_MAX_BITMAPS)
 
 struct qcow2_bitmap {
   char *name;
@@ -44,9 +43,10 @@ struct qcow2_bitmap_list {
 };
 
 /* Load the bitmap directory of IMG (a qcow2 image; for other formats the
- * list is empty) and check every table.  Refuses (STATUS_INVALID)
- * any directory or table QEMU would refuse, and clusters that two bitmaps
- * (or a bitmap and the header, L1 or refcount table) claim.  No bitmap
+ * list is empty) and check the bitmaps extension and every table.
+ * Refuses (STATUS_INVALID) any extension, directory or table QEMU would
+ * refuse, and clusters that two bitmaps (or a bitmap and the header, L1
+ * or refcount table) claim.  No bitmap
  * data is read: memory stays bounded by the directory and one table. */
 int qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out);
 void qcow2_bitmaps_free (struct qcow2_bitmap_list *list);

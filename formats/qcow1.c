@@ -14,8 +14,12 @@
 
 #include "common/error.h"
 #include "common/fileio.h"
+#include "formats/file-names.h"
 #include "formats/image.h"
 #include "formats/qcow2.h"     /* be32_at/be64_at */
+
+/* QEMU's qcow driver allows backing file names as long as qcow2 does. */
+#define QCOW1_MAX_BACKING_NAME QCOW2_MAX_BACKING_NAME
 
 #define QCOW1_HEADER_SIZE 48
 #define QCOW1_OFLAG_COMPRESSED (1ULL << 63)
@@ -210,7 +214,8 @@ load_tables (struct qcow1 *q)
     q->l1[i] = be64_at ((uint8_t *) q->l1 + i * 8);
 
   if (backing_offset && backing_size) {
-    if (backing_size > 1023 || backing_offset > q->file_size ||
+    if (backing_size > QCOW1_MAX_BACKING_NAME ||
+        backing_offset > q->file_size ||
         backing_size > q->file_size - backing_offset) {
       set_invalid ("%s: invalid qcow backing file name", fn);
       return -1;

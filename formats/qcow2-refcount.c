@@ -331,6 +331,50 @@ write_reftable (struct qcow2 *s, uint64_t offset, uint64_t entries,
   return r;
 }
 
+void
+qcow2_refcount_area (uint32_t cluster_bits, uint32_t refcount_order,
+                     uint64_t first, uint64_t start, uint64_t min_entries,
+                     bool headroom,
+                     bool (*has_block) (const void *opaque, uint64_t r),
+                     const void *opaque, struct qcow2_refcount_area *out)
+{
+  uint64_t cs = 1ULL << cluster_bits;
+  uint64_t rbe = cs * 8 >> refcount_order;     /* refcounts per block */
+  uint64_t t = 0, b = 0;
+
+  for (;;) {
+    uint64_t end = start + t + b;
+    uint64_t ranges = end / rbe + (end % rbe != 0);
+    uint64_t need = ranges > min_entries ? ranges : min_entries;
+    uint64_t nt, nb = 0;
+
+    if (headroom)
+      need += need / 4 + 1;          /* QEMU grows the table by 1.5x */
+    nt = need * 8 / cs + (need * 8 % cs != 0);
+    if (nt == 0)
+      nt = 1;
+    if (!has_block)
+      nb = ranges > first / rbe ? ranges - first / rbe : 0;
+    else
+      for (uint64_t r = first / rbe; r < ranges; r++)
+        nb += !has_block (opaque, r);
+    if (nt == t && nb == b)
+      break;
+    t = nt;
+    b = nb;
+  }
+  out->table_clusters = t;
+  out->blocks = b;
+  out->entries = t * cs / 8;
+}
+
+static bool
+has_block (const void *opaque, uint64_t r)
+{
+  const struct qcow2 *s = opaque;
+  return r < s->reftable_entries && s->reftable[r];
+}
+
 /* Make the refcount table at least MIN_ENTRIES long: a new, larger table
  * with the refcount blocks that describe it, at the end of the file,
  * switched to by one header write (QEMU's qcow2_refcount_area). */
@@ -343,29 +387,15 @@ grow_reftable (struct qcow2 *s, uint64_t min_entries)
     if (s->alloc_log[i] + 1 > start)
       start = s->alloc_log[i] + 1;
 
-  /* Fixpoint: the table (T clusters) and the new blocks (K) must be
-   * covered by the table's own entries. */
-  uint64_t entries = min_entries, t = 0, k = 0;
-  for (int iter = 0; iter < 64; iter++) {
-    uint64_t end = start + t + k;
-    uint64_t need = (end + rbe - 1) / rbe;
-    if (need < min_entries)
-      need = min_entries;
-    need += need / 4 + 1;            /* headroom, as QEMU grows by 1.5x */
-    uint64_t nt = (need * 8 + cs - 1) / cs;
-    uint64_t nk = 0;
-    for (uint64_t r = start / rbe; r <= (start + nt + k) / rbe; r++)
-      if (r >= s->reftable_entries || !s->reftable[r])
-        nk++;
-    if (nt == t && nk == k) {
-      entries = nt * cs / 8;
-      break;
-    }
-    t = nt;
-    k = nk;
-  }
+  /* The new table (T clusters) and the new blocks (K) must be covered by
+   * the table's own entries. */
+  struct qcow2_refcount_area area;
+  qcow2_refcount_area (s->cluster_bits, s->refcount_order, start, start,
+                       min_entries, true, has_block, s, &area);
+  uint64_t entries = area.entries, t = area.table_clusters, k = area.blocks;
   if (t * cs > QCOW2_MAX_REFTABLE_BYTES) {
-    set_invalid ("%s: refcount table would exceed 8 MiB", s->base.filename);
+    set_invalid ("%s: refcount table would exceed %u MiB", s->base.filename,
+                 QCOW2_MAX_REFTABLE_BYTES >> 20);
     return -1;
   }
 

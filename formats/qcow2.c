@@ -1,8 +1,11 @@
-/* qcow2: header, header extensions, open and close.
+/* qcow2: open and close, and the header rewrite of writable opens.
  *
- * Every field is checked before it is used; the rules are QEMU's
- * qcow2_do_open/qcow2_read_extensions.  A malformed image is
- * refused with STATUS_INVALID and a message naming the field.
+ * The header codec (qcow2-header.c) decodes cluster 0; here are the rules
+ * of what qbak reads (features, encryption, the tables QEMU loads at
+ * open).  Every field is checked before it is used; the rules are QEMU's
+ * qcow2_do_open.  A malformed image is refused with STATUS_INVALID and a
+ * message naming the field.  The bitmaps extension is checked where the
+ * bitmaps are loaded (bitmaps/qcow2-bitmap.c).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -11,12 +14,8 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "formats/file-names.h"
 #include "formats/qcow2.h"
-
-static const char *incompat_names[] = {
-  "dirty bit", "corrupt bit", "external data file", "compression type",
-  "extended L2 entries",
-};
 
 const char *
 qcow2_feature_name (struct qcow2 *s, int type, int bit, char *buf,
@@ -26,8 +25,9 @@ qcow2_feature_name (struct qcow2 *s, int type, int bit, char *buf,
     if (s->features[i].type == type && s->features[i].bit == bit &&
         s->features[i].name[0])
       return s->features[i].name;
-  if (type == 0 && bit < 5)
-    return incompat_names[bit];
+  const char *known = qcow2_known_feature_name (type, bit);
+  if (known)
+    return known;
   snprintf (buf, bufsize, "bit %d", bit);
   return buf;
 }
@@ -102,68 +102,56 @@ static const struct image_ops qcow2_ops = {
   .target_cluster_size = qcow2_target_cluster_size,
 };
 
-/* Parse the fixed header in H (at least 72 bytes, HLEN valid). */
-static int
-parse_header (struct qcow2 *s, const uint8_t *h, size_t hlen)
+/* Take the decoded header HDR over (its allocations move to S). */
+static void
+take_header (struct qcow2 *s, struct qcow2_header *hdr)
 {
-  const char *fn = s->base.filename;
-
-  if (be32_at (h) != QCOW2_MAGIC) {
-    set_invalid ("%s: not a qcow2 image (bad magic)", fn);
-    return -1;
-  }
-  s->version = be32_at (h + 4);
-  if (s->version < 2 || s->version > 3) {
-    set_invalid ("%s: unsupported qcow2 version %" PRIu32, fn, s->version);
-    return -1;
-  }
-  s->backing_file_offset = be64_at (h + 8);
-  s->backing_file_size = be32_at (h + 16);
-  s->cluster_bits = be32_at (h + 20);
-  s->base.size = be64_at (h + 24);
-  s->crypt_method = be32_at (h + 32);
-  s->l1_size = be32_at (h + 36);
-  s->l1_table_offset = be64_at (h + 40);
-  s->refcount_table_offset = be64_at (h + 48);
-  s->refcount_table_clusters = be32_at (h + 56);
-  s->nb_snapshots = be32_at (h + 60);
-  s->snapshots_offset = be64_at (h + 64);
-
-  if (s->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
-      s->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
-    set_invalid ("%s: invalid cluster size: cluster_bits %" PRIu32
-                 " is outside 9..21", fn, s->cluster_bits);
-    return -1;
-  }
-  s->cluster_size = 1u << s->cluster_bits;
+  s->version = hdr->version;
+  s->backing_file_offset = hdr->backing_file_offset;
+  s->backing_file_size = hdr->backing_file_size;
+  s->cluster_bits = hdr->cluster_bits;
+  s->cluster_size = 1u << hdr->cluster_bits;
   s->base.cluster_size = s->cluster_size;
-
-  if (s->version == 2) {
-    s->header_length = QCOW2_V2_HEADER_LENGTH;
-    s->refcount_order = 4;
-    return 0;
+  s->base.size = hdr->size;
+  s->crypt_method = hdr->crypt_method;
+  s->l1_size = hdr->l1_size;
+  s->l1_table_offset = hdr->l1_table_offset;
+  s->refcount_table_offset = hdr->refcount_table_offset;
+  s->refcount_table_clusters = hdr->refcount_table_clusters;
+  s->nb_snapshots = hdr->nb_snapshots;
+  s->snapshots_offset = hdr->snapshots_offset;
+  s->incompatible_features = hdr->incompatible_features;
+  s->compatible_features = hdr->compatible_features;
+  s->autoclear_features = hdr->autoclear_features;
+  s->refcount_order = hdr->refcount_order;
+  s->header_length = hdr->header_length;
+  s->compression_type = hdr->compression_type;
+  s->unknown_header = hdr->unknown_header;
+  s->unknown_header_len = hdr->unknown_header_len;
+  s->features = hdr->features;
+  s->n_features = hdr->n_features;
+  s->data_file_name = hdr->data_file_name;
+  s->base.backing_name = hdr->backing_name;
+  s->base.backing_format = hdr->backing_format;
+  /* The partial marker is not the reader's business: kept, as any
+   * extension it does not interpret, for rewrites. */
+  s->has_partial_id = hdr->has_partial_id;
+  memcpy (s->partial_id, hdr->partial_id, sizeof s->partial_id);
+  s->unknown_exts = hdr->unknown_exts;
+  s->n_unknown_exts = hdr->n_unknown_exts;
+  s->has_bitmaps_ext = hdr->has_bitmaps_ext;
+  s->has_crypto_ext = hdr->has_crypto_ext;
+  /* An extension without the autoclear bit is inconsistent (a program
+   * that does not know bitmaps changed the image): ignored, as QEMU
+   * does.  v2 has no autoclear bits. */
+  if (hdr->has_bitmaps_ext && hdr->version >= 3 &&
+      (hdr->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)) {
+    s->nb_bitmaps = hdr->nb_bitmaps;
+    s->bitmaps_reserved = hdr->bitmaps_reserved;
+    s->bitmap_directory_size = hdr->bitmap_directory_size;
+    s->bitmap_directory_offset = hdr->bitmap_directory_offset;
   }
-
-  if (hlen < QCOW2_V3_MIN_HEADER_LENGTH) {
-    set_invalid ("%s: truncated qcow2 v3 header", fn);
-    return -1;
-  }
-  s->incompatible_features = be64_at (h + 72);
-  s->compatible_features = be64_at (h + 80);
-  s->autoclear_features = be64_at (h + 88);
-  s->refcount_order = be32_at (h + 96);
-  s->header_length = be32_at (h + 100);
-  if (s->header_length < QCOW2_V3_MIN_HEADER_LENGTH) {
-    set_invalid ("%s: invalid qcow2 header_length %" PRIu32
-                 " (v3 needs at least 104)", fn, s->header_length);
-    return -1;
-  }
-  if (s->header_length > s->cluster_size) {
-    set_invalid ("%s: qcow2 header_length %" PRIu32
-                 " is larger than the cluster size", fn, s->header_length);
-    return -1;
-  }
-  return 0;
+  memset (hdr, 0, sizeof *hdr);
 }
 
 static int
@@ -186,7 +174,7 @@ check_features (struct qcow2 *s)
                  s->crypt_method == 2 ? "LUKS" : "unknown method");
     return -1;
   }
-  if (s->header_length > 104) {
+  if (s->header_length > QCOW2_V3_MIN_HEADER_LENGTH) {
     if (s->compression_type > 1) {
       set_invalid ("%s: unknown compression type %u", fn,
                    s->compression_type);
@@ -199,13 +187,14 @@ check_features (struct qcow2 *s)
                  "type incompatible bit", fn, s->compression_type);
     return -1;
   }
-  if (s->refcount_order > 6) {
-    set_invalid ("%s: invalid refcount order %" PRIu32 " (at most 6)",
-                 fn, s->refcount_order);
+  if (s->refcount_order > QCOW2_MAX_REFCOUNT_ORDER) {
+    set_invalid ("%s: invalid refcount order %" PRIu32 " (at most %d)",
+                 fn, s->refcount_order, QCOW2_MAX_REFCOUNT_ORDER);
     return -1;
   }
   s->extended_l2 = !!(s->incompatible_features & QCOW2_INCOMPAT_EXTL2);
-  if (s->extended_l2 && s->cluster_bits < 14) {
+  if (s->extended_l2 &&
+      s->cluster_bits < QCOW2_EXTL2_MIN_CLUSTER_BITS) {
     set_invalid ("%s: extended L2 entries need clusters of at least 16 KiB "
                  "(cluster_bits %" PRIu32 ")", fn, s->cluster_bits);
     return -1;
@@ -233,187 +222,15 @@ check_features (struct qcow2 *s)
   return 0;
 }
 
-static char *
-dup_string (const uint8_t *p, size_t len)
-{
-  char *r = malloc (len + 1);
-  if (!r) {
-    set_nomem ();
-    return NULL;
-  }
-  memcpy (r, p, len);
-  r[len] = '\0';
-  if (strlen (r) != len) {
-    free (r);
-    return NULL;                /* embedded NUL */
-  }
-  return r;
-}
-
-/* Walk the extension area of cluster 0 (C0, cluster_size bytes). */
+/* Where the backing file name leads (the name itself was decoded with
+ * the header). */
 static int
-parse_extensions (struct qcow2 *s, const uint8_t *c0)
+resolve_backing (struct qcow2 *s)
 {
-  const char *fn = s->base.filename;
-  if (s->backing_file_offset > s->cluster_size) {
-    set_invalid ("%s: invalid backing file offset %" PRIu64 " (past the "
-                 "first cluster)", fn, s->backing_file_offset);
-    return -1;
-  }
-  uint64_t end = s->backing_file_offset ? s->backing_file_offset
-                                        : s->cluster_size;
-  uint64_t off = s->header_length;
-
-  while (off < end) {
-    if (end - off < 8) {
-      set_invalid ("%s: header extension at offset %" PRIu64
-                   " is truncated", fn, off);
-      return -1;
-    }
-    uint32_t type = be32_at (c0 + off), len = be32_at (c0 + off + 4);
-    off += 8;
-    if (type == QCOW2_EXT_END)
-      break;
-    if (len > end - off) {
-      set_invalid ("%s: header extension 0x%08" PRIx32 " too large "
-                   "(length %" PRIu32 " runs past the header area)",
-                   fn, type, len);
-      return -1;
-    }
-    const uint8_t *d = c0 + off;
-    switch (type) {
-    case QCOW2_EXT_BACKING_FMT:
-      if (len >= 16) {
-        set_invalid ("%s: backing format extension too long (%" PRIu32
-                     " bytes)", fn, len);
-        return -1;
-      }
-      free (s->base.backing_format);
-      if (!(s->base.backing_format = dup_string (d, len))) {
-        set_invalid ("%s: invalid backing format name", fn);
-        return -1;
-      }
-      break;
-    case QCOW2_EXT_FEATURES: {
-      size_t n = len / 48;
-      free (s->features);
-      s->features = calloc (n ? n : 1, sizeof *s->features);
-      if (!s->features) {
-        set_nomem ();
-        return -1;
-      }
-      for (size_t i = 0; i < n; i++) {
-        s->features[i].type = d[i * 48];
-        s->features[i].bit = d[i * 48 + 1];
-        memcpy (s->features[i].name, d + i * 48 + 2, 46);
-        s->features[i].name[46] = '\0';
-      }
-      s->n_features = n;
-      break;
-    }
-    case QCOW2_EXT_BITMAPS:
-      if (len != 24) {
-        set_invalid ("%s: bitmaps extension: invalid extension length %"
-                     PRIu32 " (must be 24)", fn, len);
-        return -1;
-      }
-      s->has_bitmaps_ext = true;
-      if (!(s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
-        break;        /* inconsistent: ignored, as QEMU does */
-      s->nb_bitmaps = be32_at (d);
-      if (be32_at (d + 4) != 0) {
-        set_invalid ("%s: bitmaps extension: reserved field is not zero",
-                     fn);
-        return -1;
-      }
-      s->bitmap_directory_size = be64_at (d + 8);
-      s->bitmap_directory_offset = be64_at (d + 16);
-      if (s->nb_bitmaps > 65535) {
-        set_invalid ("%s: bitmaps extension: %" PRIu32 " bitmaps exceed "
-                     "the maximum of 65535", fn, s->nb_bitmaps);
-        return -1;
-      }
-      if (s->nb_bitmaps == 0) {
-        set_invalid ("%s: bitmaps extension with zero bitmaps", fn);
-        return -1;
-      }
-      if (s->bitmap_directory_offset & (s->cluster_size - 1)) {
-        set_invalid ("%s: bitmaps extension: bitmap directory offset %#"
-                     PRIx64 " is not cluster aligned", fn,
-                     s->bitmap_directory_offset);
-        return -1;
-      }
-      if (s->bitmap_directory_size > 67107840) {
-        set_invalid ("%s: bitmaps extension: bitmap directory size %" PRIu64
-                     " exceeds the maximum of 67107840", fn,
-                     s->bitmap_directory_size);
-        return -1;
-      }
-      break;
-    case QCOW2_EXT_CRYPTO:
-      set_invalid ("%s: encrypted image (full disk encryption header "
-                   "extension): encryption is not supported", fn);
-      return -1;
-    case QCOW2_EXT_DATA_FILE:
-      free (s->data_file_name);
-      if (len == 0 || !(s->data_file_name = dup_string (d, len))) {
-        set_invalid ("%s: invalid external data file name", fn);
-        return -1;
-      }
-      break;
-    default: {
-      struct qcow2_ext *n = realloc (s->unknown_exts,
-                                     (s->n_unknown_exts + 1) * sizeof *n);
-      if (!n) {
-        set_nomem ();
-        return -1;
-      }
-      s->unknown_exts = n;
-      n[s->n_unknown_exts].type = type;
-      n[s->n_unknown_exts].len = len;
-      n[s->n_unknown_exts].data = malloc (len ? len : 1);
-      if (!n[s->n_unknown_exts].data) {
-        set_nomem ();
-        return -1;
-      }
-      memcpy (n[s->n_unknown_exts].data, d, len);
-      s->n_unknown_exts++;
-    }
-    }
-    off += ((uint64_t) len + 7) & ~7ULL;
-  }
-  if (s->has_bitmaps_ext && s->version < 3)
-    s->nb_bitmaps = 0;
-  return 0;
-}
-
-static int
-load_backing_name (struct qcow2 *s, const uint8_t *c0)
-{
-  const char *fn = s->base.filename;
-
-  if (!s->backing_file_offset)
+  if (!s->base.backing_name)
     return 0;
-  if (s->backing_file_offset > s->cluster_size) {
-    set_invalid ("%s: invalid backing file offset %" PRIu64, fn,
-                 s->backing_file_offset);
-    return -1;
-  }
-  if (s->backing_file_size > QCOW2_MAX_BACKING_NAME ||
-      s->backing_file_size > s->cluster_size - s->backing_file_offset) {
-    set_invalid ("%s: backing file name too long (%" PRIu32 " bytes)",
-                 fn, s->backing_file_size);
-    return -1;
-  }
-  if (s->backing_file_size == 0)
-    return 0;
-  s->base.backing_name = dup_string (c0 + s->backing_file_offset,
-                                     s->backing_file_size);
-  if (!s->base.backing_name) {
-    set_invalid ("%s: invalid backing file name", fn);
-    return -1;
-  }
-  s->base.backing_path = image_resolve_backing (fn, s->base.backing_name);
+  s->base.backing_path = image_resolve_backing (s->base.filename,
+                                                s->base.backing_name);
   return s->base.backing_path ? 0 : -1;
 }
 
@@ -438,7 +255,7 @@ check_tables (struct qcow2 *s)
                                   "refcount table") < 0)
     return -1;
 
-  if (s->nb_snapshots > 65536) {
+  if (s->nb_snapshots > QCOW2_MAX_SNAPSHOTS) {
     set_invalid ("%s: too many snapshots (%" PRIu32 ")", fn,
                  s->nb_snapshots);
     return -1;
@@ -548,8 +365,9 @@ struct image *
 qcow2_open (struct qbak_file *file, const char *path, unsigned flags)
 {
   struct qcow2 *s = calloc (1, sizeof *s);
+  struct qcow2_header hdr;
   uint8_t *c0 = NULL;
-  uint8_t h[QCOW2_V3_MIN_HEADER_LENGTH + 8];
+  uint8_t h[QCOW2_V3_HEADER_LENGTH] = { 0 };
 
   if (!s || !(s->base.filename = strdup (path))) {
     free (s);
@@ -565,44 +383,34 @@ qcow2_open (struct qbak_file *file, const char *path, unsigned flags)
   if (fsize < 0)
     goto fail;
   s->file_size = (uint64_t) fsize;
-  if (s->file_size < QCOW2_V2_HEADER_LENGTH) {
-    set_invalid ("%s: truncated qcow2 header (file is %" PRIu64 " bytes)",
-                 path, s->file_size);
-    goto fail;
-  }
+  /* The fixed header first: it says how large cluster 0 is. */
+  memset (&hdr, 0, sizeof hdr);
   size_t hlen = s->file_size < sizeof h ? (size_t) s->file_size : sizeof h;
-  if (qbak_file_pread (file, h, hlen, 0) < 0 ||
-      parse_header (s, h, hlen) < 0)
+  if (s->file_size >= QCOW2_V2_HEADER_LENGTH &&
+      qbak_file_pread (file, h, hlen, 0) < 0)
     goto fail;
-  if (s->file_size < s->header_length) {
-    set_invalid ("%s: truncated qcow2 header (header_length %" PRIu32
-                 ", file is %" PRIu64 " bytes)", path, s->header_length,
-                 s->file_size);
+  qcow2_header_decode_fields (h, hlen, &hdr);
+  if (qcow2_header_check_fixed (path, &hdr, s->file_size) < 0)
     goto fail;
-  }
 
   /* Cluster 0 holds the header, the extensions and the backing name. */
-  c0 = calloc (1, s->cluster_size);
+  uint32_t cs = 1u << hdr.cluster_bits;
+  c0 = calloc (1, cs);
   if (!c0) {
     set_nomem ();
     goto fail;
   }
-  if (qbak_file_pread_zerofill (file, c0, s->cluster_size, 0) < 0)
+  if (qbak_file_pread_zerofill (file, c0, cs, 0) < 0 ||
+      qcow2_header_decode (path, c0, cs, s->file_size, &hdr) < 0)
     goto fail;
-  if (s->header_length > 104)
-    s->compression_type = c0[104];
-  if (s->header_length > 112) {
-    s->unknown_header_len = s->header_length - 112;
-    s->unknown_header = malloc (s->unknown_header_len);
-    if (!s->unknown_header) {
-      set_nomem ();
-      goto fail;
-    }
-    memcpy (s->unknown_header, c0 + 112, s->unknown_header_len);
+  take_header (s, &hdr);
+  if (s->has_crypto_ext) {
+    set_invalid ("%s: encrypted image (full disk encryption header "
+                 "extension): encryption is not supported", path);
+    goto fail;
   }
-  if (parse_extensions (s, c0) < 0 || check_features (s) < 0 ||
-      load_backing_name (s, c0) < 0 || check_tables (s) < 0 ||
-      open_data_file (s, flags) < 0)
+  if (check_features (s) < 0 || resolve_backing (s) < 0 ||
+      check_tables (s) < 0 || open_data_file (s, flags) < 0)
     goto fail;
   if ((flags & IMAGE_OPEN_WRITE) && qcow2_refcount_init (s) < 0)
     goto fail;
@@ -618,37 +426,14 @@ fail:
 
 /* ---- Writing the header ---------------------------------------------- */
 
-static const struct { uint8_t type, bit; const char *name; } qemu_features[] = {
-  { 0, 0, "dirty bit" }, { 0, 1, "corrupt bit" },
-  { 0, 2, "external data file" }, { 0, 3, "compression type" },
-  { 0, 4, "extended L2 entries" }, { 1, 0, "lazy refcounts" },
-  { 2, 0, "bitmaps" }, { 2, 1, "raw external data" },
-};
-
-/* Append extension TYPE with LEN bytes of DATA at *OFF in BUF. */
-static int
-put_ext (struct qcow2 *s, uint8_t *buf, uint64_t *off, uint32_t type,
-         const void *data, uint32_t len)
-{
-  uint64_t padded = ((uint64_t) len + 7) & ~7ULL;
-  if (*off + 8 + padded > s->cluster_size) {
-    set_invalid ("%s: header extensions do not fit in the first cluster",
-                 s->base.filename);
-    return -1;
-  }
-  put_be32 (buf + *off, type);
-  put_be32 (buf + *off + 4, len);
-  if (len)
-    memcpy (buf + *off + 8, data, len);
-  *off += 8 + padded;
-  return 0;
-}
-
 int
 qcow2_update_header (struct qcow2 *s)
 {
-  uint8_t *h = calloc (1, s->cluster_size);
-  int ret = -1;
+  struct qcow2_feature_name table[QCOW2_N_KNOWN_FEATURES];
+  struct qcow2_header hdr;
+  uint8_t *h = malloc (s->cluster_size);
+  int ret = -1, r;
+
   if (!h) {
     set_nomem ();
     return -1;
@@ -659,85 +444,70 @@ qcow2_update_header (struct qcow2 *s)
     s->autoclear_features |= QCOW2_AUTOCLEAR_BITMAPS;
   else
     s->autoclear_features &= ~QCOW2_AUTOCLEAR_BITMAPS;
-  s->header_length = 112 + s->unknown_header_len;
+  s->header_length = QCOW2_V3_HEADER_LENGTH + s->unknown_header_len;
 
-  put_be32 (h, QCOW2_MAGIC);
-  put_be32 (h + 4, s->version);
-  put_be32 (h + 16, s->backing_file_size);
-  put_be32 (h + 20, s->cluster_bits);
-  put_be64 (h + 24, s->base.size);
-  put_be32 (h + 32, s->crypt_method);
-  put_be32 (h + 36, s->l1_size);
-  put_be64 (h + 40, s->l1_table_offset);
-  put_be64 (h + 48, s->refcount_table_offset);
-  put_be32 (h + 56, s->refcount_table_clusters);
-  put_be32 (h + 60, s->nb_snapshots);
-  put_be64 (h + 64, s->snapshots_offset);
-  put_be64 (h + 72, s->incompatible_features);
-  put_be64 (h + 80, s->compatible_features);
-  put_be64 (h + 88, s->autoclear_features);
-  put_be32 (h + 96, s->refcount_order);
-  put_be32 (h + 100, s->header_length);
-  h[104] = s->compression_type;
-  if (s->unknown_header_len)
-    memcpy (h + 112, s->unknown_header, s->unknown_header_len);
-
-  /* The bitmaps extension goes first, inside the first 512-byte sector
-   * with the header: a bitmap commit then changes bytes of one sector
-   * only, which the disk writes atomically.  (QEMU puts it later; the
-   * order of extensions is free.) */
-  uint64_t off = s->header_length;
-  if (s->nb_bitmaps) {
-    uint8_t b[24] = { 0 };
-    put_be32 (b, s->nb_bitmaps);
-    put_be64 (b + 8, s->bitmap_directory_size);
-    put_be64 (b + 16, s->bitmap_directory_offset);
-    if (put_ext (s, h, &off, QCOW2_EXT_BITMAPS, b, sizeof b) < 0)
-      goto out;
-  }
-  if (s->base.backing_format &&
-      put_ext (s, h, &off, QCOW2_EXT_BACKING_FMT, s->base.backing_format,
-               (uint32_t) strlen (s->base.backing_format)) < 0)
-    goto out;
-  if (s->data_file_name &&
-      put_ext (s, h, &off, QCOW2_EXT_DATA_FILE, s->data_file_name,
-               (uint32_t) strlen (s->data_file_name)) < 0)
-    goto out;
+  memset (&hdr, 0, sizeof hdr);
+  hdr.magic = QCOW2_MAGIC;
+  hdr.version = s->version;
+  hdr.cluster_bits = s->cluster_bits;
+  hdr.size = s->base.size;
+  hdr.crypt_method = s->crypt_method;
+  hdr.l1_size = s->l1_size;
+  hdr.l1_table_offset = s->l1_table_offset;
+  hdr.refcount_table_offset = s->refcount_table_offset;
+  hdr.refcount_table_clusters = s->refcount_table_clusters;
+  hdr.nb_snapshots = s->nb_snapshots;
+  hdr.snapshots_offset = s->snapshots_offset;
+  hdr.incompatible_features = s->incompatible_features;
+  hdr.compatible_features = s->compatible_features;
+  hdr.autoclear_features = s->autoclear_features;
+  hdr.refcount_order = s->refcount_order;
+  hdr.header_length = s->header_length;
+  hdr.compression_type = s->compression_type;
+  hdr.unknown_header = s->unknown_header;
+  hdr.unknown_header_len = s->unknown_header_len;
+  hdr.backing_name = s->base.backing_name;
+  hdr.backing_format = s->base.backing_format;
+  hdr.data_file_name = s->data_file_name;
+  /* The bitmaps extension only while there are bitmaps; the encoder puts
+   * it first, inside the first 512-byte sector with the header, so that a
+   * bitmap commit changes bytes of one sector only, which the disk writes
+   * atomically.  (QEMU puts it later; the order of extensions is free.) */
+  hdr.has_bitmaps_ext = s->nb_bitmaps != 0;
+  hdr.nb_bitmaps = s->nb_bitmaps;
+  hdr.bitmap_directory_size = s->bitmap_directory_size;
+  hdr.bitmap_directory_offset = s->bitmap_directory_offset;
+  hdr.has_partial_id = s->has_partial_id;
+  memcpy (hdr.partial_id, s->partial_id, sizeof hdr.partial_id);
+  hdr.unknown_exts = s->unknown_exts;
+  hdr.n_unknown_exts = s->n_unknown_exts;
+  /* QEMU's feature name table, where it fits with room to spare, as
+   * qemu-img writes it. */
   if (s->cluster_size > 4096) {
-    uint8_t table[sizeof qemu_features / sizeof qemu_features[0] * 48];
     memset (table, 0, sizeof table);
-    for (size_t i = 0; i < sizeof qemu_features / sizeof qemu_features[0]; i++) {
-      table[i * 48] = qemu_features[i].type;
-      table[i * 48 + 1] = qemu_features[i].bit;
-      memcpy (table + i * 48 + 2, qemu_features[i].name,
-              strlen (qemu_features[i].name));
+    for (size_t i = 0; i < QCOW2_N_KNOWN_FEATURES; i++) {
+      table[i].type = qcow2_known_features[i].type;
+      table[i].bit = qcow2_known_features[i].bit;
+      strncpy (table[i].name, qcow2_known_features[i].name,
+               QCOW2_FEATURE_NAME_BYTES);
     }
-    if (put_ext (s, h, &off, QCOW2_EXT_FEATURES, table, sizeof table) < 0)
-      goto out;
+    hdr.features = table;
+    hdr.n_features = QCOW2_N_KNOWN_FEATURES;
   }
-  for (size_t i = 0; i < s->n_unknown_exts; i++)
-    if (put_ext (s, h, &off, s->unknown_exts[i].type, s->unknown_exts[i].data,
-                 s->unknown_exts[i].len) < 0)
-      goto out;
-  if (put_ext (s, h, &off, QCOW2_EXT_END, NULL, 0) < 0)
+
+  r = qcow2_header_encode (&hdr, h, s->cluster_size);
+  if (r == QCOW2_ENCODE_EXTS_TOO_BIG) {
+    set_invalid ("%s: header extensions do not fit in the first cluster",
+                 s->base.filename);
     goto out;
-  if (s->base.backing_name) {
-    size_t n = strlen (s->base.backing_name);
-    if (off + n > s->cluster_size) {
-      set_invalid ("%s: backing file name does not fit in the first cluster",
-                   s->base.filename);
-      goto out;
-    }
-    memcpy (h + off, s->base.backing_name, n);
-    s->backing_file_offset = off;
-    s->backing_file_size = (uint32_t) n;
   }
-  else {
-    s->backing_file_offset = 0;
-    s->backing_file_size = 0;
+  if (r == QCOW2_ENCODE_NAME_TOO_BIG) {
+    set_invalid ("%s: backing file name does not fit in the first cluster",
+                 s->base.filename);
+    goto out;
   }
-  put_be64 (h + 8, s->backing_file_offset);
-  put_be32 (h + 16, s->backing_file_size);
+  s->backing_file_offset = hdr.backing_file_offset;
+  s->backing_file_size = hdr.backing_file_size;
 
   if (qbak_file_pwrite (s->base.file, h, s->cluster_size, 0) < 0 ||
       qbak_file_flush (s->base.file) < 0)

@@ -8,40 +8,9 @@
 #include <stdint.h>
 
 #include "formats/image.h"
+#include "formats/qcow2-header.h"
 
 struct qcow2_refmap;
-
-#define QCOW2_MAGIC 0x514649fbU
-#define QCOW2_V2_HEADER_LENGTH 72
-#define QCOW2_V3_MIN_HEADER_LENGTH 104
-#define QCOW2_MIN_CLUSTER_BITS 9
-#define QCOW2_MAX_CLUSTER_BITS 21
-#define QCOW2_MAX_L1_BYTES (32u << 20)
-#define QCOW2_MAX_REFTABLE_BYTES (8u << 20)
-#define QCOW2_MAX_BACKING_NAME 1023
-
-#define QCOW2_INCOMPAT_DIRTY        (1ULL << 0)
-#define QCOW2_INCOMPAT_CORRUPT      (1ULL << 1)
-#define QCOW2_INCOMPAT_DATA_FILE    (1ULL << 2)
-#define QCOW2_INCOMPAT_COMPRESSION  (1ULL << 3)
-#define QCOW2_INCOMPAT_EXTL2        (1ULL << 4)
-#define QCOW2_INCOMPAT_KNOWN        0x1fULL
-#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
-#define QCOW2_AUTOCLEAR_BITMAPS     (1ULL << 0)
-#define QCOW2_AUTOCLEAR_DATA_RAW    (1ULL << 1)
-#define QCOW2_AUTOCLEAR_KNOWN       0x3ULL
-
-#define QCOW2_EXT_END          0x00000000U
-#define QCOW2_EXT_BACKING_FMT  0xe2792acaU
-#define QCOW2_EXT_FEATURES     0x6803f857U
-#define QCOW2_EXT_BITMAPS      0x23852875U
-#define QCOW2_EXT_CRYPTO       0x0537be77U
-#define QCOW2_EXT_DATA_FILE    0x44415441U
-/* qbak's own extension ("qbkp"): marks a partial backup target and holds
- * the id of the interrupted job it belongs to.  QEMU ignores extensions
- * it does not know. */
-#define QCOW2_EXT_QBAK_PARTIAL 0x71626b70U
-#define QCOW2_PARTIAL_ID_BYTES 16
 
 #define L1E_OFFSET_MASK        0x00fffffffffffe00ULL
 #define L1E_RESERVED_MASK      0x7f000000000001ffULL
@@ -52,18 +21,6 @@ struct qcow2_refmap;
 #define QCOW_OFLAG_ZERO        (1ULL << 0)
 #define REFT_OFFSET_MASK       0xfffffffffffffe00ULL
 #define REFT_RESERVED_MASK     0x1ffULL
-
-/* An extension qbak does not interpret, kept byte-identical for rewrites. */
-struct qcow2_ext {
-  uint32_t type;
-  uint32_t len;
-  uint8_t *data;
-};
-
-struct qcow2_feature_name {
-  uint8_t type, bit;
-  char name[47];
-};
 
 /* L2 tables are cached in slices of at most 4 KiB (as QEMU's
  * l2-cache-entry-size): a scattered incremental over a huge disk then
@@ -107,8 +64,13 @@ struct qcow2 {
   struct qcow2_feature_name *features;
   size_t n_features;
   char *data_file_name;
+  bool has_crypto_ext;
+  bool has_partial_id;        /* qbak's partial marker, kept for rewrites */
+  uint8_t partial_id[QCOW2_PARTIAL_ID_BYTES];
+  /* The bitmaps extension, when consistent (bitmaps/ checks it). */
   bool has_bitmaps_ext;       /* present (whether consistent or not) */
   uint32_t nb_bitmaps;
+  uint32_t bitmaps_reserved;
   uint64_t bitmap_directory_size;
   uint64_t bitmap_directory_offset;
 
@@ -183,6 +145,27 @@ int qcow2_update_header (struct qcow2 *s);
 int qcow2_check_writable (struct qcow2 *s);
 
 /* qcow2-refcount.c */
+/* The size of a new refcount area: TABLE_CLUSTERS clusters of refcount
+ * table followed by BLOCKS new refcount blocks, placed at host cluster
+ * START.  It must describe itself: every cluster from FIRST to the end of
+ * the area lies in the range of a block (one the range already has, as
+ * HAS_BLOCK (OPAQUE, R) says for range R, or one of the new ones), and the
+ * table has an entry for every range up to there, at least MIN_ENTRIES,
+ * plus a quarter for growth with HEADROOM.  Found as a fixpoint (the area
+ * grows by far less than it covers, so a few rounds).  HAS_BLOCK NULL:
+ * no range has a block yet.  Shared by the allocator, which grows the
+ * table of an image, and the backup writer, which lays out a new one. */
+struct qcow2_refcount_area {
+  uint64_t table_clusters;
+  uint64_t blocks;
+  uint64_t entries;           /* table_clusters' worth */
+};
+void qcow2_refcount_area (uint32_t cluster_bits, uint32_t refcount_order,
+                          uint64_t first, uint64_t start,
+                          uint64_t min_entries, bool headroom,
+                          bool (*has_block) (const void *opaque, uint64_t r),
+                          const void *opaque,
+                          struct qcow2_refcount_area *out);
 /* Load the refcount table (writable opens). */
 int qcow2_refcount_init (struct qcow2 *s);
 /* Whether the image looks metadata-preallocated: more clusters with a
@@ -223,21 +206,5 @@ int qcow2_check_metadata_range (struct qcow2 *s, uint64_t offset,
  * cluster_size bytes. */
 int qcow2_decompress (struct qcow2 *s, const uint8_t *src, size_t srclen,
                       uint8_t *dst);
-
-/* Big-endian helpers for on-disk fields. */
-static inline uint16_t be16_at (const uint8_t *p)
-{ return (uint16_t) ((p[0] << 8) | p[1]); }
-static inline uint32_t be32_at (const uint8_t *p)
-{ return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
-         ((uint32_t) p[2] << 8) | p[3]; }
-static inline uint64_t be64_at (const uint8_t *p)
-{ return ((uint64_t) be32_at (p) << 32) | be32_at (p + 4); }
-static inline void put_be16 (uint8_t *p, uint16_t v)
-{ p[0] = (uint8_t) (v >> 8); p[1] = (uint8_t) v; }
-static inline void put_be32 (uint8_t *p, uint32_t v)
-{ p[0] = (uint8_t) (v >> 24); p[1] = (uint8_t) (v >> 16);
-  p[2] = (uint8_t) (v >> 8); p[3] = (uint8_t) v; }
-static inline void put_be64 (uint8_t *p, uint64_t v)
-{ put_be32 (p, (uint32_t) (v >> 32)); put_be32 (p + 4, (uint32_t) v); }
 
 #endif

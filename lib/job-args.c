@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "formats/file-names.h"
 #include "lib/job-internal.h"
 
 /* A usage error with a hint: the message says what is wrong, the hint
