@@ -421,6 +421,12 @@ check_ext (struct qcow2 *s)
 }
 
 int
+qcow2_bitmaps_check_extension (struct image *img)
+{
+  return img->format == IMAGE_QCOW2 ? check_ext (to_qcow2 (img)) : 0;
+}
+
+int
 qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out)
 {
   memset (out, 0, sizeof *out);

@@ -49,6 +49,9 @@ struct qcow2_bitmap_list {
  * or refcount table) claim.  No bitmap
  * data is read: memory stays bounded by the directory and one table. */
 int qcow2_bitmaps_load (struct image *img, struct qcow2_bitmap_list *out);
+/* Check IMG's bitmaps extension as QEMU does when it opens the file,
+ * without loading the bitmaps (qcow2_bitmaps_load checks it too). */
+int qcow2_bitmaps_check_extension (struct image *img);
 void qcow2_bitmaps_free (struct qcow2_bitmap_list *list);
 
 /* Read B's data into B->bm (once; in_use bitmaps are refused). */

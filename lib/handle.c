@@ -66,6 +66,14 @@ qbak_image_open_format (const char *path, const char *format, unsigned flags)
                                   &flags);
   if (!img)
     return NULL;
+  /* QEMU refuses a chain in which any file has a broken bitmaps
+   * extension, backing files included (their bitmaps are loaded only if
+   * their handle is asked for). */
+  for (struct image *l = img->backing; l; l = l->backing)
+    if (qcow2_bitmaps_check_extension (l) < 0) {
+      image_close (img);
+      return NULL;
+    }
   if (img->corrupt && !(flags & QBAK_OPEN_INSPECT)) {
     set_invalid ("%s: image is marked corrupt; run 'qemu-img check -r all' "
                  "on it first", path);
