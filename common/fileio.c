@@ -195,13 +195,17 @@ qbak_file_pwrite (struct qbak_file *f, const void *buf, size_t count,
 int
 qbak_file_flush (struct qbak_file *f)
 {
-  int e = qbak_failpoint (FP_FLUSH, f->path);
-  if (e) {
-    set_io_error (e, "%s: flush", f->path);
-    return -1;
+  /* Never retried: see fileio.h. */
+  if (!f->flush_failed && f->wb)
+    f->flush_failed = writeback_error (f->wb);
+  if (!f->flush_failed) {
+    int e = qbak_failpoint (FP_FLUSH, f->path);
+    if (!e && fsync (f->fd) < 0)
+      e = errno;
+    f->flush_failed = e;
   }
-  if (fsync (f->fd) < 0) {
-    set_io_error (errno, "%s: flush", f->path);
+  if (f->flush_failed) {
+    set_io_error (f->flush_failed, "%s: flush", f->path);
     return -1;
   }
   return 0;
@@ -321,8 +325,10 @@ qbak_file_writeback (struct qbak_file *f, uint64_t offset, uint64_t len)
     return;
   }
   /* Errors surface at the flush that makes the data durable. */
-  (void) sync_file_range (f->fd, (off_t) offset, (off_t) len,
-                          SYNC_FILE_RANGE_WRITE);
+  if (sync_file_range (f->fd, (off_t) offset, (off_t) len,
+                       SYNC_FILE_RANGE_WRITE) < 0 &&
+      writeback_lost_data (errno) && !f->flush_failed)
+    f->flush_failed = errno;
 }
 
 struct qbak_file *

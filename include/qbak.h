@@ -49,6 +49,9 @@ enum qbak_hint {
 
 QBAK_API const char *qbak_get_error (void);
 QBAK_API enum qbak_hint qbak_get_error_hint (void);
+/* The public call that set the last error ("qbak_bitmap_apply"), or NULL
+ * (no error, or one set outside any call).  A static string. */
+QBAK_API const char *qbak_get_error_context (void);
 QBAK_API enum qbak_status qbak_get_status (void);
 QBAK_API int qbak_get_errno (void);
 QBAK_API void qbak_clear_error (void);

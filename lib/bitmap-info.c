@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "lib/api.h"
 #include "lib/internal.h"
 
 size_t
@@ -14,6 +15,7 @@ int
 qbak_bitmap_get_info (struct qbak_image *h, size_t i,
                       struct qbak_bitmap_info *info)
 {
+  api_enter (__func__);
   if (i >= h->bitmaps.n) {
     set_usage_error ("%s: no bitmap number %zu", h->img->filename, i);
     return -1;
@@ -36,6 +38,7 @@ int
 qbak_bitmap_extents (struct qbak_image *h, const char *name,
                      qbak_bitmap_extent_cb cb, void *opaque)
 {
+  api_enter (__func__);
   struct qcow2_bitmap *b = qbak_internal_find_bitmap (h, name);
   if (!b) {
     set_invalid ("%s: no bitmap named '%s' ('qbak bitmap list' "

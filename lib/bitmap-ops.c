@@ -11,6 +11,7 @@
 #include "bitmaps/qcow2-bitmap.h"
 #include "common/error.h"
 #include "formats/qcow2.h"
+#include "lib/api.h"
 #include "lib/internal.h"
 
 /* One bitmap of an image's planned state. */
@@ -294,6 +295,7 @@ int
 qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
                    const struct qbak_bitmap_op *ops, size_t n_ops)
 {
+  api_enter (__func__);
   struct plan *plans = calloc (n_images ? n_images : 1, sizeof *plans);
   size_t committed = 0;
   int ret = -1;
@@ -336,23 +338,14 @@ qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
 
 revert:
   for (size_t i = committed; i-- > 0;) {
-    char *err = strdup (error_get_message ());
-    enum status st = error_get_status ();
-    int e = error_get_errno ();
+    struct qbak_saved_error err;
+    qbak_error_save (&err);
     int r = qcow2_bitmaps_revert (images[i]->img, plans[i].pending);
     plans[i].pending = NULL;
-    if (r < 0) {
-      char *msg = NULL;
-      if (asprintf (&msg, "%s; and %s could not be put back: it holds the "
-                    "new bitmaps", err ? err : "error",
-                    images[i]->img->filename) < 0)
-        msg = NULL;
-      qbak_internal_error_restore (st, e, msg ? msg : err);
-      free (msg);
-    }
-    else
-      qbak_internal_error_restore (st, e, err);
-    free (err);
+    qbak_error_put_back (&err, "error");
+    if (r < 0)
+      qbak_internal_error_suffix ("; and %s could not be put back: it holds "
+                                  "the new bitmaps", images[i]->img->filename);
   }
 
 reload:

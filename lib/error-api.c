@@ -1,5 +1,6 @@
 /* The public face of the per-thread error (common/error.c): the internal
- * status classes re-exported as enum qbak_status. */
+ * status classes and hints re-exported as enum qbak_status and enum
+ * qbak_hint, and the error's context (lib/api.h). */
 #include "qbak.h"
 #include "common/error.h"
 
@@ -46,4 +47,10 @@ enum qbak_hint
 qbak_get_error_hint (void)
 {
   return (enum qbak_hint) error_get_hint ();
+}
+
+const char *
+qbak_get_error_context (void)
+{
+  return error_get_context ();
 }

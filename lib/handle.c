@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "formats/qcow2.h"
+#include "lib/api.h"
 #include "lib/internal.h"
 
 const char *
@@ -49,12 +50,14 @@ lock_layer (struct qbak_file *file, int depth, void *opaque)
 struct qbak_image *
 qbak_image_open (const char *path, unsigned flags)
 {
+  api_enter (__func__);
   return qbak_image_open_format (path, NULL, flags);
 }
 
 struct qbak_image *
 qbak_image_open_format (const char *path, const char *format, unsigned flags)
 {
+  api_enter (__func__);
   error_clear ();
   unsigned iflags = 0;
   if (flags & QBAK_OPEN_WRITE)
@@ -139,6 +142,7 @@ int
 qbak_image_pread (struct qbak_image *h, void *buf, uint64_t count,
                   uint64_t offset)
 {
+  api_enter (__func__);
   if (offset > h->img->size || count > h->img->size - offset) {
     set_usage_error ("%s: read of %llu bytes at %llu is beyond the virtual "
                      "size", h->img->filename, (unsigned long long) count,

@@ -172,6 +172,57 @@ test_error_is_per_thread (void **state)
   assert_int_equal (qbak_get_errno (), 0);
 }
 
+/* Cleanup between an error and its report keeps the error whole: its
+ * message, status, errno, hint and context; a suffix says what cleanup
+ * could not undo. */
+static void
+test_save_put_back_suffix (void **state)
+{
+  (void) state;
+  const char *outer = error_enter ("qbak_test_call");
+  set_io_error (EIO, "a.qcow2: write");
+  error_set_hint (HINT_NONE);
+  struct qbak_saved_error err;
+  qbak_error_save (&err);
+  set_invalid ("cleanup failed");
+  qbak_error_put_back (&err, "fallback");
+  error_leave (outer);
+  qbak_internal_error_suffix ("; and %s could not be put back", "b.qcow2");
+  char want[256];
+  snprintf (want, sizeof want, "a.qcow2: write: %s; and b.qcow2 could not "
+            "be put back", strerror (EIO));
+  assert_string_equal (qbak_get_error (), want);
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_IO);
+  assert_int_equal (qbak_get_errno (), EIO);
+  assert_string_equal (qbak_get_error_context (), "qbak_test_call");
+}
+
+/* The context names the public call that failed, the outer one when a
+ * public call makes another; no call, no context. */
+static void
+test_context (void **state)
+{
+  (void) state;
+  set_invalid ("outside any call");
+  assert_null (qbak_get_error_context ());
+
+  const char *outer = error_enter ("qbak_outer");
+  const char *inner = error_enter ("qbak_inner");
+  set_invalid ("inside");
+  error_leave (inner);
+  assert_string_equal (qbak_get_error_context (), "qbak_outer");
+  error_leave (outer);
+  /* The error keeps its context after the call returned... */
+  assert_string_equal (qbak_get_error_context (), "qbak_outer");
+  /* ...not a later one set outside. */
+  set_invalid ("later");
+  assert_null (qbak_get_error_context ());
+  qbak_internal_error_prefix ("ctx");
+  assert_null (qbak_get_error_context ());
+  qbak_clear_error ();
+  assert_null (qbak_get_error_context ());
+}
+
 /* ---- Errors of qbak_image_open --------------------------------------- */
 
 static void
@@ -188,6 +239,9 @@ test_open_missing_file (void **state)
   assert_non_null (strstr (qbak_get_error (), path));
   assert_true (starts_with (qbak_get_error (), path));
   assert_non_null (strstr (qbak_get_error (), strerror (ENOENT)));
+  /* The context is beside the message, never in it. */
+  assert_string_equal (qbak_get_error_context (), "qbak_image_open");
+  assert_null (strstr (qbak_get_error (), "qbak_image_open"));
   test_rmtree (dir);
 }
 
@@ -251,6 +305,7 @@ test_pread_beyond_size (void **state)
                                         cases[i].offset), -1);
     assert_int_equal (qbak_get_status (), QBAK_STATUS_USAGE);
     assert_true (starts_with (qbak_get_error (), path));
+    assert_string_equal (qbak_get_error_context (), "qbak_image_pread");
   }
   /* The last byte is fine. */
   assert_int_equal (qbak_image_pread (img, buf, 1, 64 * 1024 - 1), 0);
@@ -277,6 +332,8 @@ main (void)
     cmocka_unit_test (test_error_replaces_previous),
     cmocka_unit_test (test_clear_error),
     cmocka_unit_test (test_error_is_per_thread),
+    cmocka_unit_test (test_save_put_back_suffix),
+    cmocka_unit_test (test_context),
     cmocka_unit_test (test_open_missing_file),
     cmocka_unit_test (test_open_directory),
     cmocka_unit_test (test_open_missing_backing),
