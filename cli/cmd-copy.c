@@ -134,8 +134,17 @@ result_json (const struct qbak_copy_result *r, const char *target)
   json_object_object_add (o, "target", json_object_new_string (target));
   json_object_object_add (o, "status", json_object_new_string (
                             r->outcome ? r->outcome : "failed"));
-  if (r->error[0])
-    json_object_object_add (o, "error", json_object_new_string (r->error));
+  if (r->error[0]) {
+    /* A result holds no hint: the group's error (the last one) does, and
+     * it is this job's when the texts are the same. */
+    char *text = strcmp (r->error, qbak_get_error ()) == 0
+                 ? error_with_advice (r->error, qbak_get_error_hint (),
+                                      qbak_get_errno ())
+                 : NULL;
+    json_object_object_add (o, "error", json_object_new_string (
+                              text ? text : r->error));
+    free (text);
+  }
   json_object_object_add (o, "virtual-size", json_u64 (r->virtual_size));
   json_object_object_add (o, "cluster-size", json_u64 (r->cluster_size));
   json_object_object_add (o, "bytes-planned", json_u64 (r->bytes_planned));

@@ -8,10 +8,54 @@
 
 #include "cli/cli.h"
 
+/* This program's advice for an error the library hinted at, appended to
+ * the library's message, which says only what is wrong.  ERRNO_LAST: the
+ * library recorded the errno without putting it in the message; its text
+ * goes after the advice.  One block per area, in enum order. */
+static const struct {
+  enum qbak_hint hint;
+  const char *advice;
+  bool errno_last;
+} advice_table[] = {
+  /* Image locks (lib/lock.c). */
+  { QBAK_HINT_IMAGE_LOCKED, ": stop the other user, or use -U/--force-share "
+    "for read-only commands", true },
+  { QBAK_HINT_IMAGE_PERMISSION_HELD, "; stop it (or use -U/--force-share for "
+    "read-only commands)", false },
+};
+
+char *
+error_with_advice (const char *msg, enum qbak_hint hint, int errnum)
+{
+  const char *advice = "";
+  bool errno_last = false;
+  for (size_t i = 0; i < sizeof advice_table / sizeof advice_table[0]; i++)
+    if (advice_table[i].hint == hint) {
+      advice = advice_table[i].advice;
+      errno_last = advice_table[i].errno_last && errnum != 0;
+    }
+  char *s = NULL;
+  if (asprintf (&s, "%s%s%s%s", msg, advice, errno_last ? ": " : "",
+                errno_last ? strerror (errnum) : "") < 0)
+    return NULL;
+  return s;
+}
+
+/* The last error as this program words it: the library's message with
+ * the advice for its hint.  Malloc'ed; NULL if out of memory. */
+static char *
+last_error_text (void)
+{
+  return error_with_advice (qbak_get_error (), qbak_get_error_hint (),
+                            qbak_get_errno ());
+}
+
 int
 report_error (void)
 {
-  fprintf (stderr, "%s: %s\n", progname, qbak_get_error ());
+  char *text = last_error_text ();
+  fprintf (stderr, "%s: %s\n", progname, text ? text : qbak_get_error ());
+  free (text);
   switch (qbak_get_status ()) {
   case QBAK_STATUS_USAGE: return EXIT_USAGE;
   case QBAK_STATUS_INVALID: return EXIT_UNUSABLE;
@@ -64,7 +108,9 @@ report_error_usage (const char *usage)
    * was fine, the file system said no (those errors carry an errno). */
   if (qbak_get_status () != QBAK_STATUS_USAGE || qbak_get_errno () != 0)
     return report_error ();
-  print_usage_line (usage, qbak_get_error ());
+  char *text = last_error_text ();
+  print_usage_line (usage, text ? text : qbak_get_error ());
+  free (text);
   return EXIT_USAGE;
 }
 

@@ -45,6 +45,13 @@ enum qbak_status {
  * wrong.  Values are added at the end. */
 enum qbak_hint {
   QBAK_HINT_NONE = 0,
+  /* Another process uses the image (QBAK_STATUS_BUSY): stop it, or read
+   * with QBAK_OPEN_FORCE_SHARE.  LOCKED: it holds a lock byte exclusively
+   * (qbak_get_errno() says how the lock was refused; the message does
+   * not); PERMISSION_HELD: it holds, or does not share, a permission
+   * this open needs. */
+  QBAK_HINT_IMAGE_LOCKED,
+  QBAK_HINT_IMAGE_PERMISSION_HELD,
 };
 
 QBAK_API const char *qbak_get_error (void);

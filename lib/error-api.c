@@ -18,6 +18,10 @@ _Static_assert ((int) QBAK_STATUS_CANCELLED == (int) STATUS_CANCELLED,
                 "status CANCELLED");
 
 _Static_assert ((int) QBAK_HINT_NONE == (int) HINT_NONE, "hint NONE");
+_Static_assert ((int) QBAK_HINT_IMAGE_LOCKED == (int) HINT_IMAGE_LOCKED,
+                "hint IMAGE_LOCKED");
+_Static_assert ((int) QBAK_HINT_IMAGE_PERMISSION_HELD ==
+                (int) HINT_IMAGE_PERMISSION_HELD, "hint IMAGE_PERMISSION_HELD");
 
 const char *
 qbak_get_error (void)

@@ -25,6 +25,7 @@ struct first_error {
   char *msg;
   enum status status;
   int errnum;
+  enum hint hint;
 };
 
 static void
@@ -37,6 +38,7 @@ remember (struct first_error *fe, struct qbak_copy_result *res)
   fe->msg = strdup (error_get_message ());
   fe->status = error_get_status ();
   fe->errnum = error_get_errno ();
+  fe->hint = error_get_hint ();
 }
 
 /* TARGET with its folder resolved (the file itself does not exist yet),
@@ -244,9 +246,11 @@ out:
     job_free (jobs[i]);
   free (jobs);
   if (ret < 0) {
-    if (fe.msg)
+    if (fe.msg) {
       qbak_internal_error_restore (cancelled ? STATUS_CANCELLED
                                              : fe.status, fe.errnum, fe.msg);
+      error_set_hint (fe.hint);
+    }
     free (fe.msg);
   }
   else

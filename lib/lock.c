@@ -169,9 +169,11 @@ apply_lock_bytes (struct qbak_file *file, unsigned perm, unsigned shared)
         /* Only a write lock blocks a read lock: someone locked the byte
          * exclusively, which means the image is in use. */
         describe_holder (file->fd, offs[k], holder, sizeof holder);
-        set_busy (e, "%s: image is locked%s: stop the other user, or use "
-                  "-U/--force-share for read-only commands", file->path,
-                  holder);
+        /* The errno only says the byte is taken, which the message says
+         * in words: recorded, not appended. */
+        qbak_internal_error_errno_only (STATUS_BUSY, e, "%s: image is "
+                                        "locked%s", file->path, holder);
+        error_set_hint (HINT_IMAGE_LOCKED);
       }
       else
         set_io_error (e, "%s: cannot take the image lock on byte %d",
@@ -210,8 +212,8 @@ check_lock_bytes (struct qbak_file *file, unsigned perm, unsigned shared)
     }
     describe_holder (file->fd, off, holder, sizeof holder);
     set_busy (0, "%s: image is locked: another process%s %s the \"%s\" "
-              "permission; stop it (or use -U/--force-share for read-only "
-              "commands)", file->path, holder, why, perm_names[n]);
+              "permission", file->path, holder, why, perm_names[n]);
+    error_set_hint (HINT_IMAGE_PERMISSION_HELD);
     return -1;
   }
   return 0;
