@@ -12,6 +12,8 @@
 #ifndef QBAK_LIB_API_H
 #define QBAK_LIB_API_H
 
+#include <stddef.h>
+
 #include "common/error.h"
 
 static inline void
@@ -25,5 +27,20 @@ api_leave (const char **outer)
 #define api_enter(name)                                                 \
   const char *api_outer_ __attribute__ ((cleanup (api_leave), unused)) \
     = error_enter (name)
+
+/* Can the library honour SIZE, the sizeof a caller gave for the structure
+ * WHAT that it knows as KNOWN bytes (include/qbak.h: Growth)?  0, or -1
+ * with a usage error. */
+static inline int
+api_check_size (size_t size, size_t known, const char *what)
+{
+  if (size < sizeof (size_t) || size > known) {
+    set_usage_error ("struct %s: size %zu is not one this library knows "
+                     "(%zu at most; set it with %s_init)", what, size, known,
+                     what);
+    return -1;
+  }
+  return 0;
+}
 
 #endif

@@ -291,9 +291,36 @@ commit_one (struct plan *p)
   return r;
 }
 
+/* The caller's OPS, of the caller's size each (include/qbak.h: Growth),
+ * as structures of the library's size, the fields the caller's lacks
+ * zero.  Malloc'ed, or NULL with the error set. */
+static struct qbak_bitmap_op *
+ops_import (const struct qbak_bitmap_op *ops, size_t n_ops)
+{
+  size_t stride = n_ops ? ops[0].size : sizeof *ops;
+  if (api_check_size (stride, sizeof *ops, "qbak_bitmap_op") < 0)
+    return NULL;
+  struct qbak_bitmap_op *v = calloc (n_ops ? n_ops : 1, sizeof *v);
+  if (!v) {
+    set_nomem ();
+    return NULL;
+  }
+  for (size_t k = 0; k < n_ops; k++) {
+    memcpy (&v[k], (const char *) ops + k * stride, stride);
+    if (v[k].size != stride) {
+      set_usage_error ("struct qbak_bitmap_op: operation %zu has size %zu, "
+                       "the first %zu: every one must have the same", k,
+                       v[k].size, stride);
+      free (v);
+      return NULL;
+    }
+  }
+  return v;
+}
+
 int
 qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
-                   const struct qbak_bitmap_op *ops, size_t n_ops)
+                   const struct qbak_bitmap_op *caller_ops, size_t n_ops)
 {
   api_enter (__func__);
   struct plan *plans = calloc (n_images ? n_images : 1, sizeof *plans);
@@ -303,6 +330,11 @@ qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
   error_clear ();
   if (!plans) {
     set_nomem ();
+    return -1;
+  }
+  struct qbak_bitmap_op *ops = ops_import (caller_ops, n_ops);
+  if (!ops) {
+    free (plans);
     return -1;
   }
   /* Early failure: every image checked before anything is written. */
@@ -358,6 +390,7 @@ out:
   for (size_t i = 0; i < n_images; i++)
     plan_free (&plans[i]);
   free (plans);
+  free (ops);
   return ret;
 }
 
@@ -371,7 +404,7 @@ qbak_internal_bitmap_update (struct qbak_image *h,
   if (check_fresh (h) < 0 || plan_init (&p, h) < 0)
     goto out;
   for (size_t i = 0; i < n; i++) {
-    struct qbak_bitmap_op op = { .name = c[i].name };
+    struct qbak_bitmap_op op = { .size = sizeof op, .name = c[i].name };
     struct planned *pl;
     switch (c[i].kind) {
     case QBAK_INTERNAL_BITMAP_CREATE:

@@ -94,21 +94,26 @@ qbak_image_close (struct qbak_image *h)
   free (h);
 }
 
-struct qbak_image *
-qbak_image_backing (struct qbak_image *h)
+int
+qbak_image_backing (struct qbak_image *h, struct qbak_image **backing)
 {
+  api_enter (__func__);
+  *backing = NULL;
   if (!h->img->backing)
-    return NULL;
-  if (!h->backing)
-    h->backing = wrap (h->img->backing, h->flags, false);
-  return h->backing;
+    return 0;
+  if (!h->backing && !(h->backing = wrap (h->img->backing, h->flags, false)))
+    return -1;
+  *backing = h->backing;
+  return 1;
 }
 
-void
-qbak_image_get_info (struct qbak_image *h, struct qbak_image_info *info)
+/* Fill INFO whole (the library's size). */
+static void
+get_info (struct qbak_image *h, struct qbak_image_info *info)
 {
   struct image *img = h->img;
   memset (info, 0, sizeof *info);
+  info->size = sizeof *info;
   info->filename = img->filename;
   info->format = img->ops->name;
   info->virtual_size = img->size;
@@ -132,10 +137,26 @@ qbak_image_get_info (struct qbak_image *h, struct qbak_image_info *info)
                              (s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
   info->data_file = s->data_file_name;
   info->data_file_full = img->data_file_path;
-  info->data_file_raw = s->autoclear_features & QCOW2_AUTOCLEAR_DATA_RAW;
+  if (s->data_file_name)
+    info->data_file_mode = s->autoclear_features & QCOW2_AUTOCLEAR_DATA_RAW
+                           ? QBAK_DATA_FILE_RAW : QBAK_DATA_FILE_PLAIN;
   info->incompatible_features = s->incompatible_features;
   info->compatible_features = s->compatible_features;
   info->autoclear_features = s->autoclear_features;
+}
+
+int
+qbak_image_get_info (struct qbak_image *h, struct qbak_image_info *info)
+{
+  api_enter (__func__);
+  struct qbak_image_info all;
+  size_t size = info->size;
+  if (api_check_size (size, sizeof all, "qbak_image_info") < 0)
+    return -1;
+  get_info (h, &all);
+  all.size = size;
+  memcpy (info, &all, size);
+  return 0;
 }
 
 int

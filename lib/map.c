@@ -45,7 +45,7 @@ qbak_image_map (struct qbak_image *h, uint64_t start, uint64_t length,
           return r;
       }
       cur = (struct qbak_map_extent) {
-        .start = off, .length = e.length, .depth = e.depth,
+        .size = sizeof cur, .start = off, .length = e.length, .depth = e.depth,
         .present = e.present, .zero = e.zero, .data = e.data,
         .offset_valid = e.offset_valid, .offset = e.offset,
       };

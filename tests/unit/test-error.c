@@ -313,6 +313,67 @@ test_pread_beyond_size (void **state)
   test_rmtree (dir);
 }
 
+/* A caller built against an older header passes a smaller structure: the
+ * library writes none of its bytes past that size.  A size of 0 (never
+ * set) or one larger than the library knows is refused. */
+static void
+test_struct_sizes (void **state)
+{
+  (void) state;
+  char dir[TEST_PATH_MAX], path[TEST_PATH_MAX];
+  test_tmpdir_create (dir);
+  test_path (path, dir, "disk.raw");
+  int fd = open (path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  assert_int_equal (ftruncate (fd, 64 * 1024), 0);
+  close (fd);
+  struct qbak_image *img = qbak_image_open (path, QBAK_OPEN_READ);
+  assert_non_null (img);
+
+  struct qbak_image_info info;
+  qbak_image_info_init (&info);
+  assert_int_equal (info.size, sizeof info);
+  assert_int_equal (qbak_image_get_info (img, &info), 0);
+  assert_int_equal (info.size, sizeof info);
+  assert_int_equal (info.virtual_size, 64 * 1024);
+  assert_string_equal (info.format, "raw");
+  assert_int_equal (info.data_file_mode, QBAK_DATA_FILE_NONE);
+
+  /* An "older" caller that knows the fields up to virtual_size. */
+  size_t old = offsetof (struct qbak_image_info, virtual_size) +
+               sizeof info.virtual_size;
+  memset (&info, 0xa5, sizeof info);
+  info.size = old;
+  assert_int_equal (qbak_image_get_info (img, &info), 0);
+  assert_int_equal (info.size, old);
+  assert_int_equal (info.virtual_size, 64 * 1024);
+  for (size_t i = old; i < sizeof info; i++)
+    assert_int_equal (((unsigned char *) &info)[i], 0xa5);
+
+  static const size_t bad[] = { 0, 1, sizeof info + 1, SIZE_MAX };
+  for (size_t i = 0; i < ARRAY_SIZE (bad); i++) {
+    info.size = bad[i];
+    assert_int_equal (qbak_image_get_info (img, &info), -1);
+    assert_int_equal (qbak_get_status (), QBAK_STATUS_USAGE);
+    assert_string_equal (qbak_get_error_context (), "qbak_image_get_info");
+  }
+
+  /* A raw image has no backing file: 0, not an error. */
+  struct qbak_image *b = img;
+  qbak_clear_error ();
+  assert_int_equal (qbak_image_backing (img, &b), 0);
+  assert_null (b);
+
+  /* Operations: the array's stride is the first one's size. */
+  struct qbak_bitmap_op op = { .kind = QBAK_BITMAP_ADD, .name = "x" };
+  assert_int_equal (qbak_bitmap_apply (&img, 1, &op, 1), -1);
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_USAGE);
+  assert_string_equal (qbak_get_error_context (), "qbak_bitmap_apply");
+
+  qbak_image_close (img);
+  test_rmtree (dir);
+}
+
 static void
 test_close_null (void **state)
 {
@@ -338,6 +399,7 @@ main (void)
     cmocka_unit_test (test_open_directory),
     cmocka_unit_test (test_open_missing_backing),
     cmocka_unit_test (test_pread_beyond_size),
+    cmocka_unit_test (test_struct_sizes),
     cmocka_unit_test (test_close_null),
   };
   int r = cmocka_run_group_tests (tests, NULL, NULL);
