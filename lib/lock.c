@@ -54,16 +54,15 @@ name_process (long pid, char *buf, size_t bufsize)
 static bool
 lock_line_covers (const char *line, int off)
 {
-  char kind[16], adv[16], rw[16], devino[64], start[32], end[32];
-  long pid;
+  char start[32], end[32];
   const char *p = strchr (line, ':');
   if (!p)
     return false;
   /* "lock:\t1: OFDLCK ADVISORY  READ -1 fe:00:5678 100 100" */
   if (strncmp (line, "lock:", 5) == 0 && !(p = strchr (p + 1, ':')))
     return false;
-  if (sscanf (p + 1, "%15s %15s %15s %ld %63s %31s %31s", kind, adv, rw,
-              &pid, devino, start, end) != 7)
+  /* Only the range matters: kind, class, type, pid and file are skipped. */
+  if (sscanf (p + 1, "%*s %*s %*s %*s %*s %31s %31s", start, end) != 2)
     return false;
   long long s0 = atoll (start), e0 = strcmp (end, "EOF") ? atoll (end)
                                                           : INT64_MAX;
