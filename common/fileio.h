@@ -5,10 +5,11 @@
  * A failed flush is never retried.  Once an fsync of a file fails, or
  * starting its write-back reports an I/O error, the file is poisoned:
  * every later qbak_file_flush of it fails with the same errno, without
- * calling fsync.  After a failed write-back Linux may drop the dirty pages
- * and report the error once, so a second fsync that succeeds proves
- * nothing about what was written before.  The same holds for folders
- * (outfile_sync_folder). */
+ * calling fsync, as in QEMU's file driver.  After a failed write-back
+ * Linux may drop the dirty pages and report the error once, so a second
+ * fsync that succeeds proves nothing about what was written before; what
+ * cannot be proven durable is leaked by the callers, never freed.  The
+ * same holds for folders (outfile_sync_folder). */
 #ifndef QBAK_COMMON_FILEIO_H
 #define QBAK_COMMON_FILEIO_H
 

@@ -27,9 +27,9 @@
  * Lifetimes.  Each function says how long a pointer it returns or fills
  * in stays valid; the library never frees what the caller owns.
  *
- * Growth.  The structures below start with their size, so that they can
- * grow (fields are only ever added at the end) without breaking a program
- * built against an older header.  A structure the caller fills or passes
+ * Growth.  The structures of images, maps and bitmaps start with their
+ * size, so that they can grow (fields are only ever added at the end)
+ * without breaking a program built against an older header.  A structure the caller fills or passes
  * in carries the caller's sizeof: set it with the qbak_..._init function
  * (inline, so it is the caller's sizeof) or with a designated initializer
  * { .size = sizeof (struct qbak_...) }.  The library reads and writes no

@@ -374,6 +374,33 @@ test_struct_sizes (void **state)
   test_rmtree (dir);
 }
 
+/* A second writer of an image is refused as locked: the message says what
+ * is wrong and names no flag of any program; the hint says what to do. */
+static void
+test_lock_hint (void **state)
+{
+  (void) state;
+  char dir[TEST_PATH_MAX], path[TEST_PATH_MAX];
+  test_tmpdir_create (dir);
+  test_path (path, dir, "disk.raw");
+  int fd = open (path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  assert_int_equal (ftruncate (fd, 64 * 1024), 0);
+  close (fd);
+  struct qbak_image *first = qbak_image_open (path, QBAK_OPEN_WRITE);
+  assert_non_null (first);
+  assert_null (qbak_image_open (path, QBAK_OPEN_WRITE));
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_BUSY);
+  assert_int_equal (qbak_get_error_hint (), QBAK_HINT_IMAGE_PERMISSION_HELD);
+  assert_string_equal (qbak_get_error_context (), "qbak_image_open");
+  assert_true (starts_with (qbak_get_error (), path));
+  assert_non_null (strstr (qbak_get_error (), "image is locked"));
+  assert_null (strstr (qbak_get_error (), "-U"));
+  assert_null (strstr (qbak_get_error (), "force-share"));
+  qbak_image_close (first);
+  test_rmtree (dir);
+}
+
 static void
 test_close_null (void **state)
 {
@@ -400,6 +427,7 @@ main (void)
     cmocka_unit_test (test_open_missing_backing),
     cmocka_unit_test (test_pread_beyond_size),
     cmocka_unit_test (test_struct_sizes),
+    cmocka_unit_test (test_lock_hint),
     cmocka_unit_test (test_close_null),
   };
   int r = cmocka_run_group_tests (tests, NULL, NULL);
