@@ -8,8 +8,16 @@
  * calling fsync, as in QEMU's file driver.  After a failed write-back
  * Linux may drop the dirty pages and report the error once, so a second
  * fsync that succeeds proves nothing about what was written before; what
- * cannot be proven durable is leaked by the callers, never freed.  The
- * same holds for folders (outfile_sync_folder). */
+ * cannot be proven durable is leaked by the callers, never freed.
+ *
+ * The one way back is to write again every byte written since the last
+ * flush that succeeded (the pages a failed write-back may have lost), as
+ * putting back a header after its flush failed does: a flush after that
+ * makes new writes durable and vouches for nothing older.  The file keeps
+ * the ranges written since the last good flush for this; when they are
+ * too many to keep, or after a truncate or a deallocation, a failure
+ * poisons the file for good.  Folders stay poisoned for good
+ * (outfile_sync_folder). */
 #ifndef QBAK_COMMON_FILEIO_H
 #define QBAK_COMMON_FILEIO_H
 
@@ -19,6 +27,14 @@
 
 struct writeback;
 
+/* Byte ranges of a file, merged, up to a bound (fileio.c). */
+#define QBAK_FILE_MAX_RANGES 32
+struct qbak_file_ranges {
+  unsigned n;
+  bool overflow;                /* more than the bound: unknown */
+  struct { uint64_t start, end; } v[QBAK_FILE_MAX_RANGES];
+};
+
 struct qbak_file {
   int fd;
   char *path;
@@ -27,6 +43,9 @@ struct qbak_file {
   bool wb_tried;
   int flush_failed;             /* errno of the failed flush that poisoned
                                    the file, or 0 */
+  struct qbak_file_ranges written;  /* since the last good flush */
+  struct qbak_file_ranges unproven; /* poisoned: what of WRITTEN was not
+                                       written again since */
 };
 
 /* Open PATH read-only, or read-write if WRITABLE: a regular file or a

@@ -105,10 +105,11 @@ writeback_lost_data (int err)
 }
 
 int
-writeback_error (struct writeback *wb)
+writeback_take_error (struct writeback *wb)
 {
   pthread_mutex_lock (&wb->lock);
   int e = wb->error;
+  wb->error = 0;
   pthread_mutex_unlock (&wb->lock);
   return e;
 }
