@@ -116,8 +116,8 @@ do_change (const char *sub, const char *format,
                             images[i]);
 
   struct qbak_bitmap_op op = {
-    .size = sizeof op, .kind = kind, .name = args[0], .granularity = granularity,
-    .disabled = disabled,
+    .size = sizeof op, .kind = kind, .name = args[0],
+    .granularity = granularity, .disabled = disabled,
     .sources = (const char *const *) (args + 1),
     .n_sources = kind == QBAK_BITMAP_MERGE ? (size_t) nargs - 1 : 0,
   };

@@ -22,21 +22,23 @@
  * may run at the same time on different threads, as may qbak_copy and
  * qbak_copy_group, which open handles of their own.  An image open twice,
  * in one process or in two, is locked twice, as by two QEMUs: a second
- * writer is refused (QBAK_STATUS_BUSY).
+ * writer, or a reader of an image being written (without
+ * QBAK_OPEN_FORCE_SHARE), is refused (QBAK_STATUS_BUSY).
  *
  * Lifetimes.  Each function says how long a pointer it returns or fills
  * in stays valid; the library never frees what the caller owns.
  *
  * Growth.  The structures of images, maps and bitmaps start with their
  * size, so that they can grow (fields are only ever added at the end)
- * without breaking a program built against an older header.  A structure the caller fills or passes
- * in carries the caller's sizeof: set it with the qbak_..._init function
- * (inline, so it is the caller's sizeof) or with a designated initializer
- * { .size = sizeof (struct qbak_...) }.  The library reads and writes no
- * byte past the caller's size, and refuses a size of 0 or one larger than
- * it knows (QBAK_STATUS_USAGE).  A structure the library passes to a
- * callback carries the library's size: fields past the size a program
- * knows are simply ones it was built without.
+ * without breaking a program built against an older header.  A structure
+ * the caller fills or passes in carries the caller's sizeof: set it with
+ * the qbak_..._init function (inline, so it is the caller's sizeof) or
+ * with a designated initializer { .size = sizeof (struct qbak_...) }.
+ * The library reads and writes no byte past the caller's size, and
+ * refuses a size of 0 or one larger than it knows (QBAK_STATUS_USAGE).  A
+ * structure the library passes to a callback carries the library's size:
+ * fields past the size a program knows are simply ones it was built
+ * without.
  *
  * The API is young (0.x): functions may still change between releases.
  */
