@@ -22,14 +22,18 @@ struct command {
 extern const char *progname;
 
 /* errors.c */
-/* Print the library's last error as one line and return its exit code. */
+/* MSG, a message of the library, with this program's advice for HINT
+ * (flags, commands) appended, and the text of ERRNUM after it where the
+ * library keeps it out of the message.  Malloc'ed; NULL if out of
+ * memory. */
+char *error_with_advice (const char *msg, enum qbak_hint hint, int errnum);
+/* Print the library's last error as one line, with the advice for its
+ * hint, and return its exit code. */
 int report_error (void);
 /* The same, pointing to the --help of the command USAGE belongs to when
  * the library called it a usage error (an argument combination it
  * refuses). */
 int report_error_usage (const char *usage);
-/* The text qbak appends to a library message for HINT, or NULL. */
-const char *hint_text (enum qbak_hint hint);
 /* Print "qbak: MSG. Try 'qbak CMD --help'." as one line on stderr, CMD
  * being the command USAGE (its usage text) belongs to; return EXIT_USAGE. */
 int usage_error (const char *usage, const char *fmt, ...)

@@ -116,8 +116,8 @@ do_change (const char *sub, const char *format,
                             images[i]);
 
   struct qbak_bitmap_op op = {
-    .kind = kind, .name = args[0], .granularity = granularity,
-    .disabled = disabled,
+    .size = sizeof op, .kind = kind, .name = args[0],
+    .granularity = granularity, .disabled = disabled,
     .sources = (const char *const *) (args + 1),
     .n_sources = kind == QBAK_BITMAP_MERGE ? (size_t) nargs - 1 : 0,
   };
@@ -171,6 +171,7 @@ do_list (struct qbak_image *img, bool json)
   json_object *arr = json ? json_object_new_array () : NULL;
   for (size_t i = 0; i < n; i++) {
     struct qbak_bitmap_info b;
+    qbak_bitmap_info_init (&b);
     if (qbak_bitmap_get_info (img, i, &b) < 0)
       continue;
     if (json)
@@ -211,7 +212,8 @@ print_extent (const struct qbak_bitmap_extent *e, void *opaque)
 static int
 do_dump (struct qbak_image *img, const char *name, bool json)
 {
-  struct qbak_bitmap_info b = { 0 };
+  struct qbak_bitmap_info b;
+  qbak_bitmap_info_init (&b);
   for (size_t i = 0; i < qbak_bitmap_count (img); i++)
     if (qbak_bitmap_get_info (img, i, &b) == 0 && strcmp (b.name, name) == 0)
       break;
@@ -225,7 +227,9 @@ do_dump (struct qbak_image *img, const char *name, bool json)
     return report_error ();
   }
   struct qbak_image_info in;
-  qbak_image_get_info (img, &in);
+  qbak_image_info_init (&in);
+  if (qbak_image_get_info (img, &in) < 0)
+    return report_error ();
   json_object *o = json_object_new_object ();
   json_object_object_add (o, "name", json_object_new_string (name));
   json_object_object_add (o, "granularity", json_u64 (b.granularity));

@@ -144,13 +144,10 @@ result_json (const struct qbak_copy_result *r, const char *target)
   json_object_object_add (o, "status", json_object_new_string (
                             outcome_name (r)));
   if (r->error[0]) {
-    const char *hint = hint_text (r->error_hint);
-    char *msg = NULL;
-    if (!hint || asprintf (&msg, "%s%s", r->error, hint) < 0)
-      msg = NULL;
-    json_object_object_add (o, "error",
-                            json_object_new_string (msg ? msg : r->error));
-    free (msg);
+    char *text = error_with_advice (r->error, r->error_hint, r->error_errno);
+    json_object_object_add (o, "error", json_object_new_string (
+                              text ? text : r->error));
+    free (text);
   }
   json_object_object_add (o, "virtual-size", json_u64 (r->virtual_size));
   json_object_object_add (o, "cluster-size", json_u64 (r->cluster_size));

@@ -47,11 +47,28 @@ disk_usage (const char *path)
   return stat (path, &st) == 0 ? (uint64_t) st.st_blocks * 512 : 0;
 }
 
+/* The info of IMG, which cannot fail with the size set by the init. */
+static void
+get_info (struct qbak_image *img, struct qbak_image_info *in)
+{
+  qbak_image_info_init (in);
+  qbak_image_get_info (img, in);
+}
+
+/* The next layer of IMG's chain, or NULL; the chain was loaded whole
+ * before anything is printed, so no error is left here. */
+static struct qbak_image *
+next_layer (struct qbak_image *img)
+{
+  struct qbak_image *b;
+  return qbak_image_backing (img, &b) > 0 ? b : NULL;
+}
+
 static json_object *
 image_json (struct qbak_image *img)
 {
   struct qbak_image_info in;
-  qbak_image_get_info (img, &in);
+  get_info (img, &in);
   json_object *o = json_object_new_object ();
   json_object_object_add (o, "filename", json_object_new_string (in.filename));
   json_object_object_add (o, "format", json_object_new_string (in.format));
@@ -89,14 +106,15 @@ image_json (struct qbak_image *img)
                               json_object_new_string (in.data_file));
       json_object_object_add (fs, "full-data-file",
                               json_object_new_string (in.data_file_full));
-      json_object_object_add (fs, "data-file-raw",
-                              json_object_new_boolean (in.data_file_raw));
+      json_object_object_add (fs, "data-file-raw", json_object_new_boolean (
+                                in.data_file_mode == QBAK_DATA_FILE_RAW));
     }
     json_object_object_add (o, "format-specific", fs);
   }
   json_object *bitmaps = json_object_new_array ();
   for (size_t i = 0; i < qbak_bitmap_count (img); i++) {
     struct qbak_bitmap_info b;
+    qbak_bitmap_info_init (&b);
     if (qbak_bitmap_get_info (img, i, &b) == 0)
       json_object_array_add (bitmaps, json_bitmap_info (&b));
   }
@@ -131,7 +149,7 @@ static void
 print_text (struct qbak_image *img)
 {
   struct qbak_image_info in;
-  qbak_image_get_info (img, &in);
+  get_info (img, &in);
   printf ("image: %s\n", in.filename);
   printf ("file format: %s\n", in.format);
   printf ("virtual size: %" PRIu64 " bytes\n", in.virtual_size);
@@ -148,7 +166,8 @@ print_text (struct qbak_image *img)
     if (in.data_file) {
       printf ("data file: %s", in.data_file);
       print_actual_path (in.data_file, in.data_file_full);
-      printf ("%s\n", in.data_file_raw ? " (raw)" : "");
+      printf ("%s\n", in.data_file_mode == QBAK_DATA_FILE_RAW ? " (raw)"
+                                                            : "");
     }
     if (!in.bitmaps_consistent)
       printf ("bitmaps: inconsistent (a program without bitmap support "
@@ -157,10 +176,9 @@ print_text (struct qbak_image *img)
   printf ("corrupt: %s\n", in.corrupt ? "true" : "false");
   if (in.dirty)
     printf ("dirty flag: true (refcounts may be stale)\n");
-  for (struct qbak_image *b = qbak_image_backing (img); b;
-       b = qbak_image_backing (b)) {
+  for (struct qbak_image *b = next_layer (img); b; b = next_layer (b)) {
     struct qbak_image_info bi;
-    qbak_image_get_info (b, &bi);
+    get_info (b, &bi);
     printf ("chain: %s (%s, %" PRIu64 " bytes)\n", bi.filename, bi.format,
             bi.virtual_size);
     print_backing (&bi, "  ");
@@ -171,6 +189,7 @@ print_text (struct qbak_image *img)
     printf ("  %-20s %12s %-8s %s\n", "NAME", "GRANULARITY", "FLAGS", "DIRTY");
     for (size_t i = 0; i < n; i++) {
       struct qbak_bitmap_info b;
+      qbak_bitmap_info_init (&b);
       if (qbak_bitmap_get_info (img, i, &b) < 0)
         continue;
       char dirty[32];
@@ -218,10 +237,8 @@ cmd_info (int argc, char **argv)
   /* Every layer must load (its bitmaps too) before anything is printed,
    * so a broken backing file is an error, not a silently shorter chain. */
   for (struct qbak_image *l = img; l;) {
-    struct qbak_image_info li;
-    qbak_image_get_info (l, &li);
-    struct qbak_image *next = qbak_image_backing (l);
-    if (!next && li.backing_filename && (flags & QBAK_OPEN_NO_BACKING) == 0) {
+    struct qbak_image *next;
+    if (qbak_image_backing (l, &next) < 0) {
       int ret = report_error ();
       qbak_image_close (img);
       return ret;
@@ -231,8 +248,7 @@ cmd_info (int argc, char **argv)
   if (json) {
     json_object *o = image_json (img);
     json_object *chain = json_object_new_array ();
-    for (struct qbak_image *b = qbak_image_backing (img); b;
-         b = qbak_image_backing (b))
+    for (struct qbak_image *b = next_layer (img); b; b = next_layer (b))
       json_object_array_add (chain, image_json (b));
     json_object_object_add (o, "backing-chain", chain);
     json_print (o);

@@ -97,7 +97,12 @@ cmd_map (int argc, char **argv)
   if (!img)
     return report_error ();
   struct qbak_image_info in;
-  qbak_image_get_info (img, &in);
+  qbak_image_info_init (&in);
+  if (qbak_image_get_info (img, &in) < 0) {
+    int ret = report_error ();
+    qbak_image_close (img);
+    return ret;
+  }
 
   int r;
   if (json) {

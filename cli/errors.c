@@ -8,12 +8,77 @@
 
 #include "cli/cli.h"
 
-static void print_error_line (const char *usage);
+/* This program's advice for an error the library hinted at, appended to
+ * the library's message, which says only what is wrong.  ERRNO_LAST: the
+ * library recorded the errno without putting it in the message; its text
+ * goes after the advice.  One block per area, in enum order. */
+static const struct {
+  enum qbak_hint hint;
+  const char *advice;
+  bool errno_last;
+} advice_table[] = {
+  /* The backup job and its bitmaps (lib/job*.c, lib/bitmap-*.c). */
+  { QBAK_HINT_LIST_BITMAPS, " ('qbak bitmap list' shows them)", false },
+  { QBAK_HINT_NEED_BITMAP, "; give --bitmap", false },
+  { QBAK_HINT_NEED_BITMAP_MODE, "; give --bitmap-mode", false },
+  { QBAK_HINT_BACKING_CONFLICT, "; give --backing or --no-backing, not both",
+    false },
+  { QBAK_HINT_BACKING_FORMAT_ALONE, "; -F goes with --backing", false },
+  { QBAK_HINT_NEED_BACKING, ": give --backing PREV (the previous backup), or"
+    " --no-backing if a target without one is meant", false },
+  { QBAK_HINT_PARTIAL_EXISTS, "; or finish it with the same command and "
+    "--resume", false },
+  { QBAK_HINT_BACKING_FORMAT_GUESSED, "; qbak reads a backing file as qcow2 "
+    "unless -F gives its format (-F raw for a raw backup)", false },
+  { QBAK_HINT_NOT_OUR_PARTIAL, "; remove it and run without --resume", false },
+  { QBAK_HINT_PARTIAL_OF_OTHER_JOB, "; run without --resume to start again",
+    false },
+  { QBAK_HINT_RESUME_TO_FINISH, ": run the same command with --resume to "
+    "finish", false },
+  { QBAK_HINT_RUN_AGAIN, ": run the same command again", false },
+  { QBAK_HINT_RESUME_AGAIN, ": run the same command with --resume again",
+    false },
+  { QBAK_HINT_REMOVE_IN_USE_COMPANION, " ('qbak bitmap remove' removes it; "
+    "then 'qbak copy --sync full')", false },
+  /* Image locks (lib/lock.c). */
+  { QBAK_HINT_IMAGE_LOCKED, ": stop the other user, or use -U/--force-share "
+    "for read-only commands", true },
+  { QBAK_HINT_IMAGE_PERMISSION_HELD, "; stop it (or use -U/--force-share for "
+    "read-only commands)", false },
+};
+
+char *
+error_with_advice (const char *msg, enum qbak_hint hint, int errnum)
+{
+  const char *advice = "";
+  bool errno_last = false;
+  for (size_t i = 0; i < sizeof advice_table / sizeof advice_table[0]; i++)
+    if (advice_table[i].hint == hint) {
+      advice = advice_table[i].advice;
+      errno_last = advice_table[i].errno_last && errnum != 0;
+    }
+  char *s = NULL;
+  if (asprintf (&s, "%s%s%s%s", msg, advice, errno_last ? ": " : "",
+                errno_last ? strerror (errnum) : "") < 0)
+    return NULL;
+  return s;
+}
+
+/* The last error as this program words it: the library's message with
+ * the advice for its hint.  Malloc'ed; NULL if out of memory. */
+static char *
+last_error_text (void)
+{
+  return error_with_advice (qbak_get_error (), qbak_get_error_hint (),
+                            qbak_get_errno ());
+}
 
 int
 report_error (void)
 {
-  print_error_line (NULL);
+  char *text = last_error_text ();
+  fprintf (stderr, "%s: %s\n", progname, text ? text : qbak_get_error ());
+  free (text);
   switch (qbak_get_status ()) {
   case QBAK_STATUS_USAGE: return EXIT_USAGE;
   case QBAK_STATUS_INVALID: return EXIT_UNUSABLE;
@@ -59,65 +124,6 @@ print_usage_line (const char *usage, const char *msg)
   fputc ('\n', stderr);
 }
 
-/* What a hint means in qbak's words: appended as is to the library's
- * message, separator included, so the line reads as one sentence.  NULL
- * for no hint (or one this program does not know). */
-const char *
-hint_text (enum qbak_hint hint)
-{
-  switch (hint) {
-  /* The backup job and its bitmaps (lib/job*.c, lib/bitmap-*.c). */
-  case QBAK_HINT_LIST_BITMAPS:
-    return " ('qbak bitmap list' shows them)";
-  case QBAK_HINT_NEED_BITMAP:
-    return "; give --bitmap";
-  case QBAK_HINT_NEED_BITMAP_MODE:
-    return "; give --bitmap-mode";
-  case QBAK_HINT_BACKING_CONFLICT:
-    return "; give --backing or --no-backing, not both";
-  case QBAK_HINT_BACKING_FORMAT_ALONE:
-    return "; -F goes with --backing";
-  case QBAK_HINT_NEED_BACKING:
-    return ": give --backing PREV (the previous backup), or"
-           " --no-backing if a target without one is meant";
-  case QBAK_HINT_PARTIAL_EXISTS:
-    return "; or finish it with the same command and --resume";
-  case QBAK_HINT_BACKING_FORMAT_GUESSED:
-    return "; qbak reads a backing file as qcow2 unless -F gives its"
-           " format (-F raw for a raw backup)";
-  case QBAK_HINT_NOT_OUR_PARTIAL:
-    return "; remove it and run without --resume";
-  case QBAK_HINT_PARTIAL_OF_OTHER_JOB:
-    return "; run without --resume to start again";
-  case QBAK_HINT_RESUME_TO_FINISH:
-    return ": run the same command with --resume to finish";
-  case QBAK_HINT_RUN_AGAIN:
-    return ": run the same command again";
-  case QBAK_HINT_RESUME_AGAIN:
-    return ": run the same command with --resume again";
-  case QBAK_HINT_REMOVE_IN_USE_COMPANION:
-    return " ('qbak bitmap remove' removes it; then 'qbak copy --sync "
-           "full')";
-  default:
-    return NULL;
-  }
-}
-
-/* The library's message with its hint's text. */
-static void
-print_error_line (const char *usage)
-{
-  const char *hint = hint_text (qbak_get_error_hint ());
-  char *msg = NULL;
-  if (!hint || asprintf (&msg, "%s%s", qbak_get_error (), hint) < 0)
-    msg = NULL;
-  if (usage)
-    print_usage_line (usage, msg ? msg : qbak_get_error ());
-  else
-    fprintf (stderr, "%s: %s\n", progname, msg ? msg : qbak_get_error ());
-  free (msg);
-}
-
 int
 report_error_usage (const char *usage)
 {
@@ -125,7 +131,9 @@ report_error_usage (const char *usage)
    * was fine, the file system said no (those errors carry an errno). */
   if (qbak_get_status () != QBAK_STATUS_USAGE || qbak_get_errno () != 0)
     return report_error ();
-  print_error_line (usage);
+  char *text = last_error_text ();
+  print_usage_line (usage, text ? text : qbak_get_error ());
+  free (text);
   return EXIT_USAGE;
 }
 

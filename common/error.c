@@ -15,6 +15,10 @@ static _Thread_local char *last_msg;
 static _Thread_local enum status last_status;
 static _Thread_local int last_errno;
 static _Thread_local enum hint last_hint;
+/* The public call running on this thread (error_enter), and the one that
+ * was running when the current error was set: both static strings. */
+static _Thread_local const char *current_entry;
+static _Thread_local const char *last_context;
 
 static pthread_key_t msg_key;
 static pthread_once_t msg_key_once = PTHREAD_ONCE_INIT;
@@ -41,6 +45,7 @@ store (char *msg, enum status status, int errnum)
   last_status = status;
   last_errno = errnum;
   last_hint = HINT_NONE;
+  last_context = status == STATUS_OK ? NULL : current_entry;
   /* The key holds the same pointer only so that thread exit frees it. */
   pthread_setspecific (msg_key, msg);
 }
@@ -98,7 +103,8 @@ qbak_error_save (struct qbak_saved_error *s)
   s->msg = strdup (error_get_message ());
   s->status = error_get_status ();
   s->errnum = error_get_errno ();
-  s->hint = error_get_hint ();
+  s->hint = last_hint;
+  s->context = last_context;
 }
 
 void
@@ -107,8 +113,23 @@ qbak_error_put_back (struct qbak_saved_error *s, const char *fallback)
   qbak_internal_error_restore (s->status, s->errnum,
                                s->msg ? s->msg : fallback);
   last_hint = s->hint;
+  last_context = s->context;
   free (s->msg);
   s->msg = NULL;
+}
+
+/* Replace the message with MSG (malloc'ed, or NULL if it could not be
+ * made: the message is then kept), keeping everything else. */
+static void
+replace_message (char *msg)
+{
+  if (!msg)
+    return;
+  enum hint hint = last_hint;
+  const char *context = last_context;
+  store (msg, last_status, last_errno);
+  last_hint = hint;
+  last_context = context;
 }
 
 void
@@ -123,13 +144,29 @@ qbak_internal_error_prefix (const char *fmt, ...)
     prefix = NULL;
   va_end (ap);
   if (prefix &&
-      asprintf (&msg, "%s: %s", prefix, last_msg ? last_msg : "error") >= 0)
-  {
-    enum hint hint = last_hint;
-    store (msg, last_status, last_errno);
-    last_hint = hint;
-  }
+      asprintf (&msg, "%s: %s", prefix, last_msg ? last_msg : "error") < 0)
+    msg = NULL;
+  replace_message (msg);
   free (prefix);
+  errno = saved;
+}
+
+void
+qbak_internal_error_suffix (const char *fmt, ...)
+{
+  int saved = errno;
+  char *suffix = NULL, *msg = NULL;
+  va_list ap;
+
+  va_start (ap, fmt);
+  if (vasprintf (&suffix, fmt, ap) < 0)
+    suffix = NULL;
+  va_end (ap);
+  if (suffix &&
+      asprintf (&msg, "%s%s", last_msg ? last_msg : "error", suffix) < 0)
+    msg = NULL;
+  replace_message (msg);
+  free (suffix);
   errno = saved;
 }
 
@@ -169,4 +206,25 @@ enum hint
 error_get_hint (void)
 {
   return last_hint;
+}
+
+const char *
+error_get_context (void)
+{
+  return last_context;
+}
+
+const char *
+error_enter (const char *entry)
+{
+  const char *outer = current_entry;
+  if (!outer)
+    current_entry = entry;
+  return outer;
+}
+
+void
+error_leave (const char *outer)
+{
+  current_entry = outer;
 }

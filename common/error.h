@@ -1,9 +1,11 @@
 /* Library-wide error reporting.
  *
  * Internal code returns -1 after qbak_internal_error(), which stores one
- * complete message "context: detail[: strerror]" and a status class per
- * thread.  The public API (lib/error-api.c) hands them to callers as
- * qbak_get_error()/_status()/_errno().  The library itself never prints.
+ * complete message "file: what is wrong[: strerror]" and a status class per
+ * thread, with the public call that was running (error_enter) as its
+ * context.  The public API (lib/error-api.c) hands them to callers as
+ * qbak_get_error()/_status()/_errno()/_context().  The library itself
+ * never prints.
  */
 #ifndef QBAK_COMMON_ERROR_H
 #define QBAK_COMMON_ERROR_H
@@ -24,8 +26,9 @@ void qbak_internal_error_errno_only (enum status status, int errnum,
                                      const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
 
-/* Store MSG verbatim (no strerror appended) with STATUS and ERRNUM: to
- * put back an error saved across cleanup that may have overwritten it. */
+/* Store MSG verbatim (no strerror appended) with STATUS and ERRNUM.  To
+ * keep an error across cleanup, use qbak_error_save/put_back instead,
+ * which keep its hint and context too. */
 void qbak_internal_error_restore (enum status status, int errnum,
                                   const char *msg);
 
@@ -37,6 +40,7 @@ struct qbak_saved_error {
   enum status status;
   int errnum;
   enum hint hint;
+  const char *context;
 };
 void qbak_error_save (struct qbak_saved_error *s);
 void qbak_error_put_back (struct qbak_saved_error *s, const char *fallback);
@@ -44,6 +48,12 @@ void qbak_error_put_back (struct qbak_saved_error *s, const char *fallback);
 /* Prefix the stored message with "PREFIX: " (to add context on the way up,
  * e.g. the file name).  Keeps status and errno. */
 void qbak_internal_error_prefix(const char *fmt, ...)
+  __attribute__((format(printf, 1, 2)));
+
+/* Append the formatted text verbatim to the stored message (what cleanup
+ * could not undo: "; and X could not be put back").  Keeps status, errno,
+ * hint and context. */
+void qbak_internal_error_suffix (const char *fmt, ...)
   __attribute__((format(printf, 1, 2)));
 
 /* The current thread's error: its message ("unknown error" if none), its
@@ -59,6 +69,16 @@ void error_clear (void);
  * HINT_NONE; a prefix keeps it). */
 void error_set_hint (enum hint hint);
 enum hint error_get_hint (void);
+
+/* The public call running on this thread when the current error was set
+ * (its name, a static string), or NULL: the error's context.  Entry points
+ * call error_enter on entry, through lib/api.h, and error_leave with what
+ * it returned on every return; an inner entry point (a public call made by
+ * another) leaves the outer one current, so the context names the call
+ * the caller made. */
+const char *error_get_context (void);
+const char *error_enter (const char *entry);
+void error_leave (const char *outer);
 
 /* Short forms. */
 #define set_io_error(errnum, ...) \

@@ -167,16 +167,118 @@ qbak_file_pread_zerofill (struct qbak_file *f, void *buf, size_t count,
   return do_pread (f, buf, count, offset, true);
 }
 
+/* ---- The ranges behind the flush rule (fileio.h) -------------------- */
+
+static void
+ranges_add (struct qbak_file_ranges *r, uint64_t start, uint64_t end)
+{
+  if (r->overflow || start >= end)
+    return;
+  /* Absorb every range that touches [START, END), then keep the union. */
+  for (unsigned i = 0; i < r->n;) {
+    if (r->v[i].end < start || r->v[i].start > end) {
+      i++;
+      continue;
+    }
+    if (r->v[i].start < start)
+      start = r->v[i].start;
+    if (r->v[i].end > end)
+      end = r->v[i].end;
+    r->v[i] = r->v[--r->n];
+  }
+  if (r->n == QBAK_FILE_MAX_RANGES) {
+    r->overflow = true;
+    return;
+  }
+  r->v[r->n].start = start;
+  r->v[r->n].end = end;
+  r->n++;
+}
+
+static void
+ranges_remove (struct qbak_file_ranges *r, uint64_t start, uint64_t end)
+{
+  if (r->overflow || start >= end)
+    return;
+  for (unsigned i = 0; i < r->n;) {
+    uint64_t s = r->v[i].start, e = r->v[i].end;
+    if (e <= start || s >= end) {
+      i++;
+      continue;
+    }
+    if (s < start && e > end) {         /* a hole in the middle: split */
+      r->v[i].end = start;
+      if (r->n == QBAK_FILE_MAX_RANGES) {
+        r->overflow = true;             /* unknown: never proven */
+        return;
+      }
+      r->v[r->n].start = end;
+      r->v[r->n].end = e;
+      r->n++;
+      return;
+    }
+    if (s < start)
+      r->v[i++].end = start;
+    else if (e > end)
+      r->v[i++].start = end;
+    else
+      r->v[i] = r->v[--r->n];
+  }
+}
+
+static void
+ranges_clear (struct qbak_file_ranges *r)
+{
+  r->n = 0;
+  r->overflow = false;
+}
+
+/* A flush of F failed with E, or its write-back did: what was written
+ * since the last good flush may be lost. */
+static void
+poison (struct qbak_file *f, int e)
+{
+  f->flush_failed = e;
+  f->unproven = f->written;
+}
+
+/* [OFFSET, +COUNT) is about to be written (it may be, in part, even if
+ * the write fails). */
+static void
+note_write (struct qbak_file *f, uint64_t offset, size_t count)
+{
+  ranges_add (&f->written, offset, offset + count);
+}
+
+/* [OFFSET, +COUNT) was written whole: no longer unproven. */
+static void
+note_written (struct qbak_file *f, uint64_t offset, size_t count)
+{
+  if (f->flush_failed)
+    ranges_remove (&f->unproven, offset, offset + count);
+}
+
+/* A change that is not a plain write (size, deallocation): what was lost
+ * can no longer be told. */
+static void
+note_untracked (struct qbak_file *f)
+{
+  f->written.overflow = true;
+}
+
 int
 qbak_file_pwrite (struct qbak_file *f, const void *buf, size_t count,
                   uint64_t offset)
 {
   const char *p = buf;
+  uint64_t offset0 = offset;
+  size_t count0 = count;
   int e = qbak_failpoint (FP_WRITE, f->path);
   if (e) {
     set_io_error (e, "%s: write at offset %" PRIu64, f->path, offset);
     return -1;
   }
+  note_write (f, offset, count);
   while (count > 0) {
     ssize_t r = pwrite (f->fd, p, count, (off_t) offset);
     if (r < 0) {
@@ -189,19 +291,35 @@ qbak_file_pwrite (struct qbak_file *f, const void *buf, size_t count,
     count -= (size_t) r;
     offset += (uint64_t) r;
   }
+  note_written (f, offset0, count0);
   return 0;
 }
 
 int
 qbak_file_flush (struct qbak_file *f)
 {
-  int e = qbak_failpoint (FP_FLUSH, f->path);
+  /* Never retried (fileio.h): poisoned, it fails until everything that
+   * may have been lost was written again. */
+  int e = f->wb ? writeback_take_error (f->wb) : 0;
+  if (e)
+    poison (f, e);
+  else if (f->flush_failed &&
+           (f->unproven.overflow || f->unproven.n > 0))
+    e = f->flush_failed;
+  else {
+    e = qbak_failpoint (FP_FLUSH, f->path);
+    if (!e && fsync (f->fd) < 0)
+      e = errno;
+    if (e)
+      poison (f, e);
+    else {
+      f->flush_failed = 0;
+      ranges_clear (&f->written);
+      ranges_clear (&f->unproven);
+    }
+  }
   if (e) {
     set_io_error (e, "%s: flush", f->path);
-    return -1;
-  }
-  if (fsync (f->fd) < 0) {
-    set_io_error (errno, "%s: flush", f->path);
     return -1;
   }
   return 0;
@@ -215,6 +333,7 @@ qbak_file_truncate (struct qbak_file *f, uint64_t size)
     set_io_error (e, "%s: truncate to %" PRIu64, f->path, size);
     return -1;
   }
+  note_untracked (f);
   if (ftruncate (f->fd, (off_t) size) < 0) {
     set_io_error (errno, "%s: truncate to %" PRIu64, f->path, size);
     return -1;
@@ -230,6 +349,7 @@ qbak_file_punch_hole (struct qbak_file *f, uint64_t offset, uint64_t len)
     set_io_error (e, "%s: deallocate at offset %" PRIu64, f->path, offset);
     return -1;
   }
+  note_untracked (f);
   if (fallocate (f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                  (off_t) offset, (off_t) len) < 0) {
     set_io_error (errno, "%s: deallocate at offset %" PRIu64, f->path,
@@ -321,8 +441,10 @@ qbak_file_writeback (struct qbak_file *f, uint64_t offset, uint64_t len)
     return;
   }
   /* Errors surface at the flush that makes the data durable. */
-  (void) sync_file_range (f->fd, (off_t) offset, (off_t) len,
-                          SYNC_FILE_RANGE_WRITE);
+  if (sync_file_range (f->fd, (off_t) offset, (off_t) len,
+                       SYNC_FILE_RANGE_WRITE) < 0 &&
+      writeback_lost_data (errno))
+    poison (f, errno);
 }
 
 struct qbak_file *

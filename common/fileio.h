@@ -1,6 +1,23 @@
 /* File I/O for every layer: full-transfer loops, EINTR retries, errors
  * with the file name, and the fail-point hooks (failpoint.h) on every call,
- * so tests can fail or crash qbak at any single I/O. */
+ * so tests can fail or crash qbak at any single I/O.
+ *
+ * A failed flush is never retried.  Once an fsync of a file fails, or
+ * starting its write-back reports an I/O error, the file is poisoned:
+ * every later qbak_file_flush of it fails with the same errno, without
+ * calling fsync, as in QEMU's file driver.  After a failed write-back
+ * Linux may drop the dirty pages and report the error once, so a second
+ * fsync that succeeds proves nothing about what was written before; what
+ * cannot be proven durable is leaked by the callers, never freed.
+ *
+ * The one way back is to write again every byte written since the last
+ * flush that succeeded (the pages a failed write-back may have lost), as
+ * putting back a header after its flush failed does: a flush after that
+ * makes new writes durable and vouches for nothing older.  The file keeps
+ * the ranges written since the last good flush for this; when they are
+ * too many to keep, or after a truncate or a deallocation, a failure
+ * poisons the file for good.  Folders stay poisoned for good
+ * (outfile_sync_folder). */
 #ifndef QBAK_COMMON_FILEIO_H
 #define QBAK_COMMON_FILEIO_H
 
@@ -10,12 +27,25 @@
 
 struct writeback;
 
+/* Byte ranges of a file, merged, up to a bound (fileio.c). */
+#define QBAK_FILE_MAX_RANGES 32
+struct qbak_file_ranges {
+  unsigned n;
+  bool overflow;                /* more than the bound: unknown */
+  struct { uint64_t start, end; } v[QBAK_FILE_MAX_RANGES];
+};
+
 struct qbak_file {
   int fd;
   char *path;
   bool writable;
   struct writeback *wb;         /* started by the first writeback hint */
   bool wb_tried;
+  int flush_failed;             /* errno of the failed flush that poisoned
+                                   the file, or 0 */
+  struct qbak_file_ranges written;  /* since the last good flush */
+  struct qbak_file_ranges unproven; /* poisoned: what of WRITTEN was not
+                                       written again since */
 };
 
 /* Open PATH read-only, or read-write if WRITABLE: a regular file or a
@@ -45,10 +75,13 @@ int qbak_file_pread_zerofill (struct qbak_file *f, void *buf, size_t count,
                               uint64_t offset);
 int qbak_file_pwrite (struct qbak_file *f, const void *buf, size_t count,
                       uint64_t offset);
+/* Make what was written durable (fsync).  Fails for good once it failed
+ * (see the top of this file). */
 int qbak_file_flush (struct qbak_file *f);
 /* Start writing back [OFFSET, +LEN) now (sync_file_range WRITE, on a
  * background thread: common/writeback.h), so the final flush has little
- * left to do.  Only a hint: never fails. */
+ * left to do.  Only a hint: never fails, but an I/O error it meets
+ * poisons the file, and the next flush reports it. */
 void qbak_file_writeback (struct qbak_file *f, uint64_t offset, uint64_t len);
 int qbak_file_truncate (struct qbak_file *f, uint64_t size);
 /* Deallocate [OFFSET, +LEN), keeping the size: it reads as zeroes again. */

@@ -1,6 +1,7 @@
 /* Files qbak creates: see outfile.h. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,23 +125,64 @@ outfile_unlink_own (int fd, const char *name)
   return 0;
 }
 
+/* Folders whose flush failed, for the whole process: each flush opens
+ * its folder afresh, and a new descriptor does not see an earlier
+ * write-back error, so a later fsync could succeed and prove nothing
+ * (fileio.h).  A process meets few such folders; past the table's size,
+ * the oldest is forgotten. */
+#define N_FAILED_FOLDERS 16
+static struct failed_folder {
+  dev_t dev;
+  ino_t ino;
+  int err;
+} failed_folders[N_FAILED_FOLDERS];
+static unsigned n_failed_folders;
+static pthread_mutex_t failed_folders_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The errno that poisoned the folder of ST, or 0. */
+static int
+folder_failed (const struct stat *st)
+{
+  int e = 0;
+  pthread_mutex_lock (&failed_folders_lock);
+  for (unsigned i = 0; i < N_FAILED_FOLDERS && i < n_failed_folders; i++)
+    if (failed_folders[i].dev == st->st_dev &&
+        failed_folders[i].ino == st->st_ino)
+      e = failed_folders[i].err;
+  pthread_mutex_unlock (&failed_folders_lock);
+  return e;
+}
+
+static void
+folder_poison (const struct stat *st, int e)
+{
+  pthread_mutex_lock (&failed_folders_lock);
+  failed_folders[n_failed_folders++ % N_FAILED_FOLDERS] =
+    (struct failed_folder) { st->st_dev, st->st_ino, e };
+  pthread_mutex_unlock (&failed_folders_lock);
+}
+
 int
 outfile_sync_folder (const char *path)
 {
   char *dir = outfile_folder (path);
   if (!dir)
     return -1;
+  struct stat st;
+  int e = 0;
   int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0 || fsync (fd) < 0) {
-    set_io_error (errno, "%s: cannot flush the folder '%s'", path, dir);
-    if (fd >= 0)
-      close (fd);
-    free (dir);
-    return -1;
+  if (fd < 0 || fstat (fd, &st) < 0)
+    e = errno;
+  else if (!(e = folder_failed (&st)) && fsync (fd) < 0) {
+    e = errno;
+    folder_poison (&st, e);
   }
-  close (fd);
+  if (e)
+    set_io_error (e, "%s: cannot flush the folder '%s'", path, dir);
+  if (fd >= 0)
+    close (fd);
   free (dir);
-  return 0;
+  return e ? -1 : 0;
 }
 
 int

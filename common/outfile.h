@@ -40,7 +40,9 @@ int outfile_link (int fd, const char *name);
  * gone, -1 with the error set otherwise. */
 int outfile_unlink_own (int fd, const char *name);
 
-/* Make the names in PATH's folder durable (fsync of the folder). */
+/* Make the names in PATH's folder durable (fsync of the folder).  Once
+ * that failed for a folder, it fails for good in this process (never
+ * retried: fileio.h). */
 int outfile_sync_folder (const char *path);
 
 /* An anonymous file in PATH's folder holding BYTES of allocated space, as

@@ -49,6 +49,14 @@ enum hint {
   HINT_RESUME_AGAIN,
   /* a companion bitmap is in use: remove it, back up in full */
   HINT_REMOVE_IN_USE_COMPANION,
+  /* Image locks (lib/lock.c): another process uses the image; stop it,
+   * or read without taking QEMU's locks (QBAK_OPEN_FORCE_SHARE).  Two
+   * values only because the tool words the two refusals differently:
+   * LOCKED, a lock byte is held exclusively (the errno is recorded, not
+   * in the message); PERMISSION_HELD, another process holds or does not
+   * share a permission this open needs. */
+  HINT_IMAGE_LOCKED,
+  HINT_IMAGE_PERMISSION_HELD,
 };
 
 #endif

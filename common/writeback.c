@@ -1,4 +1,5 @@
 /* Background write-back thread: see writeback.h. */
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -14,6 +15,7 @@ struct writeback {
   pthread_cond_t cond;
   uint64_t start, end;          /* queued range; empty if start == end */
   bool stopping;
+  int error;                    /* first write-back I/O error, or 0 */
 };
 
 static void *
@@ -30,9 +32,12 @@ run (void *opaque)
     uint64_t start = wb->start, end = wb->end;
     wb->start = wb->end = 0;
     pthread_mutex_unlock (&wb->lock);
-    (void) sync_file_range (wb->fd, (off_t) start, (off_t) (end - start),
-                            SYNC_FILE_RANGE_WRITE);
+    int r = sync_file_range (wb->fd, (off_t) start, (off_t) (end - start),
+                             SYNC_FILE_RANGE_WRITE);
+    int e = r < 0 ? errno : 0;
     pthread_mutex_lock (&wb->lock);
+    if (!wb->error && writeback_lost_data (e))
+      wb->error = e;
   }
   pthread_mutex_unlock (&wb->lock);
   return NULL;
@@ -89,6 +94,24 @@ writeback_queue (struct writeback *wb, uint64_t offset, uint64_t len)
   }
   pthread_cond_signal (&wb->cond);
   pthread_mutex_unlock (&wb->lock);
+}
+
+bool
+writeback_lost_data (int err)
+{
+  /* Only these say written data may be lost; others (EINVAL, ENOMEM) say
+   * write-back could not be started here, which the flush does anyway. */
+  return err == EIO || err == ENOSPC || err == EDQUOT;
+}
+
+int
+writeback_take_error (struct writeback *wb)
+{
+  pthread_mutex_lock (&wb->lock);
+  int e = wb->error;
+  wb->error = 0;
+  pthread_mutex_unlock (&wb->lock);
+  return e;
 }
 
 void

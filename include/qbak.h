@@ -2,13 +2,45 @@
  *
  * qbak backs up qcow2 and raw disk images offline from the persistent
  * dirty bitmaps that QEMU keeps in qcow2 metadata.  This header is the only
- * one installed.  Every call that can fail returns -1 (or NULL) and leaves
- * one complete message in thread-local storage: qbak_get_error() for the
- * text ("operation: file: detail"), qbak_get_status() for its class, which
- * the command-line tool maps to its exit code.  The library never prints
- * and never exits.
+ * one installed.  The library never prints and never exits.
  *
- * The API is young (0.x): structures may grow between releases.
+ * Errors.  Every call that can fail returns -1 (or NULL) and leaves one
+ * error in thread-local storage: qbak_get_error() for its message, "file:
+ * what is wrong", in the library's own terms (it names no flag or command
+ * of any program); qbak_get_status() for its class, which a program maps
+ * to its exit code; qbak_get_error_hint() for what the caller can do
+ * about it, for a program to put in its own words; qbak_get_errno() for
+ * the errno behind it, if any; qbak_get_error_context() for the name of
+ * the call that failed.
+ *
+ * Threads.  Errors are per thread: a call reports its error on the thread
+ * that made it, and another thread's calls never change it.  A handle
+ * (struct qbak_image) is used by one thread at a time, and so are the
+ * handles of its backing chain (qbak_image_backing), which share its
+ * files; the images given to qbak_bitmap_apply, its merge source
+ * included, are all in use until it returns.  Calls on unrelated handles
+ * may run at the same time on different threads, as may qbak_copy and
+ * qbak_copy_group, which open handles of their own.  An image open twice,
+ * in one process or in two, is locked twice, as by two QEMUs: a second
+ * writer, or a reader of an image being written (without
+ * QBAK_OPEN_FORCE_SHARE), is refused (QBAK_STATUS_BUSY).
+ *
+ * Lifetimes.  Each function says how long a pointer it returns or fills
+ * in stays valid; the library never frees what the caller owns.
+ *
+ * Growth.  The structures of images, maps and bitmaps start with their
+ * size, so that they can grow (fields are only ever added at the end)
+ * without breaking a program built against an older header.  A structure
+ * the caller fills or passes in carries the caller's sizeof: set it with
+ * the qbak_..._init function (inline, so it is the caller's sizeof) or
+ * with a designated initializer { .size = sizeof (struct qbak_...) }.
+ * The library reads and writes no byte past the caller's size, and
+ * refuses a size of 0 or one larger than it knows (QBAK_STATUS_USAGE).  A
+ * structure the library passes to a callback carries the library's size:
+ * fields past the size a program knows are simply ones it was built
+ * without.
+ *
+ * The API is young (0.x): functions may still change between releases.
  */
 #ifndef QBAK_H
 #define QBAK_H
@@ -16,6 +48,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -73,13 +106,30 @@ enum qbak_hint {
   QBAK_HINT_RESUME_AGAIN,
   /* a companion bitmap is in use: remove it, back up in full */
   QBAK_HINT_REMOVE_IN_USE_COMPANION,
+  /* Another process uses the image (QBAK_STATUS_BUSY): stop it, or read
+   * with QBAK_OPEN_FORCE_SHARE.  LOCKED: it holds a lock byte exclusively
+   * (qbak_get_errno() says how the lock was refused; the message does
+   * not); PERMISSION_HELD: it holds, or does not share, a permission
+   * this open needs. */
+  QBAK_HINT_IMAGE_LOCKED,
+  QBAK_HINT_IMAGE_PERMISSION_HELD,
 };
 
+/* The last error of this thread: its message ("file: what is wrong"; a
+ * string valid until the next error on this thread or
+ * qbak_clear_error), hint, status (never QBAK_STATUS_OK after a failure)
+ * and errno (0 if none). */
 QBAK_API const char *qbak_get_error (void);
 QBAK_API enum qbak_hint qbak_get_error_hint (void);
+/* The public call that set the last error of this thread (for instance
+ * "qbak_bitmap_apply"; the outer one when a call makes another), or NULL
+ * (no error, or one set outside any call).  A static string, valid for
+ * the life of the library.  Kept beside the message, never in it. */
+QBAK_API const char *qbak_get_error_context (void);
 QBAK_API enum qbak_status qbak_get_status (void);
 QBAK_API int qbak_get_errno (void);
 QBAK_API void qbak_clear_error (void);
+/* The library's version, "MAJOR.MINOR.PATCH": a static string. */
 QBAK_API const char *qbak_version (void);
 
 /* ---- Images ---------------------------------------------------------- */
@@ -89,14 +139,17 @@ struct qbak_image;
 enum qbak_open_flags {
   QBAK_OPEN_READ = 0,
   QBAK_OPEN_WRITE = 1,        /* metadata writes (bitmaps); takes write locks */
-  QBAK_OPEN_FORCE_SHARE = 2,  /* -U: read without taking QEMU's locks */
+  QBAK_OPEN_FORCE_SHARE = 2,  /* read without taking QEMU's locks (what
+                                 qemu-img calls force-share): the image may
+                                 change under the reader */
   QBAK_OPEN_NO_BACKING = 4,   /* open no file the image names (backing
                                  chain, external data file): metadata only */
   QBAK_OPEN_INSPECT = 8,      /* allow images marked corrupt (info, map) */
 };
 
 /* Open PATH (format probed by content: qcow2, qcow v1 or raw) with its
- * backing chain.  Returns NULL on error. */
+ * backing chain.  Returns a handle the caller owns (qbak_image_close), or
+ * NULL on error.  PATH is copied. */
 QBAK_API struct qbak_image *qbak_image_open (const char *path, unsigned flags)
   __attribute__((nonnull (1)));
 /* The same, requiring FORMAT ("qcow2", "qcow" or "raw") of PATH instead of
@@ -106,42 +159,74 @@ QBAK_API struct qbak_image *qbak_image_open_format (const char *path,
                                                     const char *format,
                                                     unsigned flags)
   __attribute__((nonnull (1)));
-/* Close an image and its chain.  Accepts NULL. */
+/* Close an image and its chain: every pointer the library returned for it
+ * or for a layer of its chain becomes invalid.  Accepts NULL. */
 QBAK_API void qbak_image_close (struct qbak_image *img);
 
-/* The next image of the backing chain, or NULL.  Owned by IMG. */
-QBAK_API struct qbak_image *qbak_image_backing (struct qbak_image *img);
+/* The next image of the backing chain of IMG: 1 with *BACKING set, 0 if
+ * IMG has none (or was opened with QBAK_OPEN_NO_BACKING), -1 on error
+ * (*BACKING is NULL then).  *BACKING is owned by IMG and valid until the
+ * top image of the chain is closed; never close it. */
+QBAK_API int qbak_image_backing (struct qbak_image *img,
+                                 struct qbak_image **backing)
+  __attribute__((nonnull (1, 2)));
+
+/* Whether a qcow2 image's external data file is also a raw image of the
+ * guest disk by itself. */
+enum qbak_data_file_mode {
+  QBAK_DATA_FILE_NONE = 0,      /* no external data file */
+  QBAK_DATA_FILE_PLAIN,         /* guest data only through the qcow2
+                                   metadata (qemu-img data_file_raw=off) */
+  QBAK_DATA_FILE_RAW,           /* the data file reads as the guest disk at
+                                   the same offsets (data_file_raw=on) */
+};
 
 struct qbak_image_info {
+  size_t size;                   /* the caller's sizeof: qbak_image_info_init */
   const char *filename;          /* as opened */
   const char *format;            /* "qcow2", "qcow", "raw" */
   uint64_t virtual_size;
   uint64_t file_size;            /* bytes of the image file */
   uint32_t cluster_size;         /* 0 for raw */
-  uint32_t qcow2_version;        /* 2 or 3 (qcow2 only) */
+  uint32_t qcow2_version;        /* 2 or 3 (qcow2 only, else 0) */
   uint32_t refcount_bits;
   const char *compression_type;  /* "zlib", "zstd" or NULL */
   bool extended_l2;
   bool lazy_refcounts;
-  bool corrupt;                  /* incompatible bit 1 */
-  bool dirty;                    /* incompatible bit 0 */
-  bool bitmaps_consistent;       /* autoclear bit 0 */
+  bool corrupt;                  /* incompatible bit 1: QEMU refuses to
+                                    write it until repaired */
+  bool dirty;                    /* incompatible bit 0: not closed cleanly,
+                                    refcounts may be stale */
+  bool bitmaps_consistent;       /* autoclear bit 0: false when a program
+                                    without bitmap support wrote the image
+                                    (its bitmaps are stale) */
   const char *backing_filename;  /* as stored in the image, or NULL */
   const char *backing_full;      /* resolved path, or NULL */
   const char *backing_format;    /* from the extension, or NULL */
   const char *data_file;         /* external data file as stored, or NULL */
-  bool data_file_raw;
+  enum qbak_data_file_mode data_file_mode;
   const char *data_file_full;    /* data_file resolved as qemu-img does */
   uint64_t incompatible_features, compatible_features, autoclear_features;
 };
 
-/* Fill INFO; strings are owned by IMG. */
-QBAK_API void qbak_image_get_info (struct qbak_image *img,
-                                   struct qbak_image_info *info);
+static inline void
+qbak_image_info_init (struct qbak_image_info *info)
+{
+  memset (info, 0, sizeof *info);
+  info->size = sizeof *info;
+}
+
+/* Fill INFO (INFO->size bytes of it: qbak_image_info_init).  Its strings
+ * are owned by IMG and valid until qbak_image_close of IMG's chain.
+ * Returns -1 only for a bad INFO->size (QBAK_STATUS_USAGE). */
+QBAK_API int qbak_image_get_info (struct qbak_image *img,
+                                  struct qbak_image_info *info)
+  __attribute__((nonnull (1, 2)));
 
 /* ---- Allocation map (qemu-img map semantics) ------------------------- */
 
 struct qbak_map_extent {
+  size_t size;        /* the library's sizeof (see Growth above) */
   uint64_t start, length;
   int depth;          /* layer where the data was found (0 = top) */
   bool present;       /* allocated somewhere in the chain */
@@ -151,6 +236,7 @@ struct qbak_map_extent {
   uint64_t offset;    /* host offset in the layer's file (or data file) */
 };
 
+/* EXT is valid only during the call. */
 typedef int (*qbak_map_cb) (const struct qbak_map_extent *ext, void *opaque);
 
 /* Walk [start, start+length) and call CB for maximal extents with equal
@@ -159,13 +245,14 @@ typedef int (*qbak_map_cb) (const struct qbak_map_extent *ext, void *opaque);
 QBAK_API int qbak_image_map (struct qbak_image *img, uint64_t start,
                              uint64_t length, qbak_map_cb cb, void *opaque);
 
-/* Read guest bytes through the backing chain. */
+/* Read COUNT guest bytes at OFFSET into BUF through the backing chain. */
 QBAK_API int qbak_image_pread (struct qbak_image *img, void *buf,
                                uint64_t count, uint64_t offset);
 
 /* ---- Persistent dirty bitmaps ----------------------------------------- */
 
 struct qbak_bitmap_info {
+  size_t size;        /* the caller's sizeof: qbak_bitmap_info_init */
   const char *name;
   uint64_t granularity;
   bool in_use;        /* the writer did not close the image: unusable */
@@ -174,21 +261,34 @@ struct qbak_bitmap_info {
   uint64_t dirty_bytes;
 };
 
+static inline void
+qbak_bitmap_info_init (struct qbak_bitmap_info *info)
+{
+  memset (info, 0, sizeof *info);
+  info->size = sizeof *info;
+}
+
 /* Number of bitmaps of IMG (0 for images that cannot hold any). */
 QBAK_API size_t qbak_bitmap_count (struct qbak_image *img);
-/* Fill INFO for bitmap I; returns -1 if out of range. */
+/* Fill INFO (INFO->size bytes of it) for bitmap I; returns -1 if I is out
+ * of range or the size is bad (QBAK_STATUS_USAGE), or the bitmap's table
+ * cannot be read.  INFO->name is owned by IMG and valid until
+ * qbak_image_close or a qbak_bitmap_apply on IMG. */
 QBAK_API int qbak_bitmap_get_info (struct qbak_image *img, size_t i,
                                    struct qbak_bitmap_info *info);
 
 struct qbak_bitmap_extent {
+  size_t size;        /* the library's sizeof (see Growth above) */
   uint64_t start, length;
   bool dirty;
 };
+/* EXT is valid only during the call. */
 typedef int (*qbak_bitmap_extent_cb) (const struct qbak_bitmap_extent *ext,
                                       void *opaque);
 
 /* Walk the bitmap NAME over [0, virtual size), calling CB for maximal runs
- * of equal state.  Refuses (QBAK_STATUS_INVALID) an in_use bitmap. */
+ * of equal state.  Refuses (QBAK_STATUS_INVALID) an in_use bitmap.  A
+ * non-zero return from CB stops the walk and is returned. */
 QBAK_API int qbak_bitmap_extents (struct qbak_image *img, const char *name,
                                   qbak_bitmap_extent_cb cb, void *opaque);
 
@@ -204,22 +304,35 @@ enum qbak_bitmap_op_kind {
 };
 
 struct qbak_bitmap_op {
+  size_t size;                    /* the caller's sizeof: qbak_bitmap_op_init */
   enum qbak_bitmap_op_kind kind;
   const char *name;               /* the bitmap (merge: the destination) */
   uint64_t granularity;           /* add: 0 = QEMU's default */
-  bool disabled;                  /* add: do not record writes */
+  bool disabled;                  /* add: created without the "auto" flag,
+                                     so it records no guest writes until
+                                     enabled */
   const char *const *sources;     /* merge: bitmaps ORed into NAME */
   size_t n_sources;
   struct qbak_image *source_image; /* merge: where SOURCES are (NULL: the
                                       image itself) */
 };
 
+static inline void
+qbak_bitmap_op_init (struct qbak_bitmap_op *op)
+{
+  memset (op, 0, sizeof *op);
+  op->size = sizeof *op;
+}
+
 /* Apply OPS, in order, to every image of IMAGES (opened with
  * QBAK_OPEN_WRITE) as one transaction: every operation is checked on every
  * image before anything is written (QEMU's rules: names 1..1023 bytes and
  * unique, in_use bitmaps can only be removed, ...); then each image is
  * committed crash-safely; if one fails, those already committed are put
- * back.  The result is all or none. */
+ * back.  The result is all or none.  OPS is an array of structures of
+ * OPS[0].size bytes each, every one with that size.  Nothing the caller
+ * passes is kept after the call; bitmap names and infos obtained from the
+ * images before it are invalid after it. */
 QBAK_API int qbak_bitmap_apply (struct qbak_image *const *images,
                                 size_t n_images,
                                 const struct qbak_bitmap_op *ops,
@@ -353,6 +466,7 @@ struct qbak_copy_result {
   enum qbak_outcome outcome;
   char error[1024];             /* this job's error message, or "" */
   enum qbak_hint error_hint;    /* and its hint (see qbak_get_error_hint) */
+  int error_errno;              /* and its errno (see qbak_get_errno) */
   double seconds;
   enum qbak_bitmap_state bitmap_state;
   uint64_t bitmap_dirty_bytes;  /* dirty bytes of the bitmap afterwards */

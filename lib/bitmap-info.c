@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "lib/api.h"
 #include "lib/internal.h"
 
 size_t
@@ -14,21 +15,26 @@ int
 qbak_bitmap_get_info (struct qbak_image *h, size_t i,
                       struct qbak_bitmap_info *info)
 {
+  api_enter (__func__);
+  size_t size = info->size;
+  if (api_check_size (size, sizeof (struct qbak_bitmap_info),
+                      "qbak_bitmap_info") < 0)
+    return -1;
   if (i >= h->bitmaps.n) {
     set_usage_error ("%s: no bitmap number %zu", h->img->filename, i);
     return -1;
   }
   const struct qcow2_bitmap *b = &h->bitmaps.v[i];
-  memset (info, 0, sizeof *info);
-  info->name = b->name;
-  info->granularity = 1ULL << b->granularity_bits;
-  info->in_use = b->in_use;
-  info->enabled = b->enabled;
-  info->dirty_known = !b->in_use;
+  struct qbak_bitmap_info all = {
+    .size = size, .name = b->name,
+    .granularity = 1ULL << b->granularity_bits,
+    .in_use = b->in_use, .enabled = b->enabled, .dirty_known = !b->in_use,
+  };
   /* Counted from the table, so listing bitmaps loads none of them. */
   if (!b->in_use &&
-      qcow2_bitmap_dirty_bytes (h->img, b, &info->dirty_bytes) < 0)
+      qcow2_bitmap_dirty_bytes (h->img, b, &all.dirty_bytes) < 0)
     return -1;
+  memcpy (info, &all, size);
   return 0;
 }
 
@@ -36,6 +42,7 @@ int
 qbak_bitmap_extents (struct qbak_image *h, const char *name,
                      qbak_bitmap_extent_cb cb, void *opaque)
 {
+  api_enter (__func__);
   struct qcow2_bitmap *b = qbak_internal_find_bitmap (h, name);
   if (!b) {
     set_invalid ("%s: no bitmap named '%s'", h->img->filename, name);
@@ -51,7 +58,9 @@ qbak_bitmap_extents (struct qbak_image *h, const char *name,
     int64_t next = dirty ? dirty_bitmap_next_clean (bm, off)
                          : dirty_bitmap_next_dirty (bm, off);
     uint64_t end = next < 0 ? size : (uint64_t) next;
-    struct qbak_bitmap_extent e = { off, end - off, dirty };
+    struct qbak_bitmap_extent e = {
+      .size = sizeof e, .start = off, .length = end - off, .dirty = dirty,
+    };
     int r = cb (&e, opaque);
     if (r)
       return r;

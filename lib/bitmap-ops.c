@@ -10,6 +10,7 @@
 
 #include "bitmaps/qcow2-bitmap.h"
 #include "common/error.h"
+#include "lib/api.h"
 #include "lib/internal.h"
 
 /* One bitmap of an image's planned state. */
@@ -290,10 +291,38 @@ commit_one (struct plan *p)
   return r;
 }
 
+/* The caller's OPS, of the caller's size each (include/qbak.h: Growth),
+ * as structures of the library's size, the fields the caller's lacks
+ * zero.  Malloc'ed, or NULL with the error set. */
+static struct qbak_bitmap_op *
+ops_import (const struct qbak_bitmap_op *ops, size_t n_ops)
+{
+  size_t stride = n_ops ? ops[0].size : sizeof *ops;
+  if (api_check_size (stride, sizeof *ops, "qbak_bitmap_op") < 0)
+    return NULL;
+  struct qbak_bitmap_op *v = calloc (n_ops ? n_ops : 1, sizeof *v);
+  if (!v) {
+    set_nomem ();
+    return NULL;
+  }
+  for (size_t k = 0; k < n_ops; k++) {
+    memcpy (&v[k], (const char *) ops + k * stride, stride);
+    if (v[k].size != stride) {
+      set_usage_error ("struct qbak_bitmap_op: operation %zu has size %zu, "
+                       "the first %zu: every one must have the same", k,
+                       v[k].size, stride);
+      free (v);
+      return NULL;
+    }
+  }
+  return v;
+}
+
 int
 qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
-                   const struct qbak_bitmap_op *ops, size_t n_ops)
+                   const struct qbak_bitmap_op *caller_ops, size_t n_ops)
 {
+  api_enter (__func__);
   struct plan *plans = calloc (n_images ? n_images : 1, sizeof *plans);
   size_t committed = 0;
   int ret = -1;
@@ -301,6 +330,11 @@ qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
   error_clear ();
   if (!plans) {
     set_nomem ();
+    return -1;
+  }
+  struct qbak_bitmap_op *ops = ops_import (caller_ops, n_ops);
+  if (!ops) {
+    free (plans);
     return -1;
   }
   /* Early failure: every image checked before anything is written. */
@@ -336,23 +370,14 @@ qbak_bitmap_apply (struct qbak_image *const *images, size_t n_images,
 
 revert:
   for (size_t i = committed; i-- > 0;) {
-    char *err = strdup (error_get_message ());
-    enum status st = error_get_status ();
-    int e = error_get_errno ();
+    struct qbak_saved_error err;
+    qbak_error_save (&err);
     int r = qcow2_bitmaps_revert (images[i]->img, plans[i].pending);
     plans[i].pending = NULL;
-    if (r < 0) {
-      char *msg = NULL;
-      if (asprintf (&msg, "%s; and %s could not be put back: it holds the "
-                    "new bitmaps", err ? err : "error",
-                    images[i]->img->filename) < 0)
-        msg = NULL;
-      qbak_internal_error_restore (st, e, msg ? msg : err);
-      free (msg);
-    }
-    else
-      qbak_internal_error_restore (st, e, err);
-    free (err);
+    qbak_error_put_back (&err, "error");
+    if (r < 0)
+      qbak_internal_error_suffix ("; and %s could not be put back: it holds "
+                                  "the new bitmaps", images[i]->img->filename);
   }
 
 reload:
@@ -365,6 +390,7 @@ out:
   for (size_t i = 0; i < n_images; i++)
     plan_free (&plans[i]);
   free (plans);
+  free (ops);
   return ret;
 }
 
@@ -378,7 +404,7 @@ qbak_internal_bitmap_update (struct qbak_image *h,
   if (check_fresh (h) < 0 || plan_init (&p, h) < 0)
     goto out;
   for (size_t i = 0; i < n; i++) {
-    struct qbak_bitmap_op op = { .name = c[i].name };
+    struct qbak_bitmap_op op = { .size = sizeof op, .name = c[i].name };
     struct planned *pl;
     switch (c[i].kind) {
     case QBAK_INTERNAL_BITMAP_CREATE:

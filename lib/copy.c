@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "lib/api.h"
 #include "lib/job.h"
 
 bool
@@ -83,6 +84,7 @@ int
 qbak_copy (const struct qbak_copy_opts *caller_o,
            struct qbak_copy_result *res)
 {
+  api_enter (__func__);
   struct qbak_copy_opts o;
   error_clear ();
   if (copy_struct_in (&o, sizeof o, caller_o) < 0)

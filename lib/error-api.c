@@ -1,5 +1,6 @@
 /* The public face of the per-thread error (common/error.c): the internal
- * status classes re-exported as enum qbak_status. */
+ * status classes and hints re-exported as enum qbak_status and enum
+ * qbak_hint, and the error's context (lib/api.h). */
 #include "qbak.h"
 #include "common/error.h"
 
@@ -45,6 +46,10 @@ _Static_assert ((int) QBAK_HINT_RESUME_AGAIN == (int) HINT_RESUME_AGAIN,
                 "hint RESUME_AGAIN");
 _Static_assert ((int) QBAK_HINT_REMOVE_IN_USE_COMPANION == (int) HINT_REMOVE_IN_USE_COMPANION,
                 "hint REMOVE_IN_USE_COMPANION");
+_Static_assert ((int) QBAK_HINT_IMAGE_LOCKED == (int) HINT_IMAGE_LOCKED,
+                "hint IMAGE_LOCKED");
+_Static_assert ((int) QBAK_HINT_IMAGE_PERMISSION_HELD ==
+                (int) HINT_IMAGE_PERMISSION_HELD, "hint IMAGE_PERMISSION_HELD");
 
 const char *
 qbak_get_error (void)
@@ -74,4 +79,10 @@ enum qbak_hint
 qbak_get_error_hint (void)
 {
   return (enum qbak_hint) error_get_hint ();
+}
+
+const char *
+qbak_get_error_context (void)
+{
+  return error_get_context ();
 }

@@ -17,15 +17,14 @@
 
 #include "common/error.h"
 #include "common/outfile.h"
+#include "lib/api.h"
 #include "lib/job.h"
 #include "lib/quiesce.h"
 
-/* The first error of the run, kept across later calls. */
+/* The first error of the run, kept across later calls (MSG NULL: none
+ * yet). */
 struct first_error {
-  char *msg;
-  enum status status;
-  int errnum;
-  enum hint hint;
+  struct qbak_saved_error err;
 };
 
 static void
@@ -34,13 +33,11 @@ remember (struct first_error *fe, struct qbak_copy_result *res)
   if (res) {
     snprintf (res->error, sizeof res->error, "%s", error_get_message ());
     res->error_hint = (enum qbak_hint) error_get_hint ();
+    res->error_errno = error_get_errno ();
   }
-  if (fe->msg)
+  if (fe->err.msg)
     return;
-  fe->msg = strdup (error_get_message ());
-  fe->status = error_get_status ();
-  fe->errnum = error_get_errno ();
-  fe->hint = error_get_hint ();
+  qbak_error_save (&fe->err);
 }
 
 /* TARGET with its folder resolved (the file itself does not exist yet),
@@ -241,19 +238,19 @@ run_group (const struct qbak_group_opts *g, const struct qbak_copy_opts *opts,
     }
   }
   free (failed);
-  if (!fe.msg && !thaw_failed)
+  if (!fe.err.msg && !thaw_failed)
     ret = 0;
 
 out:
   for (size_t i = 0; i < n; i++)
     job_free (jobs[i]);
   free (jobs);
-  if (ret < 0 && fe.msg) {
-    qbak_internal_error_restore (cancelled ? STATUS_CANCELLED
-                                           : fe.status, fe.errnum, fe.msg);
-    error_set_hint (fe.hint);
+  if (ret < 0 && fe.err.msg) {
+    if (cancelled)
+      fe.err.status = STATUS_CANCELLED;
+    qbak_error_put_back (&fe.err, "backup failed");
   }
-  free (fe.msg);
+  free (fe.err.msg);
   return ret;
 }
 
@@ -264,6 +261,7 @@ int
 qbak_copy_group (const struct qbak_group_opts *caller_g,
                  struct qbak_copy_result *caller_results)
 {
+  api_enter (__func__);
   struct qbak_group_opts g;
   struct qbak_copy_opts *opts = NULL;
   struct qbak_copy_result *results = NULL;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "lib/api.h"
 #include "lib/internal.h"
 
 const char *
@@ -48,12 +49,14 @@ lock_layer (struct qbak_file *file, int depth, void *opaque)
 struct qbak_image *
 qbak_image_open (const char *path, unsigned flags)
 {
+  api_enter (__func__);
   return qbak_image_open_format (path, NULL, flags);
 }
 
 struct qbak_image *
 qbak_image_open_format (const char *path, const char *format, unsigned flags)
 {
+  api_enter (__func__);
   error_clear ();
   unsigned iflags = 0;
   if (flags & QBAK_OPEN_WRITE)
@@ -98,21 +101,26 @@ qbak_image_close (struct qbak_image *h)
   free (h);
 }
 
-struct qbak_image *
-qbak_image_backing (struct qbak_image *h)
+int
+qbak_image_backing (struct qbak_image *h, struct qbak_image **backing)
 {
+  api_enter (__func__);
+  *backing = NULL;
   if (!h->img->backing)
-    return NULL;
-  if (!h->backing)
-    h->backing = wrap (h->img->backing, h->flags, false);
-  return h->backing;
+    return 0;
+  if (!h->backing && !(h->backing = wrap (h->img->backing, h->flags, false)))
+    return -1;
+  *backing = h->backing;
+  return 1;
 }
 
-void
-qbak_image_get_info (struct qbak_image *h, struct qbak_image_info *info)
+/* Fill INFO whole (the library's size). */
+static void
+get_info (struct qbak_image *h, struct qbak_image_info *info)
 {
   struct image *img = h->img;
   memset (info, 0, sizeof *info);
+  info->size = sizeof *info;
   info->filename = img->filename;
   info->format = img->ops->name;
   info->virtual_size = img->size;
@@ -134,16 +142,33 @@ qbak_image_get_info (struct qbak_image *h, struct qbak_image_info *info)
   info->bitmaps_consistent = d.bitmaps_consistent;
   info->data_file = d.data_file;
   info->data_file_full = img->data_file_path;
-  info->data_file_raw = d.data_file_raw;
+  if (info->data_file)
+    info->data_file_mode = d.data_file_raw ? QBAK_DATA_FILE_RAW
+                                           : QBAK_DATA_FILE_PLAIN;
   info->incompatible_features = d.incompatible_features;
   info->compatible_features = d.compatible_features;
   info->autoclear_features = d.autoclear_features;
 }
 
 int
+qbak_image_get_info (struct qbak_image *h, struct qbak_image_info *info)
+{
+  api_enter (__func__);
+  struct qbak_image_info all;
+  size_t size = info->size;
+  if (api_check_size (size, sizeof all, "qbak_image_info") < 0)
+    return -1;
+  get_info (h, &all);
+  all.size = size;
+  memcpy (info, &all, size);
+  return 0;
+}
+
+int
 qbak_image_pread (struct qbak_image *h, void *buf, uint64_t count,
                   uint64_t offset)
 {
+  api_enter (__func__);
   if (offset > h->img->size || count > h->img->size - offset) {
     set_usage_error ("%s: read of %llu bytes at %llu is beyond the virtual "
                      "size", h->img->filename, (unsigned long long) count,

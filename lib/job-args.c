@@ -144,18 +144,12 @@ job_check_backing (struct copy_job *j, const char **format)
                                                     QBAK_OPEN_INSPECT);
   free (path);
   if (!prev) {
-    struct qbak_saved_error err;
-    qbak_error_save (&err);
-    char *msg = NULL;
-    if (asprintf (&msg, "%s: backing file '%s': %s", o->target, o->backing,
-                  err.msg ? err.msg : "cannot open") < 0)
-      msg = NULL;
-    qbak_internal_error_restore (err.status, err.errnum, msg ? msg : err.msg);
+    qbak_internal_error_prefix ("%s: backing file '%s'", o->target,
+                                o->backing);
     /* Without a format given, the likeliest cause is a raw backing file
      * read as qcow2. */
-    error_set_hint (o->backing_format ? err.hint : HINT_BACKING_FORMAT_GUESSED);
-    free (msg);
-    free (err.msg);
+    if (!o->backing_format)
+      error_set_hint (HINT_BACKING_FORMAT_GUESSED);
     return -1;
   }
   struct stat st;

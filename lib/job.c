@@ -495,12 +495,15 @@ keep_partial (struct copy_job *j)
 void
 job_fail (struct copy_job *j, enum status status)
 {
-  char *err = strdup (error_get_message ());
-  int e = error_get_errno ();
+  /* The job's error is kept across the cleanup below (which may set
+   * errors of its own) and then told what became of target and bitmap. */
+  struct qbak_saved_error err;
+  qbak_error_save (&err);
+  err.status = status;
+  int e = err.errnum;
   const char *what = "";
   char *space = NULL;
-
-  enum hint hint = error_get_hint ();
+  enum hint hint = err.hint;
 
   j->res->outcome = status == STATUS_CANCELLED ? QBAK_OUTCOME_CANCELLED
                                                : QBAK_OUTCOME_FAILED;
@@ -556,15 +559,11 @@ job_fail (struct copy_job *j, enum status status)
                         : "; the bitmap is unchanged";
     hint = j->o->resume ? HINT_RESUME_AGAIN : HINT_RUN_AGAIN;
   }
-  char *msg = NULL;
-  if (asprintf (&msg, "%s%s%s", err ? err : "backup failed",
-                space ? space : "", what) < 0)
-    msg = NULL;
-  qbak_internal_error_restore (status, e, msg ? msg : err);
+  qbak_error_put_back (&err, "backup failed");
+  if (space || *what)
+    qbak_internal_error_suffix ("%s%s", space ? space : "", what);
   error_set_hint (hint);
-  free (msg);
   free (space);
-  free (err);
 }
 
 void

@@ -54,16 +54,15 @@ name_process (long pid, char *buf, size_t bufsize)
 static bool
 lock_line_covers (const char *line, int off)
 {
-  char kind[16], adv[16], rw[16], devino[64], start[32], end[32];
-  long pid;
+  char start[32], end[32];
   const char *p = strchr (line, ':');
   if (!p)
     return false;
   /* "lock:\t1: OFDLCK ADVISORY  READ -1 fe:00:5678 100 100" */
   if (strncmp (line, "lock:", 5) == 0 && !(p = strchr (p + 1, ':')))
     return false;
-  if (sscanf (p + 1, "%15s %15s %15s %ld %63s %31s %31s", kind, adv, rw,
-              &pid, devino, start, end) != 7)
+  /* Only the range matters: kind, class, type, pid and file are skipped. */
+  if (sscanf (p + 1, "%*s %*s %*s %*s %*s %31s %31s", start, end) != 2)
     return false;
   long long s0 = atoll (start), e0 = strcmp (end, "EOF") ? atoll (end)
                                                           : INT64_MAX;
@@ -169,9 +168,11 @@ apply_lock_bytes (struct qbak_file *file, unsigned perm, unsigned shared)
         /* Only a write lock blocks a read lock: someone locked the byte
          * exclusively, which means the image is in use. */
         describe_holder (file->fd, offs[k], holder, sizeof holder);
-        set_busy (e, "%s: image is locked%s: stop the other user, or use "
-                  "-U/--force-share for read-only commands", file->path,
-                  holder);
+        /* The errno only says the byte is taken, which the message says
+         * in words: recorded, not appended. */
+        qbak_internal_error_errno_only (STATUS_BUSY, e, "%s: image is "
+                                        "locked%s", file->path, holder);
+        error_set_hint (HINT_IMAGE_LOCKED);
       }
       else
         set_io_error (e, "%s: cannot take the image lock on byte %d",
@@ -210,8 +211,8 @@ check_lock_bytes (struct qbak_file *file, unsigned perm, unsigned shared)
     }
     describe_holder (file->fd, off, holder, sizeof holder);
     set_busy (0, "%s: image is locked: another process%s %s the \"%s\" "
-              "permission; stop it (or use -U/--force-share for read-only "
-              "commands)", file->path, holder, why, perm_names[n]);
+              "permission", file->path, holder, why, perm_names[n]);
+    error_set_hint (HINT_IMAGE_PERMISSION_HELD);
     return -1;
   }
   return 0;

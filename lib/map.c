@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "lib/api.h"
 #include "lib/internal.h"
 
 static bool
@@ -19,6 +20,7 @@ int
 qbak_image_map (struct qbak_image *h, uint64_t start, uint64_t length,
                 qbak_map_cb cb, void *opaque)
 {
+  api_enter (__func__);
   struct image *img = h->img;
   struct qbak_map_extent cur;
   bool have = false;
@@ -43,7 +45,7 @@ qbak_image_map (struct qbak_image *h, uint64_t start, uint64_t length,
           return r;
       }
       cur = (struct qbak_map_extent) {
-        .start = off, .length = e.length, .depth = e.depth,
+        .size = sizeof cur, .start = off, .length = e.length, .depth = e.depth,
         .present = e.present, .zero = e.zero, .data = e.data,
         .offset_valid = e.offset_valid, .offset = e.offset,
       };

@@ -114,6 +114,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
                             QBAK_OPEN_NO_BACKING | QBAK_OPEN_INSPECT);
   if (img) {
     struct qbak_image_info info;
+    qbak_image_info_init (&info);
     qbak_image_get_info (img, &info);
     int n = 0;
     uint64_t len = info.virtual_size < (64u << 20) ? info.virtual_size
@@ -121,6 +122,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     qbak_image_map (img, 0, len, ignore_map, &n);
     for (size_t i = 0; i < qbak_bitmap_count (img); i++) {
       struct qbak_bitmap_info b;
+      qbak_bitmap_info_init (&b);
       if (qbak_bitmap_get_info (img, i, &b) == 0) {
         n = 0;
         qbak_bitmap_extents (img, b.name, ignore_extent, &n);

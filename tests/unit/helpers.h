@@ -217,7 +217,8 @@ test_compare_image_with_raw (const char *image, const char *raw)
     fail_msg ("qbak_image_open %s: %s", image, qbak_get_error ());
   }
   struct qbak_image_info info;
-  qbak_image_get_info (img, &info);
+  qbak_image_info_init (&info);
+  assert_int_equal (qbak_image_get_info (img, &info), 0);
   int r = 0;
   if (info.virtual_size != size) {
     snprintf (test_compare_msg, sizeof test_compare_msg,

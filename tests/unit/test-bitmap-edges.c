@@ -61,7 +61,7 @@ apply (struct fixture *f, enum qbak_bitmap_op_kind kind, const char *name,
   if (!h)
     fail_msg ("open %s: %s", f->img, qbak_get_error ());
   const char *sources[1] = { source };
-  struct qbak_bitmap_op op = { .kind = kind, .name = name,
+  struct qbak_bitmap_op op = { .size = sizeof op, .kind = kind, .name = name,
                                .sources = sources,
                                .n_sources = source ? 1 : 0 };
   int r = qbak_bitmap_apply (&h, 1, &op, 1);

@@ -172,6 +172,57 @@ test_error_is_per_thread (void **state)
   assert_int_equal (qbak_get_errno (), 0);
 }
 
+/* Cleanup between an error and its report keeps the error whole: its
+ * message, status, errno, hint and context; a suffix says what cleanup
+ * could not undo. */
+static void
+test_save_put_back_suffix (void **state)
+{
+  (void) state;
+  const char *outer = error_enter ("qbak_test_call");
+  set_io_error (EIO, "a.qcow2: write");
+  error_set_hint (HINT_NONE);
+  struct qbak_saved_error err;
+  qbak_error_save (&err);
+  set_invalid ("cleanup failed");
+  qbak_error_put_back (&err, "fallback");
+  error_leave (outer);
+  qbak_internal_error_suffix ("; and %s could not be put back", "b.qcow2");
+  char want[256];
+  snprintf (want, sizeof want, "a.qcow2: write: %s; and b.qcow2 could not "
+            "be put back", strerror (EIO));
+  assert_string_equal (qbak_get_error (), want);
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_IO);
+  assert_int_equal (qbak_get_errno (), EIO);
+  assert_string_equal (qbak_get_error_context (), "qbak_test_call");
+}
+
+/* The context names the public call that failed, the outer one when a
+ * public call makes another; no call, no context. */
+static void
+test_context (void **state)
+{
+  (void) state;
+  set_invalid ("outside any call");
+  assert_null (qbak_get_error_context ());
+
+  const char *outer = error_enter ("qbak_outer");
+  const char *inner = error_enter ("qbak_inner");
+  set_invalid ("inside");
+  error_leave (inner);
+  assert_string_equal (qbak_get_error_context (), "qbak_outer");
+  error_leave (outer);
+  /* The error keeps its context after the call returned... */
+  assert_string_equal (qbak_get_error_context (), "qbak_outer");
+  /* ...not a later one set outside. */
+  set_invalid ("later");
+  assert_null (qbak_get_error_context ());
+  qbak_internal_error_prefix ("ctx");
+  assert_null (qbak_get_error_context ());
+  qbak_clear_error ();
+  assert_null (qbak_get_error_context ());
+}
+
 /* ---- Errors of qbak_image_open --------------------------------------- */
 
 static void
@@ -188,6 +239,9 @@ test_open_missing_file (void **state)
   assert_non_null (strstr (qbak_get_error (), path));
   assert_true (starts_with (qbak_get_error (), path));
   assert_non_null (strstr (qbak_get_error (), strerror (ENOENT)));
+  /* The context is beside the message, never in it. */
+  assert_string_equal (qbak_get_error_context (), "qbak_image_open");
+  assert_null (strstr (qbak_get_error (), "qbak_image_open"));
   test_rmtree (dir);
 }
 
@@ -251,10 +305,99 @@ test_pread_beyond_size (void **state)
                                         cases[i].offset), -1);
     assert_int_equal (qbak_get_status (), QBAK_STATUS_USAGE);
     assert_true (starts_with (qbak_get_error (), path));
+    assert_string_equal (qbak_get_error_context (), "qbak_image_pread");
   }
   /* The last byte is fine. */
   assert_int_equal (qbak_image_pread (img, buf, 1, 64 * 1024 - 1), 0);
   qbak_image_close (img);
+  test_rmtree (dir);
+}
+
+/* A caller built against an older header passes a smaller structure: the
+ * library writes none of its bytes past that size.  A size of 0 (never
+ * set) or one larger than the library knows is refused. */
+static void
+test_struct_sizes (void **state)
+{
+  (void) state;
+  char dir[TEST_PATH_MAX], path[TEST_PATH_MAX];
+  test_tmpdir_create (dir);
+  test_path (path, dir, "disk.raw");
+  int fd = open (path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  assert_int_equal (ftruncate (fd, 64 * 1024), 0);
+  close (fd);
+  struct qbak_image *img = qbak_image_open (path, QBAK_OPEN_READ);
+  assert_non_null (img);
+
+  struct qbak_image_info info;
+  qbak_image_info_init (&info);
+  assert_int_equal (info.size, sizeof info);
+  assert_int_equal (qbak_image_get_info (img, &info), 0);
+  assert_int_equal (info.size, sizeof info);
+  assert_int_equal (info.virtual_size, 64 * 1024);
+  assert_string_equal (info.format, "raw");
+  assert_int_equal (info.data_file_mode, QBAK_DATA_FILE_NONE);
+
+  /* An "older" caller that knows the fields up to virtual_size. */
+  size_t old = offsetof (struct qbak_image_info, virtual_size) +
+               sizeof info.virtual_size;
+  memset (&info, 0xa5, sizeof info);
+  info.size = old;
+  assert_int_equal (qbak_image_get_info (img, &info), 0);
+  assert_int_equal (info.size, old);
+  assert_int_equal (info.virtual_size, 64 * 1024);
+  for (size_t i = old; i < sizeof info; i++)
+    assert_int_equal (((unsigned char *) &info)[i], 0xa5);
+
+  static const size_t bad[] = { 0, 1, sizeof info + 1, SIZE_MAX };
+  for (size_t i = 0; i < ARRAY_SIZE (bad); i++) {
+    info.size = bad[i];
+    assert_int_equal (qbak_image_get_info (img, &info), -1);
+    assert_int_equal (qbak_get_status (), QBAK_STATUS_USAGE);
+    assert_string_equal (qbak_get_error_context (), "qbak_image_get_info");
+  }
+
+  /* A raw image has no backing file: 0, not an error. */
+  struct qbak_image *b = img;
+  qbak_clear_error ();
+  assert_int_equal (qbak_image_backing (img, &b), 0);
+  assert_null (b);
+
+  /* Operations: the array's stride is the first one's size. */
+  struct qbak_bitmap_op op = { .kind = QBAK_BITMAP_ADD, .name = "x" };
+  assert_int_equal (qbak_bitmap_apply (&img, 1, &op, 1), -1);
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_USAGE);
+  assert_string_equal (qbak_get_error_context (), "qbak_bitmap_apply");
+
+  qbak_image_close (img);
+  test_rmtree (dir);
+}
+
+/* A second writer of an image is refused as locked: the message says what
+ * is wrong and names no flag of any program; the hint says what to do. */
+static void
+test_lock_hint (void **state)
+{
+  (void) state;
+  char dir[TEST_PATH_MAX], path[TEST_PATH_MAX];
+  test_tmpdir_create (dir);
+  test_path (path, dir, "disk.raw");
+  int fd = open (path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  assert_true (fd >= 0);
+  assert_int_equal (ftruncate (fd, 64 * 1024), 0);
+  close (fd);
+  struct qbak_image *first = qbak_image_open (path, QBAK_OPEN_WRITE);
+  assert_non_null (first);
+  assert_null (qbak_image_open (path, QBAK_OPEN_WRITE));
+  assert_int_equal (qbak_get_status (), QBAK_STATUS_BUSY);
+  assert_int_equal (qbak_get_error_hint (), QBAK_HINT_IMAGE_PERMISSION_HELD);
+  assert_string_equal (qbak_get_error_context (), "qbak_image_open");
+  assert_true (starts_with (qbak_get_error (), path));
+  assert_non_null (strstr (qbak_get_error (), "image is locked"));
+  assert_null (strstr (qbak_get_error (), "-U"));
+  assert_null (strstr (qbak_get_error (), "force-share"));
+  qbak_image_close (first);
   test_rmtree (dir);
 }
 
@@ -277,10 +420,14 @@ main (void)
     cmocka_unit_test (test_error_replaces_previous),
     cmocka_unit_test (test_clear_error),
     cmocka_unit_test (test_error_is_per_thread),
+    cmocka_unit_test (test_save_put_back_suffix),
+    cmocka_unit_test (test_context),
     cmocka_unit_test (test_open_missing_file),
     cmocka_unit_test (test_open_directory),
     cmocka_unit_test (test_open_missing_backing),
     cmocka_unit_test (test_pread_beyond_size),
+    cmocka_unit_test (test_struct_sizes),
+    cmocka_unit_test (test_lock_hint),
     cmocka_unit_test (test_close_null),
   };
   int r = cmocka_run_group_tests (tests, NULL, NULL);

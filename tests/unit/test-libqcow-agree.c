@@ -122,7 +122,8 @@ check_agree (struct fixture *fx, uint32_t want_version)
   if (!img)
     fail_msg ("qbak_image_open: %s", qbak_get_error ());
   struct qbak_image_info info;
-  qbak_image_get_info (img, &info);
+  qbak_image_info_init (&info);
+  assert_int_equal (qbak_image_get_info (img, &info), 0);
   assert_string_equal (info.format, "qcow2");
   assert_int_equal (info.qcow2_version, want_version);
   assert_int_equal (info.virtual_size, DISK_SIZE);
