@@ -373,15 +373,3 @@ dirty_bitmap_deserialize_ones (struct dirty_bitmap *bm, uint64_t start,
     set_bits (bm, first, end);
 }
 
-bool
-dirty_bitmap_stream_is_zero (const struct dirty_bitmap *bm, uint64_t start,
-                             size_t len)
-{
-  uint64_t first = start * 8, end = (start + len) * 8;
-  if (end > bm->nbits)
-    end = bm->nbits;
-  if (first >= end)
-    return true;
-  int64_t b = next_bit (bm, first, true);
-  return b < 0 || (uint64_t) b >= end;
-}

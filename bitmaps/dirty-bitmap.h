@@ -62,8 +62,5 @@ void dirty_bitmap_deserialize (struct dirty_bitmap *bm, uint64_t start,
 /* Set every bit of stream bytes [START, +LEN) (an all-ones table entry). */
 void dirty_bitmap_deserialize_ones (struct dirty_bitmap *bm, uint64_t start,
                                     size_t len);
-/* Whether stream bytes [START, +LEN) hold no set bit. */
-bool dirty_bitmap_stream_is_zero (const struct dirty_bitmap *bm,
-                                  uint64_t start, size_t len);
 
 #endif

@@ -26,7 +26,8 @@ extern const char *progname;
  * (flags, commands) appended, and the text of ERRNUM after it where the
  * library keeps it out of the message.  Malloc'ed; NULL if out of
  * memory. */
-char *error_with_advice (const char *msg, enum qbak_hint hint, int errnum);
+char *error_with_advice (const char *msg, enum qbak_hint hint, int errnum,
+                         const char *subject0, const char *subject1);
 /* Print the library's last error as one line, with the advice for its
  * hint, and return its exit code. */
 int report_error (void);

@@ -144,7 +144,14 @@ result_json (const struct qbak_copy_result *r, const char *target)
   json_object_object_add (o, "status", json_object_new_string (
                             outcome_name (r)));
   if (r->error[0]) {
-    char *text = error_with_advice (r->error, r->error_hint, r->error_errno);
+    /* The hint's subjects are the last error's: this job's when it is the
+     * error the group reports. */
+    bool last = strcmp (r->error, qbak_get_error ()) == 0;
+    char *text = error_with_advice (r->error, r->error_hint, r->error_errno,
+                                    last ? qbak_get_error_hint_subject (0)
+                                         : NULL,
+                                    last ? qbak_get_error_hint_subject (1)
+                                         : NULL);
     json_object_object_add (o, "error", json_object_new_string (
                               text ? text : r->error));
     free (text);

@@ -47,9 +47,37 @@ static const struct {
     "read-only commands)", false },
 };
 
-char *
-error_with_advice (const char *msg, enum qbak_hint hint, int errnum)
+/* The advice for a bitmap in use names the commands with the image and
+ * bitmap when the library said which (SUBJECT0, SUBJECT1). */
+static char *
+in_use_advice (const char *image, const char *bitmap)
 {
+  char *s = NULL;
+  if (image && bitmap) {
+    if (asprintf (&s, "; start a new chain: 'qbak bitmap remove %s %s', "
+                  "'qbak bitmap add %s %s', then a full backup (--sync full) "
+                  "with --bitmap %s", image, bitmap, image, bitmap,
+                  bitmap) < 0)
+      s = NULL;
+  }
+  else
+    s = strdup ("; start a new chain: remove the bitmap and add it again "
+                "('qbak bitmap remove', 'qbak bitmap add'), then a full "
+                "backup (--sync full)");
+  return s;
+}
+
+char *
+error_with_advice (const char *msg, enum qbak_hint hint, int errnum,
+                   const char *subject0, const char *subject1)
+{
+  if (hint == QBAK_HINT_BITMAP_IN_USE) {
+    char *advice = in_use_advice (subject0, subject1), *s = NULL;
+    if (!advice || asprintf (&s, "%s%s", msg, advice) < 0)
+      s = NULL;
+    free (advice);
+    return s;
+  }
   const char *advice = "";
   bool errno_last = false;
   for (size_t i = 0; i < sizeof advice_table / sizeof advice_table[0]; i++)
@@ -70,7 +98,8 @@ static char *
 last_error_text (void)
 {
   return error_with_advice (qbak_get_error (), qbak_get_error_hint (),
-                            qbak_get_errno ());
+                            qbak_get_errno (), qbak_get_error_hint_subject (0),
+                            qbak_get_error_hint_subject (1));
 }
 
 int

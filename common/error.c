@@ -15,6 +15,7 @@ static _Thread_local char *last_msg;
 static _Thread_local enum status last_status;
 static _Thread_local int last_errno;
 static _Thread_local enum hint last_hint;
+static _Thread_local char last_subject[2][ERROR_SUBJECT_MAX];
 /* The public call running on this thread (error_enter), and the one that
  * was running when the current error was set: both static strings. */
 static _Thread_local const char *current_entry;
@@ -45,6 +46,7 @@ store (char *msg, enum status status, int errnum)
   last_status = status;
   last_errno = errnum;
   last_hint = HINT_NONE;
+  last_subject[0][0] = last_subject[1][0] = '\0';
   last_context = status == STATUS_OK ? NULL : current_entry;
   /* The key holds the same pointer only so that thread exit frees it. */
   pthread_setspecific (msg_key, msg);
@@ -88,7 +90,8 @@ qbak_internal_error_errno_only (enum status status, int errnum,
   errno = saved;
 }
 
-void
+/* Store MSG verbatim (no strerror appended) with STATUS and ERRNUM. */
+static void
 qbak_internal_error_restore (enum status status, int errnum,
                              const char *msg)
 {
@@ -105,6 +108,7 @@ qbak_error_save (struct qbak_saved_error *s)
   s->errnum = error_get_errno ();
   s->hint = last_hint;
   s->context = last_context;
+  memcpy (s->subject, last_subject, sizeof last_subject);
 }
 
 void
@@ -114,6 +118,7 @@ qbak_error_put_back (struct qbak_saved_error *s, const char *fallback)
                                s->msg ? s->msg : fallback);
   last_hint = s->hint;
   last_context = s->context;
+  memcpy (last_subject, s->subject, sizeof last_subject);
   free (s->msg);
   s->msg = NULL;
 }
@@ -127,9 +132,12 @@ replace_message (char *msg)
     return;
   enum hint hint = last_hint;
   const char *context = last_context;
+  char subject[2][ERROR_SUBJECT_MAX];
+  memcpy (subject, last_subject, sizeof subject);
   store (msg, last_status, last_errno);
   last_hint = hint;
   last_context = context;
+  memcpy (last_subject, subject, sizeof subject);
 }
 
 void
@@ -227,4 +235,29 @@ void
 error_leave (const char *outer)
 {
   current_entry = outer;
+}
+
+static void
+set_subject (unsigned i, const char *subject)
+{
+  size_t n = subject ? strlen (subject) : 0;
+  if (n >= ERROR_SUBJECT_MAX)
+    n = 0;
+  memcpy (last_subject[i], subject ? subject : "", n);
+  last_subject[i][n] = '\0';
+}
+
+void
+error_set_hint_about (enum hint hint, const char *subject0,
+                      const char *subject1)
+{
+  last_hint = hint;
+  set_subject (0, subject0);
+  set_subject (1, subject1);
+}
+
+const char *
+error_get_hint_subject (unsigned i)
+{
+  return i < 2 && last_subject[i][0] ? last_subject[i] : NULL;
 }

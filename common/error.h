@@ -26,21 +26,17 @@ void qbak_internal_error_errno_only (enum status status, int errnum,
                                      const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
 
-/* Store MSG verbatim (no strerror appended) with STATUS and ERRNUM.  To
- * keep an error across cleanup, use qbak_error_save/put_back instead,
- * which keep its hint and context too. */
-void qbak_internal_error_restore (enum status status, int errnum,
-                                  const char *msg);
-
 /* The current error, kept across cleanup that may set errors of its own:
  * qbak_error_save() copies it, qbak_error_put_back() makes it current
  * again (FALLBACK if the copy could not be made) and frees the copy. */
+#define ERROR_SUBJECT_MAX 1024
 struct qbak_saved_error {
   char *msg;
   enum status status;
   int errnum;
   enum hint hint;
   const char *context;
+  char subject[2][ERROR_SUBJECT_MAX];
 };
 void qbak_error_save (struct qbak_saved_error *s);
 void qbak_error_put_back (struct qbak_saved_error *s, const char *fallback);
@@ -68,6 +64,14 @@ void error_clear (void);
 /* Attach HINT to the current error (every new error starts with
  * HINT_NONE; a prefix keeps it). */
 void error_set_hint (enum hint hint);
+/* The same, naming what the hint is about (SUBJECT0: a file; SUBJECT1: a
+ * bitmap; either may be NULL), so that a program can spell out the
+ * commands to type.  Longer names than ERROR_SUBJECT_MAX - 1 bytes are
+ * not recorded (a program then words its advice without them). */
+void error_set_hint_about (enum hint hint, const char *subject0,
+                           const char *subject1);
+/* Subject I (0 or 1) of the current error's hint, or NULL. */
+const char *error_get_hint_subject (unsigned i);
 enum hint error_get_hint (void);
 
 /* The public call running on this thread when the current error was set

@@ -57,6 +57,9 @@ enum hint {
    * share a permission this open needs. */
   HINT_IMAGE_LOCKED,
   HINT_IMAGE_PERMISSION_HELD,
+  /* A bitmap is in use (its writer did not close the image): start a new
+   * chain with it.  Subjects: the image, the bitmap. */
+  HINT_BITMAP_IN_USE,
 };
 
 #endif

@@ -6,7 +6,9 @@
 #include "common/error.h"
 #include "formats/file-names.h"
 
-size_t
+/* Length of NAME's protocol prefix ("nbd" in "nbd:host:10809"), as QEMU
+ * sees one: a ':' before any '/'.  0 if none. */
+static size_t
 image_name_protocol (const char *name)
 {
   size_t n = strcspn (name, ":/");

@@ -12,9 +12,6 @@
  * relative ones against the directory of IMAGE_PATH, with no other change
  * (".." stays).  Returns a malloc'ed string or NULL. */
 char *image_resolve_backing (const char *image_path, const char *name);
-/* Length of NAME's protocol prefix ("nbd" in "nbd:host:10809"), as QEMU
- * sees one: a ':' before any '/'.  0 if none. */
-size_t image_name_protocol (const char *name);
 /* Refuse (STATUS_INVALID, 0 or -1) a file name WHAT ("backing
  * file", "external data file") stored in IMAGE_PATH that QEMU would open
  * through a protocol driver: qbak opens only local files. */

@@ -17,7 +17,9 @@
 #include "formats/file-names.h"
 #include "formats/qcow2.h"
 
-const char *
+/* Look up a feature's name from the image's feature table ("bit N" when
+ * absent).  Returns a static or image-owned string. */
+static const char *
 qcow2_feature_name (struct qcow2 *s, int type, int bit, char *buf,
                     size_t bufsize)
 {

@@ -128,11 +128,6 @@ to_qcow2 (struct image *img)
   return (struct qcow2 *) img;
 }
 
-/* qcow2.c */
-/* Look up a feature's name from the image's feature table ("bit N" when
- * absent).  Returns a static or image-owned string. */
-const char *qcow2_feature_name (struct qcow2 *s, int type, int bit,
-                                char *buf, size_t bufsize);
 
 /* Rewrite cluster 0 from the in-memory header fields and extensions as
  * QEMU's qcow2_update_header does: unknown header fields, unknown

@@ -113,6 +113,11 @@ enum qbak_hint {
    * this open needs. */
   QBAK_HINT_IMAGE_LOCKED,
   QBAK_HINT_IMAGE_PERMISSION_HELD,
+  /* A bitmap is in use: the program that wrote it did not close the
+   * image, so it may have missed writes.  Start a new chain: remove the
+   * bitmap, add it again, back up in full.  Subjects: the image (0) and
+   * the bitmap (1). */
+  QBAK_HINT_BITMAP_IN_USE,
 };
 
 /* The last error of this thread: its message ("file: what is wrong"; a
@@ -121,6 +126,10 @@ enum qbak_hint {
  * and errno (0 if none). */
 QBAK_API const char *qbak_get_error (void);
 QBAK_API enum qbak_hint qbak_get_error_hint (void);
+/* What the last error's hint is about, for advice that names it: subject
+ * 0 is a file, subject 1 a bitmap (see each hint).  NULL if the hint has
+ * no such subject.  Valid until the next error on this thread. */
+QBAK_API const char *qbak_get_error_hint_subject (unsigned i);
 /* The public call that set the last error of this thread (for instance
  * "qbak_bitmap_apply"; the outer one when a call makes another), or NULL
  * (no error, or one set outside any call).  A static string, valid for

@@ -105,10 +105,9 @@ void
 qbak_internal_set_in_use_error (const char *file, const char *name)
 {
   set_invalid ("%s: bitmap '%s' is in use: the program that wrote it did "
-               "not close the image, so it may have missed writes; start a "
-               "new chain: 'qbak bitmap remove %s %s', 'qbak bitmap add %s "
-               "%s', then a full backup (--sync full) with --bitmap %s",
-               file, name, file, name, file, name, name);
+               "not close the image, so it may have missed writes", file,
+               name);
+  error_set_hint_about (HINT_BITMAP_IN_USE, file, name);
 }
 
 static struct planned *

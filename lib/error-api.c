@@ -48,6 +48,8 @@ _Static_assert ((int) QBAK_HINT_REMOVE_IN_USE_COMPANION == (int) HINT_REMOVE_IN_
                 "hint REMOVE_IN_USE_COMPANION");
 _Static_assert ((int) QBAK_HINT_IMAGE_LOCKED == (int) HINT_IMAGE_LOCKED,
                 "hint IMAGE_LOCKED");
+_Static_assert ((int) QBAK_HINT_BITMAP_IN_USE == (int) HINT_BITMAP_IN_USE,
+                "hint BITMAP_IN_USE");
 _Static_assert ((int) QBAK_HINT_IMAGE_PERMISSION_HELD ==
                 (int) HINT_IMAGE_PERMISSION_HELD, "hint IMAGE_PERMISSION_HELD");
 
@@ -73,6 +75,12 @@ void
 qbak_clear_error (void)
 {
   error_clear ();
+}
+
+const char *
+qbak_get_error_hint_subject (unsigned i)
+{
+  return error_get_hint_subject (i);
 }
 
 enum qbak_hint
