@@ -401,6 +401,43 @@ test_lock_hint (void **state)
   test_rmtree (dir);
 }
 
+/* A hint's subjects name what it is about; a new error drops them, a
+ * prefix, a suffix and a save/put-back keep them, and a name too long to
+ * keep is not half kept. */
+static void
+test_hint_subjects (void **state)
+{
+  (void) state;
+  set_invalid ("a.qcow2: bitmap 'b0' is in use");
+  error_set_hint_about (HINT_BITMAP_IN_USE, "a.qcow2", "b0");
+  assert_int_equal (qbak_get_error_hint (), QBAK_HINT_BITMAP_IN_USE);
+  assert_string_equal (qbak_get_error_hint_subject (0), "a.qcow2");
+  assert_string_equal (qbak_get_error_hint_subject (1), "b0");
+  assert_null (qbak_get_error_hint_subject (2));
+  qbak_internal_error_prefix ("copy");
+  qbak_internal_error_suffix ("; more");
+  struct qbak_saved_error saved;
+  qbak_error_save (&saved);
+  set_io_error (EIO, "cleanup failed");
+  assert_null (qbak_get_error_hint_subject (0));
+  assert_int_equal (qbak_get_error_hint (), QBAK_HINT_NONE);
+  qbak_error_put_back (&saved, "lost");
+  assert_string_equal (qbak_get_error (),
+                       "copy: a.qcow2: bitmap 'b0' is in use; more");
+  assert_int_equal (qbak_get_error_hint (), QBAK_HINT_BITMAP_IN_USE);
+  assert_string_equal (qbak_get_error_hint_subject (0), "a.qcow2");
+  assert_string_equal (qbak_get_error_hint_subject (1), "b0");
+
+  char *longname = malloc (ERROR_SUBJECT_MAX + 1);
+  assert_non_null (longname);
+  memset (longname, 'x', ERROR_SUBJECT_MAX);
+  longname[ERROR_SUBJECT_MAX] = '\0';
+  error_set_hint_about (HINT_BITMAP_IN_USE, longname, "b0");
+  assert_null (qbak_get_error_hint_subject (0));
+  assert_string_equal (qbak_get_error_hint_subject (1), "b0");
+  free (longname);
+}
+
 static void
 test_close_null (void **state)
 {
@@ -428,6 +465,7 @@ main (void)
     cmocka_unit_test (test_pread_beyond_size),
     cmocka_unit_test (test_struct_sizes),
     cmocka_unit_test (test_lock_hint),
+    cmocka_unit_test (test_hint_subjects),
     cmocka_unit_test (test_close_null),
   };
   int r = cmocka_run_group_tests (tests, NULL, NULL);
