@@ -23,23 +23,28 @@ valid_component (const char *s, size_t n)
   return true;
 }
 
-int
-storage_check_key (const char *location, const char *key)
+bool
+storage_key_valid (const char *key)
 {
   size_t len = strlen (key);
   if (len == 0 || len > 1024)
-    goto bad;
+    return false;
   for (const char *p = key;;) {
     const char *slash = strchr (p, '/');
     size_t n = slash ? (size_t) (slash - p) : strlen (p);
     if (!valid_component (p, n))
-      goto bad;
+      return false;
     if (!slash)
-      break;
+      return true;
     p = slash + 1;
   }
-  return 0;
- bad:
+}
+
+int
+storage_check_key (const char *location, const char *key)
+{
+  if (storage_key_valid (key))
+    return 0;
   set_usage_error ("%s: '%s' is not a valid object name in a repository",
                    location, key);
   return -1;

@@ -89,6 +89,8 @@ struct storage {
 struct storage *storage_open_folder (const char *path, bool create,
                                      bool *created);
 
+/* Whether KEY is a valid key (no error set). */
+bool storage_key_valid (const char *key);
 /* 0 if KEY is a valid key; -1 with STATUS_USAGE naming LOCATION if not. */
 int storage_check_key (const char *location, const char *key);
 
