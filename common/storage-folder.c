@@ -819,6 +819,28 @@ folder_unlock (struct storage_lock *lk)
   free (lk);
 }
 
+static int
+folder_prepare (struct storage *st, const char *key)
+{
+  const char *leaf;
+  int parent = open_parent (to_folder (st), key, true, &leaf);
+  if (parent < 0)
+    return -1;
+  close (parent);
+  return 0;
+}
+
+static char *
+folder_local_path (struct storage *st, const char *key)
+{
+  char *p;
+  if (asprintf (&p, "%s/%s", st->location, key) < 0) {
+    set_nomem ();
+    return NULL;
+  }
+  return p;
+}
+
 static void
 folder_close (struct storage *st)
 {
@@ -841,6 +863,8 @@ static const struct storage_ops folder_ops = {
   .open_read = folder_open_read,
   .lock = folder_lock,
   .unlock = folder_unlock,
+  .prepare = folder_prepare,
+  .local_path = folder_local_path,
   .close = folder_close,
 };
 

@@ -155,6 +155,22 @@ storage_unlock (struct storage_lock *lk)
     lk->st->ops->unlock (lk);
 }
 
+int
+storage_prepare (struct storage *st, const char *key)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return -1;
+  return st->ops->prepare (st, key);
+}
+
+char *
+storage_local_path (struct storage *st, const char *key)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return NULL;
+  return st->ops->local_path (st, key);
+}
+
 void
 storage_close (struct storage *st)
 {

@@ -74,6 +74,8 @@ struct storage_ops {
   struct storage_lock *(*lock) (struct storage *st, const char *name,
                                 const char *holder);
   void (*unlock) (struct storage_lock *lk);
+  int (*prepare) (struct storage *st, const char *key);
+  char *(*local_path) (struct storage *st, const char *key);
   void (*close) (struct storage *st);
 };
 
@@ -134,6 +136,13 @@ struct storage_lock *storage_lock (struct storage *st, const char *name,
                                    const char *holder);
 /* Release; accepts NULL. */
 void storage_unlock (struct storage_lock *lk);
+/* Make ready to create KEY: its folders exist (made without following a
+ * link; an object store needs nothing). */
+int storage_prepare (struct storage *st, const char *key);
+/* The file-system path of KEY where the storage is a local folder (for
+ * code that writes files by name, such as a backup target), malloc'ed;
+ * NULL with STATUS_USAGE where objects have no path. */
+char *storage_local_path (struct storage *st, const char *key);
 /* Close; accepts NULL. */
 void storage_close (struct storage *st);
 
