@@ -128,7 +128,7 @@ new_point_id (const struct repo *r, char *id, int64_t *when)
     now = last->unix_time;
   for (unsigned n = 1;; n++) {
     repo_point_id (now, n, id);
-    if (!last || strcmp (id, last->id) > 0)
+    if (!last || repo_point_id_compare (id, last->id) > 0)
       break;
   }
   *when = now;

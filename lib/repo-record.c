@@ -54,6 +54,23 @@ repo_point_id_valid (const char *id)
   return strtoul (id + 17, NULL, 10) >= 2;
 }
 
+/* The number after "-" (1 for none). */
+static unsigned long
+id_suffix (const char *id)
+{
+  return id[16] == '-' ? strtoul (id + 17, NULL, 10) : 1;
+}
+
+int
+repo_point_id_compare (const char *a, const char *b)
+{
+  int c = strncmp (a, b, 16);
+  if (c)
+    return c;
+  unsigned long x = id_suffix (a), y = id_suffix (b);
+  return x < y ? -1 : x > y;
+}
+
 static int
 add_string (json_object *o, const char *key, const char *v)
 {

@@ -55,6 +55,9 @@ struct repo_point {
 /* A point id for UNIX_TIME: "YYYYMMDDTHHMMSSZ", with "-N" appended for
  * the N-th point within one second (N >= 2).  IDs sort as times do. */
 void repo_point_id (int64_t unix_time, unsigned n, char *out);
+/* Order of two valid point ids: as the points were taken ("...Z" before
+ * "...Z-2" before "...Z-10"). */
+int repo_point_id_compare (const char *a, const char *b);
 /* 0 if ID has the form repo_point_id makes. */
 bool repo_point_id_valid (const char *id);
 /* "2026-12-01T18:10:00Z" into OUT (at least 21 bytes). */

@@ -189,6 +189,13 @@ load_point (const struct storage_entry *e, void *opaque)
   return 0;
 }
 
+static int
+compare_points (const void *a, const void *b)
+{
+  return repo_point_id_compare (((const struct repo_point *) a)->id,
+                                ((const struct repo_point *) b)->id);
+}
+
 int
 repo_load_points (struct repo *r)
 {
@@ -198,9 +205,11 @@ repo_load_points (struct repo *r)
   struct load_ctx c = { .r = r };
   free (r->points);
   r->points = NULL;
-  /* The storage lists keys in byte order, and point ids sort as times. */
   if (storage_list (r->st, POINTS_PREFIX, load_point, &c) < 0)
     return -1;
+  /* Oldest first: byte order of the keys is not the order of the ids
+   * ("...Z-2.json" sorts before "...Z.json"). */
+  qsort (r->points, r->n_points, sizeof *r->points, compare_points);
   /* Every parent a record names must be an older point of the same disk:
    * a restore follows these links. */
   for (size_t i = 0; i < r->n_points; i++) {
@@ -210,7 +219,7 @@ repo_load_points (struct repo *r)
       if (!parent)
         continue;
       const struct repo_point *pp = repo_find_point (r, parent);
-      if (!pp || strcmp (pp->id, p->id) >= 0 ||
+      if (!pp || repo_point_id_compare (pp->id, p->id) >= 0 ||
           !repo_point_disk (pp, p->disks[d].name)) {
         set_invalid ("%s/points/%s.json: disk %s: its parent point %s is "
                      "missing or does not hold that disk", r->st->location,
