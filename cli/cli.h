@@ -76,6 +76,12 @@ void suggest_consider (struct suggestion *s, const char *word,
 void json_print (json_object *obj);
 json_object *json_u64 (uint64_t v);
 json_object *json_bitmap_info (const struct qbak_bitmap_info *b);
+/* {"status": "failed", "error": MESSAGE (NULL: the library's last error),
+ * "exit-code": EXIT_CODE} on stdout. */
+void json_print_failure (const char *message, int exit_code);
+
+/* cmd-list.c: point I of R as JSON (as `qbak list --json` lists it). */
+json_object *point_to_json (struct qbak_repo *r, size_t i);
 
 /* progress.c */
 struct progress {
@@ -91,6 +97,9 @@ int cmd_copy (int argc, char **argv);
 int cmd_info (int argc, char **argv);
 int cmd_map (int argc, char **argv);
 int cmd_bitmap (int argc, char **argv);
+int cmd_backup (int argc, char **argv);
+int cmd_list (int argc, char **argv);
+int cmd_restore (int argc, char **argv);
 
 /* Options shared by the read-only commands. */
 enum {

@@ -29,3 +29,14 @@ json_bitmap_info (const struct qbak_bitmap_info *b)
                           b->dirty_known ? json_u64 (b->dirty_bytes) : NULL);
   return o;
 }
+
+void
+json_print_failure (const char *message, int exit_code)
+{
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "status", json_object_new_string ("failed"));
+  json_object_object_add (o, "error", json_object_new_string (
+                            message ? message : qbak_get_error ()));
+  json_object_object_add (o, "exit-code", json_object_new_int (exit_code));
+  json_print (o);
+}

@@ -7,10 +7,14 @@
 const char *progname = "qbak";
 
 static const struct command commands[] = {
+  { "backup", cmd_backup, "back up disks into a repository (full or "
+    "incremental)" },
   { "bitmap", cmd_bitmap, "list, dump and manage persistent dirty bitmaps" },
   { "copy", cmd_copy, "back up an image: full, top or incremental" },
   { "info", cmd_info, "show an image: format, sizes, chain, bitmaps" },
+  { "list", cmd_list, "list the points of a repository" },
   { "map", cmd_map, "show an image's allocation (as qemu-img map)" },
+  { "restore", cmd_restore, "restore a point of a repository" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -535,6 +535,125 @@ QBAK_API void qbak_group_opts_init (struct qbak_group_opts *g);
 QBAK_API int qbak_copy_group (const struct qbak_group_opts *opts,
                               struct qbak_copy_result *results);
 
+/* ---- Repositories ------------------------------------------------------
+ *
+ * A repository is a folder that owns the backup chains of a set of disks:
+ * qcow2 files chained by relative backing names (qemu-img and QEMU open
+ * them directly), one immutable JSON record per point in time, and one
+ * persistent bitmap per disk named after the repository's id, so that
+ * two repositories on one disk keep independent chains and a user's own
+ * bitmaps are never touched. */
+
+/* One disk of a backup: its image, and its name in the repository (NULL:
+ * the file name without its extension). */
+struct qbak_backup_disk {
+  const char *path;
+  const char *name;
+};
+
+struct qbak_backup_opts {
+  size_t size;                  /* sizeof: set by qbak_backup_opts_init */
+  const char *repository;       /* a folder: made if missing or empty */
+  const struct qbak_backup_disk *disks;   /* borrowed for the call */
+  size_t n_disks;
+  const char *source_format;    /* required format of every disk, or NULL
+                                   (the format of a disk's first backup is
+                                   required from then on either way) */
+  bool full;                    /* a full of every disk */
+  unsigned full_every;          /* a full after this many incrementals of
+                                   a disk; 0: never */
+  const char *freeze_cmd;       /* quiesce hooks, as in qbak_group_opts */
+  const char *thaw_cmd;
+  unsigned freeze_timeout;
+  volatile int *cancel;
+  qbak_progress_cb progress;
+  void *progress_opaque;
+};
+QBAK_API void qbak_backup_opts_init (struct qbak_backup_opts *o);
+
+struct qbak_backup_result {
+  size_t size;                  /* sizeof: set by qbak_backup_result_init */
+  bool created;                 /* the repository was made by this call */
+  char point[40];               /* the new point's id, or "" */
+};
+QBAK_API void qbak_backup_result_init (struct qbak_backup_result *r);
+
+/* Back up every disk of O into its repository as one point in time: a
+ * full for a disk without a chain there (or whose bitmap is missing or in
+ * use, whose size shrank, or when asked), an incremental otherwise.  The
+ * point's record is written only after every file of the point is
+ * durable; a run that fails leaves the repository as it was (the next
+ * run removes what it left).  Two runs on one repository never
+ * interleave: the second fails with QBAK_STATUS_BUSY naming the holder.
+ * COPIES (n_disks entries, each set up with qbak_copy_result_init, or
+ * NULL) get each disk's copy result. */
+QBAK_API int qbak_backup (const struct qbak_backup_opts *o,
+                          struct qbak_backup_result *result,
+                          struct qbak_copy_result *copies);
+
+/* A repository opened to read its points.  Handles are used by one
+ * thread at a time; strings returned are owned by the handle. */
+struct qbak_repo;
+QBAK_API struct qbak_repo *qbak_repo_open (const char *location);
+QBAK_API void qbak_repo_close (struct qbak_repo *r);
+QBAK_API size_t qbak_repo_point_count (struct qbak_repo *r);
+
+struct qbak_point_info {
+  size_t size;                  /* the caller's sizeof */
+  const char *id;               /* "20261201T180000Z" */
+  const char *time;             /* RFC 3339, UTC */
+  int64_t unix_time;
+  const char *qbak_version;     /* of the qbak that made it */
+  size_t n_disks;
+};
+/* Point I, oldest first.  -1 if out of range. */
+QBAK_API int qbak_repo_get_point (struct qbak_repo *r, size_t i,
+                                  struct qbak_point_info *info);
+
+enum qbak_level { QBAK_LEVEL_FULL, QBAK_LEVEL_INCREMENTAL };
+
+struct qbak_point_disk_info {
+  size_t size;                  /* the caller's sizeof */
+  const char *name;
+  enum qbak_level level;
+  const char *reason;           /* why this level, for people */
+  const char *file;             /* relative to the repository */
+  const char *parent;           /* the point its file is based on, or NULL */
+  const char *format;           /* the disk's format */
+  uint64_t virtual_size;
+  uint64_t cluster_size;
+  uint64_t bytes_copied;
+  double seconds;
+};
+QBAK_API int qbak_repo_get_point_disk (struct qbak_repo *r, size_t point,
+                                       size_t disk,
+                                       struct qbak_point_disk_info *info);
+
+struct qbak_restore_opts {
+  size_t size;                  /* sizeof: set by qbak_restore_opts_init */
+  const char *repository;
+  const char *at;               /* a point id; a time (the newest point at
+                                   or before it: YYYY-MM-DD[THH:MM[:SS]],
+                                   with Z or +HH:MM, else local time);
+                                   "latest" or NULL: the newest point */
+  const char *disk;             /* one disk into the file OUT, or NULL:
+                                   every disk of the point into the folder
+                                   OUT, as NAME.qcow2 or NAME.raw */
+  const char *out;              /* must not exist (a folder may) */
+  enum qbak_target_format format;
+  bool overlay;                 /* OUT: an empty qcow2 whose backing file is
+                                   the point's file in the repository,
+                                   which is only read */
+  volatile int *cancel;
+  qbak_progress_cb progress;
+  void *progress_opaque;
+};
+QBAK_API void qbak_restore_opts_init (struct qbak_restore_opts *o);
+/* Restore a point: each file flattened (its chain read as one image),
+ * thin, and durable before this returns.  POINT (40 bytes, or NULL) gets
+ * the id of the point restored. */
+QBAK_API int qbak_restore (const struct qbak_restore_opts *o, char *point);
+
 #ifdef __cplusplus
 }
 #endif

@@ -430,6 +430,13 @@ qbak_internal_bitmap_update (struct qbak_image *h,
       if (plan_op (&p, &op) < 0)
         goto out;
       break;
+    case QBAK_INTERNAL_BITMAP_ADD:
+      /* An enabled, empty bitmap of the image's default granularity: it
+       * records guest writes from now on. */
+      op.kind = QBAK_BITMAP_ADD;
+      if (plan_op (&p, &op) < 0)
+        goto out;
+      break;
     }
   }
   if (commit_one (&p) < 0)

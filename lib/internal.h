@@ -48,6 +48,7 @@ enum qbak_internal_bitmap_change_kind {
   QBAK_INTERNAL_BITMAP_SET,
   QBAK_INTERNAL_BITMAP_CREATE,
   QBAK_INTERNAL_BITMAP_REMOVE,
+  QBAK_INTERNAL_BITMAP_ADD,     /* enabled and empty (DATA unused) */
 };
 struct qbak_internal_bitmap_change {
   enum qbak_internal_bitmap_change_kind kind;

@@ -1,0 +1,208 @@
+/* qbak backup DISK... REPO: one point in time into a repository. */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+static const char usage_line[] =
+  "Usage: qbak backup [-f FMT] [--full] [--full-every N] [--json]\n"
+  "                   [--freeze-cmd CMD --thaw-cmd CMD [--freeze-timeout S]]\n"
+  "                   DISK[=NAME]... REPO";
+static const char help[] =
+  "Usage: qbak backup [-f FMT] [--full] [--full-every N] [--json]\n"
+  "                   [--freeze-cmd CMD --thaw-cmd CMD [--freeze-timeout S]]\n"
+  "                   DISK[=NAME]... REPO\n"
+  "\n"
+  "Back up every DISK into the repository REPO as one point in time.  The\n"
+  "first run on a missing or empty REPO creates it and takes a full backup;\n"
+  "later runs take incrementals from a persistent bitmap the repository\n"
+  "keeps in each disk (named after the repository, so two repositories on\n"
+  "one disk keep their own chains, and your own bitmaps are not touched).\n"
+  "A disk gets a full instead when it has no chain in REPO yet, its bitmap\n"
+  "is missing or in use, it shrank, --full is given, or --full-every N\n"
+  "incrementals were taken since its last full.  `qbak list REPO` shows the\n"
+  "level of every point and why.\n"
+  "\n"
+  "  DISK=NAME           the disk's name in REPO (default: its file name\n"
+  "                      without extension)\n"
+  "  -f FMT              require every DISK to be in format FMT (qcow2, qcow\n"
+  "                      or raw).  The format a disk had at its first backup\n"
+  "                      is required from then on: a raw disk that later\n"
+  "                      reads as qcow2 (its guest may have written a\n"
+  "                      header) is refused\n"
+  "  --full              a full backup of every disk\n"
+  "  --full-every N      a full after N incrementals of a disk\n"
+  "  --freeze-cmd CMD, --thaw-cmd CMD, --freeze-timeout S: as in qbak copy\n"
+  "  --json              print the new point as JSON on stdout\n"
+  "\n"
+  "The point's record is written only once every file of it is durable; a\n"
+  "run that fails or is killed leaves every earlier point as it was, and the\n"
+  "next run removes what it left.  Two runs on one REPO never interleave:\n"
+  "the second exits 4 naming the first.\n"
+  "Exit: 0 done, 1 failed, 2 usage, 3 unusable disk or repository, 4 busy,\n"
+  "130 interrupted.\n";
+
+enum {
+  OPT_FULL = OPT_FIRST_COMMAND_OPTION, OPT_FULL_EVERY, OPT_FREEZE, OPT_THAW,
+  OPT_FREEZE_TIMEOUT,
+};
+
+static const char short_options[] = "hf:";
+
+static const struct option long_options[] = {
+  { "help", no_argument, NULL, OPT_HELP },
+  { "long-options", no_argument, NULL, OPT_LONG_OPTIONS },
+  { "json", no_argument, NULL, OPT_JSON },
+  { "full", no_argument, NULL, OPT_FULL },
+  { "full-every", required_argument, NULL, OPT_FULL_EVERY },
+  { "freeze-cmd", required_argument, NULL, OPT_FREEZE },
+  { "thaw-cmd", required_argument, NULL, OPT_THAW },
+  { "freeze-timeout", required_argument, NULL, OPT_FREEZE_TIMEOUT },
+  { NULL, 0, NULL, 0 },
+};
+
+static volatile int cancel_requested;
+
+static void
+on_signal (int sig)
+{
+  (void) sig;
+  cancel_requested = 1;
+}
+
+/* The new point as `qbak list --json` shows one. */
+static json_object *
+point_json (const char *repo, const char *id)
+{
+  struct qbak_repo *r = qbak_repo_open (repo);
+  json_object *o = NULL;
+  if (!r)
+    return NULL;
+  for (size_t i = qbak_repo_point_count (r); i-- > 0;) {
+    struct qbak_point_info p = { .size = sizeof p };
+    if (qbak_repo_get_point (r, i, &p) == 0 && strcmp (p.id, id) == 0) {
+      o = point_to_json (r, i);
+      break;
+    }
+  }
+  qbak_repo_close (r);
+  return o;
+}
+
+int
+cmd_backup (int argc, char **argv)
+{
+  struct qbak_backup_opts o;
+  qbak_backup_opts_init (&o);
+  bool json = false;
+  int c;
+
+  while ((c = getopt_long (argc, argv, short_options, long_options,
+                           NULL)) != -1) {
+    switch (c) {
+    case 'h':
+    case OPT_HELP: print_help_and_exit (help);
+    case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
+    case OPT_JSON: json = true; break;
+    case OPT_FULL: o.full = true; break;
+    case OPT_FULL_EVERY: {
+      uint64_t n;
+      if (parse_size (optarg, &n) < 0 || n == 0 || n > 100000)
+        return usage_error (usage_line, "backup: invalid --full-every '%s' "
+                            "(1 to 100000)", optarg);
+      o.full_every = (unsigned) n;
+      break;
+    }
+    case OPT_FREEZE: o.freeze_cmd = optarg; break;
+    case OPT_THAW: o.thaw_cmd = optarg; break;
+    case OPT_FREEZE_TIMEOUT: {
+      uint64_t n;
+      if (parse_size (optarg, &n) < 0 || n == 0 || n > 86400)
+        return usage_error (usage_line, "backup: invalid --freeze-timeout "
+                            "'%s' (seconds, 1 to 86400)", optarg);
+      o.freeze_timeout = (unsigned) n;
+      break;
+    }
+    case 'f':
+      if (check_image_format (usage_line, "backup", optarg) != 0)
+        return EXIT_USAGE;
+      o.source_format = optarg;
+      break;
+    default:
+      return bad_option (usage_line, "backup", argc, argv, short_options,
+                         long_options);
+    }
+  }
+  if (argc - optind < 2)
+    return usage_error (usage_line, "backup: missing %s",
+                        argc - optind == 0 ? "DISK and REPO" : "REPO");
+  if ((o.thaw_cmd != NULL) != (o.freeze_cmd != NULL))
+    return usage_error (usage_line, "backup: --freeze-cmd and --thaw-cmd go "
+                        "together");
+  size_t n = (size_t) (argc - optind - 1);
+  struct qbak_backup_disk *disks = calloc (n, sizeof *disks);
+  struct qbak_copy_result *copies = calloc (n, sizeof *copies);
+  if (!disks || !copies) {
+    free (disks);
+    free (copies);
+    perror (progname);
+    return EXIT_JOB_FAILED;
+  }
+  for (size_t i = 0; i < n; i++) {
+    char *arg = argv[optind + (int) i];
+    /* DISK=NAME; a file name with '=' in it can be given as ./a=b=NAME. */
+    char *eq = strrchr (arg, '=');
+    if (eq && !strchr (eq, '/')) {
+      *eq = '\0';
+      disks[i].name = eq + 1;
+    }
+    disks[i].path = arg;
+    qbak_copy_result_init (&copies[i]);
+  }
+  o.disks = disks;
+  o.n_disks = n;
+  o.repository = argv[argc - 1];
+
+  struct sigaction sa = { .sa_handler = on_signal };
+  sigemptyset (&sa.sa_mask);
+  sigaction (SIGINT, &sa, NULL);
+  sigaction (SIGTERM, &sa, NULL);
+  struct progress prog;
+  progress_init (&prog);
+  o.cancel = &cancel_requested;
+  o.progress = progress_update;
+  o.progress_opaque = &prog;
+
+  struct qbak_backup_result res;
+  qbak_backup_result_init (&res);
+  int rc = qbak_backup (&o, &res, copies);
+  progress_end (&prog);
+  int ret = EXIT_OK;
+  if (res.created)
+    fprintf (stderr, "%s: created the repository %s\n", progname,
+             o.repository);
+  if (rc < 0)
+    ret = report_error_usage (usage_line);
+  if (json) {
+    json_object *p = rc == 0 ? point_json (o.repository, res.point) : NULL;
+    if (p)
+      json_print (p);
+    else
+      json_print_failure (rc == 0 ? "the new point could not be read back"
+                                  : NULL, ret);
+  }
+  else if (rc == 0 && isatty (STDOUT_FILENO)) {
+    printf ("%s: point %s\n", o.repository, res.point);
+    for (size_t i = 0; i < n; i++)
+      printf ("  %s: %.1f MiB copied in %.2f s\n", disks[i].path,
+              (double) copies[i].bytes_copied / 1048576.0,
+              copies[i].seconds);
+  }
+  free (disks);
+  free (copies);
+  return ret;
+}

@@ -1,0 +1,148 @@
+/* qbak list REPO: the points of a repository, oldest first. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const char usage_line[] = "Usage: qbak list [--json] REPO";
+static const char help[] =
+  "Usage: qbak list [--json] REPO\n"
+  "\n"
+  "List the points of the repository REPO, oldest first: when each was\n"
+  "taken and, for each disk, its level (full or incremental), why, and the\n"
+  "bytes copied; then the totals.  Only complete points exist: a point is\n"
+  "listed once every file of it was durable.\n"
+  "\n"
+  "  --json   {\"points\": [{\"id\", \"time\", \"unix-time\", \"state\",\n"
+  "           \"disks\": [{\"name\", \"level\", \"reason\", \"file\",\n"
+  "           \"parent\", \"format\", \"virtual-size\", \"cluster-size\",\n"
+  "           \"bytes\", \"seconds\"}]}], \"total-bytes\": N}\n"
+  "\n"
+  "Exit: 0 done, 2 usage, 3 not a repository or a damaged one.\n";
+
+static const char short_options[] = "h";
+
+static const struct option long_options[] = {
+  { "help", no_argument, NULL, OPT_HELP },
+  { "long-options", no_argument, NULL, OPT_LONG_OPTIONS },
+  { "json", no_argument, NULL, OPT_JSON },
+  { NULL, 0, NULL, 0 },
+};
+
+json_object *
+point_to_json (struct qbak_repo *r, size_t i)
+{
+  struct qbak_point_info p = { .size = sizeof p };
+  if (qbak_repo_get_point (r, i, &p) < 0)
+    return NULL;
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "id", json_object_new_string (p.id));
+  json_object_object_add (o, "time", json_object_new_string (p.time));
+  json_object_object_add (o, "unix-time", json_object_new_int64 (p.unix_time));
+  json_object_object_add (o, "state", json_object_new_string ("complete"));
+  json_object_object_add (o, "qbak-version",
+                          json_object_new_string (p.qbak_version));
+  json_object *disks = json_object_new_array ();
+  for (size_t d = 0; d < p.n_disks; d++) {
+    struct qbak_point_disk_info di = { .size = sizeof di };
+    if (qbak_repo_get_point_disk (r, i, d, &di) < 0)
+      continue;
+    json_object *dj = json_object_new_object ();
+    json_object_object_add (dj, "name", json_object_new_string (di.name));
+    json_object_object_add (dj, "level", json_object_new_string (
+                              di.level == QBAK_LEVEL_FULL ? "full"
+                                                          : "incremental"));
+    json_object_object_add (dj, "reason", json_object_new_string (di.reason));
+    json_object_object_add (dj, "file", json_object_new_string (di.file));
+    json_object_object_add (dj, "parent", di.parent
+                            ? json_object_new_string (di.parent) : NULL);
+    json_object_object_add (dj, "format", json_object_new_string (di.format));
+    json_object_object_add (dj, "virtual-size", json_u64 (di.virtual_size));
+    json_object_object_add (dj, "cluster-size", json_u64 (di.cluster_size));
+    json_object_object_add (dj, "bytes", json_u64 (di.bytes_copied));
+    json_object_object_add (dj, "seconds", json_object_new_double (di.seconds));
+    json_object_array_add (disks, dj);
+  }
+  json_object_object_add (o, "disks", disks);
+  return o;
+}
+
+int
+cmd_list (int argc, char **argv)
+{
+  bool json = false;
+  int c;
+  while ((c = getopt_long (argc, argv, short_options, long_options,
+                           NULL)) != -1) {
+    switch (c) {
+    case 'h':
+    case OPT_HELP: print_help_and_exit (help);
+    case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
+    case OPT_JSON: json = true; break;
+    default:
+      return bad_option (usage_line, "list", argc, argv, short_options,
+                         long_options);
+    }
+  }
+  if (argc - optind != 1)
+    return usage_error (usage_line, argc - optind == 0 ? "list: missing REPO"
+                                                       : "list: too many "
+                                                         "arguments");
+  struct qbak_repo *r = qbak_repo_open (argv[optind]);
+  if (!r) {
+    int ret = report_error ();
+    if (json)
+      json_print_failure (NULL, ret);
+    return ret;
+  }
+  size_t n = qbak_repo_point_count (r);
+  uint64_t total = 0;
+  if (json) {
+    json_object *o = json_object_new_object ();
+    json_object *points = json_object_new_array ();
+    for (size_t i = 0; i < n; i++) {
+      json_object *p = point_to_json (r, i);
+      json_object *disks;
+      if (p && json_object_object_get_ex (p, "disks", &disks))
+        for (size_t d = 0; d < json_object_array_length (disks); d++) {
+          json_object *b;
+          if (json_object_object_get_ex (json_object_array_get_idx (disks, d),
+                                         "bytes", &b))
+            total += (uint64_t) json_object_get_int64 (b);
+        }
+      json_object_array_add (points, p);
+    }
+    json_object_object_add (o, "points", points);
+    json_object_object_add (o, "total-bytes", json_u64 (total));
+    json_print (o);
+  }
+  else {
+    if (n == 0)
+      printf ("%s: no points\n", argv[optind]);
+    else
+      printf ("%-22s %-20s %-12s %-11s %12s  %s\n", "POINT", "TIME (UTC)",
+              "DISK", "LEVEL", "BYTES", "REASON");
+    for (size_t i = 0; i < n; i++) {
+      struct qbak_point_info p = { .size = sizeof p };
+      if (qbak_repo_get_point (r, i, &p) < 0)
+        continue;
+      for (size_t d = 0; d < p.n_disks; d++) {
+        struct qbak_point_disk_info di = { .size = sizeof di };
+        if (qbak_repo_get_point_disk (r, i, d, &di) < 0)
+          continue;
+        total += di.bytes_copied;
+        printf ("%-22s %-20s %-12s %-11s %12" PRIu64 "  %s\n",
+                d == 0 ? p.id : "", d == 0 ? p.time : "", di.name,
+                di.level == QBAK_LEVEL_FULL ? "full" : "incremental",
+                di.bytes_copied, di.reason);
+      }
+    }
+    if (n)
+      printf ("%zu point%s, %" PRIu64 " bytes copied in all\n", n,
+              n == 1 ? "" : "s", total);
+  }
+  qbak_repo_close (r);
+  return EXIT_OK;
+}

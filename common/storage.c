@@ -1,0 +1,179 @@
+/* The storage interface's entry points: key rules, then the backend. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/storage.h"
+
+/* A key component: [A-Za-z0-9._-], not starting with '.', so that no
+ * component is "." or "..", and names that start with a dot stay free for
+ * an implementation's own temporary files. */
+static bool
+valid_component (const char *s, size_t n)
+{
+  if (n == 0 || n > 255 || s[0] == '.')
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+bool
+storage_key_valid (const char *key)
+{
+  size_t len = strlen (key);
+  if (len == 0 || len > 1024)
+    return false;
+  for (const char *p = key;;) {
+    const char *slash = strchr (p, '/');
+    size_t n = slash ? (size_t) (slash - p) : strlen (p);
+    if (!valid_component (p, n))
+      return false;
+    if (!slash)
+      return true;
+    p = slash + 1;
+  }
+}
+
+int
+storage_check_key (const char *location, const char *key)
+{
+  if (storage_key_valid (key))
+    return 0;
+  set_usage_error ("%s: '%s' is not a valid object name in a repository",
+                   location, key);
+  return -1;
+}
+
+/* A prefix is a key, a key followed by '/', or empty (everything). */
+static int
+check_prefix (const char *location, const char *prefix)
+{
+  size_t len = strlen (prefix);
+  if (len == 0)
+    return 0;
+  char *copy = strdup (prefix);
+  if (!copy) {
+    set_nomem ();
+    return -1;
+  }
+  if (copy[len - 1] == '/')
+    copy[len - 1] = '\0';
+  int r = storage_check_key (location, copy);
+  free (copy);
+  return r;
+}
+
+int
+storage_put_once (struct storage *st, const char *key, const void *buf,
+                  size_t len)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return -1;
+  return st->ops->put_once (st, key, buf, len);
+}
+
+int
+storage_get (struct storage *st, const char *key, void **buf, size_t *len)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return -1;
+  return st->ops->get (st, key, buf, len);
+}
+
+int
+storage_size (struct storage *st, const char *key, uint64_t *size)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return -1;
+  return st->ops->size (st, key, size);
+}
+
+int
+storage_list (struct storage *st, const char *prefix, storage_list_cb cb,
+              void *opaque)
+{
+  if (check_prefix (st->location, prefix) < 0)
+    return -1;
+  return st->ops->list (st, prefix, cb, opaque);
+}
+
+int
+storage_delete (struct storage *st, const char *key)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return -1;
+  return st->ops->remove (st, key);
+}
+
+struct storage_object *
+storage_create (struct storage *st, const char *key)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return NULL;
+  return st->ops->create (st, key);
+}
+
+int
+storage_commit (struct storage_object *obj)
+{
+  return obj->st->ops->commit (obj);
+}
+
+void
+storage_abort (struct storage_object *obj)
+{
+  if (obj)
+    obj->st->ops->abort (obj);
+}
+
+struct qbak_file *
+storage_open_read (struct storage *st, const char *key)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return NULL;
+  return st->ops->open_read (st, key);
+}
+
+struct storage_lock *
+storage_lock (struct storage *st, const char *name, const char *holder)
+{
+  if (storage_check_key (st->location, name) < 0)
+    return NULL;
+  return st->ops->lock (st, name, holder);
+}
+
+void
+storage_unlock (struct storage_lock *lk)
+{
+  if (lk)
+    lk->st->ops->unlock (lk);
+}
+
+int
+storage_prepare (struct storage *st, const char *key)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return -1;
+  return st->ops->prepare (st, key);
+}
+
+char *
+storage_local_path (struct storage *st, const char *key)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return NULL;
+  return st->ops->local_path (st, key);
+}
+
+void
+storage_close (struct storage *st)
+{
+  if (st)
+    st->ops->close (st);
+}

@@ -1,0 +1,62 @@
+/* lib/ internal: a repository opened for reading or for a backup.
+ *
+ * Layout (keys of the storage, see common/storage.h):
+ *
+ *   config                   the repository's id and version
+ *   lock                     held while a command changes the repository
+ *   points/ID.json           one immutable record per complete point
+ *   disks/NAME/ID.qcow2      the file of disk NAME at point ID; an
+ *                            incremental's backing file is its parent's
+ *                            file, named relative ("PARENT.qcow2"), so
+ *                            the folder can be moved or copied whole
+ *
+ * A point exists when, and only when, its record does: records are
+ * written after every file they name is durable, and a file that no
+ * record names is the leftover of an interrupted run, removed by the next
+ * run that holds the lock.
+ */
+#ifndef QBAK_LIB_REPO_H
+#define QBAK_LIB_REPO_H
+
+#include <stdbool.h>
+
+#include "common/storage.h"
+#include "lib/repo-record.h"
+
+struct repo {
+  struct storage *st;
+  struct repo_config config;
+  struct repo_point *points;    /* oldest first */
+  size_t n_points;
+  struct storage_lock *lock;
+};
+
+/* Open the repository at LOCATION.  With CREATE, a missing or empty folder
+ * becomes a new repository (*CREATED says so).  A folder that holds
+ * anything but a repository is refused. */
+struct repo *repo_open (const char *location, bool create, bool *created);
+void repo_close (struct repo *r);
+
+/* Take the repository's lock (STATUS_BUSY naming the holder if another
+ * process has it). */
+int repo_lock (struct repo *r);
+
+/* Read every point record (oldest first). */
+int repo_load_points (struct repo *r);
+
+/* The newest point holding disk NAME, or NULL. */
+const struct repo_point *repo_latest_of_disk (const struct repo *r,
+                                              const char *name);
+/* The point with id ID, or NULL. */
+const struct repo_point *repo_find_point (const struct repo *r,
+                                          const char *id);
+
+/* Remove files under disks/ that no record names (an interrupted run's
+ * leftovers).  Needs the lock. */
+int repo_remove_leftovers (struct repo *r);
+
+/* The bitmap name prefix this repository owns in its disks:
+ * "qbak-<id>-".  OUT holds at least 64 bytes. */
+void repo_bitmap_prefix (const struct repo *r, char *out);
+
+#endif
