@@ -30,12 +30,6 @@ struct folder {
   int dirfd;
 };
 
-struct folder_object {
-  int parent;           /* the key's folder */
-  char *leaf;
-  char *tmp_name;       /* named temporary (no O_TMPFILE), or NULL */
-};
-
 struct folder_lock {
   int fd;
   int parent;
@@ -568,134 +562,6 @@ folder_remove (struct storage *st, const char *key)
   return r;
 }
 
-/* ---- large objects ---------------------------------------------------- */
-
-static struct storage_object *
-folder_create (struct storage *st, const char *key)
-{
-  const char *leaf;
-  int parent = open_parent (to_folder (st), key, true, &leaf);
-  if (parent < 0)
-    return NULL;
-  char pbuf[KEY_PATH_SIZE];
-  const char *p = key_path (st, key, pbuf);
-  struct stat sb;
-  if (fstatat (parent, leaf, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
-    qbak_internal_error_errno_only (STATUS_USAGE, EEXIST,
-                                    "%s: exists already and is never "
-                                    "replaced", p);
-    goto fail;
-  }
-  struct storage_object *obj = calloc (1, sizeof *obj);
-  struct folder_object *fo = calloc (1, sizeof *fo);
-  if (!obj || !fo) {
-    free (obj);
-    free (fo);
-    set_nomem ();
-    goto fail;
-  }
-  int fd = new_file (parent, leaf, &fo->tmp_name);
-  if (fd < 0) {
-    set_io_error (errno, "%s: creating", p);
-    free (obj);
-    free (fo);
-    goto fail;
-  }
-  obj->file = qbak_file_from_fd (fd, p, true);
-  obj->key = strdup (key);
-  fo->leaf = strdup (leaf);
-  if (!obj->file || !obj->key || !fo->leaf) {
-    if (!obj->file)
-      fd = -1;          /* closed by qbak_file_from_fd */
-    else
-      set_nomem ();
-    if (fo->tmp_name)
-      unlinkat (parent, fo->tmp_name, 0);
-    qbak_file_close (obj->file);
-    free (obj->key);
-    free (fo->leaf);
-    free (fo->tmp_name);
-    free (fo);
-    free (obj);
-    goto fail;
-  }
-  fo->parent = parent;
-  obj->st = st;
-  obj->impl = fo;
-  return obj;
- fail:
-  close (parent);
-  return NULL;
-}
-
-static void
-free_object (struct storage_object *obj)
-{
-  struct folder_object *fo = obj->impl;
-  qbak_file_close (obj->file);
-  close (fo->parent);
-  free (fo->leaf);
-  free (fo->tmp_name);
-  free (fo);
-  free (obj->key);
-  free (obj);
-}
-
-static int
-folder_commit (struct storage_object *obj)
-{
-  struct folder_object *fo = obj->impl;
-  if (qbak_file_flush (obj->file) < 0) {
-    obj->st->ops->abort (obj);
-    return -1;
-  }
-  if (link_new (obj->file->fd, fo->parent, fo->tmp_name, fo->leaf) < 0) {
-    int e = errno;
-    char pbuf[KEY_PATH_SIZE];
-    const char *p = key_path (obj->st, obj->key, pbuf);
-    if (e == EEXIST)
-      qbak_internal_error_errno_only (STATUS_USAGE, EEXIST,
-                                      "%s: exists already and is never "
-                                      "replaced", p);
-    else
-      set_io_error (e, "%s: naming", p);
-    free (fo->tmp_name);
-    fo->tmp_name = NULL;        /* link_new removed it */
-    free_object (obj);
-    return -1;
-  }
-  free (fo->tmp_name);
-  fo->tmp_name = NULL;
-  free_object (obj);
-  return 0;
-}
-
-static void
-folder_abort (struct storage_object *obj)
-{
-  struct folder_object *fo = obj->impl;
-  if (fo->tmp_name)
-    unlinkat (fo->parent, fo->tmp_name, 0);
-  free_object (obj);
-}
-
-static struct qbak_file *
-folder_open_read (struct storage *st, const char *key)
-{
-  const char *leaf;
-  int parent = open_parent (to_folder (st), key, false, &leaf);
-  if (parent < 0)
-    return NULL;
-  int fd = open_regular (st, key, parent, leaf, O_RDONLY);
-  close (parent);
-  if (fd < 0)
-    return NULL;
-  char pbuf[KEY_PATH_SIZE];
-  const char *p = key_path (st, key, pbuf);
-  struct qbak_file *f = qbak_file_from_fd (fd, p, false);
-  return f;
-}
-
 /* ---- the lock --------------------------------------------------------- */
 
 /* The lock is a file whose open file description holds a write lock
@@ -857,10 +723,6 @@ static const struct storage_ops folder_ops = {
   .size = folder_size,
   .list = folder_list,
   .remove = folder_remove,
-  .create = folder_create,
-  .commit = folder_commit,
-  .abort = folder_abort,
-  .open_read = folder_open_read,
   .lock = folder_lock,
   .unlock = folder_unlock,
   .prepare = folder_prepare,

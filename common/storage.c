@@ -111,35 +111,6 @@ storage_delete (struct storage *st, const char *key)
   return st->ops->remove (st, key);
 }
 
-struct storage_object *
-storage_create (struct storage *st, const char *key)
-{
-  if (storage_check_key (st->location, key) < 0)
-    return NULL;
-  return st->ops->create (st, key);
-}
-
-int
-storage_commit (struct storage_object *obj)
-{
-  return obj->st->ops->commit (obj);
-}
-
-void
-storage_abort (struct storage_object *obj)
-{
-  if (obj)
-    obj->st->ops->abort (obj);
-}
-
-struct qbak_file *
-storage_open_read (struct storage *st, const char *key)
-{
-  if (storage_check_key (st->location, key) < 0)
-    return NULL;
-  return st->ops->open_read (st, key);
-}
-
 struct storage_lock *
 storage_lock (struct storage *st, const char *name, const char *holder)
 {

@@ -8,9 +8,7 @@
  *
  *   put-once   a small object is created whole, durably, and never
  *              replaced: creating a key that exists fails (EEXIST);
- *   create     a large object is written in place and becomes visible
- *              only when committed (never half-written under its key);
- *   get, read  a whole small object, or a range of any object;
+ *   get        a whole small object;
  *   list       the keys under a prefix;
  *   delete     one key;
  *   lock       one named lock, held by one process at a time, naming its
@@ -30,7 +28,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/fileio.h"
 
 struct storage;
 
@@ -48,16 +45,6 @@ struct storage_entry {
 /* Non-zero from the callback stops the listing and is returned. */
 typedef int (*storage_list_cb) (const struct storage_entry *e, void *opaque);
 
-/* A large object being written (a backup target). */
-struct storage_object {
-  struct storage *st;
-  char *key;
-  /* The file to write, random access, named KEY in messages.  Owned by
-   * the object. */
-  struct qbak_file *file;
-  void *impl;
-};
-
 struct storage_ops {
   const char *name;     /* "folder", "s3" */
   int (*put_once) (struct storage *st, const char *key, const void *buf,
@@ -67,10 +54,6 @@ struct storage_ops {
   int (*list) (struct storage *st, const char *prefix, storage_list_cb cb,
                void *opaque);
   int (*remove) (struct storage *st, const char *key);
-  struct storage_object *(*create) (struct storage *st, const char *key);
-  int (*commit) (struct storage_object *obj);
-  void (*abort) (struct storage_object *obj);
-  struct qbak_file *(*open_read) (struct storage *st, const char *key);
   struct storage_lock *(*lock) (struct storage *st, const char *name,
                                 const char *holder);
   void (*unlock) (struct storage_lock *lk);
@@ -117,17 +100,6 @@ int storage_list (struct storage *st, const char *prefix, storage_list_cb cb,
                   void *opaque);
 /* Delete KEY; 0 if it did not exist. */
 int storage_delete (struct storage *st, const char *key);
-/* Start writing a new object KEY; nothing is visible at KEY until
- * storage_commit.  NULL on error (STATUS_USAGE with EEXIST if KEY
- * exists). */
-struct storage_object *storage_create (struct storage *st, const char *key);
-/* Make OBJ durable and visible at its key (never replacing an object),
- * then free it.  On failure OBJ is aborted and freed too. */
-int storage_commit (struct storage_object *obj);
-/* Drop OBJ: nothing remains at its key.  Accepts NULL. */
-void storage_abort (struct storage_object *obj);
-/* Open KEY for reading (ranged reads through the file). */
-struct qbak_file *storage_open_read (struct storage *st, const char *key);
 /* Take the lock NAME for this process, recording HOLDER (a short text:
  * host, pid, start time) in it.  -1 with STATUS_BUSY and the holder's
  * text in the message if another live process holds it.  A lock left by

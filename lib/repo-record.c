@@ -117,7 +117,7 @@ repo_config_encode (const struct repo_config *c)
   return to_text (o);
 }
 
-const char *
+static const char *
 repo_level_name (enum repo_level level)
 {
   return level == REPO_LEVEL_FULL ? "full" : "incremental";

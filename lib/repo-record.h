@@ -80,7 +80,5 @@ void repo_point_free (struct repo_point *p);
 /* The disk NAME of point P, or NULL. */
 const struct repo_disk_record *repo_point_disk (const struct repo_point *p,
                                                 const char *name);
-/* "full", "incremental". */
-const char *repo_level_name (enum repo_level level);
 
 #endif

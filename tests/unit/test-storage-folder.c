@@ -192,8 +192,6 @@ test_links_refused (void **state)
   /* A linked file. */
   assert_int_equal (storage_get (fx->st, "rec", &buf, &len), -1);
   assert_int_equal (error_get_status (), STATUS_INVALID);
-  assert_null (storage_open_read (fx->st, "rec"));
-  assert_null (storage_create (fx->st, "rec"));
   char out[1024] = "";
   assert_int_equal (storage_list (fx->st, "", collect, out), -1);
   assert_int_equal (error_get_status (), STATUS_INVALID);
@@ -210,60 +208,6 @@ test_links_refused (void **state)
   assert_int_equal (symlink (fx->repo, link), 0);
   assert_null (storage_open_folder (link, false, NULL));
   assert_int_equal (error_get_status (), STATUS_INVALID);
-}
-
-static void
-test_create_commit_abort (void **state)
-{
-  struct fixture *fx = *state;
-  char path[TEST_PATH_MAX + 64];
-  snprintf (path, sizeof path, "%s/disks/vda/1.qcow2", fx->repo);
-
-  struct storage_object *obj = storage_create (fx->st, "disks/vda/1.qcow2");
-  assert_non_null (obj);
-  assert_int_equal (qbak_file_pwrite (obj->file, "abcd", 4, 65536), 0);
-  /* Not visible before the commit. */
-  assert_int_equal (test_sh_status ("test ! -e '%s'", path), 0);
-  assert_int_equal (storage_commit (obj), 0);
-  uint64_t size;
-  assert_int_equal (storage_size (fx->st, "disks/vda/1.qcow2", &size), 1);
-  assert_int_equal (size, 65540);
-  struct qbak_file *f = storage_open_read (fx->st, "disks/vda/1.qcow2");
-  assert_non_null (f);
-  char got[4];
-  assert_int_equal (qbak_file_pread (f, got, 4, 65536), 0);
-  assert_memory_equal (got, "abcd", 4);
-  qbak_file_close (f);
-
-  /* An existing key cannot be created again. */
-  assert_null (storage_create (fx->st, "disks/vda/1.qcow2"));
-  assert_int_equal (error_get_errno (), EEXIST);
-
-  /* Aborted: nothing at the key, no file left in the folder. */
-  obj = storage_create (fx->st, "disks/vda/2.qcow2");
-  assert_non_null (obj);
-  assert_int_equal (qbak_file_pwrite (obj->file, "x", 1, 0), 0);
-  storage_abort (obj);
-  assert_int_equal (storage_size (fx->st, "disks/vda/2.qcow2", &size), 0);
-  assert_int_equal (test_sh_status ("test $(ls -A '%s/disks/vda' | wc -l) "
-                                    "-eq 1", fx->repo), 0);
-
-  /* A commit that finds the key taken meanwhile does not replace it. */
-  obj = storage_create (fx->st, "disks/vda/3.qcow2");
-  assert_non_null (obj);
-  assert_int_equal (storage_put_once (fx->st, "disks/vda/3.qcow2", "old", 3),
-                    0);
-  assert_int_equal (storage_commit (obj), -1);
-  assert_int_equal (error_get_errno (), EEXIST);
-  void *buf;
-  size_t len;
-  assert_int_equal (storage_get (fx->st, "disks/vda/3.qcow2", &buf, &len), 0);
-  assert_memory_equal (buf, "old", 3);
-  free (buf);
-
-  assert_int_equal (storage_delete (fx->st, "disks/vda/3.qcow2"), 0);
-  assert_int_equal (storage_size (fx->st, "disks/vda/3.qcow2", &size), 0);
-  assert_int_equal (storage_delete (fx->st, "disks/vda/3.qcow2"), 0);
 }
 
 /* A child takes the lock and reports it through a pipe, then waits to be
@@ -337,8 +281,6 @@ main (void)
     cmocka_unit_test_setup_teardown (test_bad_keys, setup, teardown),
     cmocka_unit_test_setup_teardown (test_list, setup, teardown),
     cmocka_unit_test_setup_teardown (test_links_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown (test_create_commit_abort, setup,
-                                     teardown),
     cmocka_unit_test_setup_teardown (test_lock, setup, teardown),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
