@@ -83,6 +83,10 @@ void json_print_failure (const char *message, int exit_code);
 /* cmd-list.c: point I of R as JSON (as `qbak list --json` lists it). */
 json_object *point_to_json (struct qbak_repo *r, size_t i);
 
+/* cancel.c: make SIGINT and SIGTERM set the returned flag (a job's cancel
+ * flag: the job stops at its next request). */
+volatile int *cancel_on_signals (void);
+
 /* progress.c */
 struct progress {
   bool enabled;

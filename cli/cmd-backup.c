@@ -1,6 +1,5 @@
 /* qbak backup DISK... REPO: one point in time into a repository. */
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,15 +63,6 @@ static const struct option long_options[] = {
   { "freeze-timeout", required_argument, NULL, OPT_FREEZE_TIMEOUT },
   { NULL, 0, NULL, 0 },
 };
-
-static volatile int cancel_requested;
-
-static void
-on_signal (int sig)
-{
-  (void) sig;
-  cancel_requested = 1;
-}
 
 /* The new point as `qbak list --json` shows one. */
 static json_object *
@@ -167,13 +157,10 @@ cmd_backup (int argc, char **argv)
   o.n_disks = n;
   o.repository = argv[argc - 1];
 
-  struct sigaction sa = { .sa_handler = on_signal };
-  sigemptyset (&sa.sa_mask);
-  sigaction (SIGINT, &sa, NULL);
-  sigaction (SIGTERM, &sa, NULL);
+  volatile int *cancel = cancel_on_signals ();
   struct progress prog;
   progress_init (&prog);
-  o.cancel = &cancel_requested;
+  o.cancel = cancel;
   o.progress = progress_update;
   o.progress_opaque = &prog;
 

@@ -1,6 +1,5 @@
 /* qbak copy SRC TARGET --sync ...: one backup job, QEMU's vocabulary. */
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,15 +118,6 @@ static const struct option long_options[] = {
   { "freeze-timeout", required_argument, NULL, OPT_FREEZE_TIMEOUT },
   { NULL, 0, NULL, 0 },
 };
-
-static volatile int cancel_requested;
-
-static void
-on_signal (int sig)
-{
-  (void) sig;
-  cancel_requested = 1;
-}
 
 static const char *
 outcome_name (const struct qbak_copy_result *r)
@@ -412,16 +402,13 @@ cmd_copy (int argc, char **argv)
     jobs[0].target = argv[optind + 1];
   }
 
-  struct sigaction sa = { .sa_handler = on_signal };
-  sigemptyset (&sa.sa_mask);
-  sigaction (SIGINT, &sa, NULL);
-  sigaction (SIGTERM, &sa, NULL);
+  volatile int *cancel = cancel_on_signals ();
 
   struct progress prog;
   progress_init (&prog);
   g.jobs = jobs;
   g.n_jobs = n_jobs;
-  g.cancel = &cancel_requested;
+  g.cancel = cancel;
   g.progress = progress_update;
   g.progress_opaque = &prog;
 

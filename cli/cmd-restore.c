@@ -1,5 +1,4 @@
 /* qbak restore REPO OUT: a point of a repository as standalone images. */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,15 +46,6 @@ static const struct option long_options[] = {
   { NULL, 0, NULL, 0 },
 };
 
-static volatile int cancel_requested;
-
-static void
-on_signal (int sig)
-{
-  (void) sig;
-  cancel_requested = 1;
-}
-
 int
 cmd_restore (int argc, char **argv)
 {
@@ -95,13 +85,10 @@ cmd_restore (int argc, char **argv)
   o.repository = argv[optind];
   o.out = argv[optind + 1];
 
-  struct sigaction sa = { .sa_handler = on_signal };
-  sigemptyset (&sa.sa_mask);
-  sigaction (SIGINT, &sa, NULL);
-  sigaction (SIGTERM, &sa, NULL);
+  volatile int *cancel = cancel_on_signals ();
   struct progress prog;
   progress_init (&prog);
-  o.cancel = &cancel_requested;
+  o.cancel = cancel;
   o.progress = progress_update;
   o.progress_opaque = &prog;
 
