@@ -18,38 +18,11 @@
 
 #include "qbak.h"
 #include "helpers.h"
+#include "fixture.h"
 #include "common/error.h"
 #include "formats/qcow2-header.h"
 
 #define KiB 1024ULL
-
-static char dir[TEST_PATH_MAX];
-
-static int
-setup (void **state)
-{
-  (void) state;
-  test_tmpdir_create (dir);
-  return 0;
-}
-
-static int
-teardown (void **state)
-{
-  (void) state;
-  test_rmtree (dir);
-  return 0;
-}
-
-static const char *
-path_of (const char *name)
-{
-  static char p[4][TEST_PATH_MAX];
-  static int k;
-  k = (k + 1) % 4;
-  test_path (p[k], dir, name);
-  return p[k];
-}
 
 /* Run a command that must succeed, its output into OUT. */
 static void
@@ -182,13 +155,13 @@ check_against_info (const struct qcow2_header *hdr, const char *json)
 static void
 check_image (const char *name, const char *cmd)
 {
-  const char *p = path_of (name), *copy = path_of ("copy.qcow2");
+  const char *p = fx_path (name), *copy = fx_path ("copy.qcow2");
   char json[16384];
   struct qcow2_header hdr, again;
   uint64_t file_size;
   size_t len;
 
-  test_sh ("cd '%s' && rm -f *.qcow2 *.raw && %s", dir, cmd);
+  test_sh ("cd '%s' && rm -f *.qcow2 *.raw && %s", fx_dir (), cmd);
   uint8_t *buf = read_head (p, &len, &file_size);
   assert_int_equal (qcow2_header_decode (p, buf, len, file_size, &hdr), 0);
   sh_out (json, sizeof json, "qemu-img info --output=json '%s'", p);
@@ -208,7 +181,7 @@ check_image (const char *name, const char *cmd)
   close (fd);
   sh_out (json, sizeof json, "qemu-img info --output=json '%s'", copy);
   check_against_info (&hdr, json);
-  test_sh ("cd '%s' && qemu-img check -q copy.qcow2", dir);
+  test_sh ("cd '%s' && qemu-img check -q copy.qcow2", fx_dir ());
 
   qcow2_header_free (&again);
   qcow2_header_free (&hdr);
@@ -478,12 +451,12 @@ static void
 open_refused (const char *create, void (*change) (struct qcow2_header *),
               const char *what)
 {
-  const char *p = path_of ("a.qcow2");
+  const char *p = fx_path ("a.qcow2");
   struct qcow2_header h;
   uint64_t file_size;
   size_t len;
 
-  test_sh ("cd '%s' && rm -f a.qcow2 && %s", dir, create);
+  test_sh ("cd '%s' && rm -f a.qcow2 && %s", fx_dir (), create);
   uint8_t *buf = read_head (p, &len, &file_size);
   assert_int_equal (qcow2_header_decode (p, buf, len, file_size, &h), 0);
   change (&h);
@@ -553,5 +526,5 @@ main (void)
     cmocka_unit_test (test_limits_open),
   };
   test_require_qemu ();
-  return cmocka_run_group_tests (tests, setup, teardown);
+  return cmocka_run_group_tests (tests, fx_setup, fx_teardown);
 }

@@ -20,28 +20,11 @@
 
 #include "qbak.h"
 #include "helpers.h"
+#include "fixture.h"
 #include "common/error.h"
 #include "common/fileio.h"
 #include "formats/qcow2.h"
 #include "formats/qcow2-writer.h"
-
-static char dir[TEST_PATH_MAX];
-
-static int
-setup (void **state)
-{
-  (void) state;
-  test_tmpdir_create (dir);
-  return 0;
-}
-
-static int
-teardown (void **state)
-{
-  (void) state;
-  test_rmtree (dir);
-  return 0;
-}
 
 /* ---- the fixpoint ------------------------------------------------------ */
 
@@ -159,7 +142,7 @@ check_leaks (const char *name)
 {
   char out[16384];
   int st = sh_out (out, sizeof out, "cd '%s' && { qemu-img check "
-                   "--output=json '%s' 2>/dev/null; }", dir, name);
+                   "--output=json '%s' 2>/dev/null; }", fx_dir (), name);
   if (json_count (out, "corruptions") || json_count (out, "check-errors"))
     fail_msg ("qemu-img check finds errors:\n%s", out);
   uint64_t leaks = json_count (out, "leaks");
@@ -185,15 +168,14 @@ test_alloc (void **state)
 {
   (void) state;
   static const uint64_t sizes[] = { 1, 3, 255, 17, 200, 128 };
-  char path[TEST_PATH_MAX];
   struct run *runs = NULL;
   size_t nruns = 0;
   uint64_t total = 0;
   uint32_t old_table_clusters;
 
-  test_path (path, dir, "a.qcow2");
+  const char *path = fx_path ("a.qcow2");
   test_sh ("cd '%s' && rm -f a.qcow2 && qemu-img create -q -f qcow2 "
-           "-o cluster_size=512 a.qcow2 64M", dir);
+           "-o cluster_size=512 a.qcow2 64M", fx_dir ());
   struct image *img = image_open (path, "qcow2", IMAGE_OPEN_WRITE, NULL,
                                   NULL);
   if (!img)
@@ -252,11 +234,10 @@ static void
 test_writer_area (void **state)
 {
   (void) state;
-  char path[TEST_PATH_MAX];
   static uint8_t data[1 << 20];
   struct qcow2_writer_opts o = { .size = 24ULL << 20, .cluster_size = 512 };
 
-  test_path (path, dir, "w.qcow2");
+  const char *path = fx_path ("w.qcow2");
   test_sh ("rm -f '%s'", path);
   memset (data, 0x5a, sizeof data);
   struct qcow2_writer *w = qcow2_writer_create (path, &o);
@@ -296,5 +277,5 @@ main (void)
     cmocka_unit_test (test_writer_area),
   };
   test_require_qemu ();
-  return cmocka_run_group_tests (tests, setup, teardown);
+  return cmocka_run_group_tests (tests, fx_setup, fx_teardown);
 }
