@@ -280,18 +280,26 @@ test_open_missing_backing (void **state)
   test_rmtree (dir);
 }
 
-/* A read past the virtual size is a usage error naming the image. */
+/* A scratch folder DIR holding a 64 KiB raw disk at PATH (both
+ * TEST_PATH_MAX bytes). */
 static void
-test_pread_beyond_size (void **state)
+make_raw_disk (char *dir, char *path)
 {
-  (void) state;
-  char dir[TEST_PATH_MAX], path[TEST_PATH_MAX];
   test_tmpdir_create (dir);
   test_path (path, dir, "disk.raw");
   int fd = open (path, O_WRONLY | O_CREAT | O_EXCL, 0644);
   assert_true (fd >= 0);
   assert_int_equal (ftruncate (fd, 64 * 1024), 0);
   close (fd);
+}
+
+/* A read past the virtual size is a usage error naming the image. */
+static void
+test_pread_beyond_size (void **state)
+{
+  (void) state;
+  char dir[TEST_PATH_MAX], path[TEST_PATH_MAX];
+  make_raw_disk (dir, path);
   struct qbak_image *img = qbak_image_open (path, QBAK_OPEN_READ);
   assert_non_null (img);
   static const struct { uint64_t count, offset; } cases[] = {
@@ -321,12 +329,7 @@ test_struct_sizes (void **state)
 {
   (void) state;
   char dir[TEST_PATH_MAX], path[TEST_PATH_MAX];
-  test_tmpdir_create (dir);
-  test_path (path, dir, "disk.raw");
-  int fd = open (path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-  assert_true (fd >= 0);
-  assert_int_equal (ftruncate (fd, 64 * 1024), 0);
-  close (fd);
+  make_raw_disk (dir, path);
   struct qbak_image *img = qbak_image_open (path, QBAK_OPEN_READ);
   assert_non_null (img);
 
@@ -381,12 +384,7 @@ test_lock_hint (void **state)
 {
   (void) state;
   char dir[TEST_PATH_MAX], path[TEST_PATH_MAX];
-  test_tmpdir_create (dir);
-  test_path (path, dir, "disk.raw");
-  int fd = open (path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-  assert_true (fd >= 0);
-  assert_int_equal (ftruncate (fd, 64 * 1024), 0);
-  close (fd);
+  make_raw_disk (dir, path);
   struct qbak_image *first = qbak_image_open (path, QBAK_OPEN_WRITE);
   assert_non_null (first);
   assert_null (qbak_image_open (path, QBAK_OPEN_WRITE));
