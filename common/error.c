@@ -1,6 +1,7 @@
 /* Per-thread error storage: see error.h. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,42 +141,41 @@ replace_message (char *msg)
   memcpy (last_subject, subject, sizeof subject);
 }
 
+/* Put the text made from FMT before the message ("TEXT: message") or
+ * after it ("messageTEXT"), keeping everything else, and errno. */
+static void
+add_text (bool before, const char *fmt, va_list ap)
+{
+  int saved = errno;
+  char *text = NULL, *msg = NULL;
+  const char *cur = last_msg ? last_msg : "error";
+
+  if (vasprintf (&text, fmt, ap) < 0)
+    text = NULL;
+  if (text && (before ? asprintf (&msg, "%s: %s", text, cur)
+                      : asprintf (&msg, "%s%s", cur, text)) < 0)
+    msg = NULL;
+  replace_message (msg);
+  free (text);
+  errno = saved;
+}
+
 void
 qbak_internal_error_prefix (const char *fmt, ...)
 {
-  int saved = errno;
-  char *prefix = NULL, *msg = NULL;
   va_list ap;
-
   va_start (ap, fmt);
-  if (vasprintf (&prefix, fmt, ap) < 0)
-    prefix = NULL;
+  add_text (true, fmt, ap);
   va_end (ap);
-  if (prefix &&
-      asprintf (&msg, "%s: %s", prefix, last_msg ? last_msg : "error") < 0)
-    msg = NULL;
-  replace_message (msg);
-  free (prefix);
-  errno = saved;
 }
 
 void
 qbak_internal_error_suffix (const char *fmt, ...)
 {
-  int saved = errno;
-  char *suffix = NULL, *msg = NULL;
   va_list ap;
-
   va_start (ap, fmt);
-  if (vasprintf (&suffix, fmt, ap) < 0)
-    suffix = NULL;
+  add_text (false, fmt, ap);
   va_end (ap);
-  if (suffix &&
-      asprintf (&msg, "%s%s", last_msg ? last_msg : "error", suffix) < 0)
-    msg = NULL;
-  replace_message (msg);
-  free (suffix);
-  errno = saved;
 }
 
 const char *
