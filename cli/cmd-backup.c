@@ -176,6 +176,16 @@ cmd_backup (int argc, char **argv)
     ret = report_error_usage (usage_line);
   if (json) {
     json_object *p = rc == 0 ? point_json (o.repository, res.point) : NULL;
+    json_object *pd;
+    /* Beside each disk's data ("bytes"), what this run copied: less when
+     * it continued an interrupted run of the point.  The record lists the
+     * disks in the order they were given. */
+    if (p && json_object_object_get_ex (p, "disks", &pd))
+      for (size_t i = 0; i < n && i < json_object_array_length (pd); i++)
+        json_object_object_add (json_object_array_get_idx (pd, i),
+                                "bytes-this-run",
+                                json_object_new_int64
+                                ((int64_t) copies[i].bytes_copied));
     if (p)
       json_print (p);
     else

@@ -115,3 +115,12 @@ qbak_failpoint (enum failpoint_class cls, const char *path)
   pthread_mutex_unlock (&lock);
   return ret;
 }
+
+double
+qbak_failpoint_checkpoint_seconds (double dflt)
+{
+  const char *v = getenv ("QBAK_CHECKPOINT_SECONDS");
+  char *end;
+  double d = v && *v ? strtod (v, &end) : -1;
+  return v && *v && *end == '\0' && d >= 0 ? d : dflt;
+}

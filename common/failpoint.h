@@ -25,11 +25,17 @@ enum failpoint_class { FP_READ, FP_WRITE, FP_FLUSH };
 
 /* Returns 0 to go on, or an errno (EIO, ENOSPC) the caller must fail
  * with.  May not return (abort). */
+/* How many seconds of copying a checkpointing job lets pass between
+ * checkpoints: DFLT, or in a test build QBAK_CHECKPOINT_SECONDS if set
+ * (0: after every request), so tests can crash a run between checkpoints
+ * without copying for seconds. */
 #ifdef QBAK_FAILPOINTS
 int qbak_failpoint (enum failpoint_class cls, const char *path);
+double qbak_failpoint_checkpoint_seconds (double dflt);
 #else
-/* A macro, so that no symbol of it is left in the library. */
+/* Macros, so that no symbol of them is left in the library. */
 #define qbak_failpoint(cls, path) ((void) (cls), (void) (path), 0)
+#define qbak_failpoint_checkpoint_seconds(dflt) (dflt)
 #endif
 
 #endif

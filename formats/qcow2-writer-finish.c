@@ -205,6 +205,34 @@ build_header (const struct qcow2_writer *w, uint8_t *p, uint64_t l1_offset,
   return 0;
 }
 
+/* Give back the space of what the committed image no longer references
+ * below DATA_END (an earlier pass's L1 and refcount structures, replaced
+ * L2 tables and data): the file stays the same size, but a target
+ * checkpointed many times, or resumed, does not keep every old copy.
+ * Only after the commit, so a crash still finds the old image intact; a
+ * file system that cannot punch holes keeps the garbage, which nothing
+ * reads. */
+static void
+release_garbage (struct qcow2_writer *w, const struct refs *r,
+                 uint64_t data_end)
+{
+  uint64_t n = data_end >> w->cluster_bits;
+  for (uint64_t k = 1; k < n;) {
+    if (r->bits[k / 8] & (1u << (k % 8))) {
+      k++;
+      continue;
+    }
+    uint64_t k0 = k;
+    while (k < n && !(r->bits[k / 8] & (1u << (k % 8))))
+      k++;
+    if (qbak_file_punch_hole (w->file, k0 << w->cluster_bits,
+                              (k - k0) << w->cluster_bits) < 0) {
+      error_clear ();
+      return;
+    }
+  }
+}
+
 /* Everything past the flush of the last L2 table is recomputed and
  * rewritten at the same offsets by each attempt, so a failed finish can be
  * retried; until the header write nothing the old header references (of a
@@ -311,6 +339,9 @@ qcow2_writer_finish (struct qcow2_writer *w)
     goto out;
   }
   w->finished = true;
+  w->end = end;
+  if (w->reopened)
+    release_garbage (w, &r, data_end);
   ret = 0;
 
  out:
@@ -319,3 +350,19 @@ qcow2_writer_finish (struct qcow2_writer *w)
   return ret;
 }
 
+
+int
+qcow2_writer_checkpoint (struct qcow2_writer *w)
+{
+  if (qcow2_writer_finish (w) < 0)
+    return -1;
+  /* The pass goes on where it was, as over a reopened image: what the
+   * committed header references (the current L2 table included) is
+   * never written again; new data, and new copies of tables that change,
+   * go past the end. */
+  w->finished = false;
+  w->finishing = false;
+  w->reopened = true;
+  w->next_host = w->hwm = w->wb_start = w->end;
+  return 0;
+}

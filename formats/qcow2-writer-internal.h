@@ -80,6 +80,7 @@ struct qcow2_writer {
                                    the last good one is known to be on
                                    disk, and a new flush would not say so */
   bool finished;
+  uint64_t end;                 /* after a finish: the end of the file */
 };
 
 static inline uint64_t

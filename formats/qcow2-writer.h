@@ -133,6 +133,13 @@ int qcow2_writer_zero (struct qcow2_writer *w, uint64_t offset, uint64_t len);
  * was called.  After success W accepts only qcow2_writer_free(). */
 int qcow2_writer_finish (struct qcow2_writer *w);
 
+/* Make everything written so far a valid, durable image (what
+ * qcow2_writer_finish() does, the partial mark included), then go on with
+ * the same pass: later requests continue in increasing offset order
+ * after the last one.  A crash after it leaves at least this image; after
+ * a failure the writer is as after a failed finish (no more requests). */
+int qcow2_writer_checkpoint (struct qcow2_writer *w);
+
 /* Free W and close the file.  An unfinished new target is left as it is
  * (its cluster 0 is zero: not a qcow2 image), an unfinished reopened one
  * is still its old image; the caller decides whether to unlink it.

@@ -155,6 +155,10 @@ job_copy (struct copy_job *j, volatile int *cancel, qbak_progress_cb progress,
       done += n;
       if (progress)
         progress (done < total ? done : total, total, opaque);
+      if (job_maybe_checkpoint (j) < 0) {
+        free (first_error);
+        return -1;
+      }
     }
     if (next < 0)
       break;

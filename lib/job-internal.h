@@ -42,6 +42,11 @@ struct copy_job {
   uint32_t cs;
   uint8_t *buf;
   double t0;
+  struct job_in_place *place;   /* or NULL */
+  double last_checkpoint;       /* when the in-place target was last made
+                                   durable (or the copy began) */
+  double checkpoint_cost;       /* how long that took */
+  bool checkpointed;            /* the in-place target is a valid image */
 };
 
 /* job-args.c: QEMU's rules for the options, checked before anything is

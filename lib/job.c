@@ -27,6 +27,7 @@
 
 #include "bitmaps/qcow2-bitmap.h"
 #include "common/error.h"
+#include "common/failpoint.h"
 #include "common/outfile.h"
 #include "lib/job-internal.h"
 
@@ -150,6 +151,54 @@ reopen_partial (struct copy_job *j)
   return 0;
 }
 
+/* An in-place target (job.h): created at its own name, or the file of
+ * an interrupted run continued, which must be this job's: the caller's
+ * mark (or none: it was complete), the source's size, the same backing
+ * file. */
+static int
+open_in_place (struct copy_job *j)
+{
+  const struct qbak_copy_opts *o = j->o;
+  const char *backing_format = NULL;
+
+  if (!(j->part_path = strdup (o->target))) {
+    set_nomem ();
+    return -1;
+  }
+  j->tgt.part_path = j->part_path;
+  j->tgt.in_place = j->tgt.explicit_zeroes = true;
+  if (!j->place->resume) {
+    if (o->backing && job_check_backing (j, &backing_format) < 0)
+      return -1;
+    struct target_shape shape = {
+      .size = j->img->size,
+      .cluster_size = j->cs,
+      .backing_name = o->backing,
+      .backing_format = backing_format,
+    };
+    return target_create (&j->tgt, &shape);
+  }
+  if (target_reopen (&j->tgt) < 0)
+    return -1;
+  uint8_t id[TARGET_PARTIAL_ID_BYTES];
+  struct target_shape shape;
+  target_get_shape (&j->tgt, &shape);
+  const char *want = o->backing ? o->backing : "";
+  const char *have = shape.backing_name ? shape.backing_name : "";
+  if ((target_get_partial_id (&j->tgt, id) &&
+       memcmp (id, j->place->mark, sizeof id) != 0) ||
+      shape.size != j->img->size || strcmp (want, have) != 0) {
+    set_invalid ("%s: cannot continue: the file was started for another "
+                 "backup (size %" PRIu64 ", backing '%s')", o->target,
+                 shape.size, have);
+    return -1;
+  }
+  j->cs = shape.cluster_size;
+  j->res->cluster_size = j->cs;
+  j->checkpointed = true;
+  return 0;
+}
+
 static int
 open_target (struct copy_job *j)
 {
@@ -157,6 +206,8 @@ open_target (struct copy_job *j)
   const char *backing_format = NULL;
   struct stat st;
 
+  if (j->place)
+    return open_in_place (j);
   if (lstat (o->target, &st) == 0) {
     set_exists_error ("%s: target exists; qbak never overwrites a backup "
                      "(choose a new name or remove it)", o->target);
@@ -259,7 +310,8 @@ space_hint (struct copy_job *j)
 /* ---- Stages ------------------------------------------------------------ */
 
 struct copy_job *
-job_prepare (const struct qbak_copy_opts *o, struct qbak_copy_result *res)
+job_prepare (const struct qbak_copy_opts *o, struct qbak_copy_result *res,
+             struct job_in_place *place)
 {
   struct copy_job *j = calloc (1, sizeof *j);
   if (!j) {
@@ -268,6 +320,13 @@ job_prepare (const struct qbak_copy_opts *o, struct qbak_copy_result *res)
   }
   j->o = o;
   j->res = res;
+  j->place = place;
+  if (place && o->bitmap && o->bitmap_mode != QBAK_BITMAP_MODE_NEVER) {
+    set_usage_error ("%s: a checkpointed job leaves its bitmap alone",
+                     o->target);
+    free (j);
+    return NULL;
+  }
   /* The target's name and format are the caller's; its .part name is
    * made with the target. */
   target_init (&j->tgt, o->format, o->target, NULL);
@@ -296,6 +355,80 @@ job_prepare (const struct qbak_copy_opts *o, struct qbak_copy_result *res)
 fail:
   job_discard (j);
   return NULL;
+}
+
+/* Continuing an in-place target: what it holds was copied (data or
+ * zeroes, every cluster stored), except where the source changed since
+ * the interrupted run began. */
+/* Bytes of [OFF, +LEN) that BM leaves clean. */
+static uint64_t
+clean_bytes (const struct dirty_bitmap *bm, uint64_t off, uint64_t len)
+{
+  uint64_t clean = 0, end = off + len;
+  while (off < end) {
+    int64_t d = dirty_bitmap_next_dirty (bm, off);
+    uint64_t stop = d < 0 || (uint64_t) d > end ? end : (uint64_t) d;
+    clean += stop - off;
+    if (stop == end)
+      break;
+    int64_t c = dirty_bitmap_next_clean (bm, stop);
+    off = c < 0 ? end : (uint64_t) c;
+  }
+  return clean;
+}
+
+/* Walk the layer T (the in-place target) over [0, SIZE): clear what it
+ * holds from the copy set, or (COUNT) add up the data it keeps. */
+static int
+walk_target (struct copy_job *j, struct image *t, bool count)
+{
+  uint64_t size = j->img->size;
+  for (uint64_t off = 0; off < size;) {
+    struct layer_extent e;
+    if (t->ops->block_status (t, off, size - off, &e) < 0)
+      return -1;
+    if (!count && e.state != LAYER_UNALLOCATED)
+      dirty_bitmap_clear (j->copy_set, off, e.length);
+    if (count && e.state == LAYER_DATA)
+      j->place->bytes_kept += clean_bytes (j->copy_set, off, e.length);
+    off += e.length;
+  }
+  return 0;
+}
+
+/* Continuing an in-place target: what it holds was copied (data or
+ * zeroes, every cluster stored), except where the source changed since
+ * the interrupted run began. */
+static int
+plan_resume (struct copy_job *j)
+{
+  struct image *t = image_open (j->part_path, "qcow2", IMAGE_OPEN_NO_BACKING,
+                                NULL, NULL);
+  int ret = -1;
+  if (!t)
+    return -1;
+  j->place->bytes_kept = 0;
+  if (walk_target (j, t, false) < 0)
+    goto out;
+  if (j->place->redo_bitmap) {
+    const struct qcow2_bitmap *b =
+      qbak_internal_find_bitmap (j->src, j->place->redo_bitmap);
+    const struct dirty_bitmap *redo = NULL;
+    if (!b || b->in_use) {
+      set_invalid ("%s: cannot continue: bitmap '%s' of %s, which tells "
+                   "what changed since, is %s", j->o->target,
+                   j->place->redo_bitmap, j->o->source,
+                   b ? "in use" : "missing");
+      goto out;
+    }
+    if (!(redo = qbak_internal_bitmap_data (j->src, b)) ||
+        dirty_bitmap_merge (j->copy_set, redo) < 0)
+      goto out;
+  }
+  ret = walk_target (j, t, true);
+ out:
+  image_close (t);
+  return ret;
 }
 
 int
@@ -365,10 +498,45 @@ job_plan (struct copy_job *j)
       return -1;
     break;
   }
+  if (j->place && j->place->resume && plan_resume (j) < 0)
+    return -1;
   uint64_t planned = dirty_bitmap_count (j->copy_set) * j->cs;
   j->res->bytes_planned = planned > size ? size : planned;
   j->res->bytes_skipped = size - j->res->bytes_planned;
   spare_make (j);
+  return 0;
+}
+
+/* Checkpoints of an in-place target: every few seconds of copying, and
+ * never more than a small share of the copy's time (a checkpoint reads
+ * the target's L2 tables and writes its refcounts: it grows with the
+ * target). */
+#define CHECKPOINT_SECONDS 2.0
+#define CHECKPOINT_MAX_SHARE 0.05
+
+int
+job_maybe_checkpoint (struct copy_job *j)
+{
+  if (!j->place)
+    return 0;
+  double t = now ();
+  if (j->last_checkpoint == 0) {
+    j->last_checkpoint = t;
+    return 0;
+  }
+  double every = qbak_failpoint_checkpoint_seconds (CHECKPOINT_SECONDS);
+  double wait = j->checkpoint_cost / CHECKPOINT_MAX_SHARE;
+  if (every > 0 && t - j->last_checkpoint < (wait > every ? wait : every))
+    return 0;
+  target_set_partial_id (&j->tgt, j->place->mark);
+  if (target_checkpoint (&j->tgt) < 0)
+    return -1;
+  /* The file's name is durable from its first checkpoint on. */
+  if (!j->checkpointed && outfile_sync_folder (j->o->target) < 0)
+    return -1;
+  j->checkpointed = true;
+  j->last_checkpoint = now ();
+  j->checkpoint_cost = j->last_checkpoint - t;
   return 0;
 }
 
@@ -381,6 +549,9 @@ job_finish_target (struct copy_job *j)
   if (target_finish (&j->tgt) < 0)
     return -1;
   target_close (&j->tgt);
+  /* An in-place target is complete now, whatever becomes of the group. */
+  if (j->place)
+    j->checkpointed = true;
   return 0;
 }
 
@@ -431,6 +602,8 @@ int
 job_promote (struct copy_job *j)
 {
   const char *t = j->o->target;
+  if (j->place)
+    goto named;
   /* A new target gets its name now (never replacing one made meanwhile);
    * a named partial (a resumed one) gets its final name, then loses the
    * partial one. */
@@ -440,6 +613,7 @@ job_promote (struct copy_job *j)
   }
   if (!j->tgt.anonymous && outfile_unlink_own (j->tgt.fd, j->part_path) < 0)
     return -1;
+named:
   j->tgt.named_by_us = false;
   /* Its own message (the folder, the errno), not a stale errno here. */
   if (outfile_sync_folder (t) < 0)
@@ -477,7 +651,7 @@ keep_partial (struct copy_job *j)
   bool kept = false;
   qbak_error_save (&err);
   spare_release (j);
-  target_set_partial_id (&j->tgt, j->job_id);
+  target_set_partial_id (&j->tgt, j->place ? j->place->mark : j->job_id);
   if (target_finish (&j->tgt) == 0) {
     target_close (&j->tgt);
     if (j->tgt.anonymous) {
@@ -518,7 +692,26 @@ job_fail (struct copy_job *j, enum status status)
   bool always = j->bitmap && j->mode == QBAK_BITMAP_MODE_ALWAYS &&
                 j->copy_set;
   bool kept = always && j->tgt.ops->resumable && keep_partial (j);
-  if (!kept) {
+  if (j->place) {
+    /* An in-place target is kept as its last good image: finished now
+     * with its mark if that works, else as of its last checkpoint.  Only
+     * a new one never made valid is dropped. */
+    kept = j->copy_set && keep_partial (j);
+    if (!kept && !j->checkpointed)
+      target_drop (&j->tgt);
+    else
+      target_close (&j->tgt);
+    if (kept || j->checkpointed) {
+      what = "; what was copied is kept, and the next backup continues it";
+      hint = HINT_RUN_AGAIN;
+    }
+    if (j->o->bitmap) {
+      j->res->bitmap_state = QBAK_BITMAP_STATE_UNCHANGED;
+      j->res->bitmap_dirty_bytes = j->sync_set
+        ? dirty_bitmap_dirty_bytes (j->sync_set) : 0;
+    }
+  }
+  else if (!kept) {
     if (j->o->resume)
       target_close (&j->tgt);   /* the partial is still its old self */
     else
@@ -550,7 +743,7 @@ job_fail (struct copy_job *j, enum status status)
     }
     dirty_bitmap_free (left);
   }
-  else if (j->o->bitmap) {
+  else if (j->o->bitmap && !j->place) {
     j->res->bitmap_state = QBAK_BITMAP_STATE_UNCHANGED;
     j->res->bitmap_dirty_bytes =
       j->sync_set ? dirty_bitmap_dirty_bytes (j->sync_set)
@@ -571,7 +764,7 @@ job_discard (struct copy_job *j)
 {
   if (!j)
     return;
-  if (j->o->resume)
+  if (j->o->resume || (j->place && j->place->resume))
     target_close (&j->tgt);
   else
     target_drop (&j->tgt);

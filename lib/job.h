@@ -19,14 +19,37 @@
 
 struct copy_job;
 
+/* What a repository asks of a job beyond the public options: a target
+ * that survives being killed.  It is written at its own name from the
+ * start (the repository's record, not the name, makes it part of a
+ * point), stores every zero cluster it copies, and is made durable, with
+ * MARK as its partial mark, every few seconds of copying: whenever the
+ * run stops, the file is the valid image of its last checkpoint, and
+ * what it holds is what was copied.  A failed or cancelled job keeps it
+ * (durable, marked); the bitmap mode must be never. */
+struct job_in_place {
+  const uint8_t *mark;          /* TARGET_PARTIAL_ID_BYTES */
+  /* The target exists (the file of an interrupted run, with MARK or no
+   * mark at all when it was complete): continue it.  Its clusters are
+   * not copied again, except those of REDO_BITMAP (a bitmap of the
+   * source: what changed since the interrupted run began). */
+  bool resume;
+  const char *redo_bitmap;
+  uint64_t bytes_kept;          /* out: data bytes it held already */
+};
+
 /* NULL with the error set if the job cannot start; nothing is written
- * then. */
+ * then.  PLACE (may be NULL) is borrowed for the job's life. */
 struct copy_job *job_prepare (const struct qbak_copy_opts *o,
-                              struct qbak_copy_result *res);
+                              struct qbak_copy_result *res,
+                              struct job_in_place *place);
 int job_plan (struct copy_job *j);
 /* CANCEL overrides the options' flag (the group's). */
 int job_copy (struct copy_job *j, volatile int *cancel,
               qbak_progress_cb progress, void *opaque);
+/* copy-loop.c calls it after each request: a checkpoint of an in-place
+ * target when one is due. */
+int job_maybe_checkpoint (struct copy_job *j);
 /* Make the target durable (not yet renamed). */
 int job_finish_target (struct copy_job *j);
 /* Rename TARGET.part into place, then rewrite the bitmap per mode. */
@@ -38,6 +61,12 @@ void job_fail (struct copy_job *j, enum status status);
 void job_discard (struct copy_job *j);
 void job_free (struct copy_job *j);
 const char *job_name (struct copy_job *j);
+
+/* group.c: qbak_copy_group with an in-place target for each job (PLACES
+ * parallel to the jobs, or NULL). */
+int qbak_internal_copy_group (const struct qbak_group_opts *g,
+                              struct qbak_copy_result *results,
+                              struct job_in_place *places);
 
 /* copy.c: the public structures that carry their size first (qbak.h).
  * Whether a caller's SIZE is one this library can read, for a structure

@@ -27,8 +27,11 @@
 #include "bitmaps/dirty-bitmap.h"
 #include "bitmaps/qcow2-bitmap.h"
 #include "common/error.h"
+#include "formats/qcow2-header.h"
+#include "formats/qcow2-writer.h"
 #include "lib/api.h"
 #include "lib/internal.h"
+#include "lib/job.h"
 #include "lib/repo.h"
 
 #define NAME_MAX_BYTES 128
@@ -50,6 +53,7 @@ struct disk_plan {
   char *key;                    /* the new file's key */
   char *target;                 /* and its path */
   char backing[REPO_POINT_ID_MAX + 8];
+  bool resume;                  /* continue the interrupted run's file */
 };
 
 void
@@ -207,6 +211,8 @@ plan_disk (const struct repo *r, const struct qbak_backup_opts *o,
   if (d->prev) {
     snprintf (d->cur, sizeof d->cur, "%s%s", prefix, d->prev->id);
     snprintf (d->cur_end, sizeof d->cur_end, "%s%s.end", prefix, d->prev->id);
+    /* Relative: the repository can be moved or copied whole. */
+    snprintf (d->backing, sizeof d->backing, "%s.qcow2", d->prev->id);
   }
 
   const struct qcow2_bitmap *cur = d->prev && d->bitmaps
@@ -254,6 +260,51 @@ plan_disk (const struct repo *r, const struct qbak_backup_opts *o,
   return 0;
 }
 
+/* The file the interrupted run left for disk D at this point, if it can
+ * be continued: a qbak image of this repository (its mark, or none when
+ * it was complete) for the disk's size and the planned backing file, and
+ * the run's bitmap pair still there and sound, so that what changed since
+ * it began is known.  Anything else is removed: no record names it, and
+ * the point is taken anew. */
+static int
+check_interrupted (struct repo *r, struct disk_plan *d,
+                   struct qbak_image *h, const uint8_t *mark)
+{
+  uint64_t bytes;
+  int has = storage_size (r->st, d->key, &bytes);
+  if (has <= 0)
+    return has;
+  const struct qcow2_bitmap *next = d->bitmaps
+    ? qbak_internal_find_bitmap (h, d->next) : NULL;
+  const struct qcow2_bitmap *next_end = d->bitmaps
+    ? qbak_internal_find_bitmap (h, d->next_end) : NULL;
+  bool ok = next && !next->in_use && next_end && !next_end->in_use;
+  if (ok) {
+    struct qcow2_writer *w = qcow2_writer_reopen (d->target);
+    if (w) {
+      struct qcow2_writer_opts wo;
+      uint8_t id[QCOW2_PARTIAL_ID_BYTES];
+      qcow2_writer_get_opts (w, &wo);
+      const char *want = d->level == REPO_LEVEL_INCREMENTAL ? d->backing : "";
+      ok = wo.size == d->size &&
+           strcmp (wo.backing_name ? wo.backing_name : "", want) == 0 &&
+           (!qcow2_writer_get_partial_id (w, id) ||
+            memcmp (id, mark, sizeof id) == 0);
+      qcow2_writer_free (w);
+    }
+    else
+      ok = false;
+    error_clear ();
+  }
+  if (!ok)
+    return storage_delete (r->st, d->key);
+  d->resume = true;
+  size_t len = strlen (d->reason);
+  snprintf (d->reason + len, sizeof d->reason - len,
+            "; continues the interrupted run of this point");
+  return 0;
+}
+
 /* Before the copy: drop this repository's bitmaps that no record needs
  * (an interrupted run's), and add the new point's pair, in one commit. */
 static int
@@ -277,12 +328,21 @@ bitmaps_before (const struct repo *r, struct disk_plan *d,
     const char *name = h->bitmaps.v[i].name;
     if (strncmp (name, prefix, strlen (prefix)) != 0)
       continue;
-    /* The previous pair stays while an incremental copies it. */
-    if (d->level == REPO_LEVEL_INCREMENTAL &&
-        (strcmp (name, d->cur) == 0 || strcmp (name, d->cur_end) == 0))
+    /* The previous pair stays until the new point's record is written
+     * (an incremental copies it, and a run interrupted before the record
+     * must plan the same level again); an interrupted run's pair, whose
+     * file is continued, holds what changed since that run began. */
+    if ((d->prev && (strcmp (name, d->cur) == 0 ||
+                     strcmp (name, d->cur_end) == 0)) ||
+        (d->resume && (strcmp (name, d->next) == 0 ||
+                       strcmp (name, d->next_end) == 0)))
       continue;
     c[n++] = (struct qbak_internal_bitmap_change) {
       QBAK_INTERNAL_BITMAP_REMOVE, name, NULL };
+  }
+  if (d->resume) {
+    ret = n ? qbak_internal_bitmap_update (h, c, n) : 0;
+    goto out;
   }
   uint64_t g = qcow2_bitmap_default_granularity (h->img);
   end = dirty_bitmap_create (d->size, g);
@@ -330,7 +390,8 @@ bitmaps_after (struct disk_plan *d)
 static int
 write_record (struct repo *r, const char *id, int64_t when,
               struct disk_plan *d, size_t n,
-              const struct qbak_copy_result *res)
+              const struct qbak_copy_result *res,
+              const struct job_in_place *places)
 {
   struct repo_point p = { 0 };
   char time_text[32];
@@ -355,7 +416,9 @@ write_record (struct repo *r, const char *id, int64_t when,
       .format = d[i].format_found,
       .virtual_size = d[i].size,
       .cluster_size = res[i].cluster_size,
-      .bytes_copied = res[i].bytes_copied,
+      /* The data of the whole file: also what an interrupted run of
+       * this point had copied. */
+      .bytes_copied = res[i].bytes_copied + places[i].bytes_kept,
       .seconds = res[i].seconds,
     };
   p.disks = disks;
@@ -395,31 +458,38 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
   struct disk_plan *d = calloc (o.n_disks, sizeof *d);
   struct qbak_copy_opts *jobs = calloc (o.n_disks, sizeof *jobs);
   struct qbak_copy_result *results = calloc (o.n_disks, sizeof *results);
+  struct job_in_place *places = calloc (o.n_disks, sizeof *places);
   struct repo *r = NULL;
   int ret = -1;
-  if (!d || !jobs || !results) {
+  if (!d || !jobs || !results || !places) {
     set_nomem ();
     goto out;
   }
   if (check_names (&o, d) < 0)
     goto out;
   r = repo_open (o.repository, true, &res.created);
+  char id[REPO_POINT_ID_MAX + 1];
   if (!r || repo_lock (r) < 0 || repo_load_points (r) < 0 ||
-      repo_remove_leftovers (r) < 0)
+      repo_remove_leftovers (r, id) < 0)
     goto out;
 
-  char id[REPO_POINT_ID_MAX + 1];
+  /* A run that was interrupted is continued: its point id is taken again,
+   * and each of its files that can be continued copies only what it
+   * lacks.  The point's time is this run's: its data is as of now. */
   int64_t when;
-  new_point_id (r, id, &when);
+  if (id[0]) {
+    int64_t last = r->points ? r->points[r->n_points - 1].unix_time : 0;
+    when = (int64_t) time (NULL);
+    if (when < last)
+      when = last;
+  }
+  else
+    new_point_id (r, id, &when);
+  uint8_t mark[QCOW2_PARTIAL_ID_BYTES];
+  repo_partial_mark (r, mark);
 
   for (size_t i = 0; i < o.n_disks; i++) {
     struct qbak_image *h = NULL;
-    int rc = plan_disk (r, &o, &d[i], id, &h);
-    if (rc == 0)
-      rc = bitmaps_before (r, &d[i], h);
-    qbak_image_close (h);
-    if (rc < 0)
-      goto out;
     if (asprintf (&d[i].key, "disks/%s/%s.qcow2", d[i].name, id) < 0) {
       d[i].key = NULL;
       set_nomem ();
@@ -428,6 +498,19 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
     if (storage_prepare (r->st, d[i].key) < 0 ||
         !(d[i].target = storage_local_path (r->st, d[i].key)))
       goto out;
+    int rc = plan_disk (r, &o, &d[i], id, &h);
+    if (rc == 0)
+      rc = check_interrupted (r, &d[i], h, mark);
+    if (rc == 0)
+      rc = bitmaps_before (r, &d[i], h);
+    qbak_image_close (h);
+    if (rc < 0)
+      goto out;
+    places[i] = (struct job_in_place) {
+      .mark = mark,
+      .resume = d[i].resume,
+      .redo_bitmap = d[i].resume ? d[i].next : NULL,
+    };
     struct qbak_copy_opts *j = &jobs[i];
     qbak_copy_opts_init (j);
     j->source = d[i].path;
@@ -440,9 +523,6 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
       j->sync = QBAK_SYNC_BITMAP;
       j->bitmap = d[i].cur;
       j->bitmap_mode = QBAK_BITMAP_MODE_NEVER;
-      /* Relative: the repository can be moved or copied whole. */
-      snprintf (d[i].backing, sizeof d[i].backing, "%s.qcow2",
-                d[i].prev->id);
       j->backing = d[i].backing;
       j->backing_format = "qcow2";
     }
@@ -460,12 +540,12 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
   g.cancel = o.cancel;
   g.progress = o.progress;
   g.progress_opaque = o.progress_opaque;
-  if (qbak_copy_group (&g, results) < 0)
+  if (qbak_internal_copy_group (&g, results, places) < 0)
     goto out;
 
   /* Every file of the point is durable and named: the record makes the
    * point exist. */
-  if (write_record (r, id, when, d, o.n_disks, results) < 0)
+  if (write_record (r, id, when, d, o.n_disks, results, places) < 0)
     goto out;
   snprintf (res.point, sizeof res.point, "%s", id);
   for (size_t i = 0; i < o.n_disks; i++)
@@ -508,5 +588,6 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
   free (d);
   free (jobs);
   free (results);
+  free (places);
   return ret;
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "formats/qcow2-header.h"
 #include "lib/repo.h"
 
 #define CONFIG_KEY "config"
@@ -283,13 +284,41 @@ collect_leftover (const struct storage_entry *e, void *opaque)
   return 0;
 }
 
+/* The point id of KEY if it is a disk's file "disks/NAME/ID.qcow2",
+ * into ID; false otherwise. */
+static bool
+file_point_id (const char *key, char *id)
+{
+  const char *base = strrchr (key, '/');
+  const char *ext = base ? strstr (base, ".qcow2") : NULL;
+  if (!ext || strcmp (ext, ".qcow2") != 0 ||
+      (size_t) (ext - base - 1) > REPO_POINT_ID_MAX)
+    return false;
+  memcpy (id, base + 1, (size_t) (ext - base - 1));
+  id[ext - base - 1] = '\0';
+  return repo_point_id_valid (id);
+}
+
 int
-repo_remove_leftovers (struct repo *r)
+repo_remove_leftovers (struct repo *r, char *interrupted)
 {
   struct leftover_ctx c = { .r = r };
+  const char *newest = r->n_points ? r->points[r->n_points - 1].id : NULL;
+  char id[REPO_POINT_ID_MAX + 1];
   int rc = storage_list (r->st, DISKS_PREFIX, collect_leftover, &c);
+
+  /* The interrupted run: the newest point id of a file no record names,
+   * if it is newer than every point. */
+  interrupted[0] = '\0';
+  for (size_t i = 0; rc == 0 && i < c.n; i++)
+    if (file_point_id (c.keys[i], id) &&
+        (!newest || repo_point_id_compare (id, newest) > 0) &&
+        (!interrupted[0] || repo_point_id_compare (id, interrupted) > 0))
+      strcpy (interrupted, id);
   for (size_t i = 0; i < c.n; i++) {
-    if (rc == 0 && storage_delete (r->st, c.keys[i]) < 0)
+    bool keep = interrupted[0] && file_point_id (c.keys[i], id) &&
+                strcmp (id, interrupted) == 0;
+    if (rc == 0 && !keep && storage_delete (r->st, c.keys[i]) < 0)
       rc = -1;
     free (c.keys[i]);
   }
@@ -301,4 +330,18 @@ void
 repo_bitmap_prefix (const struct repo *r, char *out)
 {
   snprintf (out, 64, "qbak-%s-", r->config.id);
+}
+
+_Static_assert (REPO_ID_HEX / 2 == QCOW2_PARTIAL_ID_BYTES,
+                "a repository's id is the mark of its unfinished files");
+
+void
+repo_partial_mark (const struct repo *r, uint8_t *mark)
+{
+  /* The id is REPO_ID_HEX hex digits, checked when the config was read. */
+  for (size_t i = 0; i < REPO_ID_HEX / 2; i++) {
+    unsigned v = 0;
+    sscanf (r->config.id + 2 * i, "%2x", &v);
+    mark[i] = (uint8_t) v;
+  }
 }

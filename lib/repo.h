@@ -11,9 +11,10 @@
  *                            the folder can be moved or copied whole
  *
  * A point exists when, and only when, its record does: records are
- * written after every file they name is durable, and a file that no
- * record names is the leftover of an interrupted run, removed by the next
- * run that holds the lock.
+ * written after every file they name is durable.  A file that no record
+ * names belongs to an interrupted run: the next backup continues the
+ * files of the newest such run (each is a valid image of what it had
+ * copied, see lib/job.h) and removes the others.
  */
 #ifndef QBAK_LIB_REPO_H
 #define QBAK_LIB_REPO_H
@@ -51,12 +52,19 @@ const struct repo_point *repo_latest_of_disk (const struct repo *r,
 const struct repo_point *repo_find_point (const struct repo *r,
                                           const char *id);
 
-/* Remove files under disks/ that no record names (an interrupted run's
- * leftovers).  Needs the lock. */
-int repo_remove_leftovers (struct repo *r);
+/* Remove files under disks/ that no record names (leftovers of
+ * interrupted runs), except the files of the newest interrupted run if
+ * it is newer than every point: a backup continues them.  INTERRUPTED
+ * (REPO_POINT_ID_MAX + 1 bytes) gets that run's point id, or "".  Needs
+ * the lock. */
+int repo_remove_leftovers (struct repo *r, char *interrupted);
 
 /* The bitmap name prefix this repository owns in its disks:
  * "qbak-<id>-".  OUT holds at least 64 bytes. */
 void repo_bitmap_prefix (const struct repo *r, char *out);
+
+/* The mark of this repository's unfinished files (the qcow2 writer's
+ * partial mark, QCOW2_PARTIAL_ID_BYTES): the repository's id. */
+void repo_partial_mark (const struct repo *r, uint8_t *mark);
 
 #endif

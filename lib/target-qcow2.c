@@ -70,6 +70,12 @@ t_finish (void *w)
   return qcow2_writer_finish (w);
 }
 
+static int
+t_checkpoint (void *w)
+{
+  return qcow2_writer_checkpoint (w);
+}
+
 static void
 t_close (void *w)
 {
@@ -87,5 +93,6 @@ const struct target_ops target_qcow2_ops = {
   .set_partial_id = t_set_partial_id,
   .get_partial_id = t_get_partial_id,
   .finish = t_finish,
+  .checkpoint = t_checkpoint,
   .close = t_close,
 };

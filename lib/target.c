@@ -22,7 +22,14 @@ target_init (struct target *t, enum qbak_target_format format,
 int
 target_create (struct target *t, const struct target_shape *shape)
 {
-  struct qbak_file *f = outfile_create (t->part_path, t->name, &t->anonymous);
+  struct qbak_file *f;
+  if (t->in_place) {
+    /* Checkpoints need a name to survive a crash under. */
+    f = qbak_file_create (t->part_path);
+    t->anonymous = false;
+  }
+  else
+    f = outfile_create (t->part_path, t->name, &t->anonymous);
   if (!f)
     return -1;
   t->named_by_us = !t->anonymous;
@@ -86,12 +93,12 @@ target_write (struct target *t, uint64_t off, const void *buf, size_t len)
 }
 
 /* Zero clusters matter only where they must shadow a backing file, or
- * replace what an earlier pass wrote (resume): a new file reads as zeroes
- * already. */
+ * replace what an earlier pass wrote (resume), or where the target must
+ * tell what was copied: a new file reads as zeroes already. */
 int
 target_zero (struct target *t, uint64_t off, uint64_t len)
 {
-  if (!t->has_backing && !t->reopened)
+  if (!t->has_backing && !t->reopened && !t->explicit_zeroes)
     return 0;
   return t->ops->zero (t->w, off, len);
 }
@@ -102,6 +109,15 @@ target_finish (struct target *t)
   if (t->w)
     return t->ops->finish (t->w);
   set_io_error (0, "%s: no target to finish", t->name);
+  return -1;
+}
+
+int
+target_checkpoint (struct target *t)
+{
+  if (t->w && t->ops->checkpoint)
+    return t->ops->checkpoint (t->w);
+  set_usage_error ("%s: this target cannot be checkpointed", t->name);
   return -1;
 }
 

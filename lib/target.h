@@ -51,6 +51,9 @@ struct target_ops {
   bool (*get_partial_id) (const void *w, uint8_t *id);
   /* Make the target durable.  Once. */
   int (*finish) (void *w);
+  /* Make what was written so far durable and valid, and go on writing
+   * (resumable formats only). */
+  int (*checkpoint) (void *w);
   /* Free W and close its file, finished or not. */
   void (*close) (void *w);
 };
@@ -70,6 +73,10 @@ struct target {
                             place (-1: none) */
   bool anonymous;        /* the file has no name yet (O_TMPFILE) */
   bool named_by_us;      /* TARGET.part is the file this job created */
+  bool in_place;         /* written at its own name from the start (never
+                            anonymous), for jobs that checkpoint */
+  bool explicit_zeroes;  /* every zero cluster is stored, so that what
+                            the target holds tells what was copied */
 };
 
 /* T, empty, for a target in FORMAT named NAME, written as PART_PATH
@@ -88,6 +95,9 @@ int target_write (struct target *t, uint64_t off, const void *buf,
                   size_t len);
 int target_zero (struct target *t, uint64_t off, uint64_t len);
 int target_finish (struct target *t);
+/* Make the target durable as it stands (with its partial mark) and keep
+ * writing. */
+int target_checkpoint (struct target *t);
 /* Free the writer (the second descriptor stays). */
 void target_close (struct target *t);
 /* Forget the target file: an anonymous one disappears with its last
