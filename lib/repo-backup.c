@@ -50,6 +50,7 @@ struct disk_plan {
   uint64_t size;
   char cur[BITMAP_NAME_BYTES], cur_end[BITMAP_NAME_BYTES];
   char next[BITMAP_NAME_BYTES], next_end[BITMAP_NAME_BYTES];
+  char redo[BITMAP_NAME_BYTES]; /* what a continued file must copy again */
   char *key;                    /* the new file's key */
   char *target;                 /* and its path */
   char backing[REPO_POINT_ID_MAX + 8];
@@ -208,6 +209,7 @@ plan_disk (const struct repo *r, const struct qbak_backup_opts *o,
   repo_bitmap_prefix (r, prefix);
   snprintf (d->next, sizeof d->next, "%s%s", prefix, point_id);
   snprintf (d->next_end, sizeof d->next_end, "%s%s.end", prefix, point_id);
+  snprintf (d->redo, sizeof d->redo, "%s%s.redo", prefix, point_id);
   if (d->prev) {
     snprintf (d->cur, sizeof d->cur, "%s%s", prefix, d->prev->id);
     snprintf (d->cur_end, sizeof d->cur_end, "%s%s.end", prefix, d->prev->id);
@@ -278,7 +280,10 @@ check_interrupted (struct repo *r, struct disk_plan *d,
     ? qbak_internal_find_bitmap (h, d->next) : NULL;
   const struct qcow2_bitmap *next_end = d->bitmaps
     ? qbak_internal_find_bitmap (h, d->next_end) : NULL;
-  bool ok = next && !next->in_use && next_end && !next_end->in_use;
+  const struct qcow2_bitmap *redo = d->bitmaps
+    ? qbak_internal_find_bitmap (h, d->redo) : NULL;
+  bool ok = next && !next->in_use && next_end && !next_end->in_use &&
+            (!redo || !redo->in_use);
   if (ok) {
     struct qcow2_writer *w = qcow2_writer_reopen (d->target);
     if (w) {
@@ -315,7 +320,7 @@ bitmaps_before (const struct repo *r, struct disk_plan *d,
     return 0;
   char prefix[64];
   repo_bitmap_prefix (r, prefix);
-  size_t max = h->bitmaps.n + 2;
+  size_t max = h->bitmaps.n + 3;
   struct qbak_internal_bitmap_change *c = calloc (max, sizeof *c);
   struct dirty_bitmap *end = NULL;
   int ret = -1;
@@ -335,13 +340,35 @@ bitmaps_before (const struct repo *r, struct disk_plan *d,
     if ((d->prev && (strcmp (name, d->cur) == 0 ||
                      strcmp (name, d->cur_end) == 0)) ||
         (d->resume && (strcmp (name, d->next) == 0 ||
-                       strcmp (name, d->next_end) == 0)))
+                       strcmp (name, d->next_end) == 0 ||
+                       strcmp (name, d->redo) == 0)))
       continue;
     c[n++] = (struct qbak_internal_bitmap_change) {
       QBAK_INTERNAL_BITMAP_REMOVE, name, NULL };
   }
   if (d->resume) {
-    ret = n ? qbak_internal_bitmap_update (h, c, n) : 0;
+    /* What changed since the interrupted run began moves into the
+     * disabled .redo bitmap (what the continued file must copy again),
+     * and the point's own bitmap starts empty: this run takes the data as
+     * of now. */
+    const struct qcow2_bitmap *b = qbak_internal_find_bitmap (h, d->next);
+    const struct qcow2_bitmap *old = qbak_internal_find_bitmap (h, d->redo);
+    const struct dirty_bitmap *since = b ? qbak_internal_bitmap_data (h, b)
+                                         : NULL;
+    const struct dirty_bitmap *before = old
+      ? qbak_internal_bitmap_data (h, old) : NULL;
+    if (!since || (old && !before) ||
+        !(end = dirty_bitmap_copy (since)) ||
+        (before && dirty_bitmap_merge (end, before) < 0))
+      goto out;
+    c[n++] = (struct qbak_internal_bitmap_change) {
+      QBAK_INTERNAL_BITMAP_REMOVE, d->next, NULL };
+    c[n++] = (struct qbak_internal_bitmap_change) {
+      QBAK_INTERNAL_BITMAP_ADD, d->next, NULL };
+    c[n++] = (struct qbak_internal_bitmap_change) {
+      old ? QBAK_INTERNAL_BITMAP_SET : QBAK_INTERNAL_BITMAP_CREATE,
+      d->redo, end };
+    ret = qbak_internal_bitmap_update (h, c, n);
     goto out;
   }
   uint64_t g = qcow2_bitmap_default_granularity (h->img);
@@ -361,23 +388,26 @@ bitmaps_before (const struct repo *r, struct disk_plan *d,
   return ret;
 }
 
-/* After the record: the previous pair is no longer needed.  A failure
- * here loses nothing (the next run removes the pair by name), so it is
- * not the run's failure. */
+/* After the record: the previous pair (and a continued run's .redo) is
+ * no longer needed.  A failure here loses nothing (the next run removes
+ * them by name), so it is not the run's failure. */
 static void
 bitmaps_after (struct disk_plan *d)
 {
-  if (!d->bitmaps || !d->prev)
+  if (!d->bitmaps || (!d->prev && !d->resume))
     return;
   struct qbak_image *h = qbak_image_open_format (d->path, d->format_found,
                                                  QBAK_OPEN_WRITE);
   if (h) {
-    struct qbak_internal_bitmap_change c[2];
+    struct qbak_internal_bitmap_change c[3];
     size_t n = 0;
-    if (qbak_internal_find_bitmap (h, d->cur))
+    if (d->resume && qbak_internal_find_bitmap (h, d->redo))
+      c[n++] = (struct qbak_internal_bitmap_change) {
+        QBAK_INTERNAL_BITMAP_REMOVE, d->redo, NULL };
+    if (d->prev && qbak_internal_find_bitmap (h, d->cur))
       c[n++] = (struct qbak_internal_bitmap_change) {
         QBAK_INTERNAL_BITMAP_REMOVE, d->cur, NULL };
-    if (qbak_internal_find_bitmap (h, d->cur_end))
+    if (d->prev && qbak_internal_find_bitmap (h, d->cur_end))
       c[n++] = (struct qbak_internal_bitmap_change) {
         QBAK_INTERNAL_BITMAP_REMOVE, d->cur_end, NULL };
     if (n)
@@ -509,7 +539,7 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
     places[i] = (struct job_in_place) {
       .mark = mark,
       .resume = d[i].resume,
-      .redo_bitmap = d[i].resume ? d[i].next : NULL,
+      .redo_bitmap = d[i].resume ? d[i].redo : NULL,
     };
     struct qbak_copy_opts *j = &jobs[i];
     qbak_copy_opts_init (j);

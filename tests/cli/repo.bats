@@ -326,6 +326,141 @@ backup() {
     done
 }
 
+# kept_data FILE: the data bytes FILE itself holds (not its backing
+# files), as qemu-img map reads its committed metadata; 0 if it is no
+# qcow2 image yet (a run killed before its first checkpoint).
+kept_data() {
+    qemu-img info -f qcow2 "$1" >/dev/null 2>&1 || { echo 0; return; }
+    qemu-img map -f qcow2 --output=json "$1" |
+        jq '[.[] | select(.depth == 0 and .data) | .length] | add // 0'
+}
+
+# point_reads_as REPO POINT COPY: QEMU reads vda's file of POINT, through
+# its backing chain in the repository, as COPY (what qbak restore
+# flattens; restores_to checks that too, at the end of the tests).
+point_reads_as() {
+    run qemu-img compare -f qcow2 -F qcow2 "$1/disks/vda/$2.qcow2" "$3"
+    [ "$status" -eq 0 ] || fail "point $2 does not read as $3: $output"
+}
+
+# killed_then_continued REPO N NEWWRITE ARGS...: a backup of vda.qcow2
+# into REPO killed at its N-th I/O call (checkpoints after every request)
+# lists no new point and leaves every earlier one restorable; then, after
+# the guest writes NEWWRITE (a qemu-io command of 1 MiB), the next run
+# copies at most what the killed run had not made durable plus that
+# write, and its point restores exactly.  Prints nothing; fails loudly.
+killed_then_continued() {
+    local repo=$1 n=$2 write=$3; shift 3
+    local before after f kept=0 planned
+    before=$(points "$repo" | wc -l)
+    planned=$(jq -r '.planned' "$BATS_TEST_TMPDIR/plan")
+    run env QBAK_CHECKPOINT_SECONDS=0 QBAK_FAILPOINT="any:$n:abort" \
+        "$QBAK" backup "$@" vda.qcow2 "$repo"
+    [ "$status" -ne 0 ] || fail "the run at call $n was not killed"
+    if [ "$(points "$repo" | wc -l)" -gt "$before" ]; then
+        # Killed after its record (removing the old bitmaps): the point is
+        # complete, and nothing is left to continue.
+        p=$(points "$repo" | tail -1)
+        [ "$(points "$repo" | wc -l)" -eq $((before + 1)) ]
+        cp vda.qcow2 "copy-$p.qcow2"
+        point_reads_as "$repo" "$p" vda.qcow2
+        return 0
+    fi
+    run --separate-stderr qbak list --json "$repo"
+    [ "$(jq '.points | length' <<<"$output")" -eq "$before" ]
+    for p in $(points "$repo"); do
+        point_reads_as "$repo" "$p" "copy-$p.qcow2"
+    done
+    for f in "$repo"/disks/vda/*.qcow2; do
+        [ -e "$repo/points/$(basename "$f" .qcow2).json" ] && continue
+        kept=$((kept + $(kept_data "$f")))
+    done
+    qemu-io -c "$write" vda.qcow2 >/dev/null
+    run --separate-stderr qbak backup --json "$@" vda.qcow2 "$repo"
+    [ "$status" -eq 0 ] || fail "the next run: exit $status: $stderr"
+    after=$(jq '.disks[0]."bytes-this-run"' <<<"$output")
+    [ "$after" -le $((planned - kept + 1048576)) ] ||
+        fail "call $n: copied $after bytes; $planned planned, $kept kept"
+    p=$(points "$repo" | tail -1)
+    cp vda.qcow2 "copy-$p.qcow2"
+    point_reads_as "$repo" "$p" vda.qcow2
+    [ "$(points "$repo" | wc -l)" -eq $((before + 1)) ]
+    check_clean "$repo/disks/vda/$p.qcow2"
+}
+
+@test "repo: a run killed at 10 instants of a full and of an incremental is continued, never redone" {
+    qemu-img create -q -f qcow2 vda.qcow2 64M
+    qemu-io -c 'write -P 1 0 20M' -c 'write -z 20M 4M' -c 'write -P 2 24M 20M' \
+        vda.qcow2 >/dev/null
+    backup vda.qcow2 repo
+    p1=$(points repo)
+    cp vda.qcow2 "copy-$p1.qcow2"
+    # Count the I/O calls of one full with a checkpoint after every request.
+    cp -r repo repo-count
+    cp vda.qcow2 count.qcow2
+    QBAK_CHECKPOINT_SECONDS=0 QBAK_FAILPOINT_COUNT=$BATS_TEST_TMPDIR/count \
+        "$QBAK" backup --full count.qcow2=vda repo-count
+    total=$(awk '$1 == "any" {print $2}' "$BATS_TEST_TMPDIR/count")
+    [ "$total" -gt 40 ] || fail "only $total I/O calls counted"
+    echo '{"planned": 41943040}' >"$BATS_TEST_TMPDIR/plan"
+    for k in 1 2 3 4 5 6 7 8 9 10; do
+        killed_then_continued repo $((total * k / 11 + 1)) \
+            "write -P $((k + 16)) $((k * 2))M 1M" --full
+    done
+    # Incrementals: 12 MiB dirty in scattered runs, killed at spread calls.
+    rm -rf repo-count
+    cp -r repo repo-count
+    cp vda.qcow2 count.qcow2
+    for i in 0 1 2 3 4 5; do
+        qemu-io -c "write -P $((40 + i)) $((i * 10 + 2))M 2M" count.qcow2 >/dev/null
+    done
+    QBAK_CHECKPOINT_SECONDS=0 QBAK_FAILPOINT_COUNT=$BATS_TEST_TMPDIR/count \
+        "$QBAK" backup count.qcow2=vda repo-count
+    total=$(awk '$1 == "any" {print $2}' "$BATS_TEST_TMPDIR/count")
+    echo '{"planned": 12582912}' >"$BATS_TEST_TMPDIR/plan"
+    for k in 1 2 3 4 5 6 7 8 9 10; do
+        for i in 0 1 2 3 4 5; do
+            qemu-io -c "write -P $((40 + i + k)) $((i * 10 + 2))M 2M" \
+                vda.qcow2 >/dev/null
+        done
+        killed_then_continued repo $((total * k / 11 + 1)) \
+            "write -P $((k + 60)) $((k * 5 + 1))M 1M"
+        [ "$(level repo "$(points repo | tail -1)" vda)" = incremental ]
+    done
+    restores_to repo "$(points repo | head -1)" vda "copy-$(points repo | head -1).qcow2"
+    restores_to repo "$(points repo | tail -1)" vda vda.qcow2
+    check_repo repo
+}
+
+@test "repo: kill -9 while a checkpointed full runs; the next run continues it" {
+    qemu-img create -q -f qcow2 vda.qcow2 256M
+    qemu-io -c 'write -P 7 0 192M' vda.qcow2 >/dev/null
+    # Stopped at a write late in the run, then killed with SIGKILL.
+    QBAK_CHECKPOINT_SECONDS=0 QBAK_FAILPOINT=write:40:stop \
+        "$QBAK" backup vda.qcow2 repo 3>&- &
+    pid=$!
+    for _ in $(seq 100); do
+        [ "$(ps -o stat= -p $pid | cut -c1)" = T ] && break
+        sleep 0.1
+    done
+    [ "$(ps -o stat= -p $pid | cut -c1)" = T ] || fail "qbak did not stop"
+    kill -9 $pid
+    wait $pid || true
+    [ -z "$(points repo)" ]
+    f=$(ls repo/disks/vda/*.qcow2)
+    kept=$(kept_data "$f")
+    [ "$kept" -gt 0 ] || fail "no checkpoint before the kill"
+    check_clean "$f"
+    sleep 1
+    run --separate-stderr qbak backup --json vda.qcow2 repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    [ "$(jq '.disks[0]."bytes-this-run"' <<<"$output")" -le $((201326592 - kept)) ]
+    [ "$(jq '.disks[0].bytes' <<<"$output")" -eq 201326592 ]
+    [[ "$(jq -r '.disks[0].reason' <<<"$output")" == *"continues the interrupted run"* ]]
+    restores_to repo "$(points repo)" vda vda.qcow2
+    check_repo repo
+}
+
 @test "repo: a raw disk that later reads as qcow2 is refused" {
     qemu-img create -q -f raw disk.img 16M
     backup -f raw disk.img repo
