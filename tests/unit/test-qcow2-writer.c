@@ -1158,6 +1158,88 @@ test_reopen_unfinished_keeps_old (void **state)
   assert_same_contents (old, top);
 }
 
+/* ---- qcow2: checkpoints ------------------------------------------------ */
+
+/* Each step of make_data_image with a checkpoint after it, a copy of the
+ * file taken at each checkpoint: every copy is a clean image that reads
+ * as the steps so far, and the end result reads as the image made without
+ * checkpoints (the tables of the current L2 range change after a
+ * checkpoint: copy-on-write of the committed table). */
+static void
+test_checkpoint_mid_pass (void **state)
+{
+  (void) state;
+  const char *ref = make_data_image ();
+  const char *path = fx_path ("ckpt.qcow2");
+  char copy[PATH_MAX];
+  struct qcow2_writer *w = create (path, 1024 * MiB, 64 * KiB);
+  int step = 0;
+#define CHECKPOINT()                                                         \
+  do {                                                                       \
+    assert_int_equal (qcow2_writer_checkpoint (w), 0);                       \
+    snprintf (copy, sizeof copy, "%s.%d", path, ++step);                     \
+    assert_int_equal (fx_run (NULL, "cp --sparse=always '%s' '%s'", path,    \
+                              copy), 0);                                     \
+    fx_assert_check_clean (copy);                                            \
+  } while (0)
+  write_pattern (w, 0, 64 * KiB, 0x11);
+  CHECKPOINT ();
+  assert_reads ("qcow2", copy, 0x11, 0, 64 * KiB);
+  assert_reads ("qcow2", copy, 0, 64 * KiB, 64 * KiB);
+  write_pattern (w, 5 * 64 * KiB, 64 * KiB, 0x22);
+  CHECKPOINT ();
+  assert_reads ("qcow2", copy, 0x11, 0, 64 * KiB);
+  assert_reads ("qcow2", copy, 0x22, 5 * 64 * KiB, 64 * KiB);
+  zero (w, 6 * 64 * KiB, 2 * 64 * KiB);
+  write_pattern (w, 510 * MiB, 4 * MiB, 0x33);
+  CHECKPOINT ();
+  assert_reads ("qcow2", copy, 0x33, 510 * MiB, 4 * MiB);
+  zero (w, 600 * MiB, 2 * MiB);
+  CHECKPOINT ();
+  write_pattern (w, 900 * MiB, 64 * KiB, 0x44);
+  finish (w);
+#undef CHECKPOINT
+  fx_assert_check_clean (path);
+  assert_same_contents (ref, path);
+  struct map_ext e = map_at (path, 6 * 64 * KiB);
+  assert_true (e.zero && !e.data);
+}
+
+/* Allocated bytes of PATH. */
+static uint64_t
+allocated (const char *path)
+{
+  struct stat st;
+  assert_int_equal (stat (path, &st), 0);
+  return (uint64_t) st.st_blocks * 512;
+}
+
+/* Checkpoints leave old L1, refcount and L2 copies unreferenced; the
+ * space is given back, so a target checkpointed a hundred times takes
+ * about the space of one written in one go. */
+static void
+test_checkpoint_gives_space_back (void **state)
+{
+  (void) state;
+  const char *one = fx_path ("one.qcow2"), *many = fx_path ("many.qcow2");
+  struct qcow2_writer *a = create (one, 256 * MiB, 64 * KiB);
+  struct qcow2_writer *b = create (many, 256 * MiB, 64 * KiB);
+  for (int i = 0; i < 100; i++) {
+    write_pattern (a, (uint64_t) i * 2 * MiB, 256 * KiB, 0x10 + i % 64);
+    write_pattern (b, (uint64_t) i * 2 * MiB, 256 * KiB, 0x10 + i % 64);
+    assert_int_equal (qcow2_writer_checkpoint (b), 0);
+  }
+  finish (a);
+  finish (b);
+  fx_assert_check_clean (many);
+  assert_same_contents (one, many);
+  print_message ("allocated: one pass %llu, 100 checkpoints %llu\n",
+                 (unsigned long long) allocated (one),
+                 (unsigned long long) allocated (many));
+  /* Garbage of one checkpoint at most (L1, refcounts, an L2 copy). */
+  assert_true (allocated (many) <= allocated (one) + 4 * 64 * KiB);
+}
+
 static void
 assert_reopen_refused (const char *path, const char *fragment)
 {
@@ -1396,6 +1478,8 @@ main (int argc, char **argv)
     T (test_reopen_keeps_backing),
     T (test_reopen_twice),
     T (test_reopen_get_opts),
+    T (test_checkpoint_mid_pass),
+    T (test_checkpoint_gives_space_back),
     T (test_reopen_unfinished_keeps_old),
     T (test_reopen_refuses_compression_type),
     T (test_reopen_refuses_v2),
