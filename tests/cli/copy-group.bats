@@ -273,7 +273,7 @@ nothing_written() {
     pid=$!
     track_pid "$pid"
     local locked=
-    for _ in $(seq 100); do
+    for _ in $(seq 400); do
         if ! qemu-img info d3.qcow2 >/dev/null 2>&1; then locked=1; break; fi
         sleep 0.05
     done
