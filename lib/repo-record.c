@@ -155,7 +155,9 @@ repo_point_encode (const struct repo_point *p)
         add_u64 (dj, "cluster-size", d->cluster_size) < 0 ||
         add_u64 (dj, "bytes-copied", d->bytes_copied) < 0 ||
         json_object_object_add (dj, "seconds",
-                                json_object_new_double (d->seconds)) < 0)
+                                json_object_new_double (d->seconds)) < 0 ||
+        add_string (dj, "manifest", d->manifest) < 0 ||
+        add_string (dj, "manifest-digest", d->manifest_digest) < 0)
       goto nomem;
   }
   if (json_object_object_add (o, "disks", disks) < 0)
@@ -347,6 +349,8 @@ decode_disk (struct reader *r, json_object *dj, struct repo_disk_record *d)
   if (!s && !r->failed)
     s = field (r, dj, "seconds", json_type_int, false);
   d->seconds = s ? json_object_get_double (s) : 0;
+  d->manifest = get_string (r, dj, "manifest", true);
+  d->manifest_digest = get_string (r, dj, "manifest-digest", true);
   if (r->failed)
     return;
   /* What restores follow must stay inside the disk's own folder. */
@@ -364,6 +368,17 @@ decode_disk (struct reader *r, json_object *dj, struct repo_disk_record *d)
     bad (r, "unknown disk format");
   else if ((d->level == REPO_LEVEL_FULL) != (d->parent == NULL))
     bad (r, "a full with a parent, or an incremental without one");
+  else if ((d->manifest == NULL) != (d->manifest_digest == NULL))
+    bad (r, "a manifest without a digest, or a digest without one");
+  else if (d->manifest &&
+           (strncmp (d->manifest, prefix, strlen (prefix)) != 0 ||
+            strchr (d->manifest + strlen (prefix), '/') ||
+            !storage_key_valid (d->manifest)))
+    bad (r, "a disk's manifest is outside its folder");
+  else if (d->manifest_digest &&
+           (strlen (d->manifest_digest) != 32 ||
+            strspn (d->manifest_digest, "0123456789abcdef") != 32))
+    bad (r, "a manifest digest is not 32 hexadecimal digits");
 }
 
 int
@@ -428,6 +443,8 @@ repo_point_free (struct repo_point *p)
     free (d->name);
     free (d->reason);
     free (d->file);
+    free (d->manifest);
+    free (d->manifest_digest);
     free (d->parent);
     free (d->format);
   }

@@ -41,6 +41,10 @@ struct repo_disk_record {
   uint64_t cluster_size;        /* of the file */
   uint64_t bytes_copied;
   double seconds;
+  char *manifest;               /* key of the file's manifest
+                                   (formats/manifest.h), or NULL */
+  char *manifest_digest;        /* its digest (MANIFEST_DIGEST_HEX hex
+                                   digits), with it */
 };
 
 struct repo_point {

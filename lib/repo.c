@@ -255,7 +255,9 @@ named_by_a_record (const struct repo *r, const char *key)
 {
   for (size_t i = 0; i < r->n_points; i++)
     for (size_t d = 0; d < r->points[i].n_disks; d++)
-      if (strcmp (r->points[i].disks[d].file, key) == 0)
+      if (strcmp (r->points[i].disks[d].file, key) == 0 ||
+          (r->points[i].disks[d].manifest &&
+           strcmp (r->points[i].disks[d].manifest, key) == 0))
         return true;
   return false;
 }
