@@ -27,13 +27,18 @@ points() {
 }
 
 # check_repo REPO: every file of the repository is a clean qcow2 whose
-# whole chain QEMU opens.
+# whole chain QEMU opens, and its manifest lists exactly what QEMU reads in
+# it (tests/cli/manifest-check.py, hashes by xxhsum).
 check_repo() {
-    local f
+    local f out
     for f in "$1"/disks/*/*.qcow2; do
         check_clean "$f"
         qemu-img info --backing-chain "$f" >/dev/null ||
             fail "qemu-img info --backing-chain $f failed"
+        [ -e "${f%.qcow2}.manifest" ] || fail "$f has no manifest"
+        out=$(python3 "$QBAK_SRCDIR/tests/cli/manifest-check.py" \
+              "${f%.qcow2}.manifest" "$f" 2>&1) ||
+            fail "manifest of $f: $out"
     done
 }
 
