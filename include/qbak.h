@@ -373,6 +373,9 @@ enum qbak_sync {
   QBAK_SYNC_TOP,          /* clusters allocated in the top image */
   QBAK_SYNC_INCREMENTAL,  /* the bitmap's dirty clusters; on-success */
   QBAK_SYNC_BITMAP,       /* the bitmap's dirty clusters; bitmap_mode */
+  QBAK_SYNC_CHECKSUMS,    /* the clusters that differ from the backing
+                             file's chain (every cluster is read): an
+                             incremental without a bitmap */
 };
 
 enum qbak_bitmap_mode {

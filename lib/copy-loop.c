@@ -84,7 +84,7 @@ copy_range (struct copy_job *j, uint64_t off, uint64_t len)
 {
   uint64_t cs = j->cs, end = off + len, pos = off;
 
-  if (j->place && j->place->reference)
+  if ((j->place && j->place->reference) || j->ref)
     return job_copy_range_checksums (j, off, len);
   while (pos < end) {
     struct chain_extent e;
