@@ -9,8 +9,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define XXH_INLINE_ALL
 #include <xxhash.h>
+#if defined(__x86_64__)
+/* Debian's libxxhash picks the widest vector unit the CPU has at run time
+ * (AVX2, AVX-512): hashing then never limits a backup. */
+#include <xxh_x86dispatch.h>
+#endif
 
 #include "common/error.h"
 #include "formats/manifest.h"
