@@ -167,7 +167,7 @@ check_help_flag() {
 }
 
 @test "usage: a missing option argument is named as such, with its values" {
-    usage_says "option '--sync' needs an argument (full, top, incremental or bitmap)" \
+    usage_says "option '--sync' needs an argument (full, top, incremental, bitmap or checksums)" \
         copy a.qcow2 t.qcow2 --sync
     [ ! -e t.qcow2 ] && [ ! -e t.qcow2.part ] || fail "a target was made"
     usage_says "option '--bitmap-mode' needs an argument (on-success, always or never)" \
@@ -303,7 +303,7 @@ check_help_flag() {
 }
 
 @test "usage: a bad option value names the option and what it may be" {
-    usage_says "invalid --sync 'none' (full, top, incremental or bitmap)" copy a.qcow2 t.qcow2 --sync none
+    usage_says "invalid --sync 'none' (full, top, incremental, bitmap or checksums)" copy a.qcow2 t.qcow2 --sync none
     usage_says "invalid --bitmap-mode 'x'" copy a.qcow2 t.qcow2 --sync full --bitmap-mode x
     usage_says "invalid -O 'vmdk' (qcow2 or raw)" copy a.qcow2 t.qcow2 --sync full -O vmdk
     usage_says "invalid --cluster-size 'big'" copy a.qcow2 t.qcow2 --sync full --cluster-size big
