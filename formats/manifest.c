@@ -257,6 +257,29 @@ manifest_writer_data (struct manifest_writer *w, uint64_t offset,
 }
 
 int
+manifest_writer_hashes (struct manifest_writer *w, uint64_t first,
+                        const uint64_t *hashes, uint64_t count)
+{
+  if (first > w->clusters || count > w->clusters - first) {
+    set_usage_error ("%s: manifest clusters past the end of the disk",
+                     w->file->path);
+    return -1;
+  }
+  uint64_t offset = first * w->cs;
+  uint64_t len = first + count == w->clusters ? w->size - offset
+                                              : count * w->cs;
+  if (check_request (w, offset, len) < 0)
+    return -1;
+  for (uint64_t i = 0; i < count; i++)
+    if (add (w, first + i, MANIFEST_DATA, hashes[i]) < 0) {
+      w->failed = true;
+      return -1;
+    }
+  w->next = first + count;
+  return 0;
+}
+
+int
 manifest_writer_zero (struct manifest_writer *w, uint64_t offset,
                       uint64_t len)
 {

@@ -75,6 +75,11 @@ int manifest_writer_data (struct manifest_writer *w, uint64_t offset,
 int manifest_writer_zero (struct manifest_writer *w, uint64_t offset,
                           uint64_t len);
 
+/* Record COUNT data clusters from cluster index FIRST whose hashes the
+ * caller already computed (manifest_hash), under the same rules. */
+int manifest_writer_hashes (struct manifest_writer *w, uint64_t first,
+                            const uint64_t *hashes, uint64_t count);
+
 /* Write the end, flush the file (a failed flush is final, as for every
  * file), and put the manifest's digest into DIGEST (MANIFEST_DIGEST_HEX
  * + 1 bytes). */

@@ -30,6 +30,23 @@ write_retrying (struct copy_job *j, bool zero, uint64_t off, const void *buf,
   }
 }
 
+int
+job_put (struct copy_job *j, uint64_t pos, const uint8_t *buf, uint64_t len,
+         const uint64_t *hashes)
+{
+  if (write_retrying (j, buf == NULL, pos, buf, len) < 0)
+    return -1;
+  if (!j->manifest)
+    return 0;
+  if (!buf)
+    return manifest_writer_zero (j->manifest, pos, len);
+  if (hashes)
+    return manifest_writer_hashes (j->manifest, pos / j->cs, hashes,
+                                   (len + j->cs - 1) / j->cs);
+  /* Hashed here, while the data is in memory: never a second read. */
+  return manifest_writer_data (j->manifest, pos, buf, len);
+}
+
 /* Emit BUF, holding guest [POS, +N), as runs of data and zero clusters. */
 static int
 emit (struct copy_job *j, uint64_t pos, const uint8_t *buf, uint64_t n)
@@ -45,7 +62,7 @@ emit (struct copy_job *j, uint64_t pos, const uint8_t *buf, uint64_t n)
         break;
       k += c2;
     }
-    if (write_retrying (j, z, pos + i, buf + i, k - i) < 0)
+    if (job_put (j, pos + i, z ? NULL : buf + i, k - i, NULL) < 0)
       return -1;
     if (z)
       j->res->zero_clusters += (k - i + cs - 1) / cs;
@@ -67,6 +84,8 @@ copy_range (struct copy_job *j, uint64_t off, uint64_t len)
 {
   uint64_t cs = j->cs, end = off + len, pos = off;
 
+  if (j->place && j->place->reference)
+    return job_copy_range_checksums (j, off, len);
   while (pos < end) {
     struct chain_extent e;
     if (image_chain_status (j->img, pos, end - pos, &e) < 0)
@@ -79,7 +98,7 @@ copy_range (struct copy_job *j, uint64_t off, uint64_t len)
       if (pos + n == j->img->size)
         last = pos + n;
       if (last > pos) {
-        if (write_retrying (j, true, pos, NULL, last - pos) < 0)
+        if (job_put (j, pos, NULL, last - pos, NULL) < 0)
           return -1;
         j->res->zero_clusters += (last - pos + cs - 1) / cs;
         dirty_bitmap_clear (j->copy_set, pos, last - pos);

@@ -47,7 +47,20 @@ struct copy_job {
                                    durable (or the copy began) */
   double checkpoint_cost;       /* how long that took */
   bool checkpointed;            /* the in-place target is a valid image */
+  struct manifest_writer *manifest;  /* the target's, or NULL */
+  uint64_t *hashes;             /* COPY_REQUEST_BYTES / cs: a request's
+                                   cluster hashes (checksum mode) */
 };
+
+/* copy-loop.c: put [POS, +LEN) of BUF (or zeroes if BUF is NULL) into the
+ * target and its manifest.  The caller updates the copy set. */
+int job_put (struct copy_job *j, uint64_t pos, const uint8_t *buf,
+             uint64_t len, const uint64_t *hashes);
+
+/* copy-checksums.c: copy [OFF, +LEN) of the copy set, writing only the
+ * clusters that differ from the reference view. */
+int job_copy_range_checksums (struct copy_job *j, uint64_t off,
+                              uint64_t len);
 
 /* job-args.c: QEMU's rules for the options, checked before anything is
  * opened; sets *MODE to the bitmap mode the job runs with. */

@@ -357,9 +357,26 @@ fail:
   return NULL;
 }
 
-/* Continuing an in-place target: what it holds was copied (data or
- * zeroes, every cluster stored), except where the source changed since
- * the interrupted run began. */
+/* The manifest of an in-place target, written while copying (a new
+ * target's); a continued target's is made from the file at the end. */
+static int
+open_manifest (struct copy_job *j)
+{
+  if (j->place->reference &&
+      !(j->hashes = malloc ((COPY_REQUEST_BYTES / j->cs + 2)
+                            * sizeof *j->hashes))) {
+    set_nomem ();
+    return -1;
+  }
+  if (!j->place->manifest_path || j->place->resume)
+    return 0;
+  struct qbak_file *f = qbak_file_create (j->place->manifest_path);
+  if (!f)
+    return -1;
+  j->manifest = manifest_writer_create (f, j->cs, j->img->size);
+  return j->manifest ? 0 : -1;
+}
+
 /* Bytes of [OFF, +LEN) that BM leaves clean. */
 static uint64_t
 clean_bytes (const struct dirty_bitmap *bm, uint64_t off, uint64_t len)
@@ -500,6 +517,8 @@ job_plan (struct copy_job *j)
   }
   if (j->place && j->place->resume && plan_resume (j) < 0)
     return -1;
+  if (j->place && open_manifest (j) < 0)
+    return -1;
   uint64_t planned = dirty_bitmap_count (j->copy_set) * j->cs;
   j->res->bytes_planned = planned > size ? size : planned;
   j->res->bytes_skipped = size - j->res->bytes_planned;
@@ -552,6 +571,15 @@ job_finish_target (struct copy_job *j)
   /* An in-place target is complete now, whatever becomes of the group. */
   if (j->place)
     j->checkpointed = true;
+  if (j->manifest) {
+    int r = manifest_writer_finish (j->manifest, j->place->manifest_digest);
+    manifest_writer_free (j->manifest);
+    j->manifest = NULL;
+    return r;
+  }
+  if (j->place && j->place->manifest_path && j->place->resume)
+    return manifest_of_layer (j->part_path, j->place->manifest_path,
+                              j->place->manifest_digest);
   return 0;
 }
 
@@ -782,6 +810,12 @@ job_free (struct copy_job *j)
   spare_release (j);
   free (j->part_path);
   free (j->companions);
+  free (j->hashes);
+  manifest_writer_free (j->manifest);
+  if (j->place) {
+    manifest_view_free (j->place->reference);
+    j->place->reference = NULL;
+  }
   free (j->buf);
   dirty_bitmap_free (j->sync_set);
   dirty_bitmap_free (j->copy_set);

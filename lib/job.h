@@ -15,6 +15,7 @@
 #define QBAK_LIB_JOB_H
 
 #include "bitmaps/dirty-bitmap.h"
+#include "formats/manifest.h"
 #include "lib/internal.h"
 
 struct copy_job;
@@ -36,6 +37,15 @@ struct job_in_place {
   bool resume;
   const char *redo_bitmap;
   uint64_t bytes_kept;          /* out: data bytes it held already */
+  /* The target's manifest is written here (a new file), hashed while
+   * copying; a continued target's is made from the finished file.  Its
+   * digest goes to MANIFEST_DIGEST. */
+  const char *manifest_path;
+  char manifest_digest[MANIFEST_DIGEST_HEX + 1];
+  /* Checksum-based: of the copy set, only the clusters that differ from
+   * this view (the previous point's chain) are written.  The job takes
+   * it over (frees it). */
+  struct manifest_view *reference;
 };
 
 /* NULL with the error set if the job cannot start; nothing is written
@@ -61,6 +71,12 @@ void job_fail (struct copy_job *j, enum status status);
 void job_discard (struct copy_job *j);
 void job_free (struct copy_job *j);
 const char *job_name (struct copy_job *j);
+
+/* manifest-of-layer.c: write the manifest of the qcow2 file PATH's own
+ * layer (what it holds, not its backing files) into MANIFEST (a new
+ * file), by reading it; its digest into DIGEST. */
+int manifest_of_layer (const char *path, const char *manifest,
+                       char *digest);
 
 /* group.c: qbak_copy_group with an in-place target for each job (PLACES
  * parallel to the jobs, or NULL). */

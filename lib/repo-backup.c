@@ -55,6 +55,9 @@ struct disk_plan {
   char *target;                 /* and its path */
   char backing[REPO_POINT_ID_MAX + 8];
   bool resume;                  /* continue the interrupted run's file */
+  bool checksums;               /* an incremental by checksums */
+  char *manifest_key;           /* the new file's manifest */
+  char *manifest_path;
 };
 
 void
@@ -161,6 +164,59 @@ count_incrementals (const struct repo *r, const char *name)
   return n;
 }
 
+/* Why the previous point's chain of disk D cannot tell what changed by
+ * checksums (a file without a manifest, another cluster size than CS), or
+ * NULL if it can. */
+static const char *
+checksums_unavailable (const struct repo *r, const struct disk_plan *d,
+                       uint32_t cs)
+{
+  const struct repo_point *p = d->prev;
+  const struct repo_disk_record *rec = d->prevd;
+  while (rec) {
+    if (!rec->manifest)
+      return "its previous points have no manifests to compare with";
+    if (rec->cluster_size != cs)
+      return "its previous points have another cluster size";
+    if (!rec->parent)
+      return NULL;
+    p = repo_find_point (r, rec->parent);
+    rec = p ? repo_point_disk (p, d->name) : NULL;
+  }
+  return "the chain of its previous point is incomplete";
+}
+
+/* The view of disk D's previous point, from its chain's manifests (top
+ * first), for a checksum-based incremental. */
+static struct manifest_view *
+previous_view (struct repo *r, const struct disk_plan *d)
+{
+  struct manifest_reader *layers[REPO_CHAIN_MAX];
+  size_t n = 0;
+  const struct repo_disk_record *rec = d->prevd;
+  while (rec && n < REPO_CHAIN_MAX) {
+    char *path = storage_local_path (r->st, rec->manifest);
+    layers[n] = path ? manifest_reader_open (path) : NULL;
+    free (path);
+    if (!layers[n])
+      goto fail;
+    n++;
+    const struct repo_point *p = rec->parent
+      ? repo_find_point (r, rec->parent) : NULL;
+    rec = p ? repo_point_disk (p, d->name) : NULL;
+  }
+  if (rec) {
+    set_invalid ("%s: the chain of disk '%s' is longer than %d points",
+                 r->st->location, d->name, REPO_CHAIN_MAX);
+    goto fail;
+  }
+  return manifest_view_open (layers, n, d->size);
+ fail:
+  while (n)
+    manifest_reader_free (layers[--n]);
+  return NULL;
+}
+
 #define FULL(...) \
   (d->level = REPO_LEVEL_FULL, \
    snprintf (d->reason, sizeof d->reason, __VA_ARGS__))
@@ -223,6 +279,10 @@ plan_disk (const struct repo *r, const struct qbak_backup_opts *o,
     ? qbak_internal_find_bitmap (h, d->cur_end) : NULL;
   int incrementals = d->prev ? count_incrementals (r, d->name) : 0;
 
+  /* No bitmap to trust: a checksum-based incremental if the previous
+   * point's chain has manifests, else a full.  WHY says what is wrong
+   * with the bitmap. */
+  char why[200] = "";
   d->level = REPO_LEVEL_INCREMENTAL;
   if (!d->prev)
     FULL ("first backup of this disk in this repository");
@@ -230,19 +290,19 @@ plan_disk (const struct repo *r, const struct qbak_backup_opts *o,
     FULL ("a full backup was asked for");
   else if (o->full_every && incrementals >= (int) o->full_every)
     FULL ("%d incrementals since the last full", incrementals);
-  else if (!d->bitmaps)
-    FULL ("a %s disk holds no bitmap", d->format_found);
-  else if (!cur)
-    FULL ("its bitmap %s is missing", d->cur);
-  else if (cur->in_use)
-    FULL ("its bitmap %s is in use: the program that wrote the disk did "
-          "not close it", d->cur);
   else if (d->size < d->prevd->virtual_size)
     FULL ("the disk shrank from %" PRIu64 " to %" PRIu64 " bytes",
           d->prevd->virtual_size, d->size);
+  else if (!d->bitmaps)
+    snprintf (why, sizeof why, "a %s disk holds no bitmap", d->format_found);
+  else if (!cur)
+    snprintf (why, sizeof why, "its bitmap %s is missing", d->cur);
+  else if (cur->in_use)
+    snprintf (why, sizeof why, "its bitmap %s is in use: the program that "
+              "wrote the disk did not close it", d->cur);
   else if (!end || end->in_use)
-    FULL ("its bitmap %s is missing, so a shrink cannot be ruled out",
-          d->cur_end);
+    snprintf (why, sizeof why, "its bitmap %s is missing, so a shrink "
+              "cannot be ruled out", d->cur_end);
   else {
     const struct dirty_bitmap *bm = qbak_internal_bitmap_data (h, end);
     if (!bm)
@@ -258,6 +318,17 @@ plan_disk (const struct repo *r, const struct qbak_backup_opts *o,
     else
       snprintf (d->reason, sizeof d->reason, "changes since point %s",
                 d->prev->id);
+  }
+  if (*why) {
+    const char *no = checksums_unavailable (r, d, image_target_cluster_size
+                                                  (h->img));
+    if (no)
+      FULL ("%s, and %s", why, no);
+    else {
+      d->checksums = true;
+      snprintf (d->reason, sizeof d->reason, "checksums (%s): changes since "
+                "point %s", why, d->prev->id);
+    }
   }
   return 0;
 }
@@ -449,6 +520,8 @@ write_record (struct repo *r, const char *id, int64_t when,
       /* The data of the whole file: also what an interrupted run of
        * this point had copied. */
       .bytes_copied = res[i].bytes_copied + places[i].bytes_kept,
+      .manifest = d[i].manifest_key,
+      .manifest_digest = (char *) places[i].manifest_digest,
       .seconds = res[i].seconds,
     };
   p.disks = disks;
@@ -525,8 +598,16 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
       set_nomem ();
       goto out;
     }
+    if (asprintf (&d[i].manifest_key, "disks/%s/%s.manifest", d[i].name,
+                  id) < 0) {
+      d[i].manifest_key = NULL;
+      set_nomem ();
+      goto out;
+    }
     if (storage_prepare (r->st, d[i].key) < 0 ||
-        !(d[i].target = storage_local_path (r->st, d[i].key)))
+        !(d[i].target = storage_local_path (r->st, d[i].key)) ||
+        !(d[i].manifest_path = storage_local_path (r->st,
+                                                   d[i].manifest_key)))
       goto out;
     int rc = plan_disk (r, &o, &d[i], id, &h);
     if (rc == 0)
@@ -540,7 +621,10 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
       .mark = mark,
       .resume = d[i].resume,
       .redo_bitmap = d[i].resume ? d[i].redo : NULL,
+      .manifest_path = d[i].manifest_path,
     };
+    if (d[i].checksums && !(places[i].reference = previous_view (r, &d[i])))
+      goto out;
     struct qbak_copy_opts *j = &jobs[i];
     qbak_copy_opts_init (j);
     j->source = d[i].path;
@@ -548,6 +632,13 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
     j->target = d[i].target;
     if (d[i].level == REPO_LEVEL_FULL) {
       j->sync = QBAK_SYNC_FULL;
+    }
+    else if (d[i].checksums) {
+      /* Every cluster, compared with the previous point: only what
+       * differs is written over the backing file. */
+      j->sync = QBAK_SYNC_FULL;
+      j->backing = d[i].backing;
+      j->backing_format = "qcow2";
     }
     else {
       j->sync = QBAK_SYNC_BITMAP;
@@ -614,10 +705,15 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
       free (d[i].format_found);
       free (d[i].key);
       free (d[i].target);
+      free (d[i].manifest_key);
+      free (d[i].manifest_path);
     }
   free (d);
   free (jobs);
   free (results);
+  if (places)
+    for (size_t i = 0; i < o.n_disks; i++)
+      manifest_view_free (places[i].reference);
   free (places);
   return ret;
 }

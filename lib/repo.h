@@ -24,6 +24,10 @@
 #include "common/storage.h"
 #include "lib/repo-record.h"
 
+/* The longest chain of one disk a repository follows (a full and its
+ * incrementals). */
+#define REPO_CHAIN_MAX 4096
+
 struct repo {
   struct storage *st;
   struct repo_config config;

@@ -228,34 +228,123 @@ backup() {
     restores_to repo "$p" vda vda.qcow2
 }
 
-@test "repo: a missing or in-use bitmap gives a full with the reason; --full and --full-every" {
+# data_of REPO POINT DISK: the data bytes the point's file itself holds
+# (qemu-img map, depth 0).
+data_of() {
+    qemu-img map -f qcow2 --output=json "$1/disks/$3/$2.qcow2" |
+        jq '[.[] | select(.depth == 0 and .data) | .length] | add // 0'
+}
+
+# zero_of REPO POINT DISK: the zero clusters' bytes the file itself holds.
+zero_of() {
+    qemu-img map -f qcow2 --output=json "$1/disks/$3/$2.qcow2" |
+        jq '[.[] | select(.depth == 0 and .zero and (.data | not)) | .length] | add // 0'
+}
+
+# bitmap_clean IMG NAME: QEMU serves bitmap NAME of IMG with no dirty
+# extent, and qemu-img info shows it enabled and not in use.
+bitmap_clean() {
+    local map
+    map=$(qemu_bitmap_map "$1" "$2") || fail "nbdinfo of bitmap $2 failed"
+    [ "$(jq '[.[] | select(.type == 1)] | length' <<<"$map")" -eq 0 ] ||
+        fail "bitmap $2 is dirty right after the backup: $map"
+    qemu_info "$1" | jq -e --arg n "$2" \
+        '.["format-specific"].data.bitmaps[] | select(.name == $n) | .flags == ["auto"]' \
+        >/dev/null || fail "bitmap $2 is not enabled and consistent"
+}
+
+@test "repo: a removed or in-use bitmap gives an incremental by checksums of only the changed clusters; the next run is bitmap-based" {
     require_bitmap_oracles
-    qemu-img create -q -f qcow2 vda.qcow2 16M
+    qemu-img create -q -f qcow2 vda.qcow2 32M
+    qemu-io -c 'write -P 1 0 12M' -c 'write -P 2 20M 4M' vda.qcow2 >/dev/null
     backup vda.qcow2 repo
     id=$(jq -r .id repo/config)
     p=$(points repo | tail -1)
+    # Three changed runs: data, data, data become zeroes (6 clusters).
+    qemu-io -c 'write -P 3 1M 128k' -c 'write -P 4 9M 64k' \
+        -c 'write -z 21M 192k' vda.qcow2 >/dev/null
     qemu-img bitmap --remove vda.qcow2 "qbak-$id-$p"
     backup vda.qcow2 repo
     p=$(points repo | tail -1)
-    [ "$(level repo "$p" vda)" = full ]
-    [[ $(reason repo "$p" vda) == *missing* ]]
+    [ "$(level repo "$p" vda)" = incremental ]
+    [[ $(reason repo "$p" vda) == "checksums ("*missing* ]] || fail "$(reason repo "$p" vda)"
+    [ "$(data_of repo "$p" vda)" -le $(( (2 + 1 + 2) * 65536 )) ] ||
+        fail "the incremental holds $(data_of repo "$p" vda) bytes of data"
+    [ "$(zero_of repo "$p" vda)" -ge $((192 * 1024)) ]
+    restores_to repo "$p" vda vda.qcow2
+    check_repo repo
+    bitmap_clean vda.qcow2 "qbak-$id-$p"
+
+    # The next run copies by the new bitmap.
+    qemu-io -c 'write -P 5 30M 1M' vda.qcow2 >/dev/null
+    backup vda.qcow2 repo
+    p=$(points repo | tail -1)
+    [ "$(reason repo "$p" vda)" = "changes since point $(points repo | tail -2 | head -1)" ]
+    [ "$(data_of repo "$p" vda)" -eq 1048576 ]
+    restores_to repo "$p" vda vda.qcow2
+
+    # A program that wrote the disk and died leaves the bitmaps in_use.
+    qemu-io -c 'write -P 6 4M 64k' -c 'write -P 7 25M 64k' vda.qcow2 >/dev/null
     leave_bitmaps_in_use vda.qcow2
     backup vda.qcow2 repo
     p=$(points repo | tail -1)
-    [ "$(level repo "$p" vda)" = full ]
-    [[ $(reason repo "$p" vda) == *"in use"* ]]
+    [[ $(reason repo "$p" vda) == "checksums ("*"in use"* ]] || fail "$(reason repo "$p" vda)"
+    [ "$(data_of repo "$p" vda)" -le $(( (1 + 1 + 2) * 65536 )) ]
+    restores_to repo "$p" vda vda.qcow2
     check_clean vda.qcow2
+    bitmap_clean vda.qcow2 "qbak-$id-$p"
+    qemu-io -c 'write -P 8 0 64k' vda.qcow2 >/dev/null
+    backup vda.qcow2 repo
+    p=$(points repo | tail -1)
+    [[ $(reason repo "$p" vda) == "changes since point"* ]]
+    [ "$(data_of repo "$p" vda)" -eq 65536 ]
+    restores_to repo "$p" vda vda.qcow2
+}
+
+@test "repo: a raw disk backed up 5 times holds only what changed in each incremental" {
+    qemu-img create -q -f raw disk.img 48M
+    qemu-io -f raw -c 'write -P 1 0 16M' disk.img >/dev/null
+    backup -f raw disk.img repo
+    cp disk.img "copy-$(points repo).img"
+    for k in 1 2 3 4; do
+        qemu-io -f raw -c "write -P $((k + 1)) $((k * 3))M 192k" \
+            -c "write -z $((k * 2 + 20))M 64k" -c "write -P 9 $((k + 30))M 64k" \
+            disk.img >/dev/null
+        backup -f raw disk.img repo
+        p=$(points repo | tail -1)
+        cp disk.img "copy-$p.img"
+        [ "$(level repo "$p" disk)" = incremental ]
+        [[ $(reason repo "$p" disk) == "checksums (a raw disk holds no bitmap)"* ]]
+        # 192k + 64k of data changed (the zeroes were zeroes already, but
+        # the k-th 64k of 0x09 was written by the run before for k > 1).
+        [ "$(data_of repo "$p" disk)" -le $(( (3 + 1) * 65536 )) ] ||
+            fail "point $p holds $(data_of repo "$p" disk) bytes of data"
+    done
+    for p in $(points repo); do
+        out=$BATS_TEST_TMPDIR/r.raw
+        rm -f "$out"
+        run --separate-stderr qbak restore --at "$p" --disk disk -O raw repo "$out"
+        [ "$status" -eq 0 ] || fail "$stderr"
+        cmp "$out" "copy-$p.img" || fail "point $p restores wrong"
+    done
+    check_repo repo
+}
+
+@test "repo: --full and --full-every" {
+    qemu-img create -q -f qcow2 vda.qcow2 16M
+    backup vda.qcow2 repo
     backup vda.qcow2 repo
     [ "$(level repo "$(points repo | tail -1)" vda)" = incremental ]
     backup --full vda.qcow2 repo
-    [ "$(level repo "$(points repo | tail -1)" vda)" = full ]
+    p=$(points repo | tail -1)
+    [ "$(level repo "$p" vda)" = full ]
+    [[ $(reason repo "$p" vda) == *"asked for"* ]]
     backup --full-every 2 vda.qcow2 repo
     backup --full-every 2 vda.qcow2 repo
     [ "$(level repo "$(points repo | tail -1)" vda)" = incremental ]
     backup --full-every 2 vda.qcow2 repo
     [ "$(level repo "$(points repo | tail -1)" vda)" = full ]
-    for p in $(points repo); do :; done
-    restores_to repo "$p" vda vda.qcow2
+    restores_to repo "$(points repo | tail -1)" vda vda.qcow2
 }
 
 @test "repo: two runs at once: one runs, the other exits 4 naming it and writes nothing" {
