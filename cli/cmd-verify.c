@@ -83,6 +83,7 @@ static const struct option long_options[] = {
 struct out {
   const char *repo;
   bool json;
+  bool sampled;
   json_object *points, *sources;
   size_t shown;
 };
@@ -141,8 +142,9 @@ on_point (const struct qbak_verify_point *p, void *opaque)
     const struct qbak_verify_disk *d = &p->disks[i];
     printf ("%-22s %-12s %-12s %s\n", i == 0 ? p->id : "",
             qbak_verify_state_name (d->state), d->name,
-            d->state == QBAK_VERIFY_SKIPPED ? "-"
-            : d->data_checked ? "checked" : "not checked (no manifest)");
+            d->state == QBAK_VERIFY_SKIPPED || d->state == QBAK_VERIFY_FAILED
+            ? "-" : !d->data_checked ? "not checked (no manifest)"
+            : o->sampled ? "sampled" : "checked");
   }
 }
 
@@ -249,6 +251,7 @@ cmd_verify (int argc, char **argv)
                         "REPO" : "verify: too many arguments");
   }
   out.repo = o.repository = argv[optind];
+  out.sampled = o.sample_percent != 0;
   o.sources = sources;
   o.n_sources = n_sources;
   out.points = json_object_new_array ();
