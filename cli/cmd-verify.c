@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -28,9 +29,10 @@ static const char help[] =
   "    A file without a manifest (made by an older qbak) is said so, and\n"
   "    only its structure and chain are checked.\n"
   "Each mismatch is one line on stderr naming the point, disk, file and\n"
-  "guest offset (at most 10 per file).  A bad file fails its point and every\n"
-  "later point whose chain holds it.  What each run found is kept in\n"
-  "REPO/state/ and shown by 'qbak list'.\n"
+  "guest offset (at most 10 per file); on a terminal, each point's state\n"
+  "and a summary are printed too (nothing else on success, for cron).  A\n"
+  "bad file fails its point and every later point whose chain holds it.\n"
+  "What each run found is kept in REPO/state/ and shown by 'qbak list'.\n"
   "\n"
   "  --at ID|TIME|latest   only that point (as qbak restore reads --at)\n"
   "  --disk NAME           only that disk\n"
@@ -83,6 +85,7 @@ static const struct option long_options[] = {
 struct out {
   const char *repo;
   bool json;
+  bool tty;                     /* stdout is a terminal: say what was found */
   bool sampled;
   json_object *points, *sources;
   size_t shown;
@@ -93,6 +96,9 @@ on_problem (const struct qbak_verify_problem *p, void *opaque)
 {
   struct out *o = opaque;
   char at[64] = "";
+  /* Notes are for a person watching; cron mails only failures. */
+  if (!p->mismatch && !o->tty)
+    return;
   if (p->has_offset)
     snprintf (at, sizeof at, " at offset %#" PRIx64, p->offset);
   fprintf (stderr, "%s: %s: point %s, disk %s, %s%s: %s%s\n", progname,
@@ -136,6 +142,8 @@ on_point (const struct qbak_verify_point *p, void *opaque)
     json_object_array_add (o->points, pj);
     return;
   }
+  if (!o->tty)
+    return;
   if (o->shown++ == 0)
     printf ("%-22s %-12s %-12s %s\n", "POINT", "STATE", "DISK", "DATA");
   for (size_t i = 0; i < p->n_disks; i++) {
@@ -167,6 +175,8 @@ on_source (const struct qbak_verify_source *s, void *opaque)
     json_object_array_add (o->sources, sj);
     return;
   }
+  if (!o->tty)
+    return;
   printf ("source %s (disk %s) against point %s: %" PRIu64 " of %" PRIu64
           " units of %" PRIu64 " bytes differ where %s%s", s->path, s->disk,
           s->point, s->units_mismatch, s->units_compared, s->unit,
@@ -252,6 +262,7 @@ cmd_verify (int argc, char **argv)
   }
   out.repo = o.repository = argv[optind];
   out.sampled = o.sample_percent != 0;
+  out.tty = isatty (STDOUT_FILENO);
   o.sources = sources;
   o.n_sources = n_sources;
   out.points = json_object_new_array ();
@@ -289,7 +300,7 @@ cmd_verify (int argc, char **argv)
       json_print (j);
     }
   }
-  else if (rc == 0 || mismatch)
+  else if (out.tty && (rc == 0 || mismatch))
     printf ("%zu point%s ok, %zu failed, %zu skipped; %zu file%s (%zu "
             "without a manifest), %.1f MiB read in %.2f s\n",
             res.points_ok, res.points_ok == 1 ? "" : "s", res.points_failed,
