@@ -385,4 +385,24 @@ EOF
     [ "$status" -eq 2 ] || fail "exit $status: $stderr"
     jq -e '.status == "failed" and ."exit-code" == 2' <<<"$output" \
         >/dev/null || fail "$output"
+    # State is written under the repository's lock: a holder makes it
+    # exit 4 naming it (a POSIX lock conflicts with qbak's OFD lock).
+    qemu-img create -q -f qcow2 vda.qcow2 8M
+    backup vda.qcow2 repo
+    printf 'host h, pid other\n' > repo/lock
+    python3 -c '
+import fcntl, sys, time
+f = open("repo/lock", "r+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+open("locked", "w").close()
+time.sleep(30)' &
+    local holder=$!
+    for _ in $(seq 100); do [ -e locked ] && break; sleep 0.1; done
+    run --separate-stderr qbak verify repo
+    kill "$holder"
+    wait "$holder" || true
+    [ "$status" -eq 4 ] || fail "exit $status: $stderr"
+    [[ $stderr == *"pid other"* ]] || fail "$stderr"
+    run --separate-stderr qbak verify repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
 }
