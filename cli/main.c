@@ -15,6 +15,7 @@ static const struct command commands[] = {
   { "list", cmd_list, "list the points of a repository" },
   { "map", cmd_map, "show an image's allocation (as qemu-img map)" },
   { "restore", cmd_restore, "restore a point of a repository" },
+  { "verify", cmd_verify, "verify a repository's points (and sources)" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -79,6 +79,15 @@ storage_put_once (struct storage *st, const char *key, const void *buf,
 }
 
 int
+storage_replace (struct storage *st, const char *key, const void *buf,
+                 size_t len)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return -1;
+  return st->ops->replace (st, key, buf, len);
+}
+
+int
 storage_get (struct storage *st, const char *key, void **buf, size_t *len)
 {
   if (storage_check_key (st->location, key) < 0)

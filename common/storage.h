@@ -8,6 +8,10 @@
  *
  *   put-once   a small object is created whole, durably, and never
  *              replaced: creating a key that exists fails (EEXIST);
+ *   replace    a small object is created or replaced whole, durably: a
+ *              reader sees the old object or the new one, never a mix
+ *              (an object store's PUT); only for the repository's
+ *              mutable state, never for what a restore follows;
  *   get        a whole small object;
  *   list       the keys under a prefix;
  *   delete     one key;
@@ -49,6 +53,8 @@ struct storage_ops {
   const char *name;     /* "folder", "s3" */
   int (*put_once) (struct storage *st, const char *key, const void *buf,
                    size_t len);
+  int (*replace) (struct storage *st, const char *key, const void *buf,
+                  size_t len);
   int (*get) (struct storage *st, const char *key, void **buf, size_t *len);
   int (*size) (struct storage *st, const char *key, uint64_t *size);
   int (*list) (struct storage *st, const char *prefix, storage_list_cb cb,
@@ -84,6 +90,10 @@ int storage_check_key (const char *location, const char *key);
  * replaces. */
 int storage_put_once (struct storage *st, const char *key, const void *buf,
                       size_t len);
+/* Store BUF as KEY, whole and durable when this returns 0, replacing
+ * what KEY held: a crash leaves the old object or the new one. */
+int storage_replace (struct storage *st, const char *key, const void *buf,
+                     size_t len);
 /* Read the whole of KEY (at most 64 MiB: only records are read whole)
  * into a malloc'ed buffer, NUL-terminated past *LEN.  -1 with errno
  * ENOENT recorded (STATUS_INVALID) if KEY does not exist. */
