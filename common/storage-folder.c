@@ -630,6 +630,35 @@ folder_remove (struct storage *st, const char *key)
   return r;
 }
 
+static int
+folder_rename (struct storage *st, const char *from, const char *to)
+{
+  const char *fleaf, *tleaf;
+  const char *fs = strrchr (from, '/'), *ts = strrchr (to, '/');
+  size_t fl = fs ? (size_t) (fs - from) : 0, tl = ts ? (size_t) (ts - to) : 0;
+  if (fl != tl || strncmp (from, to, fl) != 0) {
+    set_usage_error ("%s: %s and %s are in different folders", st->location,
+                     from, to);
+    return -1;
+  }
+  int parent = open_parent (to_folder (st), from, false, &fleaf);
+  if (parent < 0)
+    return -1;
+  tleaf = ts ? ts + 1 : to;
+  int r = 0;
+  char pbuf[KEY_PATH_SIZE];
+  if (renameat (parent, fleaf, parent, tleaf) < 0) {
+    set_open_error (st, from, errno);
+    r = -1;
+  }
+  else if (fsync (parent) < 0) {
+    set_io_error (errno, "%s: flushing its folder", key_path (st, to, pbuf));
+    r = -1;
+  }
+  close (parent);
+  return r;
+}
+
 /* ---- the lock --------------------------------------------------------- */
 
 /* The lock is a file whose open file description holds a write lock
@@ -792,6 +821,7 @@ static const struct storage_ops folder_ops = {
   .size = folder_size,
   .list = folder_list,
   .remove = folder_remove,
+  .rename = folder_rename,
   .lock = folder_lock,
   .unlock = folder_unlock,
   .prepare = folder_prepare,
