@@ -735,11 +735,14 @@ folder_lock (struct storage *st, const char *name, const char *holder)
       close (fd);
       continue;
     }
-    /* Ours: record the holder. */
+    /* Ours: record the holder.  Not flushed: the kernel's lock is what
+     * excludes the others, and it does not outlive the holder, so after a
+     * crash the file (lost, empty or stale) is simply taken over; the
+     * text only names a live holder to the others, who read it from the
+     * page cache. */
     size_t len = strlen (holder);
     if (ftruncate (fd, 0) < 0 || pwrite (fd, holder, len, 0) != (ssize_t) len
-        || pwrite (fd, "\n", 1, (off_t) len) != 1 || fsync (fd) < 0 ||
-        fsync (parent) < 0) {
+        || pwrite (fd, "\n", 1, (off_t) len) != 1) {
       set_io_error (errno, "%s: writing the lock", st->location);
       close (fd);
       close (parent);
