@@ -445,3 +445,18 @@ repo_prune_remove (struct repo *r, char **ids, size_t n)
     return -1;
   return repo_load_points (r);
 }
+
+int
+repo_prune_pending (struct repo *r, const char *id)
+{
+  char **ids;
+  size_t n;
+  int has = intent_read (r, &ids, &n);
+  if (has <= 0)
+    return has;
+  bool found = false;
+  for (size_t i = 0; i < n; i++)
+    found |= strcmp (ids[i], id) == 0;
+  free_ids (ids, n);
+  return found;
+}

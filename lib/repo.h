@@ -76,6 +76,10 @@ int repo_prune_remove (struct repo *r, char **ids, size_t n);
  * so); before anything else changes the repository. */
 int repo_prune_finish_interrupted (struct repo *r, bool *finished);
 
+/* Whether point ID is one an interrupted prune is removing (1), not (0),
+ * or -1 on error. */
+int repo_prune_pending (struct repo *r, const char *id);
+
 /* The mark of this repository's unfinished files (the qcow2 writer's
  * partial mark, QCOW2_PARTIAL_ID_BYTES): the repository's id. */
 void repo_partial_mark (const struct repo *r, uint8_t *mark);
