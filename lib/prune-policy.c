@@ -169,7 +169,7 @@ prune_policy_empty (const struct prune_policy *p)
 int
 prune_policy_apply (const struct prune_policy *p, const struct prune_zone *z,
                     const struct prune_point *points, size_t n,
-                    unsigned *reasons)
+                    int64_t now, unsigned *reasons)
 {
   if (prune_policy_empty (p)) {
     set_usage_error ("an empty retention policy keeps every point: give at "
@@ -190,12 +190,15 @@ prune_policy_apply (const struct prune_policy *p, const struct prune_zone *z,
   };
   if (n == 0)
     return 0;
-  /* The newest point: the latest time, the later listed among equals. */
-  int64_t newest = points[n - 1].unix_time;
+  /* The newest point before now. */
+  bool found = false;
+  int64_t newest = 0;
   for (size_t i = 0; i < n; i++)
-    if (points[i].unix_time > newest)
-      newest = points[i].unix_time;
-  int64_t cut = p->has_within ? within_cut (z, newest, &p->within) : 0;
+    if (points[i].unix_time < now && (!found || points[i].unix_time > newest))
+      newest = points[i].unix_time, found = true;
+  int64_t cut = INT64_MIN;
+  if (p->has_within && found)
+    cut = within_cut (z, newest, &p->within);
 
   /* Newest first, ties in reverse listing order (a stable sort). */
   size_t *order = malloc (n * sizeof *order);

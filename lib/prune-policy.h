@@ -12,7 +12,11 @@
  *               not count;
  *   within D    every point newer than the newest point minus D
  *               ("1y2m3d4h": years, months and days on the calendar of the
- *               newest point's local date, hours as elapsed time);
+ *               newest point's local date, hours as elapsed time); the
+ *               newest point not after now, as restic takes it, so that
+ *               one point dated in the future by a wrong clock does not
+ *               make every other point old (without any such point, all
+ *               points are within);
  *   protected   always kept.
  *
  * Protected points are kept whatever the rules say and still take part
@@ -86,13 +90,13 @@ void prune_duration_format (const struct prune_duration *d, char *out);
 bool prune_policy_empty (const struct prune_policy *p);
 
 /* Decide for each of the N points (oldest first, as a repository lists
- * them) why it is kept: REASONS[i] gets the enum prune_reason bits of
- * point i, 0 if it is removed.  Points with equal times are taken as
- * listed (the later one newer).  -1 with STATUS_USAGE for an empty
- * policy. */
+ * them) why it is kept, NOW being the time of the decision: REASONS[i]
+ * gets the enum prune_reason bits of point i, 0 if it is removed.  Points
+ * with equal times are taken as listed (the later one newer).  -1 with
+ * STATUS_USAGE for an empty policy. */
 int prune_policy_apply (const struct prune_policy *p,
                         const struct prune_zone *z,
                         const struct prune_point *points, size_t n,
-                        unsigned *reasons);
+                        int64_t now, unsigned *reasons);
 
 #endif

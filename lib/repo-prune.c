@@ -2,8 +2,10 @@
  * points (qbak_prune_plan_make), without changing the repository. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/error.h"
+#include "common/failpoint.h"
 #include "lib/api.h"
 #include "lib/prune-policy.h"
 #include "lib/repo-prune.h"
@@ -127,7 +129,8 @@ qbak_prune_plan_make (const struct qbak_prune_opts *caller_o)
     in[i].protected = prot[i];
     p->offsets[i] = prune_zone_offset (z, in[i].unix_time);
   }
-  if (prune_policy_apply (&pol, z, in, n, p->reasons) < 0)
+  if (prune_policy_apply (&pol, z, in, n, qbak_failpoint_now (),
+                          p->reasons) < 0)
     goto fail;
   free (in);
   free (prot);
