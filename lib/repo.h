@@ -40,6 +40,11 @@ struct repo {
  * becomes a new repository (*CREATED says so).  A folder that holds
  * anything but a repository is refused. */
 struct repo *repo_open (const char *location, bool create, bool *created);
+/* The same, the repository's time zone being ZONE: a new repository gets
+ * it (NULL: the local zone), an existing one with another zone is
+ * refused (STATUS_USAGE). */
+struct repo *repo_open_in_zone (const char *location, bool create,
+                                const char *zone, bool *created);
 void repo_close (struct repo *r);
 
 /* Take the repository's lock (STATUS_BUSY naming the holder if another
