@@ -873,6 +873,13 @@ QBAK_API int qbak_prune_plan_get (const struct qbak_prune_plan *p, size_t i,
 /* Pin the point ID of the repository LOCATION so that no policy removes
  * it, or unpin it.  Pinning a pinned point, or unpinning one that is
  * not, is no error. */
+/* Remove the points POLICY O does not keep, each disk's chain merged so
+ * that every kept point reads exactly as it did, at every instant (a
+ * crash leaves an intent the next prune or backup finishes).  Takes the
+ * repository's lock.  *PLAN (may be NULL) gets the plan that was carried
+ * out (free it with qbak_prune_plan_free). */
+QBAK_API int qbak_prune (const struct qbak_prune_opts *o,
+                         struct qbak_prune_plan **plan);
 QBAK_API int qbak_protect (const char *location, const char *id);
 QBAK_API int qbak_unprotect (const char *location, const char *id);
 
