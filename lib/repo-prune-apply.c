@@ -322,6 +322,14 @@ apply (struct prune *p)
     snprintf (key, sizeof key, "points/%s.json", r->points[i].id);
     if (storage_delete (r->st, key) < 0)
       return -1;
+    /* What was known about the point goes with it (the record first: a
+     * state without a record is ignored). */
+    snprintf (key, sizeof key, "state/%s.json", r->points[i].id);
+    if (storage_delete (r->st, key) < 0)
+      return -1;
+    snprintf (key, sizeof key, "%s%s", REPO_PROTECT_PREFIX, r->points[i].id);
+    if (storage_delete (r->st, key) < 0)
+      return -1;
   }
   return storage_delete (r->st, INTENT_KEY);
 }
