@@ -31,6 +31,7 @@
 #include "formats/qcow2-writer.h"
 #include "lib/job.h"
 #include "lib/repo.h"
+#include "lib/repo-prune.h"
 
 #define INTENT_KEY "prune/intent.json"
 #define INTENT_FORMAT "qbak-prune-intent"
