@@ -243,9 +243,9 @@ cmd_prune (int argc, char **argv)
               d.keep ? "keep" : "remove", line);
     }
     if (n)
-      printf ("%zu point%s: %zu kept, %zu %s (time zone %s)\n", n,
+      printf ("%zu point%s: %zu kept, %zu %s (%stime zone %s)\n", n,
               n == 1 ? "" : "s", kept, n - kept,
-              dry_run ? "to remove (dry run)" : "removed",
+              dry_run ? "to remove" : "removed", dry_run ? "dry run; " : "",
               qbak_prune_plan_timezone (plan));
   }
   qbak_prune_plan_free (plan);
