@@ -196,6 +196,74 @@ EOF
     [[ $stderr == *"backing file '$P1.qcow2'"* ]] || fail "$stderr"
 }
 
+@test "verify: a leaked cluster, a damaged or missing manifest, and files without manifests" {
+    three_points
+    cp -a repo saved
+    # A cluster appended to the file with a refcount and nothing that
+    # references it: qemu-img check calls it a leak, and so does verify.
+    local f=repo/disks/vda/$P2.qcow2
+    python3 - "$f" <<'EOF'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    h = f.read(104)
+    cbits = struct.unpack(">I", h[20:24])[0]
+    rt = struct.unpack(">Q", h[48:56])[0]
+    order = struct.unpack(">I", h[96:100])[0]
+    assert order == 4
+    f.seek(0, 2)
+    end = f.tell()
+    assert end % (1 << cbits) == 0
+    f.write(bytes(1 << cbits))
+    k = end >> cbits
+    f.seek(rt)
+    rb = struct.unpack(">Q", f.read(8))[0]
+    f.seek(rb + 2 * k)
+    f.write(struct.pack(">H", 1))
+EOF
+    run qemu-img check "$f"
+    [ "$status" -eq 3 ] || fail "qemu-img check: $status $output"
+    verify_json repo
+    [ "$status" -eq 5 ] || fail "exit $status: $stderr"
+    expect_states "$P1=ok $P2=failed $P3=failed"
+    [[ $stderr == *"1 cluster leaked"* ]] || fail "$stderr"
+
+    # A manifest with one byte changed: its digest is not the record's.
+    rm -rf repo && cp -a saved repo
+    printf 'X' | dd of="repo/disks/vdb/$P3.manifest" bs=1 seek=100 \
+        conv=notrunc status=none
+    verify_json repo
+    [ "$status" -eq 5 ] || fail "exit $status: $stderr"
+    expect_states "$P1=ok $P2=ok $P3=failed"
+    [[ $stderr == *"disks/vdb/$P3.qcow2: its manifest"*digest* ]] ||
+        fail "$stderr"
+    # A missing manifest.
+    rm -rf repo && cp -a saved repo
+    rm "repo/disks/vda/$P1.manifest"
+    verify_json repo
+    [ "$status" -eq 5 ] || fail "exit $status: $stderr"
+    expect_states "$P1=failed $P2=failed $P3=failed"
+    [[ $stderr == *"manifest disks/vda/$P1.manifest is missing"* ]] ||
+        fail "$stderr"
+
+    # Records of an older qbak name no manifest: structure and chain are
+    # still checked, and the data is said not to be.
+    rm -rf repo && cp -a saved repo
+    local r
+    for r in repo/points/*.json; do
+        jq '.disks[] |= (.manifest = null | ."manifest-digest" = null)' \
+            "$r" > r.json && mv r.json "$r"
+    done
+    rm repo/disks/*/*.manifest
+    verify_json repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    jq -e '[.points[].disks[] | .state == "ok" and .data == "not-checked"]
+           | all' <<<"$output" >/dev/null || fail "$output"
+    cp "repo/disks/vda/$P3.qcow2" "repo/disks/vda/$P2.qcow2"
+    verify_json repo
+    [ "$status" -eq 5 ] || fail "exit $status: $stderr"
+    expect_states "$P1=ok $P2=failed $P3=failed"
+}
+
 @test "verify: states are kept; list shows them; a partial pass never clears a failure" {
     three_points
     run --separate-stderr qbak list --json repo
