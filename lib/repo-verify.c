@@ -338,21 +338,23 @@ new_state (const struct run *v, size_t i, enum qbak_verify_state state,
   out->failed = state == QBAK_VERIFY_FAILED;
   out->unix_time = now;
   out->sampled = v->o->sample_percent;
-  out->partial = !complete && !v->o->sample_percent;
+  out->partial = !complete && !v->o->sample_percent;  /* disks, or stopped */
   out->last_complete_ok = state == QBAK_VERIFY_OK && complete
                           ? now : old->last_complete_ok;
   return true;
 }
 
 static int
-conclude_point (struct run *v, size_t i, int64_t now,
+conclude_point (struct run *v, size_t i, int64_t now, bool stopped,
                 struct qbak_verify_result *res)
 {
   const struct repo_point *p = &v->r->points[i];
   struct qbak_verify_disk *disks = calloc (p->n_disks, sizeof *disks);
   struct repo_verify_state st = { 0 };
   size_t n = 0;
-  bool complete = !v->o->sample_percent, any_failed = false;
+  /* A run that stopped is partial even for the points it finished: only
+   * a pass that ran to its end clears a failure. */
+  bool complete = !v->o->sample_percent && !stopped, any_failed = false;
   enum qbak_verify_state ps = QBAK_VERIFY_OK;
   int rc = 0;
   if (!disks) {
@@ -483,7 +485,7 @@ qbak_verify (const struct qbak_verify_opts *caller_o,
   int64_t now = (int64_t) time (NULL);
   int wrc = 0;
   for (size_t i = 0; i < np; i++)
-    if (conclude_point (&v, i, now, &res) < 0 && wrc == 0) {
+    if (conclude_point (&v, i, now, rc < 0, &res) < 0 && wrc == 0) {
       wrc = -1;
       if (rc == 0)
         qbak_error_save (&stopped);

@@ -313,6 +313,45 @@ EOF
         "repo/state/$P1.json" >/dev/null || fail "$(cat "repo/state/$P1.json")"
 }
 
+@test "verify: an interrupted run exits 130 and clears no failure, even of points it finished" {
+    three_points
+    # How many reads a whole pass makes.
+    QBAK_FAILPOINT_COUNT=$T/count qbak verify repo
+    local reads pid state
+    reads=$(awk '$1 == "read" { print $2 }' "$T/count")
+    [ "$reads" -gt 4 ] || fail "reads: $reads"
+    cp "repo/disks/vda/$P1.qcow2" saved.qcow2
+    flip_data "repo/disks/vda/$P1.qcow2" >/dev/null
+    run --separate-stderr qbak verify repo
+    [ "$status" -eq 5 ] || fail "exit $status: $stderr"
+    cp saved.qcow2 "repo/disks/vda/$P1.qcow2"
+    # Stop it halfway through its reads (a fail point), then interrupt.
+    # The binary itself, so that $! is its pid.
+    QBAK_FAILPOINT=read:$((reads / 2)):stop "$QBAK" verify repo \
+        2>stderr.txt &
+    pid=$!
+    for _ in $(seq 200); do
+        state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)
+        [ "$state" = T ] && break
+        sleep 0.05
+    done
+    kill -INT "$pid"
+    kill -CONT "$pid"
+    local rc=0
+    wait "$pid" || rc=$?
+    [ "$state" = T ] || fail "not stopped: $state"
+    [ "$rc" -eq 130 ] || fail "exit $rc: $(cat stderr.txt)"
+    run --separate-stderr qbak list --json repo
+    jq -e '[.points[].verify.state == "failed"] | all' <<<"$output" \
+        >/dev/null || fail "$output"
+    # A whole pass that ends clears them.
+    run --separate-stderr qbak verify repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    run --separate-stderr qbak list --json repo
+    jq -e '[.points[].verify.state == "ok"] | all' <<<"$output" \
+        >/dev/null || fail "$output"
+}
+
 @test "verify: --sample reads a share of the data; --at and --disk pick" {
     qemu-img create -q -f qcow2 vda.qcow2 256M
     qemu-io -c 'write -P 0x11 0 200M' vda.qcow2 >/dev/null
