@@ -8,11 +8,11 @@
 #include "cli/cli.h"
 
 static const char usage_line[] =
-  "Usage: qbak backup [-f FMT] [--full] [--full-every N] [--json]\n"
+  "Usage: qbak backup [-f FMT] [--full] [--full-every N] [--tz ZONE] [--json]\n"
   "                   [--freeze-cmd CMD --thaw-cmd CMD [--freeze-timeout S]]\n"
   "                   DISK[=NAME]... REPO";
 static const char help[] =
-  "Usage: qbak backup [-f FMT] [--full] [--full-every N] [--json]\n"
+  "Usage: qbak backup [-f FMT] [--full] [--full-every N] [--tz ZONE] [--json]\n"
   "                   [--freeze-cmd CMD --thaw-cmd CMD [--freeze-timeout S]]\n"
   "                   DISK[=NAME]... REPO\n"
   "\n"
@@ -35,6 +35,10 @@ static const char help[] =
   "                      header) is refused\n"
   "  --full              a full backup of every disk\n"
   "  --full-every N      a full after N incrementals of a disk\n"
+  "  --tz ZONE           the time zone of a repository this run makes\n"
+  "                      (Europe/Berlin, UTC; default: the local zone),\n"
+  "                      whose days and weeks `qbak prune` keeps; with an\n"
+  "                      existing REPO, refused unless it is REPO's zone\n"
   "  --freeze-cmd CMD, --thaw-cmd CMD, --freeze-timeout S: as in qbak copy\n"
   "  --json              print the new point as JSON on stdout\n"
   "\n"
@@ -47,7 +51,7 @@ static const char help[] =
 
 enum {
   OPT_FULL = OPT_FIRST_COMMAND_OPTION, OPT_FULL_EVERY, OPT_FREEZE, OPT_THAW,
-  OPT_FREEZE_TIMEOUT,
+  OPT_FREEZE_TIMEOUT, OPT_TZ,
 };
 
 static const char short_options[] = "hf:";
@@ -61,6 +65,7 @@ static const struct option long_options[] = {
   { "freeze-cmd", required_argument, NULL, OPT_FREEZE },
   { "thaw-cmd", required_argument, NULL, OPT_THAW },
   { "freeze-timeout", required_argument, NULL, OPT_FREEZE_TIMEOUT },
+  { "tz", required_argument, NULL, OPT_TZ },
   { NULL, 0, NULL, 0 },
 };
 
@@ -89,6 +94,7 @@ cmd_backup (int argc, char **argv)
   struct qbak_backup_opts o;
   qbak_backup_opts_init (&o);
   bool json = false;
+  const char *tz = NULL;
   int c;
 
   while ((c = getopt_long (argc, argv, short_options, long_options,
@@ -109,6 +115,7 @@ cmd_backup (int argc, char **argv)
     }
     case OPT_FREEZE: o.freeze_cmd = optarg; break;
     case OPT_THAW: o.thaw_cmd = optarg; break;
+    case OPT_TZ: tz = optarg; break;
     case OPT_FREEZE_TIMEOUT: {
       uint64_t n;
       if (parse_size (optarg, &n) < 0 || n == 0 || n > 86400)
@@ -156,6 +163,17 @@ cmd_backup (int argc, char **argv)
   o.disks = disks;
   o.n_disks = n;
   o.repository = argv[argc - 1];
+  /* The zone is fixed when the repository is made: make it first with
+   * that zone, or check an existing one's. */
+  bool tz_created = false;
+  if (tz && qbak_repo_init (o.repository, tz, &tz_created) < 0) {
+    free (disks);
+    free (copies);
+    int ret = report_error_usage (usage_line);
+    if (json)
+      json_print_failure (NULL, ret);
+    return ret;
+  }
 
   volatile int *cancel = cancel_on_signals ();
   struct progress prog;
@@ -169,7 +187,7 @@ cmd_backup (int argc, char **argv)
   int rc = qbak_backup (&o, &res, copies);
   progress_end (&prog);
   int ret = EXIT_OK;
-  if (res.created)
+  if (res.created || tz_created)
     fprintf (stderr, "%s: created the repository %s\n", progname,
              o.repository);
   if (rc < 0)

@@ -8,7 +8,7 @@
 #include "cli/cli.h"
 
 static const char usage_line[] =
-  "Usage: qbak copy SRC TARGET --sync full|top|incremental|bitmap\n"
+  "Usage: qbak copy SRC TARGET --sync full|top|incremental|bitmap|checksums\n"
   "                 [--bitmap NAME] [--bitmap-mode on-success|always|never]\n"
   "                 [--backing PREV [-F FMT] | --no-backing] [-O qcow2|raw]\n"
   "                 [--cluster-size SIZE] [--on-error report|ignore]\n"
@@ -19,7 +19,7 @@ static const char usage_line[] =
   "                 [--freeze-cmd CMD --thaw-cmd CMD "
   "[--freeze-timeout S]]";
 static const char help[] =
-  "Usage: qbak copy SRC TARGET --sync full|top|incremental|bitmap\n"
+  "Usage: qbak copy SRC TARGET --sync full|top|incremental|bitmap|checksums\n"
   "                 [--bitmap NAME] [--bitmap-mode on-success|always|never]\n"
   "                 [--backing PREV [-F FMT] | --no-backing] [-O qcow2|raw]\n"
   "                 [--cluster-size SIZE] [--json]\n"
@@ -35,6 +35,9 @@ static const char help[] =
   "      always      clear it on success; after a failure it holds exactly\n"
   "                  what was not copied\n"
   "      never       leave it unchanged\n"
+  "  --sync checksums    the clusters that differ from --backing's chain:\n"
+  "                      every cluster of SRC is read and compared, for an\n"
+  "                      incremental when no bitmap can say what changed\n"
   "  --backing PREV      the previous backup, stored as the target's backing\n"
   "                      file as given (relative to TARGET's folder); never\n"
   "                      the source or a file of its chain\n"
@@ -239,9 +242,11 @@ cmd_copy (int argc, char **argv)
       else if (strcmp (optarg, "incremental") == 0)
         o.sync = QBAK_SYNC_INCREMENTAL;
       else if (strcmp (optarg, "bitmap") == 0) o.sync = QBAK_SYNC_BITMAP;
+      else if (strcmp (optarg, "checksums") == 0)
+        o.sync = QBAK_SYNC_CHECKSUMS;
       else
         return usage_error (usage_line, "copy: invalid --sync '%s' (full, "
-                            "top, incremental or bitmap)", optarg);
+                            "top, incremental, bitmap or checksums)", optarg);
       break;
     case OPT_BITMAP: o.bitmap = optarg; break;
     case OPT_BITMAP_MODE:

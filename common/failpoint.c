@@ -124,3 +124,13 @@ qbak_failpoint_checkpoint_seconds (double dflt)
   double d = v && *v ? strtod (v, &end) : -1;
   return v && *v && *end == '\0' && d >= 0 ? d : dflt;
 }
+
+int64_t
+qbak_failpoint_now (void)
+{
+  const char *v = getenv ("QBAK_TEST_NOW");
+  char *end;
+  long long t = v && *v ? strtoll (v, &end, 10) : -1;
+  return v && *v && *end == '\0' && t >= 0 ? (int64_t) t
+                                             : (int64_t) time (NULL);
+}

@@ -21,6 +21,9 @@
 #ifndef QBAK_COMMON_FAILPOINT_H
 #define QBAK_COMMON_FAILPOINT_H
 
+#include <stdint.h>
+#include <time.h>
+
 enum failpoint_class { FP_READ, FP_WRITE, FP_FLUSH };
 
 /* Returns 0 to go on, or an errno (EIO, ENOSPC) the caller must fail
@@ -29,13 +32,18 @@ enum failpoint_class { FP_READ, FP_WRITE, FP_FLUSH };
  * checkpoints: DFLT, or in a test build QBAK_CHECKPOINT_SECONDS if set
  * (0: after every request), so tests can crash a run between checkpoints
  * without copying for seconds. */
+/* The time a repository backup takes for its point: now, or in a test
+ * build QBAK_TEST_NOW (seconds since the epoch) if set, so tests can make
+ * points at times of their choosing (retention over two years). */
 #ifdef QBAK_FAILPOINTS
 int qbak_failpoint (enum failpoint_class cls, const char *path);
 double qbak_failpoint_checkpoint_seconds (double dflt);
+int64_t qbak_failpoint_now (void);
 #else
 /* Macros, so that no symbol of them is left in the library. */
 #define qbak_failpoint(cls, path) ((void) (cls), (void) (path), 0)
 #define qbak_failpoint_checkpoint_seconds(dflt) (dflt)
+#define qbak_failpoint_now() ((int64_t) time (NULL))
 #endif
 
 #endif

@@ -630,6 +630,35 @@ folder_remove (struct storage *st, const char *key)
   return r;
 }
 
+static int
+folder_rename (struct storage *st, const char *from, const char *to)
+{
+  const char *fleaf, *tleaf;
+  const char *fs = strrchr (from, '/'), *ts = strrchr (to, '/');
+  size_t fl = fs ? (size_t) (fs - from) : 0, tl = ts ? (size_t) (ts - to) : 0;
+  if (fl != tl || strncmp (from, to, fl) != 0) {
+    set_usage_error ("%s: %s and %s are in different folders", st->location,
+                     from, to);
+    return -1;
+  }
+  int parent = open_parent (to_folder (st), from, false, &fleaf);
+  if (parent < 0)
+    return -1;
+  tleaf = ts ? ts + 1 : to;
+  int r = 0;
+  char pbuf[KEY_PATH_SIZE];
+  if (renameat (parent, fleaf, parent, tleaf) < 0) {
+    set_open_error (st, from, errno);
+    r = -1;
+  }
+  else if (fsync (parent) < 0) {
+    set_io_error (errno, "%s: flushing its folder", key_path (st, to, pbuf));
+    r = -1;
+  }
+  close (parent);
+  return r;
+}
+
 /* ---- the lock --------------------------------------------------------- */
 
 /* The lock is a file whose open file description holds a write lock
@@ -706,11 +735,14 @@ folder_lock (struct storage *st, const char *name, const char *holder)
       close (fd);
       continue;
     }
-    /* Ours: record the holder. */
+    /* Ours: record the holder.  Not flushed: the kernel's lock is what
+     * excludes the others, and it does not outlive the holder, so after a
+     * crash the file (lost, empty or stale) is simply taken over; the
+     * text only names a live holder to the others, who read it from the
+     * page cache. */
     size_t len = strlen (holder);
     if (ftruncate (fd, 0) < 0 || pwrite (fd, holder, len, 0) != (ssize_t) len
-        || pwrite (fd, "\n", 1, (off_t) len) != 1 || fsync (fd) < 0 ||
-        fsync (parent) < 0) {
+        || pwrite (fd, "\n", 1, (off_t) len) != 1) {
       set_io_error (errno, "%s: writing the lock", st->location);
       close (fd);
       close (parent);
@@ -792,6 +824,7 @@ static const struct storage_ops folder_ops = {
   .size = folder_size,
   .list = folder_list,
   .remove = folder_remove,
+  .rename = folder_rename,
   .lock = folder_lock,
   .unlock = folder_unlock,
   .prepare = folder_prepare,

@@ -120,6 +120,15 @@ storage_delete (struct storage *st, const char *key)
   return st->ops->remove (st, key);
 }
 
+int
+storage_rename (struct storage *st, const char *from, const char *to)
+{
+  if (storage_check_key (st->location, from) < 0 ||
+      storage_check_key (st->location, to) < 0)
+    return -1;
+  return st->ops->rename (st, from, to);
+}
+
 struct storage_lock *
 storage_lock (struct storage *st, const char *name, const char *holder)
 {

@@ -64,6 +64,7 @@ struct storage_ops {
                                 const char *holder);
   void (*unlock) (struct storage_lock *lk);
   int (*prepare) (struct storage *st, const char *key);
+  int (*rename) (struct storage *st, const char *from, const char *to);
   char *(*local_path) (struct storage *st, const char *key);
   void (*close) (struct storage *st);
 };
@@ -110,6 +111,10 @@ int storage_list (struct storage *st, const char *prefix, storage_list_cb cb,
                   void *opaque);
 /* Delete KEY; 0 if it did not exist. */
 int storage_delete (struct storage *st, const char *key);
+/* Give object FROM the key TO, replacing what TO held, durably and in
+ * one step (a reader finds TO's old object or FROM's): prune puts merged
+ * files and manifests in place with it.  Both keys are in one folder. */
+int storage_rename (struct storage *st, const char *from, const char *to);
 /* Take the lock NAME for this process, recording HOLDER (a short text:
  * host, pid, start time) in it.  -1 with STATUS_BUSY and the holder's
  * text in the message if another live process holds it.  A lock left by

@@ -18,7 +18,7 @@ _qbak ()
     return
   fi
   case $prev in
-    --sync) COMPREPLY=($(compgen -W "full top incremental bitmap" -- "$cur")); return ;;
+    --sync) COMPREPLY=($(compgen -W "full top incremental bitmap checksums" -- "$cur")); return ;;
     --bitmap-mode) COMPREPLY=($(compgen -W "on-success always never" -- "$cur")); return ;;
     --on-error) COMPREPLY=($(compgen -W "report ignore" -- "$cur")); return ;;
     --completion-mode) COMPREPLY=($(compgen -W "grouped individual" -- "$cur")); return ;;

@@ -373,6 +373,9 @@ enum qbak_sync {
   QBAK_SYNC_TOP,          /* clusters allocated in the top image */
   QBAK_SYNC_INCREMENTAL,  /* the bitmap's dirty clusters; on-success */
   QBAK_SYNC_BITMAP,       /* the bitmap's dirty clusters; bitmap_mode */
+  QBAK_SYNC_CHECKSUMS,    /* the clusters that differ from the backing
+                             file's chain (every cluster is read): an
+                             incremental without a bitmap */
 };
 
 enum qbak_bitmap_mode {
@@ -795,6 +798,90 @@ struct qbak_point_verify_info {
 QBAK_API int qbak_repo_get_point_verify (const char *repository,
                                          const char *point,
                                          struct qbak_point_verify_info *info);
+
+/* ---- Retention ---------------------------------------------------------
+ *
+ * A retention policy says which points of a repository to keep, with
+ * restic's rules (its `forget`): the rules are ORed; keep_last keeps the
+ * N newest points; keep_hourly .. keep_yearly keep the newest point of
+ * each of the N newest hours, days, ISO weeks (from Monday, in their ISO
+ * week-year), months or years that hold a point; keep_within keeps every
+ * point newer than the newest point minus a duration ("1y2m3d4h").
+ * Periods follow the calendar of the repository's time zone, fixed when
+ * it is made.  Protected points are always kept; they still count in
+ * the rules (as restic's --keep-tag snapshots do), so protecting a point
+ * changes no other point's fate. */
+
+/* Make the repository LOCATION (a missing or empty folder) with the time
+ * zone TIMEZONE ("Europe/Berlin", "UTC"; NULL: the local zone), or check
+ * that an existing one has that zone (QBAK_STATUS_USAGE if not).
+ * *CREATED (or NULL) tells whether this call made it. */
+QBAK_API int qbak_repo_init (const char *location, const char *timezone,
+                             bool *created);
+
+struct qbak_prune_opts {
+  size_t size;                  /* sizeof: set by qbak_prune_opts_init */
+  const char *repository;
+  unsigned keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
+    keep_yearly;
+  const char *keep_within;      /* "1y2m3d4h" (parts optional), or NULL */
+};
+/* Set O->size; no rule (a plan of no rule is refused). */
+QBAK_API void qbak_prune_opts_init (struct qbak_prune_opts *o);
+
+/* Why a point is kept: bits of qbak_prune_decision.reasons. */
+enum qbak_prune_reason {
+  QBAK_PRUNE_KEEP_LAST = 1u << 0,
+  QBAK_PRUNE_KEEP_HOURLY = 1u << 1,
+  QBAK_PRUNE_KEEP_DAILY = 1u << 2,
+  QBAK_PRUNE_KEEP_WEEKLY = 1u << 3,
+  QBAK_PRUNE_KEEP_MONTHLY = 1u << 4,
+  QBAK_PRUNE_KEEP_YEARLY = 1u << 5,
+  QBAK_PRUNE_KEEP_WITHIN = 1u << 6,
+  QBAK_PRUNE_PROTECTED = 1u << 7,
+};
+/* The name of one reason bit ("last", "hourly", "daily", "weekly",
+ * "monthly", "yearly", "within", "protected"), or NULL: a static
+ * string. */
+QBAK_API const char *qbak_prune_reason_name (unsigned reason);
+
+/* What a policy decides for a repository's points, made without changing
+ * the repository. */
+struct qbak_prune_plan;
+QBAK_API struct qbak_prune_plan *qbak_prune_plan_make
+  (const struct qbak_prune_opts *o);
+QBAK_API void qbak_prune_plan_free (struct qbak_prune_plan *p);
+/* Number of points (every point of the repository, oldest first). */
+QBAK_API size_t qbak_prune_plan_count (const struct qbak_prune_plan *p);
+/* The repository's time zone: a string owned by the plan. */
+QBAK_API const char *qbak_prune_plan_timezone (const struct qbak_prune_plan *p);
+
+struct qbak_prune_decision {
+  size_t size;                  /* the caller's sizeof */
+  const char *id;               /* the point: strings owned by the plan */
+  const char *time;             /* RFC 3339, UTC */
+  int64_t unix_time;
+  int32_t utc_offset;           /* seconds east of UTC in the repository's
+                                   zone at that time */
+  bool keep;
+  unsigned reasons;             /* enum qbak_prune_reason bits; 0: removed */
+};
+/* Point I's decision.  -1 if I is out of range or the size is bad. */
+QBAK_API int qbak_prune_plan_get (const struct qbak_prune_plan *p, size_t i,
+                                  struct qbak_prune_decision *d);
+
+/* Pin the point ID of the repository LOCATION so that no policy removes
+ * it, or unpin it.  Pinning a pinned point, or unpinning one that is
+ * not, is no error. */
+/* Remove the points POLICY O does not keep, each disk's chain merged so
+ * that every kept point reads exactly as it did, at every instant (a
+ * crash leaves an intent the next prune or backup finishes).  Takes the
+ * repository's lock.  *PLAN (may be NULL) gets the plan that was carried
+ * out (free it with qbak_prune_plan_free). */
+QBAK_API int qbak_prune (const struct qbak_prune_opts *o,
+                         struct qbak_prune_plan **plan);
+QBAK_API int qbak_protect (const char *location, const char *id);
+QBAK_API int qbak_unprotect (const char *location, const char *id);
 
 #ifdef __cplusplus
 }

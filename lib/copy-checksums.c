@@ -1,7 +1,9 @@
 /* The copy loop of a checksum-based incremental: when no bitmap says what
  * changed (a raw disk, a lost or in_use bitmap), every cluster of the
  * copy set is read and hashed, and only those that differ from what the
- * previous point reads as (the view of its chain's manifests) are written.
+ * previous point reads as (the view of its chain's manifests in a
+ * repository; for `copy --sync checksums`, the backing file's chain read
+ * alongside and compared byte for byte) are written.
  * A cluster that now reads as zeroes is written as a zero cluster where
  * the previous point had data.  The hashes computed for the comparison
  * go into the new target's manifest as they are: each cluster is read
@@ -52,6 +54,25 @@ put_run (struct copy_job *j, enum action action, uint64_t from, uint64_t to,
   return 0;
 }
 
+/* The backing chain's [POS, +N) into the reference buffer; zeroes past
+ * its end (a disk that grew since). */
+static int
+read_reference (struct copy_job *j, uint64_t pos, uint64_t n)
+{
+  uint64_t rsize = j->ref->img->size;
+  uint64_t have = pos >= rsize ? 0 : rsize - pos < n ? rsize - pos : n;
+  if (have) {
+    int r = image_read (j->ref->img, j->ref_buf, have, pos);
+    if (r < 0) {
+      qbak_internal_error_prefix ("%s: reading the backing file",
+                                  j->o->target);
+      return -1;
+    }
+  }
+  memset (j->ref_buf + have, 0, n - have);
+  return 0;
+}
+
 int
 job_copy_range_checksums (struct copy_job *j, uint64_t off, uint64_t len)
 {
@@ -75,6 +96,8 @@ job_copy_range_checksums (struct copy_job *j, uint64_t off, uint64_t len)
       if (r < 0)
         return r;
     }
+    if (j->ref && read_reference (j, pos, n) < 0)
+      return -1;
     uint64_t first = pos / cs, count = (n + cs - 1) / cs;
     uint64_t run_from = first;
     enum action run = KEEP;
@@ -84,9 +107,19 @@ job_copy_range_checksums (struct copy_job *j, uint64_t off, uint64_t len)
       enum manifest_state st;
       uint64_t ref;
       enum action a;
-      if (reference (j, c, &st, &ref) < 0)
+      bool zero = known_zero || is_zero (j->buf + coff, clen);
+      if (j->ref) {
+        /* The previous backup's bytes are at hand: no hash needed to
+         * compare, only for the manifest (none outside a repository). */
+        bool same = zero ? is_zero (j->ref_buf + coff, clen)
+                         : memcmp (j->buf + coff, j->ref_buf + coff, clen) == 0;
+        a = same ? KEEP : zero ? PUT_ZERO : PUT_DATA;
+        if (a == PUT_DATA)
+          j->hashes[i] = manifest_hash (j->buf + coff, clen);
+      }
+      else if (reference (j, c, &st, &ref) < 0)
         return -1;
-      if (known_zero || is_zero (j->buf + coff, clen))
+      else if (zero)
         a = st == MANIFEST_CLUSTER_ZERO ? KEEP : PUT_ZERO;
       else {
         j->hashes[i] = manifest_hash (j->buf + coff, clen);

@@ -84,7 +84,7 @@ copy_range (struct copy_job *j, uint64_t off, uint64_t len)
 {
   uint64_t cs = j->cs, end = off + len, pos = off;
 
-  if (j->place && j->place->reference)
+  if ((j->place && j->place->reference) || j->ref)
     return job_copy_range_checksums (j, off, len);
   while (pos < end) {
     struct chain_extent e;
@@ -105,6 +105,16 @@ copy_range (struct copy_job *j, uint64_t off, uint64_t len)
         pos = last;
         continue;
       }
+    }
+    /* Data from several layers in a row is read and written as one run:
+     * one target write, not one per layer the chain switches to. */
+    while (pos + n < end) {
+      struct chain_extent next;
+      if (image_chain_status (j->img, pos + n, end - pos - n, &next) < 0)
+        return -1;
+      if (next.zero && !next.data)
+        break;
+      n += next.length;
     }
     /* Read up to the next cluster boundary past this extent. */
     uint64_t rend = (pos + n + cs - 1) / cs * cs;

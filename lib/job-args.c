@@ -38,6 +38,18 @@ job_check_args (const struct qbak_copy_opts *o, enum qbak_bitmap_mode *mode)
     }
     *mode = QBAK_BITMAP_MODE_ON_SUCCESS;
   }
+  if (o->sync == QBAK_SYNC_CHECKSUMS) {
+    if (o->bitmap) {
+      set_usage_error ("%s: sync 'checksums' compares with the backing file "
+                       "and takes no bitmap", t);
+      return -1;
+    }
+    if (!o->backing) {
+      set_usage_error ("%s: sync 'checksums' copies what differs from the "
+                       "previous backup, named as the backing file", t);
+      return -1;
+    }
+  }
   if (o->sync == QBAK_SYNC_BITMAP && !o->bitmap) {
     usage_hint (HINT_NEED_BITMAP, "%s: sync 'bitmap' needs a bitmap", t);
     return -1;
@@ -71,6 +83,10 @@ job_check_args (const struct qbak_copy_opts *o, enum qbak_bitmap_mode *mode)
       strcmp (o->backing_format, "qcow") != 0) {
     set_usage_error ("%s: invalid backing format '%s' (qcow2, raw or qcow)",
                      t, o->backing_format);
+    return -1;
+  }
+  if (o->sync > QBAK_SYNC_CHECKSUMS) {
+    set_usage_error ("%s: unknown sync mode %d", t, (int) o->sync);
     return -1;
   }
   if (o->format == QBAK_TARGET_RAW &&

@@ -50,6 +50,9 @@ struct copy_job {
   struct manifest_writer *manifest;  /* the target's, or NULL */
   uint64_t *hashes;             /* COPY_REQUEST_BYTES / cs: a request's
                                    cluster hashes (checksum mode) */
+  struct qbak_image *ref;       /* sync checksums: the backing file's chain,
+                                   read to compare with */
+  uint8_t *ref_buf;             /* a request of it */
 };
 
 /* copy-loop.c: put [POS, +LEN) of BUF (or zeroes if BUF is NULL) into the

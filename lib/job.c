@@ -29,6 +29,7 @@
 #include "common/error.h"
 #include "common/failpoint.h"
 #include "common/outfile.h"
+#include "formats/file-names.h"
 #include "lib/job-internal.h"
 
 static double
@@ -199,6 +200,31 @@ open_in_place (struct copy_job *j)
   return 0;
 }
 
+/* Sync checksums: the previous backup's chain, which the target will
+ * read through, opened to compare every cluster with (read-only, shared:
+ * it is a backup, not a disk in use). */
+static int
+open_reference (struct copy_job *j, const char *format)
+{
+  char *path = image_resolve_backing (j->o->target, j->o->backing);
+  if (!path)
+    return -1;
+  j->ref = qbak_image_open_format (path, format, QBAK_OPEN_FORCE_SHARE);
+  free (path);
+  if (!j->ref) {
+    qbak_internal_error_prefix ("%s: backing file '%s'", j->o->target,
+                                j->o->backing);
+    return -1;
+  }
+  if (!(j->ref_buf = malloc (COPY_REQUEST_BYTES + j->cs)) ||
+      !(j->hashes = malloc ((COPY_REQUEST_BYTES / j->cs + 2)
+                            * sizeof *j->hashes))) {
+    set_nomem ();
+    return -1;
+  }
+  return 0;
+}
+
 static int
 open_target (struct copy_job *j)
 {
@@ -224,6 +250,8 @@ open_target (struct copy_job *j)
   if (check_no_stale_part (j) < 0)
     return -1;
   if (o->backing && job_check_backing (j, &backing_format) < 0)
+    return -1;
+  if (o->sync == QBAK_SYNC_CHECKSUMS && open_reference (j, backing_format) < 0)
     return -1;
   struct target_shape shape = {
     .size = j->img->size,
@@ -508,6 +536,10 @@ job_plan (struct copy_job *j)
         dirty_bitmap_set (j->copy_set, off, e.length);
       off += e.length;
     }
+    break;
+  case QBAK_SYNC_CHECKSUMS:
+    /* Every cluster is read and compared with the backing file's. */
+    dirty_bitmap_set (j->copy_set, 0, size);
     break;
   case QBAK_SYNC_INCREMENTAL:
   case QBAK_SYNC_BITMAP:
@@ -811,6 +843,8 @@ job_free (struct copy_job *j)
   free (j->part_path);
   free (j->companions);
   free (j->hashes);
+  free (j->ref_buf);
+  qbak_image_close (j->ref);
   manifest_writer_free (j->manifest);
   if (j->place) {
     manifest_view_free (j->place->reference);

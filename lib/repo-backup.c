@@ -27,6 +27,7 @@
 #include "bitmaps/dirty-bitmap.h"
 #include "bitmaps/qcow2-bitmap.h"
 #include "common/error.h"
+#include "common/failpoint.h"
 #include "formats/qcow2-header.h"
 #include "formats/qcow2-writer.h"
 #include "lib/api.h"
@@ -129,7 +130,7 @@ check_names (const struct qbak_backup_opts *o, struct disk_plan *d)
 static void
 new_point_id (const struct repo *r, char *id, int64_t *when)
 {
-  int64_t now = (int64_t) time (NULL);
+  int64_t now = qbak_failpoint_now ();
   const struct repo_point *last = r->n_points ? &r->points[r->n_points - 1]
                                               : NULL;
   if (last && now < last->unix_time)
@@ -572,7 +573,9 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
     goto out;
   r = repo_open (o.repository, true, &res.created);
   char id[REPO_POINT_ID_MAX + 1];
+  bool pruned;
   if (!r || repo_lock (r) < 0 || repo_load_points (r) < 0 ||
+      repo_prune_finish_interrupted (r, &pruned) < 0 ||
       repo_remove_leftovers (r, id) < 0)
     goto out;
 
@@ -582,7 +585,7 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
   int64_t when;
   if (id[0]) {
     int64_t last = r->points ? r->points[r->n_points - 1].unix_time : 0;
-    when = (int64_t) time (NULL);
+    when = qbak_failpoint_now ();
     if (when < last)
       when = last;
   }

@@ -109,7 +109,8 @@ repo_config_encode (const struct repo_config *c)
   if (!o || add_string (o, "format", CONFIG_FORMAT) < 0 ||
       add_u64 (o, "version", RECORD_VERSION) < 0 ||
       add_string (o, "id", c->id) < 0 ||
-      add_string (o, "created", c->created) < 0) {
+      add_string (o, "created", c->created) < 0 ||
+      (c->timezone && add_string (o, "timezone", c->timezone) < 0)) {
     json_object_put (o);
     set_nomem ();
     return NULL;
@@ -307,6 +308,15 @@ repo_config_decode (const char *where, const char *text, size_t len,
     memcpy (c->id, id, REPO_ID_HEX + 1);
   free (id);
   c->created = get_string (&r, o, "created", false);
+  /* Optional: repositories made before it are on UTC. */
+  if (json_object_object_get_ex (o, "timezone", NULL))
+    c->timezone = get_string (&r, o, "timezone", false);
+  else if (!r.failed && !(c->timezone = strdup ("UTC"))) {
+    set_nomem ();
+    r.failed = true;
+  }
+  if (c->timezone && (!c->timezone[0] || strlen (c->timezone) > 200))
+    bad (&r, "the time zone is not a zone name");
   json_object_put (o);
   if (r.failed) {
     repo_config_free (c);
@@ -433,6 +443,8 @@ repo_config_free (struct repo_config *c)
 {
   free (c->created);
   c->created = NULL;
+  free (c->timezone);
+  c->timezone = NULL;
 }
 
 void

@@ -1,8 +1,8 @@
 /* lib/ internal: the repository's small JSON files, encoded and decoded.
  *
  *   config            what the repository is: format, version, its id
- *                     (which names the bitmaps it owns in each disk) and
- *                     when it was made;
+ *                     (which names the bitmaps it owns in each disk),
+ *                     when it was made and its time zone;
  *   points/ID.json    one immutable record per point in time: for each
  *                     disk, the level and why, the file holding it (a key
  *                     of the repository), its parent point, sizes, the
@@ -26,6 +26,9 @@
 struct repo_config {
   char id[REPO_ID_HEX + 1];
   char *created;                /* RFC 3339 UTC */
+  char *timezone;               /* whose calendar retention periods follow
+                                   ("Europe/Berlin"); "UTC" in
+                                   repositories made before it was kept */
 };
 
 enum repo_level { REPO_LEVEL_FULL, REPO_LEVEL_INCREMENTAL };

@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "formats/qcow2-header.h"
+#include "lib/prune-policy.h"
 #include "lib/repo.h"
 
 #define CONFIG_KEY "config"
@@ -24,9 +25,21 @@ count_entry (const struct storage_entry *e, void *opaque)
   return 0;
 }
 
+/* ZONE NULL: the local zone now, so periods of retention follow the
+ * calendar of the place the repository was made in, whatever zone later
+ * runs have. */
 static int
-new_config (struct repo *r)
+new_config (struct repo *r, const char *zone)
 {
+  char local[256];
+  if (!zone) {
+    prune_local_zone_name (local);
+    zone = local;
+  }
+  if (!(r->config.timezone = strdup (zone))) {
+    set_nomem ();
+    return -1;
+  }
   unsigned char raw[REPO_ID_HEX / 2];
   if (getrandom (raw, sizeof raw, 0) != (ssize_t) sizeof raw) {
     set_io_error (errno, "%s: making the repository's id",
@@ -66,6 +79,19 @@ read_config (struct repo *r)
 struct repo *
 repo_open (const char *location, bool create, bool *created)
 {
+  return repo_open_in_zone (location, create, NULL, created);
+}
+
+struct repo *
+repo_open_in_zone (const char *location, bool create, const char *zone,
+                   bool *created)
+{
+  if (zone) {
+    struct prune_zone *z = prune_zone_load (zone);
+    if (!z)
+      return NULL;
+    prune_zone_free (z);
+  }
   if (created)
     *created = false;
   struct repo *r = calloc (1, sizeof *r);
@@ -83,6 +109,12 @@ repo_open (const char *location, bool create, bool *created)
   if (has) {
     if (read_config (r) < 0)
       goto fail;
+    if (zone && strcmp (zone, r->config.timezone) != 0) {
+      set_usage_error ("%s: the repository's time zone is %s, not %s (it "
+                       "is fixed when the repository is made)", location,
+                       r->config.timezone, zone);
+      goto fail;
+    }
     return r;
   }
   /* No config: a new repository only in a folder with nothing in it, so
@@ -100,7 +132,7 @@ repo_open (const char *location, bool create, bool *created)
                                       "empty)" : "");
     goto fail;
   }
-  if (new_config (r) < 0)
+  if (new_config (r, zone) < 0)
     goto fail;
   if (created)
     *created = true;

@@ -40,6 +40,11 @@ struct repo {
  * becomes a new repository (*CREATED says so).  A folder that holds
  * anything but a repository is refused. */
 struct repo *repo_open (const char *location, bool create, bool *created);
+/* The same, the repository's time zone being ZONE: a new repository gets
+ * it (NULL: the local zone), an existing one with another zone is
+ * refused (STATUS_USAGE). */
+struct repo *repo_open_in_zone (const char *location, bool create,
+                                const char *zone, bool *created);
 void repo_close (struct repo *r);
 
 /* Take the repository's lock (STATUS_BUSY naming the holder if another
@@ -66,6 +71,19 @@ int repo_remove_leftovers (struct repo *r, char *interrupted);
 /* The bitmap name prefix this repository owns in its disks:
  * "qbak-<id>-".  OUT holds at least 64 bytes. */
 void repo_bitmap_prefix (const struct repo *r, char *out);
+
+/* repo-prune-apply.c: remove the points IDS (N of them; newer points of
+ * their disks may stay), keeping every other point restorable at every
+ * instant; an intent makes it finish after a crash.  Needs the lock;
+ * reloads the points. */
+int repo_prune_remove (struct repo *r, char **ids, size_t n);
+/* Finish a prune a crash interrupted, if there is one (*FINISHED says
+ * so); before anything else changes the repository. */
+int repo_prune_finish_interrupted (struct repo *r, bool *finished);
+
+/* Whether point ID is one an interrupted prune is removing (1), not (0),
+ * or -1 on error. */
+int repo_prune_pending (struct repo *r, const char *id);
 
 /* The mark of this repository's unfinished files (the qcow2 writer's
  * partial mark, QCOW2_PARTIAL_ID_BYTES): the repository's id. */

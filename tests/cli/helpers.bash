@@ -34,6 +34,7 @@ require_common_oracles() {
     require_oracle qemu-io qemu-utils
     require_oracle jq jq
     require_oracle python3 python3
+    require_oracle xxhsum xxhash
 }
 
 # The oracles for exact bitmap contents and in_use bitmaps.

@@ -27,13 +27,18 @@ points() {
 }
 
 # check_repo REPO: every file of the repository is a clean qcow2 whose
-# whole chain QEMU opens.
+# whole chain QEMU opens, and its manifest lists exactly what QEMU reads in
+# it (tests/cli/manifest-check.py, hashes by xxhsum).
 check_repo() {
-    local f
+    local f out
     for f in "$1"/disks/*/*.qcow2; do
         check_clean "$f"
         qemu-img info --backing-chain "$f" >/dev/null ||
             fail "qemu-img info --backing-chain $f failed"
+        [ -e "${f%.qcow2}.manifest" ] || fail "$f has no manifest"
+        out=$(python3 "$QBAK_SRCDIR/tests/cli/manifest-check.py" \
+              "${f%.qcow2}.manifest" "$f" 2>&1) ||
+            fail "manifest of $f: $out"
     done
 }
 
@@ -656,4 +661,29 @@ killed_then_continued() {
     [ ! -e r3.qcow2 ]
     run --separate-stderr qbak restore --at nonsense --disk vda repo r4.qcow2
     [ "$status" -eq 2 ]
+}
+
+@test "repo: a raw disk wrapped in a qcow2 with data_file keeps its bitmap: incrementals by bitmap" {
+    qemu-img create -q -f raw disk.raw 32M
+    qemu-io -f raw -c 'write -P 1 0 8M' disk.raw >/dev/null
+    qemu-img create -q -f qcow2 -o data_file=disk.raw,data_file_raw=on \
+        wrap.qcow2 32M
+    backup wrap.qcow2 repo
+    cp disk.raw "copy-$(points repo).raw"
+    for k in 1 2; do
+        qemu-io -c "write -P $((k + 1)) $((k * 3))M 128k" wrap.qcow2 >/dev/null
+        backup wrap.qcow2 repo
+        p=$(points repo | tail -1)
+        cp disk.raw "copy-$p.raw"
+        [ "$(reason repo "$p" wrap)" = "changes since point $(points repo | tail -2 | head -1)" ]
+        [ "$(data_of repo "$p" wrap)" -eq $((128 * 1024)) ]
+    done
+    for p in $(points repo); do
+        out=$BATS_TEST_TMPDIR/r.raw
+        rm -f "$out"
+        run --separate-stderr qbak restore --at "$p" --disk wrap -O raw repo "$out"
+        [ "$status" -eq 0 ] || fail "$stderr"
+        cmp "$out" "copy-$p.raw" || fail "point $p restores wrong"
+    done
+    check_repo repo
 }

@@ -167,7 +167,7 @@ check_help_flag() {
 }
 
 @test "usage: a missing option argument is named as such, with its values" {
-    usage_says "option '--sync' needs an argument (full, top, incremental or bitmap)" \
+    usage_says "option '--sync' needs an argument (full, top, incremental, bitmap or checksums)" \
         copy a.qcow2 t.qcow2 --sync
     [ ! -e t.qcow2 ] && [ ! -e t.qcow2.part ] || fail "a target was made"
     usage_says "option '--bitmap-mode' needs an argument (on-success, always or never)" \
@@ -298,12 +298,12 @@ check_help_flag() {
     usage_says "unknown command 'ifno': did you mean 'info'?" ifno a.qcow2
     usage_says "unknown subcommand 'ad': did you mean 'add'?" bitmap ad a.qcow2 x
     usage_says "unknown subcommand 'lst': did you mean 'list'?" bitmap lst a.qcow2
-    usage_says "unknown command 'frobnicate' (backup, bitmap, copy, info, list, map or restore)" frobnicate
+    usage_says "unknown command 'frobnicate' (backup, bitmap, copy, info, list, map, protect, prune, restore or unprotect)" frobnicate
     [ -z "$(qemu_bitmap_names a.qcow2)" ] || fail "a bitmap was added"
 }
 
 @test "usage: a bad option value names the option and what it may be" {
-    usage_says "invalid --sync 'none' (full, top, incremental or bitmap)" copy a.qcow2 t.qcow2 --sync none
+    usage_says "invalid --sync 'none' (full, top, incremental, bitmap or checksums)" copy a.qcow2 t.qcow2 --sync none
     usage_says "invalid --bitmap-mode 'x'" copy a.qcow2 t.qcow2 --sync full --bitmap-mode x
     usage_says "invalid -O 'vmdk' (qcow2 or raw)" copy a.qcow2 t.qcow2 --sync full -O vmdk
     usage_says "invalid --cluster-size 'big'" copy a.qcow2 t.qcow2 --sync full --cluster-size big
