@@ -434,6 +434,23 @@ EOF
     expect_states "$P1=ok $P2=failed"
 }
 
+@test "verify: after a prune merged files, their points are verified again; a removed point's state goes" {
+    three_points
+    run --separate-stderr qbak verify repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    run --separate-stderr qbak prune --keep-last 2 repo
+    [ "$status" -eq 0 ] || fail "prune: exit $status: $stderr"
+    [ ! -e "repo/points/$P1.json" ]
+    # P2's file took P1's data in: what was verified of it no longer
+    # stands, nor for P3, whose chain holds it.
+    verify_json --outdated-after 1 repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    expect_states "$P2=ok $P3=ok"
+    [ ! -e "repo/state/$P1.json" ] || fail "state of $P1 left"
+    verify_json --outdated-after 1 repo
+    expect_states "$P2=skipped $P3=skipped"
+}
+
 @test "verify: --source against the latest point, with the bitmap telling changes from damage" {
     three_points
     run --separate-stderr qbak verify --json --source vda.qcow2 \
