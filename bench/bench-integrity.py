@@ -7,6 +7,13 @@ against their anchors, side by side in one sitting.
                     checkpoints, explicit zero clusters) against `qbak copy
                     --sync full` of the same disk (no manifest): the target
                     is at most 1.05x.
+  verify-8G         `qbak verify` of the point at the end of a full (8 GiB
+                    disk, 2 GiB data) and 10 incrementals of 1% each, all
+                    points; anchors: reading the same files (`cat` to
+                    /dev/null, warm cache; target <= 1.3x) and `qemu-img
+                    compare` of the point against a restored copy (target:
+                    faster).  The repository is bench-repo.py's restore
+                    fixture (--repo-workdir, made by it if missing).
   checksums-8G-raw  `qbak backup -f raw` of an 8 GiB raw disk with 2 GiB of
                     data and 1% of it changed since the repository's full:
                     an incremental by checksums.  Anchors: one read of the
@@ -148,6 +155,39 @@ def bench_checksums(wd, qbak, runs, size, fill):
                    ('restic backup (2nd)', t_restic)], runs, before=reset)
 
 
+def bench_verify(wd, qbak, runs, repo_wd):
+    base = os.path.join(repo_wd, 'r-base')
+    repo = os.path.join(base, 'repo')
+    if not os.path.exists(os.path.join(repo, 'config')):
+        log('verify: making the restore fixture with bench-repo.py ...')
+        run([sys.executable, os.path.join(HERE, 'bench-repo.py'), '--only', 'restore',
+             '--runs', '1', '--workdir', repo_wd, '--qbak', qbak])
+    ddir = os.path.join(repo, 'disks', 'disk')
+    files = sorted(os.path.join(ddir, f) for f in os.listdir(ddir))
+    top = [f for f in files if f.endswith('.qcow2')][-1]
+    restored = os.path.join(wd, 'v-restored.qcow2')
+    if not os.path.exists(restored):
+        run([qbak, 'restore', '--disk', 'disk', repo, restored])
+    for f in files + [restored]:
+        warm(f)
+    state = os.path.join(repo, 'state')
+
+    def clean():
+        shutil.rmtree(state, ignore_errors=True)
+
+    def t_verify():
+        return timed([qbak, 'verify', repo])
+
+    def t_cat():
+        return timed('cat ' + ' '.join(files) + ' > /dev/null', shell=True)
+
+    def t_compare():
+        return timed(['qemu-img', 'compare', '-U', top, restored])
+
+    return rounds([('qbak verify', t_verify), ('cat (the files)', t_cat),
+                   ('qemu-img compare with a restore', t_compare)], runs, before=clean)
+
+
 def report(title, res):
     print(f'\n{title}')
     print('| tool | median s | min s | peak RSS MiB |')
@@ -163,13 +203,20 @@ def main():
     ap.add_argument('--workdir')
     ap.add_argument('--qbak', default=os.path.join(REPO, 'build', 'qbak'))
     ap.add_argument('--quick', action='store_true', help='1 GiB disks, 256 MiB of data')
+    ap.add_argument('--repo-workdir', default='/var/tmp/rs',
+                    help="bench-repo.py's work directory (its restore fixture)")
+    ap.add_argument('--only', help='full, checksums or verify')
     a = ap.parse_args()
     wd = a.workdir or tempfile.mkdtemp(prefix='qbak-bench-integrity-', dir='/var/tmp')
     os.makedirs(wd, exist_ok=True)
     size, fill = (GiB, 256 * MiB) if a.quick else (8 * GiB, 2 * GiB)
     qbak = os.path.abspath(a.qbak)
-    report('full with manifest against copy without', bench_full(wd, qbak, a.runs, size, fill))
-    report('incremental by checksums (1% changed)', bench_checksums(wd, qbak, a.runs, size, fill))
+    if a.only in (None, 'full'):
+        report('full with manifest against copy without', bench_full(wd, qbak, a.runs, size, fill))
+    if a.only in (None, 'checksums'):
+        report('incremental by checksums (1% changed)', bench_checksums(wd, qbak, a.runs, size, fill))
+    if a.only in (None, 'verify'):
+        report('verify of a full and 10 incrementals', bench_verify(wd, qbak, a.runs, a.repo_workdir))
 
 
 if __name__ == '__main__':

@@ -106,6 +106,29 @@ int cmd_list (int argc, char **argv);
 int cmd_restore (int argc, char **argv);
 int cmd_verify (int argc, char **argv);
 int cmd_prune (int argc, char **argv);
+
+/* cmd-prune.c: the retention rules' options, which prune and list take:
+ * OPT_KEEP_LAST .. OPT_KEEP_WITHIN (command options of their own), their
+ * long options (KEEP_LONG_OPTIONS in an option table), and their
+ * parsing into O: 1 if C was one of them, 0 if not, or an exit code
+ * after a usage error (> 1). */
+enum {
+  OPT_KEEP_LAST = 1000, OPT_KEEP_HOURLY, OPT_KEEP_DAILY, OPT_KEEP_WEEKLY,
+  OPT_KEEP_MONTHLY, OPT_KEEP_YEARLY, OPT_KEEP_WITHIN,
+};
+#define KEEP_LONG_OPTIONS \
+  { "keep-last", required_argument, NULL, OPT_KEEP_LAST }, \
+  { "keep-hourly", required_argument, NULL, OPT_KEEP_HOURLY }, \
+  { "keep-daily", required_argument, NULL, OPT_KEEP_DAILY }, \
+  { "keep-weekly", required_argument, NULL, OPT_KEEP_WEEKLY }, \
+  { "keep-monthly", required_argument, NULL, OPT_KEEP_MONTHLY }, \
+  { "keep-yearly", required_argument, NULL, OPT_KEEP_YEARLY }, \
+  { "keep-within", required_argument, NULL, OPT_KEEP_WITHIN }
+struct qbak_prune_opts;
+int keep_option (int c, const char *arg, struct qbak_prune_opts *o,
+                 const char *command, const char *usage);
+/* Whether O has any rule. */
+bool keep_any (const struct qbak_prune_opts *o);
 int cmd_protect (int argc, char **argv);
 int cmd_unprotect (int argc, char **argv);
 

@@ -6,9 +6,11 @@
 
 #include "cli/cli.h"
 
-static const char usage_line[] = "Usage: qbak list [--json] REPO";
+static const char usage_line[] = "Usage: qbak list [--keep-... N] [--json] REPO";
 static const char help[] =
-  "Usage: qbak list [--json] REPO\n"
+  "Usage: qbak list [--keep-last N] [--keep-hourly N] [--keep-daily N]\n"
+  "                 [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
+  "                 [--keep-within DURATION] [--json] REPO\n"
   "\n"
   "List the points of the repository REPO, oldest first: when each was\n"
   "taken, what its last 'qbak verify' found (ok or failed, and when; '*'\n"
@@ -17,6 +19,9 @@ static const char help[] =
   "copied; then the totals.  Only complete points exist: a point is listed\n"
   "once every file of it was durable.\n"
   "\n"
+  "  --keep-...  a retention policy, as qbak prune takes it: a PRUNE\n"
+  "              column (JSON: \"prune\": \"keep\" or \"remove\") says what\n"
+  "              prune with that policy would do to each point\n"
   "  --json   {\"points\": [{\"id\", \"time\", \"unix-time\", \"state\",\n"
   "           \"disks\": [{\"name\", \"level\", \"reason\", \"file\",\n"
   "           \"parent\", \"format\", \"virtual-size\", \"cluster-size\",\n"
@@ -32,8 +37,23 @@ static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
   { "long-options", no_argument, NULL, OPT_LONG_OPTIONS },
   { "json", no_argument, NULL, OPT_JSON },
+  KEEP_LONG_OPTIONS,
   { NULL, 0, NULL, 0 },
 };
+
+/* What prune with the policy would do to point ID: "keep", "remove" or
+ * "" (no policy). */
+static const char *
+prune_action (const struct qbak_prune_plan *plan, const char *id)
+{
+  size_t n = plan ? qbak_prune_plan_count (plan) : 0;
+  for (size_t i = 0; i < n; i++) {
+    struct qbak_prune_decision d = { .size = sizeof d };
+    if (qbak_prune_plan_get (plan, i, &d) == 0 && strcmp (d.id, id) == 0)
+      return d.keep ? "keep" : "remove";
+  }
+  return "";
+}
 
 json_object *
 point_to_json (struct qbak_repo *r, size_t i)
@@ -116,6 +136,8 @@ int
 cmd_list (int argc, char **argv)
 {
   bool json = false;
+  struct qbak_prune_opts po;
+  qbak_prune_opts_init (&po);
   int c;
   while ((c = getopt_long (argc, argv, short_options, long_options,
                            NULL)) != -1) {
@@ -124,17 +146,34 @@ cmd_list (int argc, char **argv)
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
     case OPT_JSON: json = true; break;
-    default:
-      return bad_option (usage_line, "list", argc, argv, short_options,
-                         long_options);
+    default: {
+      int k = keep_option (c, optarg, &po, "list", usage_line);
+      if (k == 0)
+        return bad_option (usage_line, "list", argc, argv, short_options,
+                           long_options);
+      if (k > 1)
+        return k;
+      break;
+    }
     }
   }
   if (argc - optind != 1)
     return usage_error (usage_line, argc - optind == 0 ? "list: missing REPO"
                                                        : "list: too many "
                                                          "arguments");
+  struct qbak_prune_plan *plan = NULL;
+  if (keep_any (&po)) {
+    po.repository = argv[optind];
+    if (!(plan = qbak_prune_plan_make (&po))) {
+      int ret = report_error_usage (usage_line);
+      if (json)
+        json_print_failure (NULL, ret);
+      return ret;
+    }
+  }
   struct qbak_repo *r = qbak_repo_open (argv[optind]);
   if (!r) {
+    qbak_prune_plan_free (plan);
     int ret = report_error ();
     if (json)
       json_print_failure (NULL, ret);
@@ -152,6 +191,10 @@ cmd_list (int argc, char **argv)
         json_object_object_add (p, "verify",
                                 verify_json (argv[optind],
                                              json_object_get_string (id)));
+      if (p && plan && json_object_object_get_ex (p, "id", &id))
+        json_object_object_add (p, "prune", json_object_new_string
+                                (prune_action (plan,
+                                               json_object_get_string (id))));
       if (p && json_object_object_get_ex (p, "disks", &disks))
         for (size_t d = 0; d < json_object_array_length (disks); d++) {
           json_object *b;
@@ -169,8 +212,9 @@ cmd_list (int argc, char **argv)
     if (n == 0)
       printf ("%s: no points\n", argv[optind]);
     else
-      printf ("%-22s %-20s %-12s %-11s %12s  %-27s %s\n", "POINT",
-              "TIME (UTC)", "DISK", "LEVEL", "BYTES", "VERIFIED", "REASON");
+      printf ("%-22s %-20s %-12s %-11s %12s  %-27s %s%s\n", "POINT",
+              "TIME (UTC)", "DISK", "LEVEL", "BYTES", "VERIFIED",
+              plan ? "PRUNE   " : "", "REASON");
     for (size_t i = 0; i < n; i++) {
       struct qbak_point_info p = { .size = sizeof p };
       if (qbak_repo_get_point (r, i, &p) < 0)
@@ -182,10 +226,14 @@ cmd_list (int argc, char **argv)
         if (qbak_repo_get_point_disk (r, i, d, &di) < 0)
           continue;
         total += di.bytes_copied;
-        printf ("%-22s %-20s %-12s %-11s %12" PRIu64 "  %-27s %s\n",
+        char action[16] = "";
+        if (plan)
+          snprintf (action, sizeof action, "%-8s",
+                    d == 0 ? prune_action (plan, p.id) : "");
+        printf ("%-22s %-20s %-12s %-11s %12" PRIu64 "  %-27s %s%s\n",
                 d == 0 ? p.id : "", d == 0 ? p.time : "", di.name,
                 di.level == QBAK_LEVEL_FULL ? "full" : "incremental",
-                di.bytes_copied, d == 0 ? verified : "", di.reason);
+                di.bytes_copied, d == 0 ? verified : "", action, di.reason);
       }
     }
     if (n)
@@ -193,5 +241,6 @@ cmd_list (int argc, char **argv)
               n == 1 ? "" : "s", total);
   }
   qbak_repo_close (r);
+  qbak_prune_plan_free (plan);
   return EXIT_OK;
 }

@@ -57,9 +57,7 @@ static const char help[] =
   "4 the repository is locked.\n";
 
 enum {
-  OPT_KEEP_LAST = OPT_FIRST_COMMAND_OPTION, OPT_KEEP_HOURLY, OPT_KEEP_DAILY,
-  OPT_KEEP_WEEKLY, OPT_KEEP_MONTHLY, OPT_KEEP_YEARLY, OPT_KEEP_WITHIN,
-  OPT_DRY_RUN,
+  OPT_DRY_RUN = OPT_FIRST_COMMAND_OPTION,
 };
 
 static const char short_options[] = "hn";
@@ -68,13 +66,7 @@ static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
   { "long-options", no_argument, NULL, OPT_LONG_OPTIONS },
   { "json", no_argument, NULL, OPT_JSON },
-  { "keep-last", required_argument, NULL, OPT_KEEP_LAST },
-  { "keep-hourly", required_argument, NULL, OPT_KEEP_HOURLY },
-  { "keep-daily", required_argument, NULL, OPT_KEEP_DAILY },
-  { "keep-weekly", required_argument, NULL, OPT_KEEP_WEEKLY },
-  { "keep-monthly", required_argument, NULL, OPT_KEEP_MONTHLY },
-  { "keep-yearly", required_argument, NULL, OPT_KEEP_YEARLY },
-  { "keep-within", required_argument, NULL, OPT_KEEP_WITHIN },
+  KEEP_LONG_OPTIONS,
   { "dry-run", no_argument, NULL, OPT_DRY_RUN },
   { NULL, 0, NULL, 0 },
 };
@@ -116,6 +108,35 @@ local_time (const struct qbak_prune_decision *d, char *out, size_t len)
 }
 
 int
+keep_option (int c, const char *arg, struct qbak_prune_opts *o,
+             const char *command, const char *usage)
+{
+  unsigned *counts[] = { &o->keep_last, &o->keep_hourly, &o->keep_daily,
+                         &o->keep_weekly, &o->keep_monthly, &o->keep_yearly };
+  if (c == OPT_KEEP_WITHIN) {
+    o->keep_within = arg;
+    return 1;
+  }
+  if (c < OPT_KEEP_LAST || c > OPT_KEEP_YEARLY)
+    return 0;
+  size_t k = (size_t) (c - OPT_KEEP_LAST);
+  char *end;
+  unsigned long v = strtoul (arg, &end, 10);
+  if (arg[0] < '0' || arg[0] > '9' || *end || v > 1000000)
+    return usage_error (usage, "%s: invalid --%s '%s' (a count, 0 to "
+                        "1000000)", command, count_names[k], arg);
+  *counts[k] = (unsigned) v;
+  return 1;
+}
+
+bool
+keep_any (const struct qbak_prune_opts *o)
+{
+  return o->keep_within || o->keep_last || o->keep_hourly || o->keep_daily ||
+         o->keep_weekly || o->keep_monthly || o->keep_yearly;
+}
+
+int
 cmd_prune (int argc, char **argv)
 {
   struct qbak_prune_opts o;
@@ -133,21 +154,15 @@ cmd_prune (int argc, char **argv)
     case OPT_JSON: json = true; break;
     case 'n':
     case OPT_DRY_RUN: dry_run = true; break;
-    case OPT_KEEP_WITHIN: o.keep_within = optarg; break;
-    case OPT_KEEP_LAST: case OPT_KEEP_HOURLY: case OPT_KEEP_DAILY:
-    case OPT_KEEP_WEEKLY: case OPT_KEEP_MONTHLY: case OPT_KEEP_YEARLY: {
-      size_t k = (size_t) (c - OPT_KEEP_LAST);
-      char *end;
-      unsigned long v = strtoul (optarg, &end, 10);
-      if (optarg[0] < '0' || optarg[0] > '9' || *end || v > 1000000)
-        return usage_error (usage_line, "prune: invalid --%s '%s' (a count, "
-                            "0 to 1000000)", count_names[k], optarg);
-      *counts[k] = (unsigned) v;
+    default: {
+      int k = keep_option (c, optarg, &o, "prune", usage_line);
+      if (k == 0)
+        return bad_option (usage_line, "prune", argc, argv, short_options,
+                           long_options);
+      if (k > 1)
+        return k;
       break;
     }
-    default:
-      return bad_option (usage_line, "prune", argc, argv, short_options,
-                         long_options);
     }
   }
   if (argc - optind != 1)
@@ -243,9 +258,9 @@ cmd_prune (int argc, char **argv)
               d.keep ? "keep" : "remove", line);
     }
     if (n)
-      printf ("%zu point%s: %zu kept, %zu %s (time zone %s)\n", n,
+      printf ("%zu point%s: %zu kept, %zu %s (%stime zone %s)\n", n,
               n == 1 ? "" : "s", kept, n - kept,
-              dry_run ? "to remove (dry run)" : "removed",
+              dry_run ? "to remove" : "removed", dry_run ? "dry run; " : "",
               qbak_prune_plan_timezone (plan));
   }
   qbak_prune_plan_free (plan);

@@ -47,8 +47,10 @@ layer_merge (const char *from_path, const char *into_path, bool only_holes,
   int ret = -1;
   if (!from)
     return -1;
-  if (!(into = image_open (into_path, "qcow2", IMAGE_OPEN_NO_BACKING, NULL,
-                           NULL)) ||
+  /* The receiving file's own layer is read only to find its holes. */
+  if ((only_holes &&
+       !(into = image_open (into_path, "qcow2", IMAGE_OPEN_NO_BACKING, NULL,
+                            NULL))) ||
       !(w = qcow2_writer_reopen (into_path)))
     goto out;
   struct qcow2_writer_opts wo;
@@ -76,7 +78,7 @@ layer_merge (const char *from_path, const char *into_path, bool only_holes,
     for (uint64_t p = off; e.state != LAYER_UNALLOCATED && p < end;) {
       uint64_t n = end - p;
       bool put = true;
-      if (only_holes && p < into->size) {
+      if (into && p < into->size) {
         struct layer_extent d;
         if (into->ops->block_status (into, p, n, &d) < 0)
           goto out;

@@ -31,6 +31,7 @@
 #include "formats/qcow2-writer.h"
 #include "lib/job.h"
 #include "lib/repo.h"
+#include "lib/repo-prune.h"
 
 #define INTENT_KEY "prune/intent.json"
 #define INTENT_FORMAT "qbak-prune-intent"
@@ -320,6 +321,14 @@ apply (struct prune *p)
       continue;
     char key[REPO_POINT_ID_MAX + 16];
     snprintf (key, sizeof key, "points/%s.json", r->points[i].id);
+    if (storage_delete (r->st, key) < 0)
+      return -1;
+    /* What was known about the point goes with it (the record first: a
+     * state without a record is ignored). */
+    snprintf (key, sizeof key, "state/%s.json", r->points[i].id);
+    if (storage_delete (r->st, key) < 0)
+      return -1;
+    snprintf (key, sizeof key, "%s%s", REPO_PROTECT_PREFIX, r->points[i].id);
     if (storage_delete (r->st, key) < 0)
       return -1;
   }

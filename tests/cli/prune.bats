@@ -63,6 +63,11 @@ make_points() {
     gone=$(jq -r '.points[] | select(.action == "remove") | .id' <<<"$output")
     [ -n "$gone" ] || fail "the policy removes nothing: $output"
     [ "$(points repo | wc -l)" -eq 14 ]        # a dry run changes nothing
+    # list with the same policy shows the same decisions.
+    run --separate-stderr qbak list --json --keep-last 3 --keep-weekly 2 repo
+    [ "$status" -eq 0 ] || fail "list: $stderr"
+    [ "$(jq -r '.points[] | select(.prune == "keep") | .id' <<<"$output")" = "$keep" ]
+    [ "$(jq -r '.points[] | select(.prune == "remove") | .id' <<<"$output")" = "$gone" ]
     run --separate-stderr qbak prune --keep-last 3 --keep-weekly 2 repo
     [ "$status" -eq 0 ] || fail "prune: exit $status: $stderr"
     [ "$(points repo)" = "$keep" ] || fail "kept $(points repo) instead of $keep"
