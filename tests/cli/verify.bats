@@ -460,6 +460,13 @@ EOF
            ([.sources[] | .bitmap and .mismatch == 0 and .changed == 0] | all)' \
         <<<"$output" >/dev/null ||
         fail "$output"
+    # The same with both disks after one --source.
+    run --separate-stderr qbak verify --json --source vda.qcow2 vdb.qcow2 repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    [ "$(jq -r '[.sources[].disk] | join(" ")' <<<"$output")" = "vda vdb" ] ||
+        fail "$output"
+    run --separate-stderr qbak verify vda.qcow2 repo
+    [ "$status" -eq 2 ] || fail "exit $status: $stderr"
     # Written since (QEMU records it in the bitmap): a change, exit 0.
     qemu-io -c 'write -P 0x99 20M 1M' vda.qcow2 >/dev/null
     run --separate-stderr qbak verify --json --source vda.qcow2 repo
