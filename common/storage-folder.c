@@ -594,7 +594,7 @@ folder_list (struct storage *st, const char *prefix, storage_list_cb cb,
   struct key_list l = { 0 };
   int r = walk (st, dfd, base, &l, 0);
   free (base);
-  if (r == 0) {
+  if (r == 0 && l.n) {
     qsort (l.v, l.n, sizeof *l.v, compare_keys);
     for (size_t i = 0; i < l.n && r == 0; i++)
       if (strncmp (l.v[i].key, prefix, strlen (prefix)) == 0)

@@ -46,7 +46,7 @@ struct disk_plan {
   const struct repo_point *prev;
   const struct repo_disk_record *prevd;
   enum repo_level level;
-  char reason[256];
+  char reason[512];
   bool bitmaps;                 /* the disk can hold bitmaps */
   uint64_t size;
   char cur[BITMAP_NAME_BYTES], cur_end[BITMAP_NAME_BYTES];
@@ -283,7 +283,7 @@ plan_disk (const struct repo *r, const struct qbak_backup_opts *o,
   /* No bitmap to trust: a checksum-based incremental if the previous
    * point's chain has manifests, else a full.  WHY says what is wrong
    * with the bitmap. */
-  char why[200] = "";
+  char why[320] = "";
   d->level = REPO_LEVEL_INCREMENTAL;
   if (!d->prev)
     FULL ("first backup of this disk in this repository");

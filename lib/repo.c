@@ -242,7 +242,8 @@ repo_load_points (struct repo *r)
     return -1;
   /* Oldest first: byte order of the keys is not the order of the ids
    * ("...Z-2.json" sorts before "...Z.json"). */
-  qsort (r->points, r->n_points, sizeof *r->points, compare_points);
+  if (r->n_points)
+    qsort (r->points, r->n_points, sizeof *r->points, compare_points);
   /* Every parent a record names must be an older point of the same disk:
    * a restore follows these links. */
   for (size_t i = 0; i < r->n_points; i++) {
