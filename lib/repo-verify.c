@@ -68,6 +68,8 @@ compare_point (const void *key, const void *elem)
 static size_t
 point_index (const struct repo *r, const char *id)
 {
+  if (r->n_points == 0)
+    return NONE;              /* no array to search (a null pointer) */
   const struct repo_point *p = bsearch (id, r->points, r->n_points,
                                         sizeof *r->points, compare_point);
   return p ? (size_t) (p - r->points) : NONE;
