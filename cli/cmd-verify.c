@@ -9,11 +9,11 @@
 
 static const char usage_line[] =
   "Usage: qbak verify [--at ID|TIME|latest] [--disk NAME] [--sample PERCENT]\n"
-  "                   [--outdated-after DAYS] [--source DISK[=NAME]]...\n"
+  "                   [--outdated-after DAYS] [--source DISK[=NAME]...]\n"
   "                   [--json] REPO";
 static const char help[] =
   "Usage: qbak verify [--at ID|TIME|latest] [--disk NAME] [--sample PERCENT]\n"
-  "                   [--outdated-after DAYS] [--source DISK[=NAME]]...\n"
+  "                   [--outdated-after DAYS] [--source DISK[=NAME]...]\n"
   "                   [--json] REPO\n"
   "\n"
   "Verify the points of the repository REPO without their source: every\n"
@@ -51,7 +51,8 @@ static const char help[] =
   "                        every difference is a mismatch, so compare such a\n"
   "                        disk right after its backup or with its guest\n"
   "                        stopped.  A source difference does not change the\n"
-  "                        state kept for the point.  May be repeated\n"
+  "                        state kept for the point.  Several disks: give\n"
+  "                        them after --source (before REPO), or repeat it\n"
   "  --json                {\"status\": \"ok\"|\"mismatch\", \"points\": [{\"id\",\n"
   "                        \"state\", \"disks\": [{\"name\", \"state\", \"data\",\n"
   "                        \"errors\": [{\"file\", \"offset\", \"what\"}]}]}],\n"
@@ -255,12 +256,30 @@ cmd_verify (int argc, char **argv)
                          long_options);
     }
   }
-  if (argc - optind != 1) {
+  /* "--source A B REPO": the arguments before REPO are sources too. */
+  if (argc - optind < 1 || (argc - optind > 1 && n_sources == 0)) {
     free (sources);
     return usage_error (usage_line, argc - optind == 0 ? "verify: missing "
                         "REPO" : "verify: too many arguments");
   }
-  out.repo = o.repository = argv[optind];
+  for (int i = optind; i < argc - 1; i++) {
+    struct qbak_backup_disk *v = realloc (sources, (n_sources + 1) *
+                                          sizeof *v);
+    if (!v) {
+      free (sources);
+      perror (progname);
+      return EXIT_JOB_FAILED;
+    }
+    sources = v;
+    char *eq = strrchr (argv[i], '=');
+    sources[n_sources] = (struct qbak_backup_disk) { .path = argv[i] };
+    if (eq && !strchr (eq, '/')) {
+      *eq = '\0';
+      sources[n_sources].name = eq + 1;
+    }
+    n_sources++;
+  }
+  out.repo = o.repository = argv[argc - 1];
   out.sampled = o.sample_percent != 0;
   out.tty = isatty (STDOUT_FILENO);
   o.sources = sources;

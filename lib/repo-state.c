@@ -80,6 +80,7 @@ repo_state_write (struct storage *st, const char *id,
   json_object_object_add (v, "errors", errors);
   json_object_object_add (v, "last-complete-ok", s->last_complete_ok
                           ? time_object (s->last_complete_ok) : NULL);
+  json_object_object_add (v, "chain", json_object_new_string (s->chain));
   json_object_object_add (o, "verify", v);
   const char *text = json_object_to_json_string_ext (
     o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
@@ -152,6 +153,8 @@ repo_state_read (struct storage *st, const char *id,
     s->sampled = (unsigned) json_object_get_int (x);
   if (get (v, "partial", json_type_boolean, &x))
     s->partial = json_object_get_boolean (x);
+  if (get (v, "chain", json_type_string, &x))
+    snprintf (s->chain, sizeof s->chain, "%s", json_object_get_string (x));
   json_object *last;
   if (get (v, "last-complete-ok", json_type_object, &last) &&
       get (last, "unix-time", json_type_int, &x))

@@ -34,6 +34,10 @@ struct repo_verify_state {
   bool partial;                 /* only some of the point's disks */
   int64_t last_complete_ok;     /* unix time of the last complete
                                    verification that passed, or 0 */
+  char chain[17];               /* what was verified: a fingerprint of the
+                                   files (and manifest digests) of the
+                                   point's chains, "" if unknown; a
+                                   prune that merges files changes it */
   struct repo_state_error *errors;
   size_t n_errors;
 };

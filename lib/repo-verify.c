@@ -68,6 +68,8 @@ compare_point (const void *key, const void *elem)
 static size_t
 point_index (const struct repo *r, const char *id)
 {
+  if (r->n_points == 0)
+    return NONE;              /* no array to search (a null pointer) */
   const struct repo_point *p = bsearch (id, r->points, r->n_points,
                                         sizeof *r->points, compare_point);
   return p ? (size_t) (p - r->points) : NONE;
@@ -171,6 +173,34 @@ on_progress (void *opaque, uint64_t bytes)
   report_progress (v);
 }
 
+/* ---- what was verified ------------------------------------------------ */
+
+static void
+fnv (uint64_t *h, const char *s)
+{
+  for (; s && *s; s++) {
+    *h ^= (unsigned char) *s;
+    *h *= 0x100000001b3ULL;
+  }
+  *h ^= 0xff;
+  *h *= 0x100000001b3ULL;
+}
+
+/* A fingerprint of the files (and their manifests' digests) of every
+ * chain of point I, so that a state kept for other files (a prune merged
+ * them since) is not taken for this point's. */
+static void
+chain_fingerprint (const struct run *v, size_t i, char *out)
+{
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (size_t j = 0; j < v->r->points[i].n_disks; j++)
+    for (size_t f = v->base[i] + j; f != NONE; f = v->files[f].parent) {
+      fnv (&h, v->files[f].d->file);
+      fnv (&h, v->files[f].d->manifest_digest);
+    }
+  snprintf (out, 17, "%016" PRIx64, h);
+}
+
 /* ---- choosing ---------------------------------------------------------- */
 
 static void
@@ -210,7 +240,12 @@ choose (struct run *v)
     }
   }
   for (size_t i = 0; i < r->n_points; i++) {
-    const struct repo_verify_state *s = &v->states[i];
+    struct repo_verify_state *s = &v->states[i];
+    char now_chain[17];
+    chain_fingerprint (v, i, now_chain);
+    /* Verified as other files: nothing of it stands for these. */
+    if (s->known && strcmp (s->chain, now_chain) != 0)
+      s->last_complete_ok = 0;
     if (!v->selected[i])
       continue;
     if (v->o->outdated_after > 0 && s->last_complete_ok &&
@@ -338,21 +373,24 @@ new_state (const struct run *v, size_t i, enum qbak_verify_state state,
   out->failed = state == QBAK_VERIFY_FAILED;
   out->unix_time = now;
   out->sampled = v->o->sample_percent;
-  out->partial = !complete && !v->o->sample_percent;
+  out->partial = !complete && !v->o->sample_percent;  /* disks, or stopped */
   out->last_complete_ok = state == QBAK_VERIFY_OK && complete
                           ? now : old->last_complete_ok;
+  chain_fingerprint (v, i, out->chain);
   return true;
 }
 
 static int
-conclude_point (struct run *v, size_t i, int64_t now,
+conclude_point (struct run *v, size_t i, int64_t now, bool stopped,
                 struct qbak_verify_result *res)
 {
   const struct repo_point *p = &v->r->points[i];
   struct qbak_verify_disk *disks = calloc (p->n_disks, sizeof *disks);
   struct repo_verify_state st = { 0 };
   size_t n = 0;
-  bool complete = !v->o->sample_percent, any_failed = false;
+  /* A run that stopped is partial even for the points it finished: only
+   * a pass that ran to its end clears a failure. */
+  bool complete = !v->o->sample_percent && !stopped, any_failed = false;
   enum qbak_verify_state ps = QBAK_VERIFY_OK;
   int rc = 0;
   if (!disks) {
@@ -405,6 +443,54 @@ conclude_point (struct run *v, size_t i, int64_t now,
     free ((void *) disks[k].errors);
   free (disks);
   repo_state_free (&st);
+  return rc;
+}
+
+struct stale_ctx {
+  struct repo *r;
+  char **keys;
+  size_t n;
+};
+
+static int
+collect_stale (const struct storage_entry *e, void *opaque)
+{
+  struct stale_ctx *c = opaque;
+  const char *name = e->key + strlen ("state/");
+  size_t len = strlen (name);
+  char id[REPO_POINT_ID_MAX + 1];
+  if (len <= 5 || len - 5 > REPO_POINT_ID_MAX ||
+      strcmp (name + len - 5, ".json") != 0)
+    return 0;                   /* not a state qbak writes: left alone */
+  memcpy (id, name, len - 5);
+  id[len - 5] = '\0';
+  if (!repo_point_id_valid (id) || point_index (c->r, id) != NONE)
+    return 0;
+  char **k = realloc (c->keys, (c->n + 1) * sizeof *k);
+  if (!k || !(k[c->n] = strdup (e->key))) {
+    if (k)
+      c->keys = k;
+    set_nomem ();
+    return -1;
+  }
+  c->keys = k;
+  c->n++;
+  return 0;
+}
+
+/* The states of points that are gone (a prune removed them): nothing
+ * reads them any more. */
+static int
+remove_stale_states (struct repo *r)
+{
+  struct stale_ctx c = { .r = r };
+  int rc = storage_list (r->st, "state/", collect_stale, &c);
+  for (size_t i = 0; i < c.n; i++) {
+    if (rc == 0 && storage_delete (r->st, c.keys[i]) < 0)
+      rc = -1;
+    free (c.keys[i]);
+  }
+  free (c.keys);
   return rc;
 }
 
@@ -483,7 +569,7 @@ qbak_verify (const struct qbak_verify_opts *caller_o,
   int64_t now = (int64_t) time (NULL);
   int wrc = 0;
   for (size_t i = 0; i < np; i++)
-    if (conclude_point (&v, i, now, &res) < 0 && wrc == 0) {
+    if (conclude_point (&v, i, now, rc < 0, &res) < 0 && wrc == 0) {
       wrc = -1;
       if (rc == 0)
         qbak_error_save (&stopped);
@@ -492,6 +578,8 @@ qbak_verify (const struct qbak_verify_opts *caller_o,
     qbak_error_put_back (&stopped, "verification failed");
     goto out;
   }
+  if (remove_stale_states (v.r) < 0)
+    goto out;
   if (o.n_sources && verify_sources (v.r, &o, &mismatch) < 0)
     goto out;
   if (res.points_failed || mismatch) {

@@ -196,6 +196,74 @@ EOF
     [[ $stderr == *"backing file '$P1.qcow2'"* ]] || fail "$stderr"
 }
 
+@test "verify: a leaked cluster, a damaged or missing manifest, and files without manifests" {
+    three_points
+    cp -a repo saved
+    # A cluster appended to the file with a refcount and nothing that
+    # references it: qemu-img check calls it a leak, and so does verify.
+    local f=repo/disks/vda/$P2.qcow2
+    python3 - "$f" <<'EOF'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    h = f.read(104)
+    cbits = struct.unpack(">I", h[20:24])[0]
+    rt = struct.unpack(">Q", h[48:56])[0]
+    order = struct.unpack(">I", h[96:100])[0]
+    assert order == 4
+    f.seek(0, 2)
+    end = f.tell()
+    assert end % (1 << cbits) == 0
+    f.write(bytes(1 << cbits))
+    k = end >> cbits
+    f.seek(rt)
+    rb = struct.unpack(">Q", f.read(8))[0]
+    f.seek(rb + 2 * k)
+    f.write(struct.pack(">H", 1))
+EOF
+    run qemu-img check "$f"
+    [ "$status" -eq 3 ] || fail "qemu-img check: $status $output"
+    verify_json repo
+    [ "$status" -eq 5 ] || fail "exit $status: $stderr"
+    expect_states "$P1=ok $P2=failed $P3=failed"
+    [[ $stderr == *"1 cluster leaked"* ]] || fail "$stderr"
+
+    # A manifest with one byte changed: its digest is not the record's.
+    rm -rf repo && cp -a saved repo
+    printf 'X' | dd of="repo/disks/vdb/$P3.manifest" bs=1 seek=100 \
+        conv=notrunc status=none
+    verify_json repo
+    [ "$status" -eq 5 ] || fail "exit $status: $stderr"
+    expect_states "$P1=ok $P2=ok $P3=failed"
+    [[ $stderr == *"disks/vdb/$P3.qcow2: its manifest"*digest* ]] ||
+        fail "$stderr"
+    # A missing manifest.
+    rm -rf repo && cp -a saved repo
+    rm "repo/disks/vda/$P1.manifest"
+    verify_json repo
+    [ "$status" -eq 5 ] || fail "exit $status: $stderr"
+    expect_states "$P1=failed $P2=failed $P3=failed"
+    [[ $stderr == *"manifest disks/vda/$P1.manifest is missing"* ]] ||
+        fail "$stderr"
+
+    # Records of an older qbak name no manifest: structure and chain are
+    # still checked, and the data is said not to be.
+    rm -rf repo && cp -a saved repo
+    local r
+    for r in repo/points/*.json; do
+        jq '.disks[] |= (.manifest = null | ."manifest-digest" = null)' \
+            "$r" > r.json && mv r.json "$r"
+    done
+    rm repo/disks/*/*.manifest
+    verify_json repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    jq -e '[.points[].disks[] | .state == "ok" and .data == "not-checked"]
+           | all' <<<"$output" >/dev/null || fail "$output"
+    cp "repo/disks/vda/$P3.qcow2" "repo/disks/vda/$P2.qcow2"
+    verify_json repo
+    [ "$status" -eq 5 ] || fail "exit $status: $stderr"
+    expect_states "$P1=ok $P2=failed $P3=failed"
+}
+
 @test "verify: states are kept; list shows them; a partial pass never clears a failure" {
     three_points
     run --separate-stderr qbak list --json repo
@@ -243,6 +311,45 @@ EOF
     [ "$status" -eq 0 ] || fail "exit $status: $stderr"
     jq -e '.verify.state == "ok" and .verify.sampled == 10' \
         "repo/state/$P1.json" >/dev/null || fail "$(cat "repo/state/$P1.json")"
+}
+
+@test "verify: an interrupted run exits 130 and clears no failure, even of points it finished" {
+    three_points
+    # How many reads a whole pass makes.
+    QBAK_FAILPOINT_COUNT=$T/count qbak verify repo
+    local reads pid state
+    reads=$(awk '$1 == "read" { print $2 }' "$T/count")
+    [ "$reads" -gt 4 ] || fail "reads: $reads"
+    cp "repo/disks/vda/$P1.qcow2" saved.qcow2
+    flip_data "repo/disks/vda/$P1.qcow2" >/dev/null
+    run --separate-stderr qbak verify repo
+    [ "$status" -eq 5 ] || fail "exit $status: $stderr"
+    cp saved.qcow2 "repo/disks/vda/$P1.qcow2"
+    # Stop it halfway through its reads (a fail point), then interrupt.
+    # The binary itself, so that $! is its pid.
+    QBAK_FAILPOINT=read:$((reads / 2)):stop "$QBAK" verify repo \
+        2>stderr.txt &
+    pid=$!
+    for _ in $(seq 200); do
+        state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)
+        [ "$state" = T ] && break
+        sleep 0.05
+    done
+    kill -INT "$pid"
+    kill -CONT "$pid"
+    local rc=0
+    wait "$pid" || rc=$?
+    [ "$state" = T ] || fail "not stopped: $state"
+    [ "$rc" -eq 130 ] || fail "exit $rc: $(cat stderr.txt)"
+    run --separate-stderr qbak list --json repo
+    jq -e '[.points[].verify.state == "failed"] | all' <<<"$output" \
+        >/dev/null || fail "$output"
+    # A whole pass that ends clears them.
+    run --separate-stderr qbak verify repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    run --separate-stderr qbak list --json repo
+    jq -e '[.points[].verify.state == "ok"] | all' <<<"$output" \
+        >/dev/null || fail "$output"
 }
 
 @test "verify: --sample reads a share of the data; --at and --disk pick" {
@@ -327,6 +434,23 @@ EOF
     expect_states "$P1=ok $P2=failed"
 }
 
+@test "verify: after a prune merged files, their points are verified again; a removed point's state goes" {
+    three_points
+    run --separate-stderr qbak verify repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    run --separate-stderr qbak prune --keep-last 2 repo
+    [ "$status" -eq 0 ] || fail "prune: exit $status: $stderr"
+    [ ! -e "repo/points/$P1.json" ]
+    # P2's file took P1's data in: what was verified of it no longer
+    # stands, nor for P3, whose chain holds it.
+    verify_json --outdated-after 1 repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    expect_states "$P2=ok $P3=ok"
+    [ ! -e "repo/state/$P1.json" ] || fail "state of $P1 left"
+    verify_json --outdated-after 1 repo
+    expect_states "$P2=skipped $P3=skipped"
+}
+
 @test "verify: --source against the latest point, with the bitmap telling changes from damage" {
     three_points
     run --separate-stderr qbak verify --json --source vda.qcow2 \
@@ -336,6 +460,13 @@ EOF
            ([.sources[] | .bitmap and .mismatch == 0 and .changed == 0] | all)' \
         <<<"$output" >/dev/null ||
         fail "$output"
+    # The same with both disks after one --source.
+    run --separate-stderr qbak verify --json --source vda.qcow2 vdb.qcow2 repo
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    [ "$(jq -r '[.sources[].disk] | join(" ")' <<<"$output")" = "vda vdb" ] ||
+        fail "$output"
+    run --separate-stderr qbak verify vda.qcow2 repo
+    [ "$status" -eq 2 ] || fail "exit $status: $stderr"
     # Written since (QEMU records it in the bitmap): a change, exit 0.
     qemu-io -c 'write -P 0x99 20M 1M' vda.qcow2 >/dev/null
     run --separate-stderr qbak verify --json --source vda.qcow2 repo
