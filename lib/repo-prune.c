@@ -24,6 +24,7 @@ _Static_assert ((unsigned) QBAK_PRUNE_KEEP_LAST == PRUNE_KEEP_LAST &&
 
 struct qbak_prune_plan {
   struct repo *r;
+  char within[64];              /* keep-within as restic writes it, or "" */
   unsigned *reasons;
   int32_t *offsets;
 };
@@ -93,6 +94,9 @@ qbak_prune_plan_make (const struct qbak_prune_opts *caller_o)
   };
   if (o.keep_within && prune_duration_parse (o.keep_within, &pol.within) < 0)
     return NULL;
+  char within[64] = "";
+  if (pol.has_within)
+    prune_duration_format (&pol.within, within);
   if (prune_policy_empty (&pol)) {
     set_usage_error ("an empty retention policy would keep every point: "
                      "give at least one rule");
@@ -107,6 +111,7 @@ qbak_prune_plan_make (const struct qbak_prune_opts *caller_o)
     set_nomem ();
     return NULL;
   }
+  memcpy (p->within, within, sizeof within);
   /* Reading takes no lock, as qbak_repo_open: a plan is advice until
    * the removal, which takes the lock and plans again. */
   p->r = repo_open (o.repository, false, NULL);
@@ -165,6 +170,12 @@ const char *
 qbak_prune_plan_timezone (const struct qbak_prune_plan *p)
 {
   return p->r->config.timezone;
+}
+
+const char *
+qbak_prune_plan_within (const struct qbak_prune_plan *p)
+{
+  return p->within;
 }
 
 int
