@@ -75,8 +75,9 @@ void prune_zone_free (struct prune_zone *z);
 /* Seconds east of UTC in zone Z at UNIX_TIME. */
 int32_t prune_zone_offset (const struct prune_zone *z, int64_t unix_time);
 /* The name this process's local zone has: $TZ if it names a zone file
- * (a leading ':' dropped), else what /etc/localtime links to under
- * zoneinfo/, else "UTC".  OUT holds at least 256 bytes. */
+ * (a leading ':' dropped; a POSIX rule such as "CET-1CEST" names none),
+ * else what /etc/localtime links to under zoneinfo/, else the name in
+ * /etc/timezone, else "UTC".  OUT holds at least 256 bytes. */
 void prune_local_zone_name (char *out);
 
 /* Parse "1y2m3d4h" (each part optional, in that order, at least one).
