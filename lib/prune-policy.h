@@ -26,6 +26,11 @@
  * snapshot).  Protecting a point thus never makes another point kept or
  * removed, only itself kept.
  *
+ * These are the rules of restic 0.14 (Debian 12's, the oracle of
+ * tests/cli/prune-policy.bats).  Later restic releases add two things
+ * this engine does not: a count of -1 ("keep all" of a period), and
+ * keeping the oldest snapshot while a rule has counts left.
+ *
  * Periods are the local calendar of a time zone (struct prune_zone), read
  * from the zone's TZif file: the process's TZ is never changed, since the
  * library may run on threads beside code that reads it (setenv races with
