@@ -104,6 +104,7 @@ int cmd_bitmap (int argc, char **argv);
 int cmd_backup (int argc, char **argv);
 int cmd_list (int argc, char **argv);
 int cmd_restore (int argc, char **argv);
+int cmd_verify (int argc, char **argv);
 int cmd_prune (int argc, char **argv);
 int cmd_protect (int argc, char **argv);
 int cmd_unprotect (int argc, char **argv);

@@ -11,14 +11,18 @@ static const char help[] =
   "Usage: qbak list [--json] REPO\n"
   "\n"
   "List the points of the repository REPO, oldest first: when each was\n"
-  "taken and, for each disk, its level (full or incremental), why, and the\n"
-  "bytes copied; then the totals.  Only complete points exist: a point is\n"
-  "listed once every file of it was durable.\n"
+  "taken, what its last 'qbak verify' found (ok or failed, and when; '*'\n"
+  "after a partial pass, --sample or --disk; '-' if never verified) and,\n"
+  "for each disk, its level (full or incremental), why, and the bytes\n"
+  "copied; then the totals.  Only complete points exist: a point is listed\n"
+  "once every file of it was durable.\n"
   "\n"
   "  --json   {\"points\": [{\"id\", \"time\", \"unix-time\", \"state\",\n"
   "           \"disks\": [{\"name\", \"level\", \"reason\", \"file\",\n"
   "           \"parent\", \"format\", \"virtual-size\", \"cluster-size\",\n"
-  "           \"bytes\", \"seconds\"}]}], \"total-bytes\": N}\n"
+  "           \"bytes\", \"seconds\"}], \"verify\": {\"state\", \"time\",\n"
+  "           \"unix-time\", \"sampled\", \"partial\"} or null}],\n"
+  "           \"total-bytes\": N}\n"
   "\n"
   "Exit: 0 done, 2 usage, 3 not a repository or a damaged one.\n";
 
@@ -69,6 +73,45 @@ point_to_json (struct qbak_repo *r, size_t i)
   return o;
 }
 
+/* What the last verification of point ID found, or NULL (never
+ * verified, or its state cannot be read: listing goes on). */
+static json_object *
+verify_json (const char *repo, const char *id)
+{
+  struct qbak_point_verify_info v = { .size = sizeof v };
+  if (qbak_repo_get_point_verify (repo, id, &v) < 0) {
+    qbak_clear_error ();
+    return NULL;
+  }
+  if (v.state == QBAK_VERIFY_NONE)
+    return NULL;
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "state", json_object_new_string (
+                            qbak_verify_state_name (v.state)));
+  json_object_object_add (o, "time", json_object_new_string (v.time));
+  json_object_object_add (o, "unix-time", json_object_new_int64 (v.unix_time));
+  json_object_object_add (o, "sampled", v.sampled
+                          ? json_object_new_int ((int) v.sampled) : NULL);
+  json_object_object_add (o, "partial", json_object_new_boolean (v.partial));
+  return o;
+}
+
+/* The same as a column: "ok 2026-12-01T18:10:00Z", or "-". */
+static void
+verify_text (const char *repo, const char *id, char *out, size_t size)
+{
+  struct qbak_point_verify_info v = { .size = sizeof v };
+  if (qbak_repo_get_point_verify (repo, id, &v) < 0) {
+    qbak_clear_error ();
+    snprintf (out, size, "?");
+  }
+  else if (v.state == QBAK_VERIFY_NONE)
+    snprintf (out, size, "-");
+  else
+    snprintf (out, size, "%s %s%s", qbak_verify_state_name (v.state), v.time,
+              v.sampled || v.partial ? "*" : "");
+}
+
 int
 cmd_list (int argc, char **argv)
 {
@@ -104,7 +147,11 @@ cmd_list (int argc, char **argv)
     json_object *points = json_object_new_array ();
     for (size_t i = 0; i < n; i++) {
       json_object *p = point_to_json (r, i);
-      json_object *disks;
+      json_object *disks, *id;
+      if (p && json_object_object_get_ex (p, "id", &id))
+        json_object_object_add (p, "verify",
+                                verify_json (argv[optind],
+                                             json_object_get_string (id)));
       if (p && json_object_object_get_ex (p, "disks", &disks))
         for (size_t d = 0; d < json_object_array_length (disks); d++) {
           json_object *b;
@@ -122,21 +169,23 @@ cmd_list (int argc, char **argv)
     if (n == 0)
       printf ("%s: no points\n", argv[optind]);
     else
-      printf ("%-22s %-20s %-12s %-11s %12s  %s\n", "POINT", "TIME (UTC)",
-              "DISK", "LEVEL", "BYTES", "REASON");
+      printf ("%-22s %-20s %-12s %-11s %12s  %-27s %s\n", "POINT",
+              "TIME (UTC)", "DISK", "LEVEL", "BYTES", "VERIFIED", "REASON");
     for (size_t i = 0; i < n; i++) {
       struct qbak_point_info p = { .size = sizeof p };
       if (qbak_repo_get_point (r, i, &p) < 0)
         continue;
+      char verified[64];
+      verify_text (argv[optind], p.id, verified, sizeof verified);
       for (size_t d = 0; d < p.n_disks; d++) {
         struct qbak_point_disk_info di = { .size = sizeof di };
         if (qbak_repo_get_point_disk (r, i, d, &di) < 0)
           continue;
         total += di.bytes_copied;
-        printf ("%-22s %-20s %-12s %-11s %12" PRIu64 "  %s\n",
+        printf ("%-22s %-20s %-12s %-11s %12" PRIu64 "  %-27s %s\n",
                 d == 0 ? p.id : "", d == 0 ? p.time : "", di.name,
                 di.level == QBAK_LEVEL_FULL ? "full" : "incremental",
-                di.bytes_copied, di.reason);
+                di.bytes_copied, d == 0 ? verified : "", di.reason);
       }
     }
     if (n)

@@ -1,24 +1,26 @@
-/* qbak prune REPO --keep-...: what a retention policy keeps. */
+/* qbak prune REPO --keep-...: remove what a retention policy does not keep
+ * (or, with --dry-run, say what it would do). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
 static const char usage_line[] =
   "Usage: qbak prune [--keep-last N] [--keep-hourly N] [--keep-daily N]\n"
   "                  [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
-  "                  [--keep-within DURATION] --dry-run [--json] REPO";
+  "                  [--keep-within DURATION] [--dry-run] [--json] REPO";
 static const char help[] =
   "Usage: qbak prune [--keep-last N] [--keep-hourly N] [--keep-daily N]\n"
   "                  [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
-  "                  [--keep-within DURATION] --dry-run [--json] REPO\n"
+  "                  [--keep-within DURATION] [--dry-run] [--json] REPO\n"
   "\n"
-  "Decide which points of the repository REPO a retention policy keeps,\n"
-  "with restic's rules (`restic forget`).  The rules are ORed: a point is\n"
-  "kept if any rule keeps it.\n"
+  "Remove the points of the repository REPO that a retention policy does\n"
+  "not keep.  The policy has restic's rules (`restic forget`), ORed: a\n"
+  "point is kept if any rule keeps it.\n"
   "\n"
   "  --keep-last N       the N newest points\n"
   "  --keep-hourly N     the newest point of each of the N newest hours that\n"
@@ -43,10 +45,16 @@ static const char help[] =
   "are always kept (reason \"protected\"); they count in the rules as any\n"
   "other point does.  A policy without any rule is refused.\n"
   "\n"
-  "Removing points is not implemented yet: without --dry-run, prune\n"
-  "refuses.\n"
+  "Without --dry-run, the points no rule keeps are removed, at the cost of\n"
+  "their own data, never of the disk's size: a removed point's clusters\n"
+  "that its kept child does not hold move into the child (or, for a full,\n"
+  "the child's into it, and it takes the child's place), so every kept\n"
+  "point reads exactly as it did, at every instant.  An intent written\n"
+  "first makes the next prune or backup finish a prune that was killed.\n"
+  "The repository is locked meanwhile (exit 4 if another run holds it).\n"
   "\n"
-  "Exit: 0 done, 2 usage, 3 not a repository or a damaged one.\n";
+  "Exit: 0 done, 1 I/O error, 2 usage, 3 not a repository or a damaged one,\n"
+  "4 the repository is locked.\n";
 
 enum {
   OPT_KEEP_LAST = OPT_FIRST_COMMAND_OPTION, OPT_KEEP_HOURLY, OPT_KEEP_DAILY,
@@ -153,13 +161,12 @@ cmd_prune (int argc, char **argv)
     return usage_error (usage_line, "prune: no rule: give at least one "
                         "--keep-... option (an empty policy would keep "
                         "every point)");
-  if (!dry_run) {
-    fprintf (stderr, "%s: prune: removal is not implemented yet; use "
-             "--dry-run\n", progname);
-    return EXIT_USAGE;
-  }
   o.repository = argv[optind];
-  struct qbak_prune_plan *plan = qbak_prune_plan_make (&o);
+  struct qbak_prune_plan *plan = NULL;
+  if (dry_run)
+    plan = qbak_prune_plan_make (&o);
+  else if (qbak_prune (&o, &plan) < 0)
+    plan = NULL;
   if (!plan) {
     int ret = report_error_usage (usage_line);
     if (json)
@@ -207,8 +214,12 @@ cmd_prune (int argc, char **argv)
     json_object_object_add (top, "policy", pol);
     json_object_object_add (top, "timezone", json_object_new_string
                             (qbak_prune_plan_timezone (plan)));
-    json_object_object_add (top, "dry-run", json_object_new_boolean (1));
+    json_object_object_add (top, "dry-run",
+                            json_object_new_boolean (dry_run));
     json_print (top);
+  }
+  else if (!dry_run && !isatty (STDOUT_FILENO)) {
+    /* Quiet for cron: the removal is done; --json or a terminal tell. */
   }
   else {
     if (n == 0)
@@ -232,8 +243,9 @@ cmd_prune (int argc, char **argv)
               d.keep ? "keep" : "remove", line);
     }
     if (n)
-      printf ("%zu point%s: %zu kept, %zu to remove (dry run; time zone "
-              "%s)\n", n, n == 1 ? "" : "s", kept, n - kept,
+      printf ("%zu point%s: %zu kept, %zu %s (time zone %s)\n", n,
+              n == 1 ? "" : "s", kept, n - kept,
+              dry_run ? "to remove (dry run)" : "removed",
               qbak_prune_plan_timezone (plan));
   }
   qbak_prune_plan_free (plan);

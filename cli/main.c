@@ -15,9 +15,10 @@ static const struct command commands[] = {
   { "list", cmd_list, "list the points of a repository" },
   { "map", cmd_map, "show an image's allocation (as qemu-img map)" },
   { "protect", cmd_protect, "pin a point of a repository against prune" },
-  { "prune", cmd_prune, "decide which points a retention policy keeps" },
+  { "prune", cmd_prune, "remove points a retention policy does not keep" },
   { "restore", cmd_restore, "restore a point of a repository" },
   { "unprotect", cmd_unprotect, "unpin a point of a repository" },
+  { "verify", cmd_verify, "verify a repository's points (and sources)" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -7,7 +7,9 @@
  * until they are complete and durable; they are then linked at their key,
  * which fails if the key exists, and the folder is flushed.  Where the
  * file system has no anonymous files, a hidden temporary name (".tmp-...",
- * never a valid key) is used and linked the same way.
+ * never a valid key) is used and linked the same way.  A replaced object
+ * (mutable state) is written under such a hidden name, flushed, renamed
+ * over its key, and the folder flushed: the rename is the commit point.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -169,6 +171,32 @@ write_all (int fd, const void *buf, size_t len)
   return 0;
 }
 
+/* A hidden temporary name in PARENT (never a valid key, so never listed
+ * and never an object), opened new. */
+static int
+new_named_file (int parent, const char *leaf, char **tmp_name)
+{
+  for (int tries = 0; tries < 100; tries++) {
+    char *name;
+    if (asprintf (&name, TMP_PREFIX "%s-%ld-%d-%d", leaf, (long) getpid (),
+                  rand (), tries) < 0) {
+      errno = ENOMEM;
+      return -1;
+    }
+    int fd = openat (parent, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+                     O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      *tmp_name = name;
+      return fd;
+    }
+    free (name);
+    if (errno != EEXIST)
+      return -1;
+  }
+  errno = EEXIST;
+  return -1;
+}
+
 /* A new file in PARENT that has no name yet (O_TMPFILE), or failing that
  * a hidden temporary name returned in *TMP_NAME. */
 static int
@@ -180,25 +208,7 @@ new_file (int parent, const char *leaf, char **tmp_name)
     return fd;
   if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
     return -1;
-  for (int tries = 0; tries < 100; tries++) {
-    char *name;
-    if (asprintf (&name, TMP_PREFIX "%s-%ld-%d-%d", leaf, (long) getpid (),
-                  rand (), tries) < 0) {
-      errno = ENOMEM;
-      return -1;
-    }
-    fd = openat (parent, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
-                 O_CLOEXEC, 0600);
-    if (fd >= 0) {
-      *tmp_name = name;
-      return fd;
-    }
-    free (name);
-    if (errno != EEXIST)
-      return -1;
-  }
-  errno = EEXIST;
-  return -1;
+  return new_named_file (parent, leaf, tmp_name);
 }
 
 /* Give FD (anonymous, or named TMP_NAME) the name LEAF in PARENT, never
@@ -263,6 +273,64 @@ folder_put_once (struct storage *st, const char *key, const void *buf,
     goto out;
   }
   tmp = NULL;
+  r = 0;
+ out:
+  if (tmp) {
+    unlinkat (parent, tmp, 0);
+    free (tmp);
+  }
+  if (fd >= 0)
+    close (fd);
+  close (parent);
+  return r;
+}
+
+static int
+folder_replace (struct storage *st, const char *key, const void *buf,
+                size_t len)
+{
+  const char *leaf;
+  int parent = open_parent (to_folder (st), key, true, &leaf);
+  if (parent < 0)
+    return -1;
+  char *tmp = NULL;
+  char pbuf[KEY_PATH_SIZE];
+  const char *p = key_path (st, key, pbuf);
+  int r = -1;
+  int fd = new_named_file (parent, leaf, &tmp);
+  if (fd < 0) {
+    set_io_error (errno, "%s: creating", p);
+    goto out;
+  }
+  if (write_all (fd, buf, len) < 0) {
+    set_io_error (errno, "%s: writing", p);
+    goto out;
+  }
+  /* Durable before it takes the name: a crash leaves the old object or
+   * the new one, whole. */
+  if (fsync (fd) < 0) {
+    set_io_error (errno, "%s: flushing", p);
+    goto out;
+  }
+  /* A folder or anything else planted at the name is not replaced: only
+   * a regular file (or nothing) is. */
+  struct stat sb;
+  if (fstatat (parent, leaf, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+      !S_ISREG (sb.st_mode)) {
+    set_invalid ("%s: not a regular file; a repository holds only folders "
+                 "and files qbak made", p);
+    goto out;
+  }
+  if (renameat (parent, tmp, parent, leaf) < 0) {
+    set_io_error (errno, "%s: naming", p);
+    goto out;
+  }
+  free (tmp);
+  tmp = NULL;
+  if (fsync (parent) < 0) {
+    set_io_error (errno, "%s: flushing its folder", p);
+    goto out;
+  }
   r = 0;
  out:
   if (tmp) {
@@ -562,6 +630,35 @@ folder_remove (struct storage *st, const char *key)
   return r;
 }
 
+static int
+folder_rename (struct storage *st, const char *from, const char *to)
+{
+  const char *fleaf, *tleaf;
+  const char *fs = strrchr (from, '/'), *ts = strrchr (to, '/');
+  size_t fl = fs ? (size_t) (fs - from) : 0, tl = ts ? (size_t) (ts - to) : 0;
+  if (fl != tl || strncmp (from, to, fl) != 0) {
+    set_usage_error ("%s: %s and %s are in different folders", st->location,
+                     from, to);
+    return -1;
+  }
+  int parent = open_parent (to_folder (st), from, false, &fleaf);
+  if (parent < 0)
+    return -1;
+  tleaf = ts ? ts + 1 : to;
+  int r = 0;
+  char pbuf[KEY_PATH_SIZE];
+  if (renameat (parent, fleaf, parent, tleaf) < 0) {
+    set_open_error (st, from, errno);
+    r = -1;
+  }
+  else if (fsync (parent) < 0) {
+    set_io_error (errno, "%s: flushing its folder", key_path (st, to, pbuf));
+    r = -1;
+  }
+  close (parent);
+  return r;
+}
+
 /* ---- the lock --------------------------------------------------------- */
 
 /* The lock is a file whose open file description holds a write lock
@@ -638,11 +735,14 @@ folder_lock (struct storage *st, const char *name, const char *holder)
       close (fd);
       continue;
     }
-    /* Ours: record the holder. */
+    /* Ours: record the holder.  Not flushed: the kernel's lock is what
+     * excludes the others, and it does not outlive the holder, so after a
+     * crash the file (lost, empty or stale) is simply taken over; the
+     * text only names a live holder to the others, who read it from the
+     * page cache. */
     size_t len = strlen (holder);
     if (ftruncate (fd, 0) < 0 || pwrite (fd, holder, len, 0) != (ssize_t) len
-        || pwrite (fd, "\n", 1, (off_t) len) != 1 || fsync (fd) < 0 ||
-        fsync (parent) < 0) {
+        || pwrite (fd, "\n", 1, (off_t) len) != 1) {
       set_io_error (errno, "%s: writing the lock", st->location);
       close (fd);
       close (parent);
@@ -719,10 +819,12 @@ folder_close (struct storage *st)
 static const struct storage_ops folder_ops = {
   .name = "folder",
   .put_once = folder_put_once,
+  .replace = folder_replace,
   .get = folder_get,
   .size = folder_size,
   .list = folder_list,
   .remove = folder_remove,
+  .rename = folder_rename,
   .lock = folder_lock,
   .unlock = folder_unlock,
   .prepare = folder_prepare,

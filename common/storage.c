@@ -79,6 +79,15 @@ storage_put_once (struct storage *st, const char *key, const void *buf,
 }
 
 int
+storage_replace (struct storage *st, const char *key, const void *buf,
+                 size_t len)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return -1;
+  return st->ops->replace (st, key, buf, len);
+}
+
+int
 storage_get (struct storage *st, const char *key, void **buf, size_t *len)
 {
   if (storage_check_key (st->location, key) < 0)
@@ -109,6 +118,15 @@ storage_delete (struct storage *st, const char *key)
   if (storage_check_key (st->location, key) < 0)
     return -1;
   return st->ops->remove (st, key);
+}
+
+int
+storage_rename (struct storage *st, const char *from, const char *to)
+{
+  if (storage_check_key (st->location, from) < 0 ||
+      storage_check_key (st->location, to) < 0)
+    return -1;
+  return st->ops->rename (st, from, to);
 }
 
 struct storage_lock *

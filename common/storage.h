@@ -8,6 +8,10 @@
  *
  *   put-once   a small object is created whole, durably, and never
  *              replaced: creating a key that exists fails (EEXIST);
+ *   replace    a small object is created or replaced whole, durably: a
+ *              reader sees the old object or the new one, never a mix
+ *              (an object store's PUT); only for the repository's
+ *              mutable state, never for what a restore follows;
  *   get        a whole small object;
  *   list       the keys under a prefix;
  *   delete     one key;
@@ -49,6 +53,8 @@ struct storage_ops {
   const char *name;     /* "folder", "s3" */
   int (*put_once) (struct storage *st, const char *key, const void *buf,
                    size_t len);
+  int (*replace) (struct storage *st, const char *key, const void *buf,
+                  size_t len);
   int (*get) (struct storage *st, const char *key, void **buf, size_t *len);
   int (*size) (struct storage *st, const char *key, uint64_t *size);
   int (*list) (struct storage *st, const char *prefix, storage_list_cb cb,
@@ -58,6 +64,7 @@ struct storage_ops {
                                 const char *holder);
   void (*unlock) (struct storage_lock *lk);
   int (*prepare) (struct storage *st, const char *key);
+  int (*rename) (struct storage *st, const char *from, const char *to);
   char *(*local_path) (struct storage *st, const char *key);
   void (*close) (struct storage *st);
 };
@@ -84,6 +91,10 @@ int storage_check_key (const char *location, const char *key);
  * replaces. */
 int storage_put_once (struct storage *st, const char *key, const void *buf,
                       size_t len);
+/* Store BUF as KEY, whole and durable when this returns 0, replacing
+ * what KEY held: a crash leaves the old object or the new one. */
+int storage_replace (struct storage *st, const char *key, const void *buf,
+                     size_t len);
 /* Read the whole of KEY (at most 64 MiB: only records are read whole)
  * into a malloc'ed buffer, NUL-terminated past *LEN.  -1 with errno
  * ENOENT recorded (STATUS_INVALID) if KEY does not exist. */
@@ -100,6 +111,10 @@ int storage_list (struct storage *st, const char *prefix, storage_list_cb cb,
                   void *opaque);
 /* Delete KEY; 0 if it did not exist. */
 int storage_delete (struct storage *st, const char *key);
+/* Give object FROM the key TO, replacing what TO held, durably and in
+ * one step (a reader finds TO's old object or FROM's): prune puts merged
+ * files and manifests in place with it.  Both keys are in one folder. */
+int storage_rename (struct storage *st, const char *from, const char *to);
 /* Take the lock NAME for this process, recording HOLDER (a short text:
  * host, pid, start time) in it.  -1 with STATUS_BUSY and the holder's
  * text in the message if another live process holds it.  A lock left by

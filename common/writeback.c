@@ -8,12 +8,24 @@
 
 #include "common/writeback.h"
 
+/* Written pages this far behind the newest range started are waited for
+ * and dropped from the page cache.  A copy that leaves its output cached
+ * needs a fresh page for every page it writes, and fresh memory can cost
+ * far more than the copy into it (on a VM whose host takes free guest
+ * memory back, each first touch faults in the host: 3-4x the whole copy
+ * time here).  Dropping what is on disk already hands the same pages back
+ * to the next writes.  Far enough behind that the wait almost never
+ * blocks; a page cache the size of this window is all the output keeps. */
+#define DROP_BEHIND (64u << 20)
+
 struct writeback {
   int fd;
   pthread_t thread;
   pthread_mutex_t lock;
   pthread_cond_t cond;
   uint64_t start, end;          /* queued range; empty if start == end */
+  uint64_t dropped;             /* below this, written pages were dropped
+                                   (thread's own) */
   bool stopping;
   int error;                    /* first write-back I/O error, or 0 */
 };
@@ -35,6 +47,23 @@ run (void *opaque)
     int r = sync_file_range (wb->fd, (off_t) start, (off_t) (end - start),
                              SYNC_FILE_RANGE_WRITE);
     int e = r < 0 ? errno : 0;
+    if (end > DROP_BEHIND && end - DROP_BEHIND > wb->dropped) {
+      uint64_t upto = end - DROP_BEHIND;
+      /* Only pages that are clean when they are dropped go: a page
+       * written again since is kept (it is dirty), and the wait reports
+       * a lost write-back as the start does. */
+      r = sync_file_range (wb->fd, (off_t) wb->dropped,
+                           (off_t) (upto - wb->dropped),
+                           SYNC_FILE_RANGE_WAIT_BEFORE |
+                           SYNC_FILE_RANGE_WRITE |
+                           SYNC_FILE_RANGE_WAIT_AFTER);
+      if (r < 0 && !e)
+        e = errno;
+      if (r == 0)
+        posix_fadvise (wb->fd, (off_t) wb->dropped,
+                       (off_t) (upto - wb->dropped), POSIX_FADV_DONTNEED);
+      wb->dropped = upto;
+    }
     pthread_mutex_lock (&wb->lock);
     if (!wb->error && writeback_lost_data (e))
       wb->error = e;

@@ -6,7 +6,9 @@
  * copying thread, that time adds to the job, done here it overlaps with
  * the copy.  It is only a hint: errors surface at the flush that makes the
  * data durable (an I/O error met here is kept for it: writeback_take_error),
- * and without a thread the range is started in the caller. */
+ * and without a thread the range is started in the caller.  The thread
+ * also drops what lies far enough behind and is on disk from the page
+ * cache, so a long copy reuses its pages instead of taking fresh ones. */
 #ifndef QBAK_COMMON_WRITEBACK_H
 #define QBAK_COMMON_WRITEBACK_H
 

@@ -583,6 +583,97 @@ manifest_reader_free (struct manifest_reader *r)
   free (r);
 }
 
+/* ---- Merging two manifests -------------------------------------------- */
+
+struct cursor {
+  struct manifest_reader *r;
+  struct manifest_run run;      /* the part of the current run left */
+  bool have;
+};
+
+static int
+advance (struct cursor *c)
+{
+  int rc = manifest_reader_next (c->r, &c->run);
+  c->have = rc == 1;
+  return rc < 0 ? -1 : 0;
+}
+
+/* Emit the first N clusters of C's run, then drop them from it. */
+static int
+emit_part (struct manifest_writer *w, struct cursor *c, uint64_t n)
+{
+  int r = c->run.kind == MANIFEST_DATA
+    ? manifest_writer_hashes (w, c->run.first, c->run.hashes, n)
+    : manifest_writer_zero (w, c->run.first * w->cs,
+                            c->run.first + n >= w->clusters
+                            ? w->size - c->run.first * w->cs : n * w->cs);
+  if (r < 0)
+    return -1;
+  return 0;
+}
+
+/* Drop C's clusters below END. */
+static int
+skip_below (struct cursor *c, uint64_t end)
+{
+  while (c->have && c->run.first < end) {
+    uint64_t run_end = c->run.first + c->run.count;
+    if (run_end > end) {
+      uint64_t d = end - c->run.first;
+      c->run.first = end;
+      c->run.count -= (uint32_t) d;
+      if (c->run.hashes)
+        c->run.hashes += d;
+      return 0;
+    }
+    if (advance (c) < 0)
+      return -1;
+  }
+  return 0;
+}
+
+int
+manifest_merge (struct manifest_reader *top, struct manifest_reader *bottom,
+                struct manifest_writer *w, char *digest)
+{
+  struct cursor a = { .r = top }, b = { .r = bottom };
+  int ret = -1;
+  if (top->cs != w->cs || bottom->cs != w->cs || top->size != w->size) {
+    set_usage_error ("%s: manifests of other clusters or sizes cannot be "
+                     "merged into it", w->file->path);
+    goto out;
+  }
+  if (advance (&a) < 0 || advance (&b) < 0)
+    goto out;
+  while (a.have || b.have) {
+    if (a.have && (!b.have || a.run.first <= b.run.first)) {
+      uint64_t end = a.run.first + a.run.count;
+      if (emit_part (w, &a, a.run.count) < 0 || skip_below (&b, end) < 0 ||
+          advance (&a) < 0)
+        goto out;
+    }
+    else {
+      uint64_t end = b.run.first + b.run.count;
+      if (a.have && a.run.first < end)
+        end = a.run.first;
+      if (end > w->clusters) {
+        set_invalid ("%s: the lower manifest lists clusters past the end",
+                     bottom->file->path);
+        goto out;
+      }
+      if (emit_part (w, &b, end - b.run.first) < 0 || skip_below (&b, end) < 0)
+        goto out;
+    }
+  }
+  ret = manifest_writer_finish (w, digest);
+ out:
+  manifest_reader_free (top);
+  manifest_reader_free (bottom);
+  manifest_writer_free (w);
+  return ret;
+}
+
 /* ---- A chain's view --------------------------------------------------- */
 
 struct view_layer {

@@ -119,6 +119,13 @@ int manifest_file_digest (const char *path, char *digest);
 
 void manifest_reader_free (struct manifest_reader *r);
 
+/* Into W, the manifest of a file that holds what the file of TOP holds
+ * and, where TOP lists nothing, what the file of BOTTOM holds (prune's
+ * merges); W is finished (DIGEST) and freed, the readers are freed. */
+int manifest_merge (struct manifest_reader *top,
+                    struct manifest_reader *bottom,
+                    struct manifest_writer *w, char *digest);
+
 /* ---- A chain's view ---------------------------------------------------
  *
  * What a chain of backup files reads as, cluster by cluster, from their

@@ -60,11 +60,17 @@ get_l2 (struct qcow2 *s, uint64_t l2_offset, uint64_t word, uint64_t *first)
   *first = word / nwords * nwords;
   uint64_t off = l2_offset + *first * 8;
   struct qcow2_l2_cache_entry *victim = &s->l2_cache[0];
+  struct qcow2_l2_cache_entry *last = &s->l2_cache[s->l2_cache_last];
 
+  if (last->offset == off && last->table) {
+    last->last_use = ++s->l2_cache_clock;
+    return last->table;
+  }
   for (int i = 0; i < QCOW2_L2_CACHE_SIZE; i++) {
     struct qcow2_l2_cache_entry *c = &s->l2_cache[i];
     if (c->offset == off && c->table) {
       c->last_use = ++s->l2_cache_clock;
+      s->l2_cache_last = i;
       return c->table;
     }
     if (c->last_use < victim->last_use)
@@ -84,6 +90,7 @@ get_l2 (struct qcow2 *s, uint64_t l2_offset, uint64_t word, uint64_t *first)
     victim->table[i] = be64_at (raw + i * 8);
   victim->offset = off;
   victim->last_use = ++s->l2_cache_clock;
+  s->l2_cache_last = (int) (victim - s->l2_cache);
   return victim->table;
 }
 
@@ -261,6 +268,20 @@ qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,
     }
     s->prealloc_checked = true;
   }
+  if (s->status_valid && offset >= s->status_start &&
+      offset - s->status_start < s->status.length) {
+    uint64_t skip = offset - s->status_start;
+    *ext = s->status;
+    /* Without a host cluster the offset is the one inside the cluster, as
+     * lookup leaves it. */
+    ext->offset = ext->offset_valid ? ext->offset + skip
+                                    : offset & (s->cluster_size - 1);
+    ext->length -= skip;
+    if (ext->length > length)
+      ext->length = length;
+    return 0;
+  }
+  s->status_valid = false;
   if (lookup (s, offset, &ci) < 0)
     return -1;
   memset (ext, 0, sizeof *ext);
@@ -288,6 +309,11 @@ qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,
     done += next.bytes;
   }
   ext->length = done < length ? done : length;
+  if (!ext->compressed) {
+    s->status_valid = true;
+    s->status_start = offset;
+    s->status = *ext;
+  }
   return 0;
 }
 

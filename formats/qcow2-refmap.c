@@ -158,6 +158,30 @@ qcow2_refmap_forget (struct qcow2_refmap *m, uint64_t offset, uint64_t len)
     m->use[c] = 0;
 }
 
+int
+qcow2_refmap_leaks (struct qcow2_refmap *m, uint64_t *n, uint64_t *first)
+{
+  struct qcow2 *s = m->s;
+  *n = 0;
+  *first = 0;
+  /* Only the ranges that have a refcount block can hold a refcount. */
+  for (uint64_t r = 0; s->reftable && r < s->reftable_entries; r++) {
+    if (!(s->reftable[r] & REFT_OFFSET_MASK))
+      continue;
+    for (uint64_t i = 0; i < s->refblock_entries; i++) {
+      uint64_t c = r * s->refblock_entries + i, rc;
+      if (qcow2_get_refcount (s, c, &rc) < 0)
+        return -1;
+      unsigned refs = c < m->n_clusters ? m->use[c] & USE_COUNT_MAX : 0;
+      if (refs == USE_COUNT_MAX || rc <= refs)
+        continue;
+      if ((*n)++ == 0)
+        *first = c << s->cluster_bits;
+    }
+  }
+  return 0;
+}
+
 void
 qcow2_refmap_free (struct qcow2_refmap *m)
 {

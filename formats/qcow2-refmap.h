@@ -74,6 +74,15 @@ int qcow2_refmap_add (struct qcow2_refmap *m, uint64_t offset, uint64_t len,
                       enum qcow2_ref_class cls,
                       const struct qcow2_ref_owner *owner);
 
+/* After a build with QCOW2_REFMAP_ALL: the clusters whose refcount is
+ * higher than the references found (qemu-img check's leaks: harmless to
+ * reads, but never left by a writer that finished its file), counted
+ * into *N, the first one's host offset into *FIRST.  Clusters past the
+ * end of the file with a refcount count too.  0, or -1 on an I/O
+ * error. */
+int qcow2_refmap_leaks (struct qcow2_refmap *m, uint64_t *n,
+                        uint64_t *first);
+
 /* The image the map describes. */
 struct qcow2 *qcow2_refmap_image (const struct qcow2_refmap *m);
 

@@ -639,6 +639,61 @@ qcow2_writer_set_table_batch (struct qcow2_writer *w, size_t n)
     w->pending_cap = n < max ? n : max;
 }
 
+int
+qcow2_writer_set_backing (struct qcow2_writer *w, const char *name,
+                          const char *format)
+{
+  struct qcow2_writer_opts o = {
+    .size = w->size, .cluster_size = w->cluster_size,
+    .backing_name = name, .backing_format = format,
+  };
+  char *n = NULL, *f = NULL;
+  if (check_create_opts (w->file->path, &o) < 0)
+    return -1;
+  if ((name && !(n = strdup (name))) || (format && !(f = strdup (format)))) {
+    free (n);
+    set_nomem ();
+    return -1;
+  }
+  free (w->backing_name);
+  free (w->backing_format);
+  w->backing_name = n;
+  w->backing_format = f;
+  return 0;
+}
+
+int
+qcow2_writer_grow (struct qcow2_writer *w, uint64_t size)
+{
+  struct qcow2_writer_opts o = {
+    .size = size, .cluster_size = w->cluster_size,
+    .backing_name = w->backing_name, .backing_format = w->backing_format,
+  };
+  if (size < w->size) {
+    set_usage_error ("%s: a backup image never shrinks (%" PRIu64 " to %"
+                     PRIu64 " bytes)", w->file->path, w->size, size);
+    return -1;
+  }
+  if (check_create_opts (w->file->path, &o) < 0)
+    return -1;
+  uint64_t l1_size = div_round_up (size, (uint64_t) w->cluster_size
+                                         * w->l2_entries);
+  uint64_t alloc = div_round_up (l1_size * 8, w->cluster_size) * w->l2_entries;
+  if (alloc > w->l1_alloc) {
+    uint64_t *l1 = realloc (w->l1, alloc * sizeof *l1);
+    if (!l1) {
+      set_nomem ();
+      return -1;
+    }
+    memset (l1 + w->l1_alloc, 0, (alloc - w->l1_alloc) * sizeof *l1);
+    w->l1 = l1;
+    w->l1_alloc = alloc;
+  }
+  w->l1_size = (uint32_t) l1_size;
+  w->size = size;
+  return 0;
+}
+
 void
 qcow2_writer_get_opts (const struct qcow2_writer *w,
                        struct qcow2_writer_opts *o)

@@ -110,6 +110,16 @@ struct qcow2_writer *qcow2_writer_reopen (const char *path);
 void qcow2_writer_get_opts (const struct qcow2_writer *w,
                             struct qcow2_writer_opts *o);
 
+/* From the next finish on, store NAME (and FORMAT; NULL: none) as the
+ * image's backing file: a reopened image then switches its backing file
+ * in the same header write that commits its new clusters. */
+int qcow2_writer_set_backing (struct qcow2_writer *w, const char *name,
+                              const char *format);
+
+/* Grow the virtual size to SIZE (never shrink); the new clusters are
+ * unallocated.  Before any request of the pass. */
+int qcow2_writer_grow (struct qcow2_writer *w, uint64_t size);
+
 /* Store guest data BUF for [OFFSET, +LEN).  OFFSET is cluster aligned; LEN
  * is a multiple of the cluster size, except that a request ending at the
  * virtual size may end in a partial cluster (its tail reads as zeroes).

@@ -85,6 +85,16 @@ struct qcow2 {
 
   struct qcow2_l2_cache_entry l2_cache[QCOW2_L2_CACHE_SIZE];
   uint64_t l2_cache_clock;
+  int l2_cache_last;          /* the slot hit last (sequential lookups hit
+                                 it again) */
+
+  /* The extent block_status answered last, from guest offset
+   * status_start: a chain walk asks every layer again for the rest of an
+   * extent a higher layer cut short, and the mapping never changes while
+   * the image is open (the L2 cache above relies on that too). */
+  bool status_valid;
+  uint64_t status_start;
+  struct layer_extent status;
 
   /* Refcounts (qcow2-refcount.c), loaded for writable opens only. */
   uint64_t *reftable;         /* CPU order */

@@ -14,10 +14,18 @@
 #include "formats/raw-writer.h"
 #include "formats/writer-request.h"
 
+/* Write-back is started (on a background thread) after every this many
+ * bytes written, as the qcow2 writer does: the disk works during the copy
+ * instead of all of it waiting for the flush at the end. */
+#define WRITEBACK_WINDOW (2u << 20)
+
 struct raw_writer {
   struct qbak_file *file;
   uint64_t size;
   uint64_t next;                /* end of the previous request */
+  uint64_t wb_start;            /* start of what was written since
+                                   write-back was last started */
+  uint64_t wb_bytes;            /* bytes written since then */
   bool failed;                  /* a failed flush, or a failed write that
                                    could not be undone: refuse further
                                    calls */
@@ -107,6 +115,14 @@ raw_writer_write (struct raw_writer *w, uint64_t offset, const void *buf,
     return -1;
   }
   w->next = offset + len;
+  if (w->wb_bytes == 0)
+    w->wb_start = offset;
+  w->wb_bytes += len;
+  if (w->wb_bytes >= WRITEBACK_WINDOW) {
+    /* The holes in between cost the kernel nothing to skip. */
+    qbak_file_writeback (w->file, w->wb_start, w->next - w->wb_start);
+    w->wb_bytes = 0;
+  }
   return 0;
 }
 

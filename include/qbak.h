@@ -657,6 +657,148 @@ QBAK_API void qbak_restore_opts_init (struct qbak_restore_opts *o);
  * the id of the point restored. */
 QBAK_API int qbak_restore (const struct qbak_restore_opts *o, char *point);
 
+/* ---- Verifying a repository ------------------------------------------
+ *
+ * qbak_verify reads the files a repository's points need, without the
+ * source: each file's structure (as qemu-img check: refcounts, overlaps,
+ * leaks), its place in its chain (backing file, format, sizes, as its
+ * record says), and its data against its manifest where it has one.  A
+ * file shared by several points is read once.  A file found bad fails
+ * its point and every later point whose chain holds it.  What each
+ * verification found is kept per point in the repository (beside the
+ * immutable records) and read back with qbak_repo_get_point_verify. */
+
+enum qbak_verify_state {
+  QBAK_VERIFY_NONE,             /* never verified */
+  QBAK_VERIFY_OK,
+  QBAK_VERIFY_FAILED,
+  QBAK_VERIFY_SKIPPED,          /* verified recently enough (outdated_after) */
+  QBAK_VERIFY_NOT_VERIFIED,     /* the run stopped before it */
+};
+/* "none", "ok", "failed", "skipped", "not-verified"; NULL for values this
+ * library does not know.  Static strings. */
+QBAK_API const char *qbak_verify_state_name (enum qbak_verify_state s);
+
+/* One finding, passed to the problem callback as it is found.  MISMATCH
+ * false: a note that is no problem ("no manifest"). */
+struct qbak_verify_problem {
+  size_t size;                  /* the library's sizeof */
+  const char *point;            /* the point whose file it is */
+  const char *disk;
+  const char *file;             /* a key of the repository, or the source */
+  bool mismatch;
+  bool has_offset;
+  uint64_t offset;              /* guest offset */
+  const char *what;
+};
+typedef void (*qbak_verify_problem_cb) (const struct qbak_verify_problem *p,
+                                        void *opaque);
+
+struct qbak_verify_error {
+  size_t size;                  /* the library's sizeof */
+  const char *file;
+  bool has_offset;
+  uint64_t offset;
+  const char *what;
+};
+
+struct qbak_verify_disk {
+  size_t size;                  /* the library's sizeof */
+  const char *name;
+  enum qbak_verify_state state;
+  bool data_checked;            /* every file of its chain had a manifest */
+  const struct qbak_verify_error *errors;   /* of every bad file of its
+                                               chain */
+  size_t n_errors;
+};
+
+/* What a run found for one point, passed to the point callback once the
+ * run is over, oldest point first.  Valid during the call. */
+struct qbak_verify_point {
+  size_t size;                  /* the library's sizeof */
+  const char *id;
+  enum qbak_verify_state state;
+  const struct qbak_verify_disk *disks;
+  size_t n_disks;
+};
+typedef void (*qbak_verify_point_cb) (const struct qbak_verify_point *p,
+                                      void *opaque);
+
+/* A source disk compared with its latest point. */
+struct qbak_verify_source {
+  size_t size;                  /* the library's sizeof */
+  const char *path;
+  const char *disk;             /* its name in the repository */
+  const char *point;            /* the point compared */
+  bool bitmap;                  /* the point's bitmap told what changed */
+  uint64_t unit;                /* bytes per compared unit */
+  uint64_t units_compared;
+  uint64_t units_changed;       /* differ where the disk was written since */
+  uint64_t units_mismatch;      /* differ where nothing says it was */
+  bool size_changed;
+};
+typedef void (*qbak_verify_source_cb) (const struct qbak_verify_source *s,
+                                       void *opaque);
+
+struct qbak_verify_opts {
+  size_t size;                  /* sizeof: set by qbak_verify_opts_init */
+  const char *repository;
+  const char *at;               /* one point (as qbak_restore_opts), or
+                                   NULL: every point */
+  const char *disk;             /* one disk, or NULL: every disk */
+  unsigned sample_percent;      /* 1..99: that share of data clusters
+                                   (a partial verification); 0: all */
+  int64_t outdated_after;       /* seconds: skip points whose last
+                                   complete verification passed less
+                                   than this long ago; 0: none skipped */
+  /* Disks to compare with their latest point (names as in a backup),
+   * read through both chains.  With the point's bitmap in the disk,
+   * a difference where the disk was not written since is a mismatch and
+   * the others are changes; without one (a raw disk), qbak cannot tell
+   * a change from damage and every difference is a mismatch. */
+  const struct qbak_backup_disk *sources;
+  size_t n_sources;
+  volatile int *cancel;
+  qbak_progress_cb progress;
+  void *progress_opaque;
+  qbak_verify_problem_cb problem;
+  qbak_verify_point_cb point;
+  qbak_verify_source_cb source;
+  void *opaque;                 /* for the three callbacks above */
+};
+QBAK_API void qbak_verify_opts_init (struct qbak_verify_opts *o);
+
+struct qbak_verify_result {
+  size_t size;                  /* sizeof: set by qbak_verify_result_init */
+  size_t points_ok, points_failed, points_skipped, points_not_verified;
+  size_t files_verified, files_failed, files_without_manifest;
+  uint64_t bytes_read;
+  double seconds;
+};
+QBAK_API void qbak_verify_result_init (struct qbak_verify_result *r);
+
+/* Verify; takes the repository's lock (its state is written).  0 if
+ * everything verified is good; -1 with QBAK_STATUS_MISMATCH if a point
+ * failed or a source differs where it should not, or with another
+ * status if the verification could not run.  RESULT (or NULL) is filled
+ * in either way. */
+QBAK_API int qbak_verify (const struct qbak_verify_opts *o,
+                          struct qbak_verify_result *result);
+
+/* A point's last verification. */
+struct qbak_point_verify_info {
+  size_t size;                  /* the caller's sizeof */
+  enum qbak_verify_state state; /* NONE, OK or FAILED */
+  char time[32];                /* RFC 3339, UTC, or "" */
+  int64_t unix_time;
+  unsigned sampled;             /* percent of data checked; 0: all */
+  bool partial;                 /* only some disks */
+  int64_t last_complete_ok;     /* unix time, or 0 */
+};
+QBAK_API int qbak_repo_get_point_verify (const char *repository,
+                                         const char *point,
+                                         struct qbak_point_verify_info *info);
+
 /* ---- Retention ---------------------------------------------------------
  *
  * A retention policy says which points of a repository to keep, with
@@ -734,6 +876,13 @@ QBAK_API int qbak_prune_plan_get (const struct qbak_prune_plan *p, size_t i,
 /* Pin the point ID of the repository LOCATION so that no policy removes
  * it, or unpin it.  Pinning a pinned point, or unpinning one that is
  * not, is no error. */
+/* Remove the points POLICY O does not keep, each disk's chain merged so
+ * that every kept point reads exactly as it did, at every instant (a
+ * crash leaves an intent the next prune or backup finishes).  Takes the
+ * repository's lock.  *PLAN (may be NULL) gets the plan that was carried
+ * out (free it with qbak_prune_plan_free). */
+QBAK_API int qbak_prune (const struct qbak_prune_opts *o,
+                         struct qbak_prune_plan **plan);
 QBAK_API int qbak_protect (const char *location, const char *id);
 QBAK_API int qbak_unprotect (const char *location, const char *id);
 

@@ -106,6 +106,16 @@ copy_range (struct copy_job *j, uint64_t off, uint64_t len)
         continue;
       }
     }
+    /* Data from several layers in a row is read and written as one run:
+     * one target write, not one per layer the chain switches to. */
+    while (pos + n < end) {
+      struct chain_extent next;
+      if (image_chain_status (j->img, pos + n, end - pos - n, &next) < 0)
+        return -1;
+      if (next.zero && !next.data)
+        break;
+      n += next.length;
+    }
     /* Read up to the next cluster boundary past this extent. */
     uint64_t rend = (pos + n + cs - 1) / cs * cs;
     if (rend > end)

@@ -15,6 +15,7 @@
 #define QBAK_LIB_JOB_H
 
 #include "bitmaps/dirty-bitmap.h"
+#include "common/status.h"
 #include "formats/manifest.h"
 #include "lib/internal.h"
 
@@ -77,6 +78,15 @@ const char *job_name (struct copy_job *j);
  * file), by reading it; its digest into DIGEST. */
 int manifest_of_layer (const char *path, const char *manifest,
                        char *digest);
+
+/* layer-merge.c: copy the clusters the qcow2 file FROM holds itself
+ * (data and zero clusters, not its backing files') into the qcow2 file
+ * INTO, written by qbak: only where INTO holds nothing (ONLY_HOLES), or
+ * over what it holds; grow INTO to FROM's size if it is smaller; store
+ * BACKING (NULL: none) as INTO's backing file; commit with one header
+ * write.  Either INTO is as it was or it is all of that. */
+int layer_merge (const char *from, const char *into, bool only_holes,
+                 const char *backing, const char *backing_format);
 
 /* group.c: qbak_copy_group with an in-place target for each job (PLACES
  * parallel to the jobs, or NULL). */

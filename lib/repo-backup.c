@@ -573,7 +573,9 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
     goto out;
   r = repo_open (o.repository, true, &res.created);
   char id[REPO_POINT_ID_MAX + 1];
+  bool pruned;
   if (!r || repo_lock (r) < 0 || repo_load_points (r) < 0 ||
+      repo_prune_finish_interrupted (r, &pruned) < 0 ||
       repo_remove_leftovers (r, id) < 0)
     goto out;
 

@@ -192,6 +192,14 @@ qbak_restore (const struct qbak_restore_opts *caller_o, char *point_id)
   const struct repo_point *p = choose_point (r, o.at, o.disk);
   if (!p)
     goto out;
+  int pending = repo_prune_pending (r, p->id);
+  if (pending != 0) {
+    if (pending > 0)
+      set_invalid ("%s: point %s is being removed by a prune that was "
+                   "interrupted; the next prune or backup finishes it",
+                   o.repository, p->id);
+    goto out;
+  }
   if (point_id)
     snprintf (point_id, 40, "%s", p->id);
   if (o.overlay) {

@@ -74,6 +74,19 @@ int repo_remove_leftovers (struct repo *r, char *interrupted);
  * "qbak-<id>-".  OUT holds at least 64 bytes. */
 void repo_bitmap_prefix (const struct repo *r, char *out);
 
+/* repo-prune-apply.c: remove the points IDS (N of them; newer points of
+ * their disks may stay), keeping every other point restorable at every
+ * instant; an intent makes it finish after a crash.  Needs the lock;
+ * reloads the points. */
+int repo_prune_remove (struct repo *r, char **ids, size_t n);
+/* Finish a prune a crash interrupted, if there is one (*FINISHED says
+ * so); before anything else changes the repository. */
+int repo_prune_finish_interrupted (struct repo *r, bool *finished);
+
+/* Whether point ID is one an interrupted prune is removing (1), not (0),
+ * or -1 on error. */
+int repo_prune_pending (struct repo *r, const char *id);
+
 /* The mark of this repository's unfinished files (the qcow2 writer's
  * partial mark, QCOW2_PARTIAL_ID_BYTES): the repository's id. */
 void repo_partial_mark (const struct repo *r, uint8_t *mark);

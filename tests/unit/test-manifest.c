@@ -335,6 +335,67 @@ test_view_of_a_chain (void **state)
   free (six);
 }
 
+/* The merge of two manifests lists what the top lists, and the bottom's
+ * entries where the top lists nothing; runs split across both. */
+static void
+test_merge (void **state)
+{
+  (void) state;
+  char digest[MANIFEST_DIGEST_HEX + 1];
+  uint8_t *buf = malloc (8 * CS);
+  uint64_t top_h[2], bot_h[7];
+  struct manifest_writer *w = new_writer ("mtop", CS, 12 * (uint64_t) CS);
+  for (unsigned i = 0; i < 2; i++) {
+    fill (buf + i * CS, CS, 0x70, i);
+    top_h[i] = manifest_hash (buf + i * CS, CS);
+  }
+  assert_int_equal (manifest_writer_data (w, 2 * CS, buf, 2 * CS), 0);
+  assert_int_equal (manifest_writer_zero (w, 5 * CS, CS), 0);
+  finish (w, digest);
+  w = new_writer ("mbot", CS, 12 * (uint64_t) CS);
+  for (unsigned i = 0; i < 7; i++) {
+    fill (buf + i * CS, CS, 0x60, i);
+    bot_h[i] = manifest_hash (buf + i * CS, CS);
+  }
+  assert_int_equal (manifest_writer_data (w, 0, buf, 7 * CS), 0);
+  assert_int_equal (manifest_writer_zero (w, 8 * CS, CS), 0);
+  finish (w, digest);
+
+  struct qbak_file *f = qbak_file_create (fx_path ("merged"));
+  w = manifest_writer_create (f, CS, 12 * (uint64_t) CS);
+  assert_int_equal (manifest_merge (manifest_reader_open (fx_path ("mtop")),
+                                    manifest_reader_open (fx_path ("mbot")),
+                                    w, digest), 0);
+  /* cluster: -1 unlisted, -2 zero, else the hash */
+  uint64_t want_h[12];
+  int want[12] = { 1, 1, 2, 2, 1, -2, 1, -1, -2, -1, -1, -1 };
+  for (int i = 0; i < 12; i++)
+    want_h[i] = want[i] == 1 ? bot_h[i] : want[i] == 2 ? top_h[i - 2] : 0;
+  struct manifest_reader *r = manifest_reader_open (fx_path ("merged"));
+  struct manifest_run run;
+  int seen[12] = { 0 };
+  int rc;
+  while ((rc = next (r, &run)) == 1)
+    for (uint32_t i = 0; i < run.count; i++) {
+      uint64_t c = run.first + i;
+      seen[c] = 1;
+      if (run.kind == MANIFEST_ZERO)
+        assert_int_equal (want[c], -2);
+      else {
+        assert_true (want[c] > 0);
+        assert_true (run.hashes[i] == want_h[c]);
+      }
+    }
+  assert_int_equal (rc, 0);
+  for (int i = 0; i < 12; i++)
+    assert_int_equal (seen[i], want[i] != -1);
+  manifest_reader_free (r);
+  char again[MANIFEST_DIGEST_HEX + 1];
+  assert_int_equal (manifest_file_digest (fx_path ("merged"), again), 0);
+  assert_string_equal (digest, again);
+  free (buf);
+}
+
 int
 main (void)
 {
@@ -345,6 +406,7 @@ main (void)
     T (test_requests_in_order_only),
     T (test_damage_is_found),
     T (test_view_of_a_chain),
+    T (test_merge),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -210,6 +210,41 @@ test_links_refused (void **state)
   assert_int_equal (error_get_status (), STATUS_INVALID);
 }
 
+/* Mutable state: replaced whole, the old or the new object, never a
+ * leftover temporary name in a listing; a planted folder or link at the
+ * name is not replaced. */
+static void
+test_replace (void **state)
+{
+  struct fixture *fx = *state;
+  void *buf;
+  size_t len;
+  assert_int_equal (storage_replace (fx->st, "state/a.json", "one", 3), 0);
+  assert_int_equal (storage_get (fx->st, "state/a.json", &buf, &len), 0);
+  assert_string_equal (buf, "one");
+  free (buf);
+  assert_int_equal (storage_replace (fx->st, "state/a.json", "second", 6), 0);
+  assert_int_equal (storage_get (fx->st, "state/a.json", &buf, &len), 0);
+  assert_int_equal (len, 6);
+  assert_string_equal (buf, "second");
+  free (buf);
+  char out[1024] = "";
+  assert_int_equal (storage_list (fx->st, "state/", collect, out), 0);
+  assert_string_equal (out, "state/a.json:6;");
+  assert_int_equal (test_sh_status ("ls -a '%s/state' | grep -q tmp",
+                                    fx->repo), 1);
+  /* Not through a link, not over a folder. */
+  assert_int_equal (test_sh_status ("mkdir '%s/state/d' && "
+                                    "ln -s /tmp '%s/linked'", fx->repo,
+                                    fx->repo), 0);
+  assert_int_equal (storage_replace (fx->st, "state/d", "x", 1), -1);
+  assert_int_equal (error_get_status (), STATUS_INVALID);
+  assert_int_equal (storage_replace (fx->st, "linked/x", "x", 1), -1);
+  assert_int_equal (error_get_status (), STATUS_INVALID);
+  assert_int_equal (storage_replace (fx->st, "../x", "x", 1), -1);
+  assert_int_equal (error_get_status (), STATUS_USAGE);
+}
+
 /* A child takes the lock and reports it through a pipe, then waits to be
  * killed. */
 static pid_t
@@ -282,6 +317,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_list, setup, teardown),
     cmocka_unit_test_setup_teardown (test_links_refused, setup, teardown),
     cmocka_unit_test_setup_teardown (test_lock, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_replace, setup, teardown),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -1,0 +1,471 @@
+/* Removing points from a repository: the chain-aware merges of prune,
+ * crash-safe and rolled forward after a crash.
+ *
+ * Before the first change an intent (prune/intent.json) lists the points
+ * to remove; it goes only when everything is done.  Each disk's chain is
+ * then worked from its newest removed point down:
+ *
+ *   a removed point with no child left: its file goes;
+ *   a removed incremental X (parent W) with a kept child Y: X's clusters
+ *     that Y does not hold move into Y, and Y's backing file becomes W's,
+ *     in one commit of Y's header (layer_merge); then X's file goes;
+ *   a removed full X with a kept child Y: Y's clusters go into X over its
+ *     own (X is no point any more, and Y reads them from itself anyway),
+ *     and X then takes Y's name (rename): the files backed by Y's name
+ *     read the same.
+ *
+ * So at every instant every kept point reads exactly as it did.  The
+ * manifests follow (merged, streamed, put in place by rename) and the
+ * kept child's record is rewritten with its new parent; a removed point's
+ * record goes last, once no record names it, newest first, so the
+ * records always form whole chains.  Every step can be taken again after
+ * a crash: each one checks what the files say before it acts. */
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "formats/manifest.h"
+#include "formats/qcow2-writer.h"
+#include "lib/job.h"
+#include "lib/repo.h"
+#include "lib/repo-prune.h"
+
+#define INTENT_KEY "prune/intent.json"
+#define INTENT_FORMAT "qbak-prune-intent"
+
+struct prune {
+  struct repo *r;
+  char **remove;
+  size_t n;
+};
+
+static bool
+removing (const struct prune *p, const char *id)
+{
+  for (size_t i = 0; i < p->n; i++)
+    if (strcmp (p->remove[i], id) == 0)
+      return true;
+  return false;
+}
+
+/* The backing name stored in the qbak file at KEY ("" for none); NULL
+ * if it is missing (errno ENOENT recorded) or unreadable. */
+static char *
+backing_of (struct repo *r, const char *key)
+{
+  char *path = storage_local_path (r->st, key), *b = NULL;
+  struct qcow2_writer *w = path ? qcow2_writer_reopen (path) : NULL;
+  if (w) {
+    struct qcow2_writer_opts o;
+    qcow2_writer_get_opts (w, &o);
+    if (!(b = strdup (o.backing_name ? o.backing_name : "")))
+      set_nomem ();
+    qcow2_writer_free (w);
+  }
+  free (path);
+  return b;
+}
+
+/* The key of the file FILE_KEY's sibling with another extension. */
+static char *
+sibling (const char *key, const char *ext)
+{
+  const char *dot = strrchr (key, '.');
+  char *s = NULL;
+  if (!dot || asprintf (&s, "%.*s%s", (int) (dot - key), key, ext) < 0) {
+    set_nomem ();
+    return NULL;
+  }
+  return s;
+}
+
+/* Rewrite the record of point P with disk D changed as given: the record
+ * a restore follows, replaced whole (the old one or the new one). */
+static int
+rewrite_record (struct repo *r, struct repo_point *p)
+{
+  char *text = repo_point_encode (p);
+  char key[REPO_POINT_ID_MAX + 16];
+  if (!text)
+    return -1;
+  snprintf (key, sizeof key, "points/%s.json", p->id);
+  int rc = storage_replace (r->st, key, text, strlen (text));
+  free (text);
+  return rc;
+}
+
+/* The manifest of Y's file, merged with X's below it, put in place of
+ * Y's; DIGEST gets its digest.  No manifests: nothing to do. */
+static int
+merge_manifests (struct repo *r, const struct repo_disk_record *y,
+                 const struct repo_disk_record *x, uint32_t cs,
+                 uint64_t size, char *digest)
+{
+  char *yp = NULL, *xp = NULL, *newkey = NULL, *np = NULL;
+  int ret = -1;
+  if (!y->manifest || !x->manifest) {
+    digest[0] = '\0';
+    return 0;
+  }
+  if (!(yp = storage_local_path (r->st, y->manifest)) ||
+      !(xp = storage_local_path (r->st, x->manifest)) ||
+      !(newkey = sibling (y->manifest, ".manifest-new")) ||
+      storage_delete (r->st, newkey) < 0 ||
+      !(np = storage_local_path (r->st, newkey)))
+    goto out;
+  struct manifest_reader *top = manifest_reader_open (yp);
+  struct manifest_reader *bottom = top ? manifest_reader_open (xp) : NULL;
+  struct qbak_file *f = bottom ? qbak_file_create (np) : NULL;
+  struct manifest_writer *w = f ? manifest_writer_create (f, cs, size)
+                                : NULL;
+  if (!w) {
+    manifest_reader_free (top);
+    manifest_reader_free (bottom);
+    goto out;
+  }
+  if (manifest_merge (top, bottom, w, digest) < 0 ||
+      storage_rename (r->st, newkey, y->manifest) < 0)
+    goto out;
+  ret = 0;
+ out:
+  free (yp);
+  free (xp);
+  free (newkey);
+  free (np);
+  return ret;
+}
+
+/* Removed incremental X of disk NAME, with parent W and kept child Y. */
+static int
+fold_down (struct prune *p, struct repo_point *xp, struct repo_point *yp,
+           const char *name)
+{
+  struct repo *r = p->r;
+  struct repo_disk_record *x = (struct repo_disk_record *)
+    repo_point_disk (xp, name);
+  struct repo_disk_record *y = (struct repo_disk_record *)
+    repo_point_disk (yp, name);
+  char want[REPO_POINT_ID_MAX + 8], digest[MANIFEST_DIGEST_HEX + 1];
+  char *have = NULL, *xpath = NULL, *ypath = NULL, *parent = NULL;
+  int ret = -1;
+  snprintf (want, sizeof want, "%s.qcow2", x->parent);
+  if (!(have = backing_of (r, y->file)))
+    goto out;
+  if (strcmp (have, want) != 0) {
+    if (!(xpath = storage_local_path (r->st, x->file)) ||
+        !(ypath = storage_local_path (r->st, y->file)) ||
+        layer_merge (xpath, ypath, true, want, "qcow2") < 0)
+      goto out;
+  }
+  if (merge_manifests (r, y, x, (uint32_t) y->cluster_size, y->virtual_size,
+                       digest) < 0 ||
+      !(parent = strdup (x->parent)))
+    goto out;
+  free (y->parent);
+  y->parent = parent;
+  if (*digest) {
+    free (y->manifest_digest);
+    if (!(y->manifest_digest = strdup (digest))) {
+      set_nomem ();
+      goto out;
+    }
+  }
+  if (rewrite_record (r, yp) < 0 || storage_delete (r->st, x->file) < 0 ||
+      (x->manifest && storage_delete (r->st, x->manifest) < 0))
+    goto out;
+  ret = 0;
+ out:
+  free (have);
+  free (xpath);
+  free (ypath);
+  return ret;
+}
+
+/* Removed full X of disk NAME with kept child Y. */
+static int
+fold_up (struct prune *p, struct repo_point *xp, struct repo_point *yp,
+         const char *name)
+{
+  struct repo *r = p->r;
+  struct repo_disk_record *x = (struct repo_disk_record *)
+    repo_point_disk (xp, name);
+  struct repo_disk_record *y = (struct repo_disk_record *)
+    repo_point_disk (yp, name);
+  char digest[MANIFEST_DIGEST_HEX + 1];
+  char *xpath = NULL, *ypath = NULL, *have = NULL, *reason = NULL;
+  uint64_t size;
+  int ret = -1;
+  int x_there = storage_size (r->st, x->file, &size);
+  if (x_there < 0)
+    goto out;
+  if (x_there) {
+    /* Y still reads through X: merge Y into X, then X takes Y's place. */
+    if (!(xpath = storage_local_path (r->st, x->file)) ||
+        !(ypath = storage_local_path (r->st, y->file)) ||
+        layer_merge (ypath, xpath, false, NULL, NULL) < 0 ||
+        storage_rename (r->st, x->file, y->file) < 0)
+      goto out;
+  }
+  else if (!(have = backing_of (r, y->file)) || *have) {
+    if (have)
+      set_invalid ("%s: %s is gone but %s still reads through '%s'",
+                   r->st->location, x->file, y->file, have);
+    goto out;
+  }
+  if (merge_manifests (r, y, x, (uint32_t) y->cluster_size, y->virtual_size,
+                       digest) < 0)
+    goto out;
+  if (asprintf (&reason, "%s; now a full: point %s below it was pruned",
+                y->reason, xp->id) < 0) {
+    reason = NULL;
+    set_nomem ();
+    goto out;
+  }
+  free (y->parent);
+  y->parent = NULL;
+  y->level = REPO_LEVEL_FULL;
+  free (y->reason);
+  y->reason = reason;
+  if (*digest) {
+    free (y->manifest_digest);
+    if (!(y->manifest_digest = strdup (digest))) {
+      set_nomem ();
+      goto out;
+    }
+  }
+  if (rewrite_record (r, yp) < 0 ||
+      (x->manifest && storage_delete (r->st, x->manifest) < 0))
+    goto out;
+  ret = 0;
+ out:
+  free (xpath);
+  free (ypath);
+  free (have);
+  return ret;
+}
+
+/* The point whose disk NAME names ID as its parent, or NULL. */
+static struct repo_point *
+child_of (struct repo *r, const char *id, const char *name)
+{
+  for (size_t i = 0; i < r->n_points; i++) {
+    const struct repo_disk_record *d = repo_point_disk (&r->points[i], name);
+    if (d && d->parent && strcmp (d->parent, id) == 0)
+      return &r->points[i];
+  }
+  return NULL;
+}
+
+static int
+prune_disk (struct prune *p, const char *name)
+{
+  struct repo *r = p->r;
+  for (size_t i = r->n_points; i-- > 0;) {
+    struct repo_point *xp = &r->points[i];
+    const struct repo_disk_record *x = repo_point_disk (xp, name);
+    if (!x || !removing (p, xp->id))
+      continue;
+    struct repo_point *yp = child_of (r, xp->id, name);
+    int rc;
+    if (yp && removing (p, yp->id)) {
+      set_invalid ("%s: point %s is removed before its child %s",
+                   r->st->location, xp->id, yp->id);
+      return -1;
+    }
+    if (!yp)
+      rc = storage_delete (r->st, x->file) < 0 ||
+           (x->manifest && storage_delete (r->st, x->manifest) < 0) ? -1 : 0;
+    else if (x->parent)
+      rc = fold_down (p, xp, yp, name);
+    else
+      rc = fold_up (p, xp, yp, name);
+    if (rc < 0)
+      return -1;
+    /* X's disk is out of the chain now: it is nobody's child. */
+    struct repo_disk_record *xw = (struct repo_disk_record *) x;
+    free (xw->parent);
+    xw->parent = NULL;
+  }
+  return 0;
+}
+
+/* Every disk name of the repository, once. */
+static int
+each_disk (struct prune *p)
+{
+  struct repo *r = p->r;
+  for (size_t i = 0; i < r->n_points; i++)
+    for (size_t d = 0; d < r->points[i].n_disks; d++) {
+      const char *name = r->points[i].disks[d].name;
+      bool seen = false;
+      for (size_t k = 0; k < i && !seen; k++)
+        seen = repo_point_disk (&r->points[k], name) != NULL;
+      if (!seen && prune_disk (p, name) < 0)
+        return -1;
+    }
+  return 0;
+}
+
+static int
+apply (struct prune *p)
+{
+  struct repo *r = p->r;
+  if (each_disk (p) < 0)
+    return -1;
+  /* Records last, newest first: no record ever names a missing parent. */
+  for (size_t i = r->n_points; i-- > 0;) {
+    if (!removing (p, r->points[i].id))
+      continue;
+    char key[REPO_POINT_ID_MAX + 16];
+    snprintf (key, sizeof key, "points/%s.json", r->points[i].id);
+    if (storage_delete (r->st, key) < 0)
+      return -1;
+    /* What was known about the point goes with it (the record first: a
+     * state without a record is ignored). */
+    snprintf (key, sizeof key, "state/%s.json", r->points[i].id);
+    if (storage_delete (r->st, key) < 0)
+      return -1;
+    snprintf (key, sizeof key, "%s%s", REPO_PROTECT_PREFIX, r->points[i].id);
+    if (storage_delete (r->st, key) < 0)
+      return -1;
+  }
+  return storage_delete (r->st, INTENT_KEY);
+}
+
+static char *
+intent_encode (char **ids, size_t n)
+{
+  json_object *o = json_object_new_object ();
+  json_object *a = json_object_new_array ();
+  char *text = NULL;
+  if (!o || !a)
+    goto out;
+  json_object_object_add (o, "format", json_object_new_string (INTENT_FORMAT));
+  for (size_t i = 0; i < n; i++)
+    json_object_array_add (a, json_object_new_string (ids[i]));
+  json_object_object_add (o, "remove", a);
+  a = NULL;
+  const char *s = json_object_to_json_string_ext (o, JSON_C_TO_STRING_PRETTY);
+  if (s && asprintf (&text, "%s\n", s) < 0)
+    text = NULL;
+ out:
+  json_object_put (a);
+  json_object_put (o);
+  if (!text)
+    set_nomem ();
+  return text;
+}
+
+/* The ids of the intent at INTENT_KEY; 0 with *N 0 if there is none. */
+static int
+intent_read (struct repo *r, char ***ids, size_t *n)
+{
+  uint64_t size;
+  void *buf;
+  size_t len;
+  *ids = NULL;
+  *n = 0;
+  int has = storage_size (r->st, INTENT_KEY, &size);
+  if (has <= 0)
+    return has;
+  if (storage_get (r->st, INTENT_KEY, &buf, &len) < 0)
+    return -1;
+  json_object *o = json_tokener_parse (buf), *f, *a;
+  free (buf);
+  int ret = -1;
+  if (!o || !json_object_object_get_ex (o, "format", &f) ||
+      strcmp (json_object_get_string (f), INTENT_FORMAT) != 0 ||
+      !json_object_object_get_ex (o, "remove", &a) ||
+      !json_object_is_type (a, json_type_array)) {
+    set_invalid ("%s/%s: not a prune intent qbak wrote", r->st->location,
+                 INTENT_KEY);
+    goto out;
+  }
+  size_t k = json_object_array_length (a);
+  *ids = calloc (k ? k : 1, sizeof **ids);
+  if (!*ids) {
+    set_nomem ();
+    goto out;
+  }
+  for (size_t i = 0; i < k; i++) {
+    const char *id = json_object_get_string (json_object_array_get_idx (a, i));
+    if (!id || !repo_point_id_valid (id)) {
+      set_invalid ("%s/%s: a point id is not valid", r->st->location,
+                   INTENT_KEY);
+      goto out;
+    }
+    if (!((*ids)[(*n)++] = strdup (id))) {
+      set_nomem ();
+      goto out;
+    }
+  }
+  ret = 1;
+ out:
+  json_object_put (o);
+  return ret;
+}
+
+static void
+free_ids (char **ids, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    free (ids[i]);
+  free (ids);
+}
+
+int
+repo_prune_finish_interrupted (struct repo *r, bool *finished)
+{
+  struct prune p = { .r = r };
+  *finished = false;
+  int has = intent_read (r, &p.remove, &p.n);
+  if (has <= 0)
+    return has;
+  int rc = apply (&p);
+  free_ids (p.remove, p.n);
+  if (rc < 0) {
+    qbak_internal_error_prefix ("%s: finishing an interrupted prune",
+                                r->st->location);
+    return -1;
+  }
+  *finished = true;
+  return repo_load_points (r);
+}
+
+int
+repo_prune_remove (struct repo *r, char **ids, size_t n)
+{
+  struct prune p = { .r = r, .remove = ids, .n = n };
+  if (n == 0)
+    return 0;
+  char *text = intent_encode (ids, n);
+  if (!text)
+    return -1;
+  if (storage_prepare (r->st, INTENT_KEY) < 0 ||
+      storage_put_once (r->st, INTENT_KEY, text, strlen (text)) < 0) {
+    free (text);
+    return -1;
+  }
+  free (text);
+  if (apply (&p) < 0)
+    return -1;
+  return repo_load_points (r);
+}
+
+int
+repo_prune_pending (struct repo *r, const char *id)
+{
+  char **ids;
+  size_t n;
+  int has = intent_read (r, &ids, &n);
+  if (has <= 0)
+    return has;
+  bool found = false;
+  for (size_t i = 0; i < n; i++)
+    found |= strcmp (ids[i], id) == 0;
+  free_ids (ids, n);
+  return found;
+}
