@@ -298,7 +298,7 @@ check_help_flag() {
     usage_says "unknown command 'ifno': did you mean 'info'?" ifno a.qcow2
     usage_says "unknown subcommand 'ad': did you mean 'add'?" bitmap ad a.qcow2 x
     usage_says "unknown subcommand 'lst': did you mean 'list'?" bitmap lst a.qcow2
-    usage_says "unknown command 'frobnicate' (backup, bitmap, copy, info, list, map, protect, prune, restore or unprotect)" frobnicate
+    usage_says "unknown command 'frobnicate' (backup, bitmap, copy, info, list, map, protect, prune, restore, unprotect or verify)" frobnicate
     [ -z "$(qemu_bitmap_names a.qcow2)" ] || fail "a bitmap was added"
 }
 
