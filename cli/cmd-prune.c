@@ -33,7 +33,7 @@ static const char help[] =
   "                      every point newer than the newest point minus\n"
   "                      DURATION: 1y2m3d4h, any parts in that order\n"
   "                      (years, months, days, hours)\n"
-  "  --dry-run           list every point, oldest first, with keep or remove\n"
+  "  -n, --dry-run       list every point, oldest first, with keep or remove\n"
   "                      and the rules that keep it; change nothing\n"
   "  --json              {\"points\": [{\"id\", \"time\", \"action\": \"keep\" or\n"
   "                      \"remove\", \"reasons\": [...]}], \"policy\": {...},\n"
@@ -189,7 +189,7 @@ cmd_prune (int argc, char **argv)
     return ret;
   }
   size_t n = qbak_prune_plan_count (plan);
-  const char *within = o.keep_within ? o.keep_within : "";
+  const char *within = qbak_prune_plan_within (plan);
   size_t kept = 0;
   if (json) {
     json_object *top = json_object_new_object ();
@@ -224,7 +224,7 @@ cmd_prune (int argc, char **argv)
                                 json_object_new_int64 (*counts[k]));
     if (o.keep_within)
       json_object_object_add (pol, "keep-within",
-                              json_object_new_string (o.keep_within));
+                              json_object_new_string (within));
     json_object_object_add (top, "points", points);
     json_object_object_add (top, "policy", pol);
     json_object_object_add (top, "timezone", json_object_new_string

@@ -38,7 +38,7 @@ usage (void)
           "from the persistent dirty bitmaps QEMU keeps in qcow2 metadata.\n"
           "\nCommands:\n", usage_line);
   for (size_t i = 0; i < N_COMMANDS; i++)
-    printf ("  %-8s %s\n", commands[i].name, commands[i].summary);
+    printf ("  %-9s %s\n", commands[i].name, commands[i].summary);
   printf ("\nRun 'qbak COMMAND --help' or 'qbak help COMMAND' for a "
           "command's options.\n"
           "\nExit codes: 0 success, 1 job failed (nothing lost), 2 usage,\n"

@@ -855,6 +855,9 @@ QBAK_API void qbak_prune_plan_free (struct qbak_prune_plan *p);
 QBAK_API size_t qbak_prune_plan_count (const struct qbak_prune_plan *p);
 /* The repository's time zone: a string owned by the plan. */
 QBAK_API const char *qbak_prune_plan_timezone (const struct qbak_prune_plan *p);
+/* The plan's keep_within as restic writes it ("1y2m"; "" if none), which
+ * follows "within " in messages: a string owned by the plan. */
+QBAK_API const char *qbak_prune_plan_within (const struct qbak_prune_plan *p);
 
 struct qbak_prune_decision {
   size_t size;                  /* the caller's sizeof */

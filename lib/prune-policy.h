@@ -26,6 +26,11 @@
  * snapshot).  Protecting a point thus never makes another point kept or
  * removed, only itself kept.
  *
+ * These are the rules of restic 0.14 (Debian 12's, the oracle of
+ * tests/cli/prune-policy.bats).  Later restic releases add two things
+ * this engine does not: a count of -1 ("keep all" of a period), and
+ * keeping the oldest snapshot while a rule has counts left.
+ *
  * Periods are the local calendar of a time zone (struct prune_zone), read
  * from the zone's TZif file: the process's TZ is never changed, since the
  * library may run on threads beside code that reads it (setenv races with
@@ -75,8 +80,9 @@ void prune_zone_free (struct prune_zone *z);
 /* Seconds east of UTC in zone Z at UNIX_TIME. */
 int32_t prune_zone_offset (const struct prune_zone *z, int64_t unix_time);
 /* The name this process's local zone has: $TZ if it names a zone file
- * (a leading ':' dropped), else what /etc/localtime links to under
- * zoneinfo/, else "UTC".  OUT holds at least 256 bytes. */
+ * (a leading ':' dropped; a POSIX rule such as "CET-1CEST" names none),
+ * else what /etc/localtime links to under zoneinfo/, else the name in
+ * /etc/timezone, else "UTC".  OUT holds at least 256 bytes. */
 void prune_local_zone_name (char *out);
 
 /* Parse "1y2m3d4h" (each part optional, in that order, at least one).

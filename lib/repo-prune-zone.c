@@ -369,5 +369,17 @@ prune_local_zone_name (char *out)
       return;
     }
   }
+  /* A copied /etc/localtime has no name; Debian names it here too. */
+  FILE *f = fopen ("/etc/timezone", "re");
+  if (f) {
+    char line[256];
+    bool ok = fgets (line, sizeof line, f) != NULL;
+    fclose (f);
+    line[ok ? strcspn (line, "\n") : 0] = '\0';
+    if (ok && valid_name (line)) {
+      snprintf (out, 256, "%s", line);
+      return;
+    }
+  }
   strcpy (out, "UTC");
 }

@@ -24,6 +24,7 @@ _Static_assert ((unsigned) QBAK_PRUNE_KEEP_LAST == PRUNE_KEEP_LAST &&
 
 struct qbak_prune_plan {
   struct repo *r;
+  char within[64];              /* keep-within as restic writes it, or "" */
   unsigned *reasons;
   int32_t *offsets;
 };
@@ -72,6 +73,56 @@ repo_protected_points (struct repo *r, bool *flags)
   return storage_list (r->st, REPO_PROTECT_PREFIX, mark_protected, &c);
 }
 
+int
+repo_prune_policy (const struct qbak_prune_opts *o, struct prune_policy *pol)
+{
+  *pol = (struct prune_policy) {
+    .last = o->keep_last, .hourly = o->keep_hourly, .daily = o->keep_daily,
+    .weekly = o->keep_weekly, .monthly = o->keep_monthly,
+    .yearly = o->keep_yearly, .has_within = o->keep_within != NULL,
+  };
+  if (o->keep_within && prune_duration_parse (o->keep_within,
+                                              &pol->within) < 0)
+    return -1;
+  if (prune_policy_empty (pol)) {
+    set_usage_error ("an empty retention policy would keep every point: "
+                     "give at least one rule");
+    return -1;
+  }
+  return 0;
+}
+
+int
+repo_prune_decide (struct repo *r, const struct prune_policy *pol,
+                   unsigned *reasons, int32_t *offsets)
+{
+  size_t n = r->n_points;
+  struct prune_zone *z = prune_zone_load (r->config.timezone);
+  struct prune_point *in = calloc (n + 1, sizeof *in);
+  bool *prot = calloc (n + 1, sizeof *prot);
+  int rc = -1;
+  if (!z)
+    goto out;
+  if (!in || !prot) {
+    set_nomem ();
+    goto out;
+  }
+  if (repo_protected_points (r, prot) < 0)
+    goto out;
+  for (size_t i = 0; i < n; i++) {
+    in[i].unix_time = r->points[i].unix_time;
+    in[i].protected = prot[i];
+    if (offsets)
+      offsets[i] = prune_zone_offset (z, in[i].unix_time);
+  }
+  rc = prune_policy_apply (pol, z, in, n, qbak_failpoint_now (), reasons);
+ out:
+  free (in);
+  free (prot);
+  prune_zone_free (z);
+  return rc;
+}
+
 struct qbak_prune_plan *
 qbak_prune_plan_make (const struct qbak_prune_opts *caller_o)
 {
@@ -86,60 +137,32 @@ qbak_prune_plan_make (const struct qbak_prune_opts *caller_o)
     set_usage_error ("prune: a repository is needed");
     return NULL;
   }
-  struct prune_policy pol = {
-    .last = o.keep_last, .hourly = o.keep_hourly, .daily = o.keep_daily,
-    .weekly = o.keep_weekly, .monthly = o.keep_monthly,
-    .yearly = o.keep_yearly, .has_within = o.keep_within != NULL,
-  };
-  if (o.keep_within && prune_duration_parse (o.keep_within, &pol.within) < 0)
+  struct prune_policy pol;
+  if (repo_prune_policy (&o, &pol) < 0)
     return NULL;
-  if (prune_policy_empty (&pol)) {
-    set_usage_error ("an empty retention policy would keep every point: "
-                     "give at least one rule");
-    return NULL;
-  }
-
   struct qbak_prune_plan *p = calloc (1, sizeof *p);
-  struct prune_zone *z = NULL;
-  struct prune_point *in = NULL;
-  bool *prot = NULL;
   if (!p) {
     set_nomem ();
     return NULL;
   }
-  /* Reading takes no lock, as qbak_repo_open: a plan is advice until
-   * the removal, which takes the lock and plans again. */
+  if (pol.has_within)
+    prune_duration_format (&pol.within, p->within);
+  /* Reading takes no lock, as qbak_repo_open: a plan is advice; a
+   * removal takes the lock and decides again on what it then finds. */
   p->r = repo_open (o.repository, false, NULL);
-  if (!p->r || repo_load_points (p->r) < 0 ||
-      !(z = prune_zone_load (p->r->config.timezone)))
+  if (!p->r || repo_load_points (p->r) < 0)
     goto fail;
   size_t n = p->r->n_points;
   p->reasons = calloc (n + 1, sizeof *p->reasons);
   p->offsets = calloc (n + 1, sizeof *p->offsets);
-  in = calloc (n + 1, sizeof *in);
-  prot = calloc (n + 1, sizeof *prot);
-  if (!p->reasons || !p->offsets || !in || !prot) {
+  if (!p->reasons || !p->offsets) {
     set_nomem ();
     goto fail;
   }
-  if (repo_protected_points (p->r, prot) < 0)
+  if (repo_prune_decide (p->r, &pol, p->reasons, p->offsets) < 0)
     goto fail;
-  for (size_t i = 0; i < n; i++) {
-    in[i].unix_time = p->r->points[i].unix_time;
-    in[i].protected = prot[i];
-    p->offsets[i] = prune_zone_offset (z, in[i].unix_time);
-  }
-  if (prune_policy_apply (&pol, z, in, n, qbak_failpoint_now (),
-                          p->reasons) < 0)
-    goto fail;
-  free (in);
-  free (prot);
-  prune_zone_free (z);
   return p;
  fail:
-  free (in);
-  free (prot);
-  prune_zone_free (z);
   qbak_prune_plan_free (p);
   return NULL;
 }
@@ -165,6 +188,12 @@ const char *
 qbak_prune_plan_timezone (const struct qbak_prune_plan *p)
 {
   return p->r->config.timezone;
+}
+
+const char *
+qbak_prune_plan_within (const struct qbak_prune_plan *p)
+{
+  return p->within;
 }
 
 int

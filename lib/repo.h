@@ -2,9 +2,11 @@
  *
  * Layout (keys of the storage, see common/storage.h):
  *
- *   config                   the repository's id and version
+ *   config                   the repository's id, version and time zone
  *   lock                     held while a command changes the repository
  *   points/ID.json           one immutable record per complete point
+ *   protect/ID               present while point ID is pinned against
+ *                            retention (lib/repo-prune.h)
  *   disks/NAME/ID.qcow2      the file of disk NAME at point ID; an
  *                            incremental's backing file is its parent's
  *                            file, named relative ("PARENT.qcow2"), so

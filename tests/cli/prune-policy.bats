@@ -40,7 +40,7 @@ backup_at() {
     [[ "$output" == *", 0 differences"* ]]
 }
 
-@test "prune: an empty policy, a bad count or duration: usage" {
+@test "prune: an empty policy, a bad count or duration: usage, nothing removed" {
     qemu-img create -q -f qcow2 disk.qcow2 1M
     backup_at repo 1700000000 --tz UTC
     run -2 qbak prune --dry-run repo
@@ -50,6 +50,7 @@ backup_at() {
     run -2 qbak prune --keep-within 2w --dry-run repo
     [[ "$output" == *"'2w' is not a duration"* ]]
     run -2 qbak prune --keep-within 1d1y --dry-run repo
+    run -2 qbak prune --keep-within 1d1y repo
     run -2 qbak prune --keep-last 3 --dry-run nothing-here
     # Nothing changed.
     [ "$(ls repo/points | wc -l)" -eq 1 ]
@@ -68,7 +69,7 @@ backup_at() {
     [[ "${lines[1]}" == "20260328T213000Z "*"2026-03-28 22:30:00 +01:00 remove"* ]]
     [[ "${lines[3]}" == "20260329T023000Z "*"2026-03-29 04:30:00 +02:00 keep "*"daily" ]]
     [[ "${lines[4]}" == *" keep "*"daily" ]]
-    [[ "${lines[5]}" == "4 points: 2 kept, 2 to remove (dry run; time zone Europe/Berlin)" ]]
+    [[ "${lines[5]}" == "4 points: 2 kept, 2 to remove (dry run) (time zone Europe/Berlin)" ]]
     run -0 qbak prune --keep-daily 2 --keep-within 1d --dry-run --json repo
     [ "$(jq -r '.timezone' <<<"$output")" = Europe/Berlin ]
     [ "$(jq -c '.policy' <<<"$output")" = '{"keep-daily":2,"keep-within":"1d"}' ]

@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "lib/prune-policy.h"
+#include "lib/repo-record.h"
 
 #define FAR_FUTURE ((int64_t) 1 << 40)
 
@@ -253,6 +254,36 @@ test_protected_points_still_count (void **state)
   prune_zone_free (z);
 }
 
+static void
+test_config_zone (void **state)
+{
+  (void) state;
+  struct repo_config c = { .id = "0123456789abcdef0123456789abcdef",
+                           .created = (char *) "2026-12-01T18:00:00Z",
+                           .timezone = (char *) "Europe/Berlin" };
+  char *text = repo_config_encode (&c);
+  assert_non_null (text);
+  struct repo_config d;
+  assert_int_equal (repo_config_decode ("t", text, strlen (text), &d), 0);
+  assert_string_equal (d.timezone, "Europe/Berlin");
+  repo_config_free (&d);
+  free (text);
+  /* Made before the zone was kept: UTC. */
+  static const char old[] =
+    "{ \"format\": \"qbak-repository\", \"version\": 1, \"id\": "
+    "\"0123456789abcdef0123456789abcdef\", \"created\": "
+    "\"2026-12-01T18:00:00Z\" }\n";
+  assert_int_equal (repo_config_decode ("t", old, strlen (old), &d), 0);
+  assert_string_equal (d.timezone, "UTC");
+  repo_config_free (&d);
+  static const char bad[] =
+    "{ \"format\": \"qbak-repository\", \"version\": 1, \"id\": "
+    "\"0123456789abcdef0123456789abcdef\", \"created\": "
+    "\"2026-12-01T18:00:00Z\", \"timezone\": 1 }\n";
+  assert_int_equal (repo_config_decode ("t", bad, strlen (bad), &d), -1);
+  assert_int_equal (error_get_status (), STATUS_INVALID);
+}
+
 int
 main (void)
 {
@@ -265,6 +296,7 @@ main (void)
     cmocka_unit_test (test_days_follow_the_zone),
     cmocka_unit_test (test_keep_within),
     cmocka_unit_test (test_protected_points_still_count),
+    cmocka_unit_test (test_config_zone),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
