@@ -222,7 +222,7 @@ choose (struct run *v)
   struct repo *r = v->r;
   int64_t now = (int64_t) time (NULL);
   if (v->o->at) {
-    const struct repo_point *p = verify_choose_point (r, v->o->at,
+    const struct repo_point *p = repo_choose_point (r, v->o->at,
                                                       v->o->disk);
     if (!p)
       return -1;

@@ -8,14 +8,6 @@
 #include "lib/repo.h"
 #include "qbak.h"
 
-/* The point AT names: its id, the newest at or before a time
- * (YYYY-MM-DD[THH:MM[:SS]], with Z or +HH:MM, else local time), or
- * "latest"; among those holding DISK if given.  NULL with a usage error
- * naming what is missing. */
-const struct repo_point *verify_choose_point (const struct repo *r,
-                                              const char *at,
-                                              const char *disk);
-
 /* Compare each source of O with its disk's latest point in R (the
  * source callback gets the counts, the problem callback the mismatching
  * offsets).  *MISMATCH set if any differs where it should not.  -1 if a

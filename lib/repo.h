@@ -59,6 +59,13 @@ int repo_load_points (struct repo *r);
 /* The newest point holding disk NAME, or NULL. */
 const struct repo_point *repo_latest_of_disk (const struct repo *r,
                                               const char *name);
+/* The point AT names: a point id, a time (the newest point at or before
+ * it: "YYYY-MM-DD[THH:MM[:SS]][Z|+HH:MM]", local time without a zone),
+ * "latest" or NULL (the newest); among those holding DISK if given.  NULL
+ * with a usage error naming the repository otherwise (repo-at.c). */
+const struct repo_point *repo_choose_point (const struct repo *r,
+                                            const char *at,
+                                            const char *disk);
 /* The point with id ID, or NULL. */
 const struct repo_point *repo_find_point (const struct repo *r,
                                           const char *id);

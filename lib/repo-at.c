@@ -1,12 +1,11 @@
-/* Which point --at names, for qbak_verify: an id, a time or "latest",
- * read as qbak_restore reads it. */
+/* Which point --at names (restore, verify): an id, a time or "latest". */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/error.h"
-#include "lib/repo-verify.h"
+#include "lib/repo.h"
 
 /* "YYYY-MM-DD[(T| )HH:MM[:SS]][Z|(+|-)HH:MM]" into seconds since the
  * epoch; without a zone, local time (as an admin reads a clock).  0 or
@@ -65,7 +64,7 @@ parse_time (const char *s, int64_t *out)
 /* The point AT names (id, time: the newest at or before it, "latest" or
  * NULL: the newest), among those holding DISK if given. */
 const struct repo_point *
-verify_choose_point (const struct repo *r, const char *at, const char *disk)
+repo_choose_point (const struct repo *r, const char *at, const char *disk)
 {
   const char *where = r->st->location;
   if (r->n_points == 0) {
