@@ -69,7 +69,7 @@ backup_at() {
     [[ "${lines[1]}" == "20260328T213000Z "*"2026-03-28 22:30:00 +01:00 remove"* ]]
     [[ "${lines[3]}" == "20260329T023000Z "*"2026-03-29 04:30:00 +02:00 keep "*"daily" ]]
     [[ "${lines[4]}" == *" keep "*"daily" ]]
-    [[ "${lines[5]}" == "4 points: 2 kept, 2 to remove (dry run) (time zone Europe/Berlin)" ]]
+    [[ "${lines[5]}" == "4 points: 2 kept, 2 to remove (dry run; time zone Europe/Berlin)" ]]
     run -0 qbak prune --keep-daily 2 --keep-within 1d --dry-run --json repo
     [ "$(jq -r '.timezone' <<<"$output")" = Europe/Berlin ]
     [ "$(jq -c '.policy' <<<"$output")" = '{"keep-daily":2,"keep-within":"1d"}' ]
