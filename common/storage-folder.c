@@ -235,6 +235,30 @@ link_new (int fd, int parent, const char *tmp_name, const char *leaf)
   return 0;
 }
 
+/* A new file in PARENT for LEAF (P in messages) holding BUF, flushed:
+ * what put-once links and replace renames into place.  NAMED: a
+ * temporary name in *TMP even where anonymous files exist (a rename needs
+ * one).  The descriptor, or -1 with the error set (a temporary name in
+ * *TMP is the caller's to remove either way). */
+static int
+durable_file (int parent, const char *leaf, const char *p, bool named,
+              const void *buf, size_t len, char **tmp)
+{
+  int fd = named ? new_named_file (parent, leaf, tmp)
+                 : new_file (parent, leaf, tmp);
+  const char *what = "creating";
+  if (fd >= 0 && write_all (fd, buf, len) < 0)
+    what = "writing";
+  else if (fd >= 0 && fsync (fd) < 0)
+    what = "flushing";
+  else if (fd >= 0)
+    return fd;
+  set_io_error (errno, "%s: %s", p, what);
+  if (fd >= 0)
+    close (fd);
+  return -1;
+}
+
 static int
 folder_put_once (struct storage *st, const char *key, const void *buf,
                  size_t len)
@@ -247,21 +271,11 @@ folder_put_once (struct storage *st, const char *key, const void *buf,
   char pbuf[KEY_PATH_SIZE];
   const char *p = key_path (st, key, pbuf);
   int r = -1;
-  int fd = new_file (parent, leaf, &tmp);
-  if (fd < 0) {
-    set_io_error (errno, "%s: creating", p);
-    goto out;
-  }
-  if (write_all (fd, buf, len) < 0) {
-    set_io_error (errno, "%s: writing", p);
-    goto out;
-  }
   /* Durable before it has a name: a crash leaves the whole object or
    * none. */
-  if (fsync (fd) < 0) {
-    set_io_error (errno, "%s: flushing", p);
+  int fd = durable_file (parent, leaf, p, false, buf, len, &tmp);
+  if (fd < 0)
     goto out;
-  }
   if (link_new (fd, parent, tmp, leaf) < 0) {
     if (errno == EEXIST)
       qbak_internal_error_errno_only (STATUS_USAGE, EEXIST,
@@ -297,21 +311,11 @@ folder_replace (struct storage *st, const char *key, const void *buf,
   char pbuf[KEY_PATH_SIZE];
   const char *p = key_path (st, key, pbuf);
   int r = -1;
-  int fd = new_named_file (parent, leaf, &tmp);
-  if (fd < 0) {
-    set_io_error (errno, "%s: creating", p);
-    goto out;
-  }
-  if (write_all (fd, buf, len) < 0) {
-    set_io_error (errno, "%s: writing", p);
-    goto out;
-  }
   /* Durable before it takes the name: a crash leaves the old object or
    * the new one, whole. */
-  if (fsync (fd) < 0) {
-    set_io_error (errno, "%s: flushing", p);
+  int fd = durable_file (parent, leaf, p, true, buf, len, &tmp);
+  if (fd < 0)
     goto out;
-  }
   /* A folder or anything else planted at the name is not replaced: only
    * a regular file (or nothing) is. */
   struct stat sb;

@@ -98,18 +98,17 @@ rewrite_record (struct repo *r, struct repo_point *p)
 }
 
 /* The manifest of Y's file, merged with X's below it, put in place of
- * Y's; DIGEST gets its digest.  No manifests: nothing to do. */
+ * Y's, and its digest into Y's record.  No manifests: nothing to do. */
 static int
-merge_manifests (struct repo *r, const struct repo_disk_record *y,
-                 const struct repo_disk_record *x, uint32_t cs,
-                 uint64_t size, char *digest)
+merge_manifests (struct repo *r, struct repo_disk_record *y,
+                 const struct repo_disk_record *x)
 {
-  char *yp = NULL, *xp = NULL, *newkey = NULL, *np = NULL;
+  char *yp = NULL, *xp = NULL, *newkey = NULL, *np = NULL, *d = NULL;
+  char digest[MANIFEST_DIGEST_HEX + 1];
+  uint32_t cs = (uint32_t) y->cluster_size;
   int ret = -1;
-  if (!y->manifest || !x->manifest) {
-    digest[0] = '\0';
+  if (!y->manifest || !x->manifest)
     return 0;
-  }
   if (!(yp = storage_local_path (r->st, y->manifest)) ||
       !(xp = storage_local_path (r->st, x->manifest)) ||
       !(newkey = sibling (y->manifest, ".manifest-new")) ||
@@ -119,7 +118,8 @@ merge_manifests (struct repo *r, const struct repo_disk_record *y,
   struct manifest_reader *top = manifest_reader_open (yp);
   struct manifest_reader *bottom = top ? manifest_reader_open (xp) : NULL;
   struct qbak_file *f = bottom ? qbak_file_create (np) : NULL;
-  struct manifest_writer *w = f ? manifest_writer_create (f, cs, size)
+  struct manifest_writer *w = f ? manifest_writer_create (f, cs,
+                                                         y->virtual_size)
                                 : NULL;
   if (!w) {
     manifest_reader_free (top);
@@ -129,6 +129,12 @@ merge_manifests (struct repo *r, const struct repo_disk_record *y,
   if (manifest_merge (top, bottom, w, digest) < 0 ||
       storage_rename (r->st, newkey, y->manifest) < 0)
     goto out;
+  if (!(d = strdup (digest))) {
+    set_nomem ();
+    goto out;
+  }
+  free (y->manifest_digest);
+  y->manifest_digest = d;
   ret = 0;
  out:
   free (yp);
@@ -148,7 +154,7 @@ fold_down (struct prune *p, struct repo_point *xp, struct repo_point *yp,
     repo_point_disk (xp, name);
   struct repo_disk_record *y = (struct repo_disk_record *)
     repo_point_disk (yp, name);
-  char want[REPO_POINT_ID_MAX + 8], digest[MANIFEST_DIGEST_HEX + 1];
+  char want[REPO_POINT_ID_MAX + 8];
   char *have = NULL, *xpath = NULL, *ypath = NULL, *parent = NULL;
   int ret = -1;
   snprintf (want, sizeof want, "%s.qcow2", x->parent);
@@ -160,19 +166,10 @@ fold_down (struct prune *p, struct repo_point *xp, struct repo_point *yp,
         layer_merge (xpath, ypath, true, want, "qcow2") < 0)
       goto out;
   }
-  if (merge_manifests (r, y, x, (uint32_t) y->cluster_size, y->virtual_size,
-                       digest) < 0 ||
-      !(parent = strdup (x->parent)))
+  if (merge_manifests (r, y, x) < 0 || !(parent = strdup (x->parent)))
     goto out;
   free (y->parent);
   y->parent = parent;
-  if (*digest) {
-    free (y->manifest_digest);
-    if (!(y->manifest_digest = strdup (digest))) {
-      set_nomem ();
-      goto out;
-    }
-  }
   if (rewrite_record (r, yp) < 0 || storage_delete (r->st, x->file) < 0 ||
       (x->manifest && storage_delete (r->st, x->manifest) < 0))
     goto out;
@@ -194,7 +191,6 @@ fold_up (struct prune *p, struct repo_point *xp, struct repo_point *yp,
     repo_point_disk (xp, name);
   struct repo_disk_record *y = (struct repo_disk_record *)
     repo_point_disk (yp, name);
-  char digest[MANIFEST_DIGEST_HEX + 1];
   char *xpath = NULL, *ypath = NULL, *have = NULL, *reason = NULL;
   uint64_t size;
   int ret = -1;
@@ -215,8 +211,7 @@ fold_up (struct prune *p, struct repo_point *xp, struct repo_point *yp,
                    r->st->location, x->file, y->file, have);
     goto out;
   }
-  if (merge_manifests (r, y, x, (uint32_t) y->cluster_size, y->virtual_size,
-                       digest) < 0)
+  if (merge_manifests (r, y, x) < 0)
     goto out;
   if (asprintf (&reason, "%s; now a full: point %s below it was pruned",
                 y->reason, xp->id) < 0) {
@@ -229,13 +224,6 @@ fold_up (struct prune *p, struct repo_point *xp, struct repo_point *yp,
   y->level = REPO_LEVEL_FULL;
   free (y->reason);
   y->reason = reason;
-  if (*digest) {
-    free (y->manifest_digest);
-    if (!(y->manifest_digest = strdup (digest))) {
-      set_nomem ();
-      goto out;
-    }
-  }
   if (rewrite_record (r, yp) < 0 ||
       (x->manifest && storage_delete (r->st, x->manifest) < 0))
     goto out;
