@@ -10,8 +10,11 @@
  *              replaced: creating a key that exists fails (EEXIST);
  *   replace    a small object is created or replaced whole, durably: a
  *              reader sees the old object or the new one, never a mix
- *              (an object store's PUT); only for the repository's
- *              mutable state, never for what a restore follows;
+ *              (an object store's PUT): the repository's mutable
+ *              state, and the records prune rewrites once their files
+ *              are merged (every version of a record names files that
+ *              read the same);
+ *   rename     an object takes another key, replacing it (prune);
  *   get        a whole small object;
  *   list       the keys under a prefix;
  *   delete     one key;
