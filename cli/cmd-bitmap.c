@@ -50,6 +50,10 @@ static const char help[] =
   "  -f, --format FMT  require every image (--from-image too) to be in\n"
   "                    format FMT instead of probing its content; only\n"
   "                    qcow2 images hold bitmaps\n"
+  "  -g, --granularity SIZE  add: bytes per bit (a power of two, 512 to 2G)\n"
+  "  --disabled        add: the new bitmap records nothing until enabled\n"
+  "  --from-image OTHER  merge: read the SRC bitmaps from OTHER\n"
+  "  --image IMG       a change on several images: repeat per image\n"
   "  -h, --help        this text\n"
   "\n"
   "Options may come before or after the subcommand.\n";

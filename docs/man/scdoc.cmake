@@ -11,9 +11,10 @@ execute_process(COMMAND ${SCDOC} INPUT_FILE ${IN} OUTPUT_VARIABLE page
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "scdoc ${IN}: ${err}")
 endif()
-# scdoc's output has no "\-" and no escape with a hyphen in it; two passes
-# because the second hyphen of "--" is the first one's neighbour.
-string(REGEX REPLACE "(^|[^\\])-" "\\1\\\\-" page "${page}")
-string(REGEX REPLACE "(^|[^\\])-" "\\1\\\\-" page "${page}")
+# scdoc's output has no "\-", and its only escape with a hyphen in it is
+# the motion \h'-04' of a list's bullet; two passes because the second
+# hyphen of "--" is the first one's neighbour.
+string(REGEX REPLACE "(^|[^\\'])-" "\\1\\\\-" page "${page}")
+string(REGEX REPLACE "(^|[^\\'])-" "\\1\\\\-" page "${page}")
 string(REGEX REPLACE "(\n\\.TH [^\n]*\n)" "\\1.nh\n.ad l\n" page "${page}")
 file(WRITE ${OUT} "${page}")
