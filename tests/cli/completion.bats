@@ -205,8 +205,32 @@ check_both() {
     ! qbak --help | grep -q __complete || fail "--help lists the helper"
 }
 
-@test "completion: the zsh completion parses" {
+@test "completion: the zsh completion parses and offers the same names" {
     require_oracle zsh zsh
     run zsh -n "$QBAK_SRCDIR/completions/_qbak"
     [ "$status" -eq 0 ] || fail "zsh -n _qbak: $output"
+    qbak backup a.qcow2 repo 2>/dev/null
+    local line got want
+    # zsh's completion system needs a terminal; its compadd and _files are
+    # stood in for by functions that print what they are given.
+    for line in "qbak bitmap remove a.qcow2 ''" "qbak copy a.qcow2 t --bitmap ''" \
+                "qbak restore repo out --at ''" "qbak copy --sync ''"; do
+        got=$(zsh -fc '
+            compadd () {
+                [[ $1 == -a ]] && { print -l -- ${(P)2}; return; }
+                [[ $1 == -- ]] && shift
+                print -l -- "$@"
+            }
+            _files () { print -- "<files>"; }
+            eval "words=($1)"
+            CURRENT=$#words PREFIX=
+            source "$2"' _ "$line" "$QBAK_SRCDIR/completions/_qbak")
+        case $line in
+            *--at*) want=$(qbak list --json repo | jq -r '.points[].id'; echo latest) ;;
+            *--sync*) want=$'full\ntop\nincremental\nbitmap\nchecksums' ;;
+            *) want=$(qemu_bitmap_names a.qcow2) ;;
+        esac
+        [ "$(norm "$got")" = "$(norm "$want")" ] ||
+            fail "zsh: '$line': got [$got], expected [$want]"
+    done
 }
