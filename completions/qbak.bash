@@ -193,11 +193,15 @@ latest"
       _qbak_reply "$(_qbak_repo_names "$qbak" disks)"
       return ;;
     --tz)
-      local zones=/usr/share/zoneinfo
-      [[ -d ${TZDIR:-$zones} ]] && zones=${TZDIR:-$zones}
-      local IFS=$'\n'
-      COMPREPLY=($(cd "$zones" 2>/dev/null && compgen -f -- "$cur"))
-      compopt -o filenames 2>/dev/null
+      # Zone names are file names under the zone folder, not here: a
+      # folder (Europe/) gets its slash and no space after it.
+      local zones=${TZDIR:-/usr/share/zoneinfo} zone IFS=$'\n'
+      for zone in $(cd "$zones" 2>/dev/null && compgen -f -- "$cur"); do
+        [[ -d $zones/$zone ]] && zone+=/
+        COMPREPLY+=("$zone")
+      done
+      [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == */ ]] &&
+        compopt -o nospace 2>/dev/null
       return ;;
     --freeze-cmd|--thaw-cmd)
       local IFS=$'\n'

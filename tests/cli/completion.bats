@@ -121,6 +121,7 @@ check_both() {
     want "qbak info -f " $'qcow2\nqcow\nraw'
     want "qbak copy -F " $'qcow2\nraw\nqcow'
     want "qbak backup --tz Europe/Berl" "Europe/Berlin"
+    want "qbak backup --tz Europ" "Europe/"
     # A value nobody can guess: nothing, rather than file names.
     want "qbak prune --keep-daily " ""
     check_both
