@@ -85,12 +85,21 @@ help_options() {
         local opts
         opts=$(help_options "$cmd") || return
         [ -n "$opts" ] || fail "qbak $cmd --help: no option found"
+        # An entry: a line at the options' indent that starts with an
+        # option ("       -f, --format FMT"); its words are the options it
+        # documents.
+        local -A entry=()
+        local line tok toks
+        while IFS= read -r line; do
+            read -ra toks <<<"${line//[,\[\]=|]/ }"
+            for tok in "${toks[@]}"; do
+                entry[$tok]=1
+            done
+        done < <(grep -E '^ {7}-' <<<"$text")
         for opt in $opts; do
-            # An entry: a line at the options' indent that starts with an
-            # option and names this one ("       -f, --format FMT").
-            grep -qP -- "^ {7}(?=-).*(?<![\\w-])\\Q$opt\\E(?![\\w-])" <<<"$text" ||
-                missing+=" $(basename "$p"):$opt"
+            [ -n "${entry[$opt]-}" ] || missing+=" $(basename "$p"):$opt"
         done
+        unset entry
     done
     [ -z "$missing" ] || fail "options or sections missing from the man pages:$missing"
 }
