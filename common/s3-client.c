@@ -52,9 +52,10 @@ s3_check_bucket (struct s3_client *c)
   return r;
 }
 
-int
-s3_put (struct s3_client *c, const char *key, const void *buf, size_t len,
-        bool if_none_match, const char *if_match, char *etag)
+/* One PUT; IF_MATCH is sent as it is given. */
+static int
+put_once (struct s3_client *c, const char *key, const void *buf, size_t len,
+          bool if_none_match, const char *if_match, char *etag)
 {
   char match_hdr[S3_ETAG_MAX + 16];
   struct s3_request req = { .method = "PUT", .key = key, .body = buf,
@@ -86,6 +87,47 @@ s3_put (struct s3_client *c, const char *key, const void *buf, size_t len,
     snprintf (etag, S3_ETAG_MAX, "%s", resp.etag);
   s3_response_free (&resp);
   return r;
+}
+
+/* TAG without its quotes, in BUF. */
+static const char *
+unquoted (const char *tag, char *buf)
+{
+  size_t n = strlen (tag);
+  if (n >= 2 && tag[0] == '"' && tag[n - 1] == '"')
+    snprintf (buf, S3_ETAG_MAX, "%.*s", (int) (n - 2), tag + 1);
+  else
+    snprintf (buf, S3_ETAG_MAX, "%s", tag);
+  return buf;
+}
+
+int
+s3_put (struct s3_client *c, const char *key, const void *buf, size_t len,
+        bool if_none_match, const char *if_match, char *etag)
+{
+  if (!if_match)
+    return put_once (c, key, buf, len, if_none_match, NULL, etag);
+  /* Services differ on If-Match in a PUT: radosgw compares the bare
+   * value, AWS the quoted entity tag.  The bare one first; if it is
+   * refused while the object still has that ETag, the quoted one. */
+  char bare[S3_ETAG_MAX], now[S3_ETAG_MAX], quoted[S3_ETAG_MAX + 2];
+  unquoted (if_match, bare);
+  if (put_once (c, key, buf, len, if_none_match, bare, etag) == 0)
+    return 0;
+  if (error_get_errno () != ESTALE)
+    return -1;
+  struct s3_object_info info;
+  if (s3_head (c, key, &info) != 1 ||
+      strcmp (unquoted (info.etag, now), bare) != 0) {
+    char name[1200];
+    qbak_internal_error_errno_only (STATUS_BUSY, ESTALE,
+                                    "%s: changed meanwhile",
+                                    s3_object_name (c, key, name,
+                                                    sizeof name));
+    return -1;
+  }
+  snprintf (quoted, sizeof quoted, "\"%s\"", bare);
+  return put_once (c, key, buf, len, if_none_match, quoted, etag);
 }
 
 int
