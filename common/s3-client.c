@@ -263,8 +263,9 @@ s3_copy (struct s3_client *c, const char *from, const char *to)
         s3_xml_parse (resp.body, resp.len, on_copy_xml, &cr);
     }
     char what[1300];
-    snprintf (what, sizeof what, "copying from %s", from);
-    s3_response_error (c, &resp, to, what);
+    snprintf (what, sizeof what, "copying to %s", to);
+    /* A missing source is the usual 404; the target is only written. */
+    s3_response_error (c, &resp, from, what);
     r = -1;
   }
   s3_response_free (&resp);

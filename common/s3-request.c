@@ -219,9 +219,14 @@ on_header (char *data, size_t size, size_t nmemb, void *opaque)
   return n;
 }
 
-static long
-env_long (const char *name, long dflt)
+long
+s3_test_knob (const char *name, long dflt)
 {
+#ifndef QBAK_FAILPOINTS
+  /* Outside test builds the knobs do not exist. */
+  (void) name;
+  return dflt;
+#endif
   const char *v = getenv (name);
   if (!v || !*v)
     return dflt;
@@ -298,8 +303,9 @@ attempt (struct s3_client *c, const struct s3_request *req,
   curl_easy_setopt (h, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt (h, CURLOPT_CONNECTTIMEOUT, (long) CONNECT_TIMEOUT_S);
   curl_easy_setopt (h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt (h, CURLOPT_LOW_SPEED_TIME,
-                    env_long ("QBAK_S3_LOW_SPEED_TIME", LOW_SPEED_TIME_S));
+  long stall = s3_test_knob ("QBAK_S3_LOW_SPEED_TIME", LOW_SPEED_TIME_S);
+  curl_easy_setopt (h, CURLOPT_LOW_SPEED_TIME, stall > 0 ? stall
+                    : LOW_SPEED_TIME_S);
   curl_easy_setopt (h, CURLOPT_AWS_SIGV4, c->sigv4);
   curl_easy_setopt (h, CURLOPT_USERNAME, cfg->access_key);
   curl_easy_setopt (h, CURLOPT_PASSWORD, cfg->secret_key);
@@ -415,7 +421,7 @@ errno_of (CURLcode rc)
 static bool
 backoff (struct s3_client *c, unsigned n, long *waited_ms)
 {
-  long base = env_long ("QBAK_S3_BACKOFF_MS", DEFAULT_BASE_MS);
+  long base = s3_test_knob ("QBAK_S3_BACKOFF_MS", DEFAULT_BASE_MS);
   long cap = base * 100 < MAX_CAP_MS ? base * 100 : MAX_CAP_MS;
   long limit = n >= 20 ? cap : base << n;
   if (limit > cap)

@@ -8,9 +8,9 @@
  * service asks for it (HTTP 500, 502, 503 SlowDown, 504, 408, 429, or
  * S3's RequestTimeout): at most 8 attempts and 2 minutes of waiting.
  * Any other answer is final and handed to the caller, who maps it to an
- * error with s3_response_error.  QBAK_S3_BACKOFF_MS (tests) sets the
- * base wait (200 ms otherwise; the cap is 100 times the base, at most
- * 20 s); QBAK_S3_LOW_SPEED_TIME (seconds) shortens the stall limit. */
+ * error with s3_response_error.  In test builds QBAK_S3_BACKOFF_MS sets
+ * the base wait (200 ms otherwise; the cap is 100 times the base, at
+ * most 20 s) and QBAK_S3_LOW_SPEED_TIME (seconds) the stall limit. */
 #ifndef QBAK_COMMON_S3_REQUEST_H
 #define QBAK_COMMON_S3_REQUEST_H
 
@@ -76,6 +76,11 @@ void s3_response_free (struct s3_response *resp);
  * error code. */
 void s3_response_error (struct s3_client *c, const struct s3_response *resp,
                         const char *key, const char *what);
+
+/* The test knob NAME (a non-negative number in the environment) in a
+ * test build (QBAK_FAILPOINTS); DFLT if unset, invalid, or in any other
+ * build.  tests/FAILPOINTS.md lists them. */
+long s3_test_knob (const char *name, long dflt);
 
 /* "s3://BUCKET/KEY" (KEY NULL: the bucket) in BUF for messages. */
 const char *s3_object_name (struct s3_client *c, const char *key,

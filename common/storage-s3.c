@@ -33,8 +33,11 @@
  * judged, so of two processes taking over the same lock only one wins;
  * the other sees a lock that changed and judges it again.  Unlocking
  * deletes the lock object if it is still the one this process wrote.
- * QBAK_S3_LOCK_STALE_S (tests) replaces the 10 minutes, and the refresh
- * interval becomes a tenth of it.
+ * A holder that cannot rewrite its lock for 10 minutes (the service is
+ * unreachable) may lose it to another process; it does not find out
+ * until it unlocks, and its unlock then leaves the new holder's lock be.
+ * In test builds QBAK_S3_LOCK_STALE_S replaces the 10 minutes, and the
+ * rewrite interval becomes a tenth of it (at least a second).
  *
  * Objects have no local path; prepare has nothing to do.  qbak never
  * creates a bucket: a missing bucket is reported; a prefix with no
@@ -54,6 +57,7 @@
 #include "common/error.h"
 #include "common/s3-client.h"
 #include "common/s3-config.h"
+#include "common/s3-request.h"
 #include "common/storage.h"
 
 #define MAX_GET (64u << 20)
@@ -239,8 +243,7 @@ struct s3_lock {
 static long
 lock_stale_s (void)
 {
-  const char *v = getenv ("QBAK_S3_LOCK_STALE_S");
-  long n = v && *v ? strtol (v, NULL, 10) : 0;
+  long n = s3_test_knob ("QBAK_S3_LOCK_STALE_S", LOCK_STALE_S);
   return n > 0 ? n : LOCK_STALE_S;
 }
 
