@@ -1,5 +1,6 @@
 /* Parallel multipart uploads (s3-upload.h). */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -289,6 +290,20 @@ s3_upload_finish (struct s3_upload *u)
     parts[i] = u->done[i].part;
   int r = s3_mpu_complete (u->c, u->key, u->upload_id, parts, u->ndone);
   free (parts);
+  if (r < 0 && error_get_errno () == ENOENT && s3_client_retried (u->c)) {
+    /* The completion's answer was lost and its retry found the upload
+     * gone: done, if the object is there with every part's bytes. */
+    uint64_t total = 0;
+    for (size_t i = 0; i < u->ndone; i++)
+      total += u->done[i].len;
+    struct s3_object_info info;
+    struct qbak_saved_error saved;
+    qbak_error_save (&saved);
+    bool there = s3_head (u->c, u->key, &info) == 1 && info.size == total;
+    qbak_error_put_back (&saved, NULL);
+    if (there)
+      r = 0;
+  }
   if (r < 0) {
     abandon (u);
     return -1;

@@ -58,6 +58,7 @@
 #include "common/s3-client.h"
 #include "common/s3-config.h"
 #include "common/s3-request.h"
+#include "common/storage-s3.h"
 #include "common/storage.h"
 
 #define MAX_GET (64u << 20)
@@ -537,6 +538,34 @@ s3st_close (struct storage *st)
   free (s->base);
   free (st->location);
   free (s);
+}
+
+static const struct storage_ops s3_ops;
+
+bool
+storage_is_s3 (const struct storage *st)
+{
+  return st->ops == &s3_ops;
+}
+
+const struct s3_config *
+storage_s3_config (struct storage *st)
+{
+  return to_s3 (st)->cfg;
+}
+
+struct s3_client *
+storage_s3_client (struct storage *st)
+{
+  return to_s3 (st)->c;
+}
+
+char *
+storage_s3_object_key (struct storage *st, const char *key)
+{
+  if (storage_check_key (st->location, key) < 0)
+    return NULL;
+  return object_key (to_s3 (st), key);
 }
 
 static const struct storage_ops s3_ops = {
