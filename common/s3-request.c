@@ -377,6 +377,7 @@ retryable_curl (CURLcode rc)
   case CURLE_SSL_CONNECT_ERROR:
   case CURLE_HTTP2:
   case CURLE_HTTP2_STREAM:
+  case CURLE_WEIRD_SERVER_REPLY:        /* a garbled answer */
     return true;
   default:
     return false;

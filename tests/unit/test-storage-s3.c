@@ -18,6 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -83,7 +87,8 @@ load_gateway_env (void)
 static int
 bucket_request (const char *method, const char *name)
 {
-  return test_sh_status ("curl -sf -o /dev/null --aws-sigv4 "
+  return test_sh_status ("curl -sf -o /dev/null --retry 8 --retry-delay 0 "
+                         "--retry-all-errors --aws-sigv4 "
                          "\"aws:amz:${AWS_REGION:-us-east-1}:s3\" "
                          "--user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" "
                          "-H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "
@@ -446,19 +451,21 @@ test_lock_stale_elsewhere (void **state)
   assert_null (storage_lock (fx->st, "lock", "host h, pid parent"));
   assert_int_equal (error_get_status (), STATUS_BUSY);
   assert_non_null (strstr (error_get_message (), "host far, pid 1"));
-  sleep (4);
+  sleep (3);
   struct storage_lock *lk = storage_lock (fx->st, "lock",
                                           "host h, pid parent");
   if (!lk)
     fail_msg ("stale lock not taken over: %s", error_get_message ());
   /* The holder rewrites it (every second here), so while it is held it
    * never grows stale to the others. */
-  sleep (4);
+  sleep (3);
   pid_t pid = fork ();
   assert_true (pid >= 0);
   if (pid == 0) {
     struct storage *st = storage_open (fx->url, false, NULL);
     struct storage_lock *l2 = st ? storage_lock (st, "lock", "thief") : NULL;
+    if (!l2 && error_get_status () != STATUS_BUSY)
+      fprintf (stderr, "child: %s\n", error_get_message ());
     _exit (l2 ? 1 : error_get_status () == STATUS_BUSY ? 0 : 2);
   }
   int status;
@@ -604,12 +611,98 @@ test_multipart_cancel (void **state)
   s3_config_free (cfg);
 }
 
+/* A listening socket on 127.0.0.1 that cuts every connection as soon as
+ * it is made (a thread accepts and closes). */
+struct cutter {
+  int fd;
+  unsigned short port;
+  pthread_t thread;
+  unsigned cuts;
+};
+
+static void *
+cut_connections (void *opaque)
+{
+  struct cutter *k = opaque;
+  for (;;) {
+    int c = accept (k->fd, NULL, NULL);
+    if (c < 0)
+      return NULL;
+    struct linger l = { .l_onoff = 1, .l_linger = 0 };
+    setsockopt (c, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    close (c);
+    __atomic_add_fetch (&k->cuts, 1, __ATOMIC_SEQ_CST);
+  }
+}
+
+static unsigned short
+listen_local (int fd)
+{
+  struct sockaddr_in a = { .sin_family = AF_INET,
+                           .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+  socklen_t len = sizeof a;
+  assert_int_equal (bind (fd, (struct sockaddr *) &a, sizeof a), 0);
+  assert_int_equal (listen (fd, 16), 0);
+  assert_int_equal (getsockname (fd, (struct sockaddr *) &a, &len), 0);
+  return ntohs (a.sin_port);
+}
+
+/* A service that cannot be reached, or cuts every connection, fails the
+ * operation with an I/O error after the bounded retries, quickly with
+ * the test's short backoff, naming the object and the attempts. */
+static void
+test_connection_faults (void **state)
+{
+  (void) state;
+  char *endpoint = strdup (getenv ("AWS_ENDPOINT_URL"));
+  assert_non_null (endpoint);
+  char url[300], ep[64];
+  snprintf (url, sizeof url, "s3://%s/t1", bucket);
+
+  /* Nothing listens: connection refused. */
+  int fd = socket (AF_INET, SOCK_STREAM, 0);
+  assert_true (fd >= 0);
+  struct sockaddr_in a = { .sin_family = AF_INET,
+                           .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+  socklen_t len = sizeof a;
+  assert_int_equal (bind (fd, (struct sockaddr *) &a, sizeof a), 0);
+  assert_int_equal (getsockname (fd, (struct sockaddr *) &a, &len), 0);
+  snprintf (ep, sizeof ep, "http://127.0.0.1:%u", ntohs (a.sin_port));
+  close (fd);
+  setenv ("AWS_ENDPOINT_URL", ep, 1);
+  assert_null (storage_open (url, true, NULL));
+  assert_int_equal (error_get_status (), STATUS_IO);
+  assert_int_equal (error_get_errno (), ECONNREFUSED);
+  assert_non_null (strstr (error_get_message (), "8 attempts"));
+  assert_non_null (strstr (error_get_message (), bucket));
+
+  /* Every connection cut: each of the 8 attempts was made. */
+  struct cutter k = { .fd = socket (AF_INET, SOCK_STREAM, 0) };
+  assert_true (k.fd >= 0);
+  k.port = listen_local (k.fd);
+  assert_int_equal (pthread_create (&k.thread, NULL, cut_connections, &k),
+                    0);
+  snprintf (ep, sizeof ep, "http://127.0.0.1:%u", k.port);
+  setenv ("AWS_ENDPOINT_URL", ep, 1);
+  assert_null (storage_open (url, true, NULL));
+  assert_int_equal (error_get_status (), STATUS_IO);
+  assert_non_null (strstr (error_get_message (), "8 attempts"));
+  shutdown (k.fd, SHUT_RDWR);
+  close (k.fd);
+  pthread_join (k.thread, NULL);
+  assert_int_equal (k.cuts, 8);
+
+  setenv ("AWS_ENDPOINT_URL", endpoint, 1);
+  free (endpoint);
+}
+
 int
 main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown (test_open, setup, teardown),
     cmocka_unit_test (test_wrong_secret),
+    cmocka_unit_test (test_connection_faults),
     cmocka_unit_test_setup_teardown (test_put_once_get, setup, teardown),
     cmocka_unit_test_setup_teardown (test_replace_delete_rename, setup,
                                      teardown),
