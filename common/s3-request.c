@@ -141,6 +141,9 @@ on_body (char *data, size_t size, size_t nmemb, void *opaque)
     r->len += n;
     return n;
   }
+  /* A success whose body is of no use (a PUT's, a DELETE's): dropped. */
+  if (is_success (status) && t->req->max_body == 0)
+    return n;
   size_t max = is_success (status) ? t->req->max_body : MAX_ERROR_BODY;
   if (n > max - r->len) {
     if (!is_success (status))
@@ -171,6 +174,8 @@ on_read (char *dest, size_t size, size_t nmemb, void *opaque)
   size_t n = size * nmemb, left = t->req->body_len - t->sent;
   if (n > left)
     n = left;
+  if (n == 0)
+    return 0;
   memcpy (dest, (const char *) t->req->body + t->sent, n);
   t->sent += n;
   return n;

@@ -38,8 +38,10 @@ struct s3_request {
   const void *body;             /* PUT and POST */
   size_t body_len;
   const char *headers[6];       /* extra "Name: value" lines, NULL-ended */
-  /* GET: the answer's body goes to SINK (at most SINK_LEN bytes) when
-   * set, else to a malloc'ed buffer of at most MAX_BODY bytes. */
+  /* A successful answer's body goes to SINK (at most SINK_LEN bytes)
+   * when set, else to a malloc'ed buffer of at most MAX_BODY bytes (0:
+   * the body is not wanted and dropped).  An error's body is always
+   * kept (S3's XML), up to 64 KiB. */
   void *sink;
   size_t sink_len;
   size_t max_body;
