@@ -7,8 +7,11 @@
  * holder and is taken over by its stale rule; plus what only S3 has:
  * credentials refused with a clear message that never shows the secret,
  * a missing bucket, and multipart uploads (part 1 given last, read back
- * with ranged GETs; an abandoned upload leaves nothing).  Each run uses a
- * bucket of its own, each test a prefix of its own. */
+ * with ranged GETs; an abandoned upload leaves nothing), and faults
+ * (tests/s3/fault-proxy.py between client and gateway: 503s retried,
+ * answers lost after the work was done recognised, cut connections an
+ * I/O error).  Each run uses a bucket of its own, each test a prefix of
+ * its own. */
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -696,6 +699,206 @@ test_connection_faults (void **state)
   free (endpoint);
 }
 
+/* ---- through tests/s3/fault-proxy.py -------------------------------- */
+
+struct proxy {
+  pid_t pid;
+  char dir[TEST_PATH_MAX];
+  char control[TEST_PATH_MAX + 32];
+  char log[TEST_PATH_MAX + 32];
+  char url[64];
+  char *gateway;        /* the endpoint behind it */
+};
+
+/* Set the proxy's fault rules (a JSON array), replacing the file so that
+ * the proxy sees a change. */
+static void
+proxy_rules (struct proxy *p, const char *rules)
+{
+  char tmp[TEST_PATH_MAX + 48];
+  snprintf (tmp, sizeof tmp, "%s.new", p->control);
+  FILE *f = fopen (tmp, "w");
+  assert_non_null (f);
+  fprintf (f, "{\"seed\": 1, \"rules\": %s}\n", rules);
+  assert_int_equal (fclose (f), 0);
+  assert_int_equal (rename (tmp, p->control), 0);
+}
+
+static void
+proxy_start (struct proxy *p)
+{
+  const char *src = getenv ("QBAK_SRCDIR");
+  if (!src || !*src)
+    fail_msg ("QBAK_SRCDIR is not set (run through ctest)");
+  char script[TEST_PATH_MAX];
+  snprintf (script, sizeof script, "%s/tests/s3/fault-proxy.py", src);
+  if (access (script, R_OK) < 0)
+    fail_msg ("%s: %s", script, strerror (errno));
+  test_tmpdir_create (p->dir);
+  snprintf (p->control, sizeof p->control, "%s/control.json", p->dir);
+  snprintf (p->log, sizeof p->log, "%s/proxy.log", p->dir);
+  char port_file[TEST_PATH_MAX + 32];
+  snprintf (port_file, sizeof port_file, "%s/port", p->dir);
+  proxy_rules (p, "[]");
+  p->gateway = strdup (getenv ("AWS_ENDPOINT_URL"));
+  assert_non_null (p->gateway);
+  fflush (NULL);
+  p->pid = fork ();
+  assert_true (p->pid >= 0);
+  if (p->pid == 0) {
+    execlp ("python3", "python3", script, "--upstream", p->gateway,
+            "--control", p->control, "--port-file", port_file, "--log",
+            p->log, (char *) NULL);
+    _exit (127);
+  }
+  for (int i = 0; i < 200; i++) {
+    FILE *f = fopen (port_file, "r");
+    unsigned port = 0;
+    if (f) {
+      int n = fscanf (f, "%u", &port);
+      fclose (f);
+      if (n == 1 && port) {
+        snprintf (p->url, sizeof p->url, "http://127.0.0.1:%u", port);
+        setenv ("AWS_ENDPOINT_URL", p->url, 1);
+        return;
+      }
+    }
+    usleep (50000);
+  }
+  fail_msg ("fault-proxy.py did not start (no %s)", port_file);
+}
+
+static void
+proxy_stop (struct proxy *p)
+{
+  kill (p->pid, SIGTERM);
+  waitpid (p->pid, NULL, 0);
+  setenv ("AWS_ENDPOINT_URL", p->gateway, 1);
+  free (p->gateway);
+  test_sh_status ("rm -rf '%s'", p->dir);
+}
+
+/* How many requests the proxy logged with WORD in their line. */
+static int
+proxy_count (struct proxy *p, const char *word)
+{
+  FILE *f = fopen (p->log, "r");
+  if (!f)
+    return 0;
+  char line[4096];
+  int n = 0;
+  while (fgets (line, sizeof line, f))
+    if (strstr (line, word))
+      n++;
+  fclose (f);
+  return n;
+}
+
+/* One request in ten answered 503 SlowDown: every operation still
+ * succeeds, through the retries. */
+static void
+test_faults_retried (void **state)
+{
+  (void) state;
+  struct proxy p;
+  proxy_start (&p);
+  proxy_rules (&p, "[{\"fault\": \"503\", \"rate\": 0.1}]");
+  char url[300];
+  snprintf (url, sizeof url, "s3://%s/faults", bucket);
+  struct storage *st = storage_open (url, true, NULL);
+  if (!st)
+    fail_msg ("%s", error_get_message ());
+  char key[64], text[64];
+  for (int i = 0; i < 24; i++) {
+    snprintf (key, sizeof key, "points/%02d.json", i);
+    snprintf (text, sizeof text, "{\"point\": %d}", i);
+    if (storage_put_once (st, key, text, strlen (text)) < 0)
+      fail_msg ("%s", error_get_message ());
+  }
+  struct counter k = { .ordered = true };
+  assert_int_equal (storage_list (st, "points/", count, &k), 0);
+  assert_int_equal (k.n, 24);
+  for (int i = 0; i < 24; i++) {
+    void *buf;
+    size_t len;
+    snprintf (key, sizeof key, "points/%02d.json", i);
+    snprintf (text, sizeof text, "{\"point\": %d}", i);
+    assert_int_equal (storage_get (st, key, &buf, &len), 0);
+    assert_string_equal (buf, text);
+    free (buf);
+  }
+  assert_int_equal (storage_rename (st, "points/00.json", "renamed"), 0);
+  for (int i = 1; i < 24; i++) {
+    snprintf (key, sizeof key, "points/%02d.json", i);
+    assert_int_equal (storage_delete (st, key), 0);
+  }
+  struct storage_lock *lk = storage_lock (st, "lock", "host h, pid 1");
+  assert_non_null (lk);
+  storage_unlock (lk);
+
+  /* A multipart upload, part 1 last, through the same faults. */
+  const size_t p1 = S3_MIN_PART, p2 = 200000;
+  uint8_t *data = malloc (p1 + p2), *back = malloc (p1 + p2);
+  assert_true (data && back);
+  fill (data, p1 + p2, 11);
+  struct s3_config *cfg = s3_config_load (url);
+  assert_non_null (cfg);
+  struct s3_upload *u = s3_upload_start (cfg, "faults/big", 2);
+  assert_non_null (u);
+  assert_int_equal (s3_upload_part (u, 2, data + p1, p2), 0);
+  assert_int_equal (s3_upload_part (u, 1, data, p1), 0);
+  if (s3_upload_finish (u) < 0)
+    fail_msg ("%s", error_get_message ());
+  struct s3_client *c = s3_client_new (cfg);
+  assert_non_null (c);
+  assert_int_equal (s3_get_range (c, "faults/big", 0, p1 + p2, back),
+                    (ssize_t) (p1 + p2));
+  assert_memory_equal (back, data, p1 + p2);
+
+  /* The faults were there. */
+  int faults = proxy_count (&p, "fault 503");
+  if (faults < 3)
+    fail_msg ("only %d requests failed on purpose", faults);
+
+  /* Answers lost after the service did the work: a put-once and a
+   * lock's creation find their own object, a completed upload its
+   * object, and none of them fails. */
+  proxy_rules (&p, "[{\"fault\": \"drop-response\", "
+               "\"match\": \"^PUT .*/(lost|lock)$\", \"count\": 2},"
+               "{\"fault\": \"drop-response\", "
+               "\"match\": \"^POST .*uploadId=\", \"count\": 1}]");
+  if (storage_put_once (st, "lost", "mine", 4) < 0)
+    fail_msg ("%s", error_get_message ());
+  lk = storage_lock (st, "lock", "host h, pid 2");
+  if (!lk)
+    fail_msg ("%s", error_get_message ());
+  storage_unlock (lk);
+  u = s3_upload_start (cfg, "faults/big2", 2);
+  assert_non_null (u);
+  assert_int_equal (s3_upload_part (u, 1, data, p2), 0);
+  if (s3_upload_finish (u) < 0)
+    fail_msg ("%s", error_get_message ());
+  assert_int_equal (proxy_count (&p, "drop-response"), 3);
+  /* Someone else's object is still refused. */
+  assert_int_equal (storage_put_once (st, "lost", "theirs", 6), -1);
+  assert_int_equal (error_get_errno (), EEXIST);
+
+  /* Every connection cut: a clean I/O error after the attempts. */
+  proxy_rules (&p, "[{\"fault\": \"cut\"}]");
+  void *buf;
+  size_t len;
+  assert_int_equal (storage_get (st, "lost", &buf, &len), -1);
+  assert_int_equal (error_get_status (), STATUS_IO);
+  assert_non_null (strstr (error_get_message (), "8 attempts"));
+
+  storage_close (st);
+  s3_client_free (c);
+  s3_config_free (cfg);
+  free (data);
+  free (back);
+  proxy_stop (&p);
+}
+
 int
 main (void)
 {
@@ -714,6 +917,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_multipart, setup, teardown),
     cmocka_unit_test_setup_teardown (test_multipart_cancel, setup,
                                      teardown),
+    cmocka_unit_test (test_faults_retried),
   };
   return cmocka_run_group_tests (tests, group_setup, NULL);
 }
