@@ -258,9 +258,9 @@ s3_copy (struct s3_client *c, const char *from, const char *to)
     s3_xml_parse (resp.body, resp.len, on_copy_xml, &cr);
   if (r == 0 && (!ok (&resp) || cr.error || !cr.done)) {
     if (ok (&resp)) {
-      resp.status = 500;        /* failed while copying: worth a retry */
-      if (resp.body)
-        s3_xml_parse (resp.body, resp.len, on_copy_xml, &cr);
+      /* It failed after its 200 was sent: the service's failure. */
+      resp.status = 500;
+      s3_response_parse_error (&resp);
     }
     char what[1300];
     snprintf (what, sizeof what, "copying to %s", to);
@@ -530,7 +530,7 @@ s3_mpu_complete (struct s3_client *c, const char *key,
   if (r == 0 && (!ok (&resp) || cr.error)) {
     if (ok (&resp)) {
       resp.status = 500;
-      s3_xml_parse (resp.body, resp.len, on_copy_xml, &cr);
+      s3_response_parse_error (&resp);
     }
     s3_response_error (c, &resp, key, "completing an upload");
     r = -1;

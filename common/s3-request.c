@@ -368,6 +368,13 @@ on_error_xml (const char *name, const char *text, void *opaque)
   return 0;
 }
 
+void
+s3_response_parse_error (struct s3_response *resp)
+{
+  if (resp->body)
+    s3_xml_parse (resp->body, resp->len, on_error_xml, resp);
+}
+
 static bool
 retryable_curl (CURLcode rc)
 {
@@ -462,8 +469,8 @@ s3_send (struct s3_client *c, const struct s3_request *req,
     resp->code[0] = resp->message[0] = '\0';
     rc = attempt (c, req, resp, url, errbuf);
     resp->attempts = c->last_attempts = n + 1;
-    if (rc == CURLE_OK && !is_success (resp->status) && resp->body)
-      s3_xml_parse (resp->body, resp->len, on_error_xml, resp);
+    if (rc == CURLE_OK && !is_success (resp->status))
+      s3_response_parse_error (resp);
     bool again = rc == CURLE_OK ? retryable_status (resp)
                                 : retryable_curl (rc);
     if (!again || n + 1 >= MAX_ATTEMPTS || !backoff (c, n, &waited))

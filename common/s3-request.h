@@ -68,6 +68,11 @@ int s3_send (struct s3_client *c, const struct s3_request *req,
              struct s3_response *resp);
 void s3_response_free (struct s3_response *resp);
 
+/* Fill RESP's code and message from an <Error> in its body (done for
+ * every non-2xx answer; for a 200 whose body turns out to be an error,
+ * as a copy or a completion can send, the caller calls it). */
+void s3_response_parse_error (struct s3_response *resp);
+
 /* Record the error a non-2xx RESP means for KEY (NULL: the bucket): 404
  * is ENOENT (STATUS_INVALID: no such object), except NoSuchBucket, which
  * like 401 and 403 (AccessDenied, SignatureDoesNotMatch,
