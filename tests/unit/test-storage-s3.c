@@ -883,10 +883,24 @@ test_faults_retried (void **state)
   assert_int_equal (storage_put_once (st, "lost", "theirs", 6), -1);
   assert_int_equal (error_get_errno (), EEXIST);
 
-  /* Every connection cut: a clean I/O error after the attempts. */
-  proxy_rules (&p, "[{\"fault\": \"cut\"}]");
+  /* A request that stalls is cut by the low-speed limit (a second here)
+   * and sent again. */
+  setenv ("QBAK_S3_LOW_SPEED_TIME", "1", 1);
+  proxy_rules (&p, "[{\"fault\": \"hang\", \"seconds\": 30, "
+               "\"match\": \"^GET .*/lost$\", \"count\": 1}]");
   void *buf;
   size_t len;
+  time_t t0 = time (NULL);
+  if (storage_get (st, "lost", &buf, &len) < 0)
+    fail_msg ("%s", error_get_message ());
+  assert_string_equal (buf, "mine");
+  free (buf);
+  assert_true (time (NULL) - t0 < 10);
+  assert_int_equal (proxy_count (&p, "hang"), 1);
+  unsetenv ("QBAK_S3_LOW_SPEED_TIME");
+
+  /* Every connection cut: a clean I/O error after the attempts. */
+  proxy_rules (&p, "[{\"fault\": \"cut\"}]");
   assert_int_equal (storage_get (st, "lost", &buf, &len), -1);
   assert_int_equal (error_get_status (), STATUS_IO);
   assert_non_null (strstr (error_get_message (), "8 attempts"));
