@@ -22,8 +22,9 @@
  * The holder rewrites it every 60 s (a conditional PUT on its ETag) while
  * it holds it.  A lock is stale, and is taken over, when
  *
- *   (a) its holder ran on this host (the same host name) and that process
- *       is gone (no such pid, or a pid that started at another time); or
+ *   (a) its holder ran on this host (the same host name: hosts sharing a
+ *       repository must have names of their own) and that process is
+ *       gone (no such pid, or a pid that started at another time); or
  *   (b) it was last rewritten more than 10 minutes ago, both times taken
  *       from the storage service's own clock (the object's Last-Modified
  *       against the Date of the same answer, so clocks of hosts do not
