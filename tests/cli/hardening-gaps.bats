@@ -54,7 +54,7 @@ always_source() {
 # failure_path_at EFFECT: for every call N of the job that fails at its
 # third write (write:3:eio), the same job with any:N:EFFECT as well; for
 # each N reached after that first failure, a job with b0 into another
-# target must give a chain equal to the source and leave b0 clean, and
+# target must give a chain equal to the source and drop the companion, and
 # the source must check clean (leaks allowed after a crash).  Prints how
 # many N were checked.
 failure_path_at() {
@@ -105,6 +105,58 @@ failure_path_at() {
 @test "gaps: an I/O error anywhere in an interrupted always job's failure path loses nothing for another target" {
     always_source
     failure_path_at eio
+}
+
+# ---------------------------------------------------------------------
+# The partial file: never the source, never reached through a link
+
+@test "gaps: the source (or a file of its chain) as TARGET.part is refused as such, with --resume too" {
+    qemu-img create -q -f qcow2 disk.part 16M
+    qemu-img bitmap --add disk.part b0
+    qemu_io_fmt qcow2 disk.part 'write -P 0x41 0 1M'
+    qemu-img create -q -f qcow2 -b disk.part -F qcow2 top.qcow2
+    qemu-img bitmap --add top.qcow2 b0
+    local sum args
+    sum=$(sha256sum <disk.part)
+    for args in "disk.part disk --sync full" \
+                "disk.part disk --sync bitmap --bitmap b0 --bitmap-mode always --no-backing --resume" \
+                "top.qcow2 disk --sync full" \
+                "top.qcow2 disk --sync bitmap --bitmap b0 --bitmap-mode always --no-backing --resume"; do
+        # shellcheck disable=SC2086
+        run --separate-stderr qbak copy $args
+        [ "$status" -eq 2 ] || fail "copy $args: exit $status, expected 2: $stderr"
+        # the advice for a stale partial ("remove it") would remove the source
+        [[ ${stderr_lines[0]} == "qbak: disk: "*"disk.part is the source"* &&
+           $stderr != *remove* ]] || fail "copy $args: message: $stderr"
+        [ "$(sha256sum <disk.part)" = "$sum" ] || fail "copy $args: the source changed"
+        [ ! -e disk ] || fail "copy $args: a target was made"
+    done
+}
+
+@test "gaps: --resume refuses a TARGET.part that links to this job's own partial elsewhere" {
+    always_source
+    cp src0.qcow2 src.qcow2
+    run --separate-stderr env QBAK_FAILPOINT=write:3:eio "$QBAK" copy src.qcow2 inc.qcow2 \
+        --sync bitmap --bitmap b0 --bitmap-mode always --backing full.qcow2
+    [ "$status" -eq 1 ] || fail "the interrupted job: exit $status: $stderr"
+    mkdir elsewhere
+    mv inc.qcow2.part elsewhere/
+    ln -s elsewhere/inc.qcow2.part inc.qcow2.part
+    local sum
+    sum=$(sha256sum <elsewhere/inc.qcow2.part)
+    run --separate-stderr qbak copy src.qcow2 inc.qcow2 --sync bitmap --bitmap b0 \
+        --bitmap-mode always --backing full.qcow2 --resume
+    [ "$status" -eq 3 ] || fail "--resume through a link: exit $status, expected 3: $stderr"
+    check_error_line
+    [ "$(sha256sum <elsewhere/inc.qcow2.part)" = "$sum" ] || fail "the linked partial changed"
+    [ -L inc.qcow2.part ] && [ ! -e inc.qcow2 ] || fail "the link was replaced or a target made"
+    # the file itself is this job's partial: in its place, it resumes
+    rm inc.qcow2.part
+    mv elsewhere/inc.qcow2.part .
+    run --separate-stderr qbak copy src.qcow2 inc.qcow2 --sync bitmap --bitmap b0 \
+        --bitmap-mode always --backing full.qcow2 --resume
+    [ "$status" -eq 0 ] || fail "--resume in place: exit $status: $stderr"
+    qemu-img compare -q inc.qcow2 src.qcow2 || fail "the resumed chain differs from the source"
 }
 
 # ---------------------------------------------------------------------

@@ -2,11 +2,14 @@
 # lock-race-rounds.sh QBAK FIRST LAST 'ARGS A' 'ARGS B'
 #
 # Rounds FIRST..LAST of two qbak runs started together (lock-race.bats).
-# In ARGS, @N@ stands for the round number.  Each run has the fail point
-# read:1:stop, so it stops with its locks held before reading a byte; both
-# are let go only when each has stopped or exited, so the two always
-# overlap.  Prints "N EXIT_A EXIT_B" per round; stderr goes to e.N.a and
-# e.N.b.  A small script of its own: forking the bats shell for every run
+# In ARGS, @N@ stands for the round number.  In odd rounds each run has
+# the fail point read:1:stop, so it stops with its locks held before
+# reading a byte; both are let go only when each has stopped or exited, so
+# the two always overlap.  In even rounds one of them (A, then B, in turn)
+# stops instead at lock:1, between taking its lock bytes and checking them
+# for other holders: the window in which a writer that checked first and
+# locked afterwards would let the other one through (both would exit 0).
+# Prints "N EXIT_A EXIT_B" per round; stderr goes to e.N.a and e.N.b.  A small script of its own: forking the bats shell for every run
 # would cost several times more.
 qbak=$1 first=$2 last=$3 tmpl_a=$4 tmpl_b=$5
 
@@ -32,13 +35,17 @@ settle() {
     done
 }
 
-export QBAK_FAILPOINT=read:1:stop
 for ((n = first; n <= last; n++)); do
     read -r -a a <<<"${tmpl_a//@N@/$n}"
     read -r -a b <<<"${tmpl_b//@N@/$n}"
-    "$qbak" "${a[@]}" >/dev/null 2>"e.$n.a" &
+    fa=read:1:stop fb=read:1:stop
+    case $((n % 4)) in
+        2) fa=lock:1:stop ;;
+        0) fb=lock:1:stop ;;
+    esac
+    QBAK_FAILPOINT=$fa "$qbak" "${a[@]}" >/dev/null 2>"e.$n.a" &
     pa=$!
-    "$qbak" "${b[@]}" >/dev/null 2>"e.$n.b" &
+    QBAK_FAILPOINT=$fb "$qbak" "${b[@]}" >/dev/null 2>"e.$n.b" &
     pb=$!
     settle "$pa" && settle "$pb" || { kill -KILL "$pa" "$pb"; exit 1; }
     kill -CONT "$pa" "$pb" 2>/dev/null
