@@ -9,8 +9,11 @@
 # stops instead at lock:1, between taking its lock bytes and checking them
 # for other holders: the window in which a writer that checked first and
 # locked afterwards would let the other one through (both would exit 0).
-# Prints "N EXIT_A EXIT_B" per round; stderr goes to e.N.a and e.N.b.  A small script of its own: forking the bats shell for every run
-# would cost several times more.
+# That one is let go first, and the other (stopped past its check, its
+# locks held, or exited) only once it has exited.
+# Prints "N EXIT_A EXIT_B" per round; stderr goes to e.N.a and e.N.b.
+# A small script of its own: forking the bats shell for every run would
+# cost several times more.
 qbak=$1 first=$2 last=$3 tmpl_a=$4 tmpl_b=$5
 
 nap=$(mktemp -u "${TMPDIR:-/tmp}/qbak-nap.XXXXXX")
@@ -48,9 +51,18 @@ for ((n = first; n <= last; n++)); do
     QBAK_FAILPOINT=$fb "$qbak" "${b[@]}" >/dev/null 2>"e.$n.b" &
     pb=$!
     settle "$pa" && settle "$pb" || { kill -KILL "$pa" "$pb"; exit 1; }
-    kill -CONT "$pa" "$pb" 2>/dev/null
     ra=0 rb=0
-    wait "$pa" || ra=$?
-    wait "$pb" || rb=$?
+    case $((n % 4)) in
+        # the writer stopped in its lock window goes on (to its end: it
+        # has no other stop) while the other, if it got past its check,
+        # still holds its locks; only then is the other let go
+        2) kill -CONT "$pa" 2>/dev/null; wait "$pa" || ra=$?
+           kill -CONT "$pb" 2>/dev/null; wait "$pb" || rb=$? ;;
+        0) kill -CONT "$pb" 2>/dev/null; wait "$pb" || rb=$?
+           kill -CONT "$pa" 2>/dev/null; wait "$pa" || ra=$? ;;
+        *) kill -CONT "$pa" "$pb" 2>/dev/null
+           wait "$pa" || ra=$?
+           wait "$pb" || rb=$? ;;
+    esac
     echo "$n $ra $rb"
 done
