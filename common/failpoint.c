@@ -22,10 +22,10 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct point points[MAX_POINTS];
 static int npoints;
-static unsigned long counts[3], count_any;
+static unsigned long counts[4], count_any;
 static const char *count_file;
 
-static const char *class_names[] = { "read", "write", "flush" };
+static const char *class_names[] = { "read", "write", "flush", "lock" };
 
 static void
 write_counts (void)
@@ -60,6 +60,7 @@ parse (void)
     else if (strcmp (cls, "read") == 0) p.cls = FP_READ;
     else if (strcmp (cls, "write") == 0) p.cls = FP_WRITE;
     else if (strcmp (cls, "flush") == 0) p.cls = FP_FLUSH;
+    else if (strcmp (cls, "lock") == 0) p.cls = FP_LOCK;
     else continue;
     if (strcmp (eff, "eio") == 0) p.effect = EIO;
     else if (strcmp (eff, "enospc") == 0) p.effect = ENOSPC;
@@ -93,10 +94,12 @@ qbak_failpoint (enum failpoint_class cls, const char *path)
     return 0;
 
   pthread_mutex_lock (&lock);
-  unsigned long n = ++counts[cls], nany = ++count_any;
+  /* Lock points are no I/O: "any" enumerates I/O calls only. */
+  unsigned long n = ++counts[cls], nany = cls == FP_LOCK ? 0 : ++count_any;
   for (int i = 0; i < npoints; i++) {
     const struct point *p = &points[i];
-    if ((p->cls == -1 && p->n == nany) || (p->cls == (int) cls && p->n == n)) {
+    if ((p->cls == -1 && nany && p->n == nany) ||
+        (p->cls == (int) cls && p->n == n)) {
       log_hit (p->cls == -1 ? "any" : class_names[cls],
                p->cls == -1 ? nany : n, path);
       if (p->effect == -1) {

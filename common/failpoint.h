@@ -7,7 +7,7 @@
  * developer documentation is tests/FAILPOINTS.md.  Format:
  *
  *   QBAK_FAILPOINT=CLASS:N:EFFECT[,CLASS:N:EFFECT...]
- *     CLASS  read | write | flush | any
+ *     CLASS  read | write | flush | any | lock
  *     N      the N-th call of that class in this process (1-based)
  *     EFFECT eio | enospc | abort | stop
  *
@@ -24,7 +24,10 @@
 #include <stdint.h>
 #include <time.h>
 
-enum failpoint_class { FP_READ, FP_WRITE, FP_FLUSH };
+/* FP_LOCK is the point between taking an image's lock bytes and checking
+ * them for other holders (lib/lock.c), where a race of two writers would
+ * be decided; it is not an I/O call, so "any" does not count it. */
+enum failpoint_class { FP_READ, FP_WRITE, FP_FLUSH, FP_LOCK };
 
 /* Returns 0 to go on, or an errno (EIO, ENOSPC) the caller must fail
  * with.  May not return (abort). */

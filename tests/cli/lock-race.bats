@@ -10,7 +10,10 @@
 # it stops, its locks held, before reading a byte.  A round lets both go
 # only when each has stopped or exited, so the two always overlap: a
 # writer that finished early cannot make a later one succeed honestly.
-# Both stopped means both hold write access: the bug.
+# Both stopped means both hold write access: the bug.  In every other
+# round one writer stops instead at lock:1, between taking its lock bytes
+# and checking them: a writer that checked first and locked afterwards
+# lets the other through there, and both exit 0 within a few rounds.
 #
 # Rounds (RACE_ROUNDS, default 1000 per pair of commands) run in batches
 # from lock-race-rounds.sh, a small loop of its own, on one image that
