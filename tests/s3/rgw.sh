@@ -126,28 +126,24 @@ running() {
   [ -n "$endpoint" ] && s3_answers "$endpoint"
 }
 
+# Every daemon is killed outright: nothing they hold is kept (the next
+# start begins from an empty cluster), a memstore OSD that stops cleanly
+# first writes every object it holds to its data directory, and radosgw
+# takes seconds to drain on SIGTERM.
 stop_daemons() {
-  local d pid
-  # The OSD is killed outright: a memstore OSD that stops cleanly first
-  # writes every object it holds to its data directory.
-  if pid=$(pid_of osd.0); then
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  for d in client.rgw.qbak mon.a; do
+  local d pid pids=""
+  for d in $DAEMONS; do
     if pid=$(pid_of "$d"); then
-      kill -TERM "$pid" 2>/dev/null || true
+      kill -KILL "$pid" 2>/dev/null || true
+      pids="$pids $pid"
     fi
   done
-  local deadline=$((SECONDS + 10))
-  for d in $DAEMONS; do
-    while pid=$(pid_of "$d"); do
-      if [ "$SECONDS" -ge "$deadline" ]; then
-        kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.2
-        continue
-      fi
+  for pid in $pids; do
+    while kill -0 "$pid" 2>/dev/null; do
       sleep 0.1
     done
+  done
+  for d in $DAEMONS; do
     rm -f "$RUN/$d.pid"
   done
 }
@@ -274,7 +270,7 @@ start() {
   local id
   id=$(ceph_cli osd create) || die "ceph osd create failed"
   [ "$id" = 0 ] || die "ceph osd create gave osd.$id, expected osd.0"
-  ceph_cli osd crush add osd.0 1 root=default >/dev/null
+  ceph_cli osd crush add osd.0 1 root=default >/dev/null 2>&1
   ceph-osd -c "$CONF" -i 0 --mkjournal --mkfs \
     >"$LOGS/osd.0.out" 2>&1 || { log_tail osd.0; die "ceph-osd --mkfs failed"; }
   start_daemon osd.0 ceph-osd -i 0
