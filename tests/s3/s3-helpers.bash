@@ -76,3 +76,58 @@ s3curl() {
 s3curl_code() {
     s3curl -o "$BATS_TEST_TMPDIR/body" -w '%{http_code}' "$@"
 }
+
+# fault_proxy_start: start tests/s3/fault-proxy.py in front of the gateway
+# on a free port, its faults read from $FAULT_PROXY_CONTROL (none at
+# first).  Sets FAULT_PROXY_URL (the endpoint to give the client),
+# FAULT_PROXY_S3CFG (s3cmd through the proxy) and FAULT_PROXY_LOG.  Call
+# from setup_file, after s3_start_gateway; stop with fault_proxy_stop.
+fault_proxy_start() {
+    local dir=${BATS_FILE_TMPDIR:?}
+    FAULT_PROXY_CONTROL=$dir/proxy-control.json
+    FAULT_PROXY_LOG=$dir/proxy.log
+    echo '{"rules": []}' >"$FAULT_PROXY_CONTROL"
+    rm -f "$dir/proxy.port"
+    # fd 3 closed: bats waits for it to close before it finishes.
+    python3 "$FAULT_PROXY" --upstream "$AWS_ENDPOINT_URL" \
+        --control "$FAULT_PROXY_CONTROL" --log "$FAULT_PROXY_LOG" \
+        --port-file "$dir/proxy.port" "$@" \
+        </dev/null >"$dir/proxy.out" 2>&1 3>&- &
+    FAULT_PROXY_PID=$!
+    local i
+    for i in $(seq 300); do
+        [ -s "$dir/proxy.port" ] && break
+        kill -0 "$FAULT_PROXY_PID" 2>/dev/null ||
+            { cat "$dir/proxy.out" >&2; return 1; }
+        sleep 0.1
+    done
+    [ -s "$dir/proxy.port" ] || { echo "fault proxy did not start" >&2; return 1; }
+    local port
+    port=$(cat "$dir/proxy.port")
+    FAULT_PROXY_URL=http://127.0.0.1:$port
+    FAULT_PROXY_S3CFG=$dir/proxy.s3cfg
+    sed "s/^host_base = .*/host_base = 127.0.0.1:$port/;
+         s/^host_bucket = .*/host_bucket = 127.0.0.1:$port/" \
+        "$S3CFG" >"$FAULT_PROXY_S3CFG"
+    export FAULT_PROXY_CONTROL FAULT_PROXY_LOG FAULT_PROXY_PID \
+           FAULT_PROXY_URL FAULT_PROXY_S3CFG
+}
+
+fault_proxy_stop() {
+    [ -n "${FAULT_PROXY_PID:-}" ] && kill "$FAULT_PROXY_PID" 2>/dev/null
+    return 0
+}
+
+# fault_proxy_rules JSON: replace the proxy's rules (and restart their
+# counters), e.g. '{"seed": 3, "rules": [{"fault": "503", "rate": 0.2}]}'.
+# Marks the log so that fault_proxy_log shows only what follows.
+fault_proxy_rules() {
+    printf '%s\n' "$1" >"$FAULT_PROXY_CONTROL.tmp"
+    mv "$FAULT_PROXY_CONTROL.tmp" "$FAULT_PROXY_CONTROL"
+    FAULT_PROXY_MARK=$(wc -l <"$FAULT_PROXY_LOG" 2>/dev/null || echo 0)
+}
+
+# fault_proxy_log: the proxy's log lines since the last fault_proxy_rules.
+fault_proxy_log() {
+    tail -n +"$((${FAULT_PROXY_MARK:-0} + 1))" "$FAULT_PROXY_LOG"
+}
