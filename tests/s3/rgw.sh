@@ -51,6 +51,11 @@ die() {
   exit 1
 }
 
+# A start that fails, wherever it fails, stops what it started (the logs
+# stay for a look).
+STARTING=0
+trap '[ "$STARTING" = 0 ] || stop_daemons' EXIT
+
 # log_tail NAME: show the end of a daemon's log when it failed.
 log_tail() {
   local f
@@ -71,20 +76,24 @@ pid_of() {
   echo "$pid"
 }
 
-# wait_for WHAT NAME CMD...: retry CMD until it succeeds, for TIMEOUT
-# seconds; fail with the daemon's log tail otherwise.
+# wait_for WHAT SECONDS "NAME..." CMD...: retry CMD until it succeeds;
+# fail with the daemons' log tails if one of them exits or SECONDS pass.
 wait_for() {
-  local what=$1 name=$2
-  shift 2
-  local deadline=$((SECONDS + TIMEOUT))
+  local what=$1 limit=$2 names=$3 name
+  shift 3
+  local deadline=$((SECONDS + limit))
   until "$@" >/dev/null 2>&1; do
-    if ! pid_of "$name" >/dev/null; then
-      log_tail "$name"
-      die "$name exited before $what (logs in $LOGS)"
-    fi
+    for name in $names; do
+      if ! pid_of "$name" >/dev/null; then
+        log_tail "$name"
+        die "$name exited before $what (logs in $LOGS)"
+      fi
+    done
     if [ "$SECONDS" -ge "$deadline" ]; then
-      log_tail "$name"
-      die "$name: no $what within ${TIMEOUT}s (logs in $LOGS)"
+      for name in $names; do
+        log_tail "$name"
+      done
+      die "no $what within ${limit}s (logs in $LOGS)"
     fi
     sleep 0.5
   done
@@ -161,6 +170,7 @@ start_daemon() {
   shift
   setsid "$@" -f -c "$CONF" </dev/null >>"$LOGS/$name.out" 2>&1 9>&- &
   echo $! >"$RUN/$name.pid"
+  disown
 }
 
 write_conf() {
@@ -230,9 +240,13 @@ start() {
     echo "rgw.sh: gateway from $DIR already answers"
     return 0
   fi
-  command -v ceph-mon >/dev/null && command -v radosgw >/dev/null ||
-    die "ceph-mon/radosgw not installed: run .ci/install-deps (Debian packages ceph-mon ceph-osd radosgw ceph-common)"
+  local prog
+  for prog in ceph-mon ceph-osd radosgw radosgw-admin ceph monmaptool; do
+    command -v "$prog" >/dev/null ||
+      die "$prog not found: run .ci/install-deps (Debian packages ceph-mon ceph-osd radosgw ceph-common)"
+  done
   local t0=$SECONDS
+  STARTING=1
 
   # Leftovers of an earlier run from DIR (daemons killed, machine
   # rebooted): stop what still runs and start from nothing.
@@ -264,22 +278,26 @@ start() {
   ceph-mon -c "$CONF" -i a --mkfs --monmap "$DIR/monmap" --keyring /dev/null \
     >"$LOGS/mon.a.out" 2>&1 || { log_tail mon.a; die "ceph-mon --mkfs failed"; }
   start_daemon mon.a ceph-mon -i a
-  wait_for "monitor quorum" mon.a ceph_cli mon stat
-  echo "rgw.sh: monitor up after $((SECONDS - t0))s"
 
+  # The ceph command waits for the monitor (up to TIMEOUT).  The OSD puts
+  # itself into the CRUSH map when it starts.
   local id
-  id=$(ceph_cli osd create) || die "ceph osd create failed"
+  if ! id=$(ceph_cli osd create 2>"$LOGS/osd-create.out"); then
+    cat "$LOGS/osd-create.out" >&2
+    log_tail mon.a
+    die "ceph osd create failed: is the monitor up? (logs in $LOGS)"
+  fi
   [ "$id" = 0 ] || die "ceph osd create gave osd.$id, expected osd.0"
-  ceph_cli osd crush add osd.0 1 root=default >/dev/null 2>&1
+  echo "rgw.sh: monitor up after $((SECONDS - t0))s"
   ceph-osd -c "$CONF" -i 0 --mkjournal --mkfs \
     >"$LOGS/osd.0.out" 2>&1 || { log_tail osd.0; die "ceph-osd --mkfs failed"; }
   start_daemon osd.0 ceph-osd -i 0
-  wait_for "OSD up" osd.0 osd_up
-  echo "rgw.sh: OSD up after $((SECONDS - t0))s"
 
+  # radosgw creates its pools as soon as the OSD is up; the wait covers
+  # both daemons, so it gets a TIMEOUT each.
   start_daemon client.rgw.qbak radosgw -n client.rgw.qbak
-  wait_for "S3 replies on 127.0.0.1:$rgw_port" client.rgw.qbak \
-    s3_answers "http://127.0.0.1:$rgw_port"
+  wait_for "S3 replies on 127.0.0.1:$rgw_port" $((2 * TIMEOUT)) \
+    "mon.a osd.0 client.rgw.qbak" s3_answers "http://127.0.0.1:$rgw_port"
 
   timeout "$TIMEOUT" radosgw-admin -c "$CONF" user create --uid "$RGW_UID" \
     --display-name "qbak tests" --access-key "$ACCESS_KEY" \
@@ -303,11 +321,8 @@ EOF
 export AWS_ACCESS_KEY_ID=$ACCESS_KEY AWS_SECRET_ACCESS_KEY=$SECRET_KEY AWS_REGION=default AWS_DEFAULT_REGION=default AWS_ENDPOINT_URL=http://127.0.0.1:$rgw_port
 EOF
   mv "$DIR/env.tmp" "$DIR/env"
+  STARTING=0
   echo "rgw.sh: gateway on http://127.0.0.1:$rgw_port up in $((SECONDS - t0))s (env: $DIR/env)"
-}
-
-osd_up() {
-  ceph_cli osd dump 2>/dev/null | grep -q '^osd\.0 up'
 }
 
 case $cmd in

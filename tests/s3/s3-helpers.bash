@@ -94,8 +94,7 @@ fault_proxy_start() {
         --port-file "$dir/proxy.port" "$@" \
         </dev/null >"$dir/proxy.out" 2>&1 3>&- &
     FAULT_PROXY_PID=$!
-    local i
-    for i in $(seq 300); do
+    for _ in $(seq 300); do
         [ -s "$dir/proxy.port" ] && break
         kill -0 "$FAULT_PROXY_PID" 2>/dev/null ||
             { cat "$dir/proxy.out" >&2; return 1; }
