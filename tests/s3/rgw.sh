@@ -73,6 +73,10 @@ pid_of() {
   local pid
   pid=$(cat "$f")
   kill -0 "$pid" 2>/dev/null || return 1
+  # A stale pid file (after a reboot) may name somebody else's process:
+  # ours were started with -c DIR/ceph.conf.
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-c $CONF" ||
+    return 1
   echo "$pid"
 }
 
@@ -158,7 +162,7 @@ stop_daemons() {
 }
 
 ceph_cli() {
-  timeout "$TIMEOUT" ceph -c "$CONF" --connect-timeout 10 "$@"
+  timeout "$((TIMEOUT + 10))" ceph -c "$CONF" --connect-timeout "$TIMEOUT" "$@"
 }
 
 # start_daemon NAME PROGRAM ARGS...: run the daemon in the foreground of
