@@ -7,6 +7,9 @@ what is left is the gateway's and the clients' cost).
   s3cmd-put-2G    `s3cmd put` of a 2 GiB file of incompressible data
                   (multipart, 15 MiB parts, s3cmd's default)
   s3cmd-get-2G    `s3cmd get` of it back
+  curl-put-2G     one signed `curl --aws-sigv4` PUT of the file (unsigned
+  curl-get-2G     payload), and one GET: what a libcurl client costs
+                  without s3cmd's Python and checksums
   restic-backup   `restic -r s3:... backup` of an 8 GiB sparse disk image
                   with 2 GiB of data (qcow2 by default, or raw), into a new
                   restic repository in a new bucket each round
@@ -23,6 +26,7 @@ and the Ceph packages rgw.sh needs.
 
   bench/bench-s3.py [--runs N] [--workdir DIR] [--format raw|qcow2]
                     [--rgw-dir DIR] [--qbak PATH] [--quick] [--only NAME,...]
+                    [--stop]
 """
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -123,10 +127,10 @@ def main():
     ap.add_argument('--format', choices=('qcow2', 'raw'), default='qcow2')
     ap.add_argument('--qbak', default=os.path.join(REPO, 'build', 'qbak'))
     ap.add_argument('--quick', action='store_true', help='1 GiB disk with 256 MiB of data, 256 MiB file')
-    ap.add_argument('--only', help='comma-separated: put,get,restic,qbak')
+    ap.add_argument('--only', help='comma-separated: put,get,curl,restic,qbak')
     ap.add_argument('--stop', action='store_true', help='stop the gateway at the end')
     a = ap.parse_args()
-    only = set(a.only.split(',')) if a.only else {'put', 'get', 'restic', 'qbak'}
+    only = set(a.only.split(',')) if a.only else {'put', 'get', 'curl', 'restic', 'qbak'}
     size, fill = (GiB, 256 * MiB) if a.quick else (8 * GiB, 2 * GiB)
     fsize = fill
 
@@ -187,6 +191,19 @@ def main():
             os.unlink(back)
         return timed(s3cmd + ['get', '--force', f's3://{bucket}-seed/seed', back], env=env)
 
+    def curl(*args):
+        return ['curl', '-sS', '-f', '--aws-sigv4', f'aws:amz:{env["AWS_REGION"]}:s3',
+                '-u', f'{env["AWS_ACCESS_KEY_ID"]}:{env["AWS_SECRET_ACCESS_KEY"]}',
+                '-H', 'x-amz-content-sha256: UNSIGNED-PAYLOAD'] + list(args)
+
+    def t_curl_put():
+        return timed(curl('-T', big, f'{endpoint}/{bucket}-{cur["r"]}/curl-put'), env=env)
+
+    def t_curl_get():
+        if os.path.exists(back):
+            os.unlink(back)
+        return timed(curl('-o', back, f'{endpoint}/{bucket}-seed/seed'), env=env)
+
     def t_restic():
         repo = f's3:{endpoint}/{bucket}-{cur["r"]}/restic'
         run(['restic', '-q', '-r', repo, 'init'], env=env)
@@ -212,6 +229,9 @@ def main():
         tools.append((f's3cmd put {fsize >> 20} MiB', t_put))
     if 'get' in only:
         tools.append((f's3cmd get {fsize >> 20} MiB', t_get))
+    if 'curl' in only:
+        tools += [(f'curl PUT {fsize >> 20} MiB', t_curl_put),
+                  (f'curl GET {fsize >> 20} MiB', t_curl_get)]
     if 'restic' in only:
         tools.append((f'restic backup {size >> 30} GiB {a.format} ({fill >> 20} MiB data)', t_restic))
     if 'qbak' in only:
@@ -219,7 +239,7 @@ def main():
     warm(big)
     warm(disk)
     try:
-        if 'get' in only:       # the object every s3cmd get reads, put once
+        if only & {'get', 'curl'}:   # the object every GET reads, put once
             run(s3cmd + ['mb', f's3://{bucket}-seed'], env=env)
             run(s3cmd + ['put', big, f's3://{bucket}-seed/seed'], env=env)
         res = rounds(tools, a.runs, before=before, after=drop_bucket)
