@@ -1,4 +1,4 @@
-/* qbak's exit codes.  Documented in README.md; scripts
+/* qbak's exit codes.  Documented in qbak(1), docs/man/qbak.1.scd; scripts
  * branch on them, so the values never change. */
 #ifndef QBAK_CLI_EXIT_CODES_H
 #define QBAK_CLI_EXIT_CODES_H

@@ -1,4 +1,5 @@
 /* qbak: entry point and the table of subcommands. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,11 @@ static const struct command commands[] = {
   { "verify", cmd_verify, "verify a repository's points (and sources)" },
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
+
+/* cli/complete.c: names for the shell completions.  Hidden: neither help
+ * nor --commands lists it, and no typo is ever corrected to it. */
+int cmd_complete (int argc, char **argv);
+static const char complete_command[] = "__complete";
 
 /* The pointer under a usage error names "qbak --help" from this. */
 static const char usage_line[] = "Usage: qbak COMMAND [OPTIONS] ARGS...";
@@ -76,11 +82,20 @@ unknown_command (const char *what, const char *name)
   struct suggestion s = { 0 };
   for (size_t i = 0; i < N_COMMANDS; i++)
     suggest_consider (&s, name, commands[i].name);
+  suggest_consider (&s, name, "help");
   if (s.best)
     return usage_error (usage_line, "%s '%s': did you mean '%s'?", what, name,
                         s.best);
   return usage_error (usage_line, "%s '%s' (%s)", what, name,
                       command_names ());
+}
+
+/* What 'qbak C --help' prints. */
+static int
+command_help (const struct command *c)
+{
+  char *help_argv[] = { (char *) c->name, (char *) "--help", NULL };
+  return c->fn (2, help_argv);
 }
 
 /* qbak help [COMMAND [...]]: the same text as 'qbak COMMAND --help'. */
@@ -94,8 +109,22 @@ help_command (int argc, char **argv)
   const struct command *c = find_command (argv[1]);
   if (!c)
     return unknown_command ("help: unknown command", argv[1]);
-  char *help_argv[] = { argv[1], (char *) "--help", NULL };
-  return c->fn (2, help_argv);
+  return command_help (c);
+}
+
+/* Whether -h or --help is among ARGS (before a "--"): the help is shown
+ * then, wherever it was typed and whatever else the line holds, rather
+ * than an error about another option ("qbak copy --sync x -h"). */
+static bool
+asks_for_help (int argc, char **argv)
+{
+  for (int i = 1; i < argc; i++) {
+    if (strcmp (argv[i], "--") == 0)
+      return false;
+    if (strcmp (argv[i], "-h") == 0 || strcmp (argv[i], "--help") == 0)
+      return true;
+  }
+  return false;
 }
 
 int
@@ -120,7 +149,11 @@ main (int argc, char **argv)
       puts (commands[i].name);
     return EXIT_OK;
   }
+  if (strcmp (cmd, complete_command) == 0)
+    return cmd_complete (argc - 1, argv + 1);
   const struct command *c = find_command (cmd);
+  if (c && asks_for_help (argc - 1, argv + 1))
+    return command_help (c);
   if (c)
     return c->fn (argc - 1, argv + 1);
   if (cmd[0] == '-' && cmd[1] != '\0') {

@@ -4,7 +4,16 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "common/s3-config.h"
 #include "common/storage.h"
+
+struct storage *
+storage_open (const char *location, bool create, bool *created)
+{
+  if (s3_is_location (location))
+    return storage_open_s3 (location, create, created);
+  return storage_open_folder (location, create, created);
+}
 
 /* A key component: [A-Za-z0-9._-], not starting with '.', so that no
  * component is "." or "..", and names that start with a dot stay free for

@@ -84,6 +84,24 @@ struct storage {
 struct storage *storage_open_folder (const char *path, bool create,
                                      bool *created);
 
+/* ---- opening a location by name ---- */
+
+/* storage-s3.c: the repository at "s3://BUCKET/PREFIX" on S3-compatible
+ * object storage, reached with the AWS tools' configuration
+ * (common/s3-config.h).  A missing bucket is STATUS_USAGE (qbak never
+ * creates one); a prefix holding no object is a new repository: with
+ * CREATE it is opened and *CREATED set, without it is STATUS_USAGE.
+ * Wrong credentials or a denied bucket are STATUS_USAGE. */
+struct storage *storage_open_s3 (const char *url, bool create,
+                                 bool *created);
+
+/* The repository at LOCATION: "s3://..." opens the S3 backend, anything
+ * else is a local folder (storage_open_folder). */
+struct storage *storage_open (const char *location, bool create,
+                              bool *created);
+
+/* ---- end of opening a location by name ---- */
+
 /* Whether KEY is a valid key (no error set). */
 bool storage_key_valid (const char *key);
 /* 0 if KEY is a valid key; -1 with STATUS_USAGE naming LOCATION if not. */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "common/iszero.h"
 #include "formats/qcow2-refmap.h"
 
 #define USE_CLASS_SHIFT 6
@@ -210,6 +211,10 @@ bad_offset (struct qcow2_refmap *m, const struct qcow2_ref_owner *o,
   return -1;
 }
 
+/* Entries checked at once for emptiness (a power of two: tables hold a
+ * power of two of entries). */
+#define L2_SKIP_ENTRIES 64
+
 /* One L2 table: the data clusters its entries point to. */
 static int
 walk_l2 (struct qcow2_refmap *m, uint8_t *buf, uint64_t l2_offset,
@@ -222,7 +227,18 @@ walk_l2 (struct qcow2_refmap *m, uint8_t *buf, uint64_t l2_offset,
   if (qbak_file_pread (s->base.file, buf, cs, l2_offset) < 0)
     return -1;
   for (uint64_t i = 0; i < s->l2_entries; i++) {
+    /* Most tables of a big sparse disk are mostly empty: skip a run of
+     * empty entries at memcmp speed rather than entry by entry, which
+     * made this walk most of a bitmap commit's time on a 1 TiB disk. */
+    if (i % L2_SKIP_ENTRIES == 0 && i + L2_SKIP_ENTRIES <= s->l2_entries &&
+        is_zero (buf + i * s->l2_entry_bytes,
+                 L2_SKIP_ENTRIES * s->l2_entry_bytes)) {
+      i += L2_SKIP_ENTRIES - 1;
+      continue;
+    }
     uint64_t e = be64_at (buf + i * s->l2_entry_bytes);
+    if (!e)
+      continue;
     uint64_t guest = ((l1_index * s->l2_entries) + i) << s->cluster_bits;
     struct qcow2_ref_owner o = { "guest data cluster", NULL, "guest offset",
                                  guest, true, snapshot };
