@@ -228,7 +228,9 @@ osd class load list = *
 osd class default list = *
 
 [client.rgw.qbak]
-rgw frontends = beast endpoint=127.0.0.1:$rgw_port
+# Without tcp_nodelay a small ranged GET on a kept-alive connection waits
+# ~50 ms (Nagle meeting delayed ACKs); with it, ~5 ms.
+rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1
 rgw data = $DIR/rgw
 rgw thread pool size = 64
 rgw enable usage log = false
