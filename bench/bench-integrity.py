@@ -26,6 +26,9 @@ rotating order and calls sync(2) before each run.  Medians, minimums and
 peak RSS (GNU time) are printed.  Needs qemu-img, qemu-io, restic.
 
   bench/bench-integrity.py [--runs N] [--workdir DIR] [--qbak PATH] [--quick]
+                           [--only full|checksums|verify] [--before PATH]
+
+--before PATH times another build's verify in the same rounds.
 """
 import argparse, os, random, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -155,7 +158,7 @@ def bench_checksums(wd, qbak, runs, size, fill):
                    ('restic backup (2nd)', t_restic)], runs, before=reset)
 
 
-def bench_verify(wd, qbak, runs, repo_wd):
+def bench_verify(wd, qbak, runs, repo_wd, before=None):
     base = os.path.join(repo_wd, 'r-base')
     repo = os.path.join(base, 'repo')
     if not os.path.exists(os.path.join(repo, 'config')):
@@ -178,23 +181,34 @@ def bench_verify(wd, qbak, runs, repo_wd):
     def t_verify():
         return timed([qbak, 'verify', repo])
 
+    def t_before():
+        return timed([before, 'verify', repo])
+
     def t_cat():
         return timed('cat ' + ' '.join(files) + ' > /dev/null', shell=True)
 
     def t_compare():
         return timed(['qemu-img', 'compare', '-U', top, restored])
 
-    return rounds([('qbak verify', t_verify), ('cat (the files)', t_cat),
-                   ('qemu-img compare with a restore', t_compare)], runs, before=clean)
+    tools = [('qbak verify', t_verify)]
+    if before:
+        tools.append(('qbak verify, --before build', t_before))
+    tools += [('cat (the files)', t_cat), ('qemu-img compare with a restore', t_compare)]
+    return rounds(tools, runs, before=clean)
 
 
-def report(title, res):
+def report(title, res, anchor=None):
+    """With ANCHOR, each tool's median of its per-round ratio to it: the
+    tools of one round share the machine's state."""
     print(f'\n{title}')
-    print('| tool | median s | min s | peak RSS MiB |')
-    print('|---|---|---|---|')
+    print('| tool | median s | min s | peak RSS MiB |' + (' median ratio to the anchor, per round |' if anchor else ''))
+    print('|---|---|---|---|' + ('---|' if anchor else ''))
     for name, v in res.items():
         rss = max(v['rss']) / 1024 if v['rss'] else float('nan')
-        print(f'| {name} | {statistics.median(v["secs"]):.3f} | {min(v["secs"]):.3f} | {rss:.1f} |')
+        line = f'| {name} | {statistics.median(v["secs"]):.3f} | {min(v["secs"]):.3f} | {rss:.1f} |'
+        if anchor:
+            line += f' {statistics.median(a / b for a, b in zip(v["secs"], res[anchor]["secs"])):.2f} |'
+        print(line)
 
 
 def main():
@@ -206,6 +220,8 @@ def main():
     ap.add_argument('--repo-workdir', default='/var/tmp/rs',
                     help="bench-repo.py's work directory (its restore fixture)")
     ap.add_argument('--only', help='full, checksums or verify')
+    ap.add_argument('--before', help="another qbak build (its libqbak beside it) whose verify "
+                    "is timed in the same rounds")
     a = ap.parse_args()
     wd = a.workdir or tempfile.mkdtemp(prefix='qbak-bench-integrity-', dir='/var/tmp')
     os.makedirs(wd, exist_ok=True)
@@ -216,7 +232,9 @@ def main():
     if a.only in (None, 'checksums'):
         report('incremental by checksums (1% changed)', bench_checksums(wd, qbak, a.runs, size, fill))
     if a.only in (None, 'verify'):
-        report('verify of a full and 10 incrementals', bench_verify(wd, qbak, a.runs, a.repo_workdir))
+        report('verify of a full and 10 incrementals',
+               bench_verify(wd, qbak, a.runs, a.repo_workdir,
+                            os.path.abspath(a.before) if a.before else None), 'cat (the files)')
 
 
 if __name__ == '__main__':

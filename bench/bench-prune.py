@@ -11,11 +11,23 @@
                      incremental holds 1000 scattered clusters: `qbak prune
                      --keep-last 1`; target < 0.2 s.
 
-Every round restores the starting state (untimed), runs each tool once in
+Every round restores the starting state (untimed: the repository is
+copied with `cp -a`, which keeps the holes qbak's files have, so freeing
+a file costs what it costs in a real repository), runs each tool once in
 rotating order and calls sync(2) before each run.  Medians, minimums and
-peak RSS (GNU time) are printed.  Needs qemu-img and qemu-io.
+peak RSS (GNU time) are printed, and the ratio of each prune to the
+anchor in the same rounds.  Needs qemu-img and qemu-io.
 
-  bench/bench-prune.py [--runs N] [--workdir DIR] [--qbak PATH]
+The floor of each case is timed in the same rounds: a durable copy
+(bench/durable-copy) of the file prune moves (the smaller of the two),
+then the unlink of that copy (on a file system mounted with discard,
+freeing a file costs a discard per extent).
+
+--before PATH times another build's prune (its libqbak beside it) in the
+same rounds: before and after numbers that share the machine's state.
+
+  bench/bench-prune.py [--runs N] [--workdir DIR] [--qbak PATH] [--before PATH]
+                       [--only merge|tera]
 """
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -88,39 +100,59 @@ def files(base):
     return [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith('.qcow2')]
 
 
-def bench(name, base, qbak, runs, with_commit):
+def bench(name, base, qbak, runs, with_commit, before=None):
     work = os.path.join(os.path.dirname(base), name + '-work')
     pair = os.path.join(os.path.dirname(base), name + '-pair')
+    floor = os.path.join(os.path.dirname(base), name + '-floor')
 
     def reset():
         shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(os.path.join(base, 'repo'), work)
+        subprocess.run(['cp', '-a', os.path.join(base, 'repo'), work], check=True)
+        shutil.rmtree(floor, ignore_errors=True)
         if with_commit:
             shutil.rmtree(pair, ignore_errors=True)
             os.makedirs(pair)
             for f in files(base):
-                shutil.copy(f, pair)
+                subprocess.run(['cp', '-a', f, pair], check=True)
 
     def t_prune():
         return timed([qbak, 'prune', '--keep-last', '1', work])
+
+    def t_before():
+        return timed([before, 'prune', '--keep-last', '1', work])
+
+    def t_floor():
+        moved = min(files(base), key=os.path.getsize)
+        os.makedirs(floor)
+        s1, _ = timed([sys.executable, os.path.join(HERE, 'durable-copy'), moved,
+                       os.path.join(floor, 'copy')])
+        s2, _ = timed(['rm', os.path.join(floor, 'copy')])
+        return s1 + s2, None
 
     def t_commit():
         top = sorted(f for f in os.listdir(pair) if f.endswith('.qcow2'))[-1]
         return timed(['qemu-img', 'commit', '-q', os.path.join(pair, top)])
 
     tools = [('qbak prune (remove the full)', t_prune)]
+    if before:
+        tools.append(('qbak prune, --before build', t_before))
     if with_commit:
         tools.append(('qemu-img commit', t_commit))
+    tools.append(('floor: durable copy + unlink of the moved file', t_floor))
     return rounds(tools, runs, reset)
 
 
-def report(title, res):
+def report(title, res, anchor=None):
     print(f'\n{title}')
-    print('| tool | median s | min s | peak RSS MiB |')
-    print('|---|---|---|---|')
+    print('| tool | median s | min s | peak RSS MiB |' + (' median of per-round ratio to the anchor |' if anchor else ''))
+    print('|---|---|---|---|' + ('---|' if anchor else ''))
     for name, v in res.items():
         rss = max(v['rss']) / 1024 if v['rss'] else float('nan')
-        print(f'| {name} | {statistics.median(v["secs"]):.3f} | {min(v["secs"]):.3f} | {rss:.1f} |')
+        line = f'| {name} | {statistics.median(v["secs"]):.3f} | {min(v["secs"]):.3f} | {rss:.1f} |'
+        if anchor:
+            ratio = statistics.median(a / b for a, b in zip(v['secs'], res[anchor]['secs']))
+            line += f' {ratio:.2f} |'
+        print(line)
 
 
 def main():
@@ -128,20 +160,26 @@ def main():
     ap.add_argument('--runs', type=int, default=5)
     ap.add_argument('--workdir')
     ap.add_argument('--qbak', default=os.path.join(REPO, 'build', 'qbak'))
+    ap.add_argument('--before', help='another qbak build timed in the same rounds')
+    ap.add_argument('--only', choices=('merge', 'tera'))
     a = ap.parse_args()
+    before = os.path.abspath(a.before) if a.before else None
     wd = a.workdir or tempfile.mkdtemp(prefix='qbak-bench-prune-', dir='/var/tmp')
     os.makedirs(wd, exist_ok=True)
     qbak = os.path.abspath(a.qbak)
-    m = os.path.join(wd, 'merge-base')
-    log('merge-64M-into-1G: a 1 GiB disk, a full of 512 MiB, an incremental of 64 MiB ...')
-    two_points(m, qbak, GiB, 512 * MiB, ['write -P 7 600M 64M'])
-    report('merge 64 MiB into the full of a 1 GiB disk', bench('merge', m, qbak, a.runs, True))
-    t = os.path.join(wd, 'tera-base')
-    log('remove-oldest-1T: a 1 TiB disk, a full of 64 MiB, 1000 scattered clusters ...')
-    writes = [f'write -P 5 {(k * 7919 % 16000000) * CLUSTER} 64k' for k in range(1000)]
-    two_points(t, qbak, 1 << 40, 64 * MiB, writes)
-    report('remove the oldest point of a 1 TiB disk (1000 clusters above it)',
-           bench('tera', t, qbak, a.runs, False))
+    if a.only in (None, 'merge'):
+        m = os.path.join(wd, 'merge-base')
+        log('merge-64M-into-1G: a 1 GiB disk, a full of 512 MiB, an incremental of 64 MiB ...')
+        two_points(m, qbak, GiB, 512 * MiB, ['write -P 7 600M 64M'])
+        report('merge 64 MiB into the full of a 1 GiB disk',
+               bench('merge', m, qbak, a.runs, True, before), 'qemu-img commit')
+    if a.only in (None, 'tera'):
+        t = os.path.join(wd, 'tera-base')
+        log('remove-oldest-1T: a 1 TiB disk, a full of 64 MiB, 1000 scattered clusters ...')
+        writes = [f'write -P 5 {(k * 7919 % 16000000) * CLUSTER} 64k' for k in range(1000)]
+        two_points(t, qbak, 1 << 40, 64 * MiB, writes)
+        report('remove the oldest point of a 1 TiB disk (1000 clusters above it)',
+               bench('tera', t, qbak, a.runs, False, before))
 
 
 if __name__ == '__main__':

@@ -38,6 +38,7 @@ qcow2_cluster_cleanup (struct qcow2 *s)
 {
   for (int i = 0; i < QCOW2_L2_CACHE_SIZE; i++)
     free (s->l2_cache[i].table);
+  free (s->l2_readahead);
   free (s->zbuf);
   ZSTD_freeDCtx (s->zstd_dctx);
 }
@@ -49,49 +50,113 @@ slice_bytes (struct qcow2 *s)
                                                 : QCOW2_L2_SLICE_BYTES;
 }
 
+/* The cache slot holding the slice at host offset OFF, or NULL. */
+static struct qcow2_l2_cache_entry *
+l2_cached (struct qcow2 *s, uint64_t off)
+{
+  for (int i = 0; i < QCOW2_L2_CACHE_SIZE; i++)
+    if (s->l2_cache[i].offset == off && s->l2_cache[i].table)
+      return &s->l2_cache[i];
+  return NULL;
+}
+
+/* The least recently used slot, its buffer allocated, emptied. */
+static struct qcow2_l2_cache_entry *
+l2_victim (struct qcow2 *s)
+{
+  struct qcow2_l2_cache_entry *victim = &s->l2_cache[0];
+  for (int i = 1; i < QCOW2_L2_CACHE_SIZE; i++)
+    if (s->l2_cache[i].last_use < victim->last_use)
+      victim = &s->l2_cache[i];
+  if (!victim->table && !(victim->table = malloc (slice_bytes (s)))) {
+    set_nomem ();
+    return NULL;
+  }
+  victim->offset = 0;
+  return victim;
+}
+
+/* Fill a slot with the slice at host offset OFF from RAW (on-disk
+ * order). */
+static struct qcow2_l2_cache_entry *
+l2_fill (struct qcow2 *s, uint64_t off, const uint8_t *raw)
+{
+  struct qcow2_l2_cache_entry *c = l2_victim (s);
+  if (!c)
+    return NULL;
+  uint64_t nwords = slice_bytes (s) / 8;
+  for (uint64_t i = 0; i < nwords; i++)
+    c->table[i] = be64_at (raw + i * 8);
+  c->offset = off;
+  c->last_use = ++s->l2_cache_clock;
+  return c;
+}
+
 /* The slice of the L2 table at host offset L2_OFFSET that holds entry
  * word WORD (entries in CPU order), through a small LRU cache.  *FIRST is
- * the index of the slice's first word in the table. */
+ * the index of the slice's first word in the table.  The caller will look
+ * at WANT words from WORD on (at least 1, within the table): on a miss,
+ * the slices they span that are not cached yet are read together, up to
+ * QCOW2_L2_READAHEAD_SLICES of them. */
 static const uint64_t *
-get_l2 (struct qcow2 *s, uint64_t l2_offset, uint64_t word, uint64_t *first)
+get_l2 (struct qcow2 *s, uint64_t l2_offset, uint64_t word, uint64_t want,
+        uint64_t *first)
 {
   uint32_t sb = slice_bytes (s);
   uint64_t nwords = sb / 8;
   *first = word / nwords * nwords;
   uint64_t off = l2_offset + *first * 8;
-  struct qcow2_l2_cache_entry *victim = &s->l2_cache[0];
-  struct qcow2_l2_cache_entry *last = &s->l2_cache[s->l2_cache_last];
+  struct qcow2_l2_cache_entry *c = &s->l2_cache[s->l2_cache_last];
 
-  if (last->offset == off && last->table) {
-    last->last_use = ++s->l2_cache_clock;
-    return last->table;
+  if (c->offset == off && c->table) {
+    c->last_use = ++s->l2_cache_clock;
+    return c->table;
   }
-  for (int i = 0; i < QCOW2_L2_CACHE_SIZE; i++) {
-    struct qcow2_l2_cache_entry *c = &s->l2_cache[i];
-    if (c->offset == off && c->table) {
-      c->last_use = ++s->l2_cache_clock;
-      s->l2_cache_last = i;
-      return c->table;
-    }
-    if (c->last_use < victim->last_use)
-      victim = c;
+  if ((c = l2_cached (s, off))) {
+    c->last_use = ++s->l2_cache_clock;
+    s->l2_cache_last = (int) (c - s->l2_cache);
+    return c->table;
   }
-  if (!victim->table && !(victim->table = malloc (sb))) {
-    set_nomem ();
-    return NULL;
-  }
-  victim->offset = 0;
   if (qcow2_check_metadata_range (s, l2_offset, s->cluster_size,
-                                  "L2 table") < 0 ||
-      qbak_file_pread (s->base.file, victim->table, sb, off) < 0)
+                                  "L2 table") < 0)
     return NULL;
-  uint8_t *raw = (uint8_t *) victim->table;
-  for (uint64_t i = 0; i < nwords; i++)
-    victim->table[i] = be64_at (raw + i * 8);
-  victim->offset = off;
-  victim->last_use = ++s->l2_cache_clock;
-  s->l2_cache_last = (int) (victim - s->l2_cache);
-  return victim->table;
+
+  /* Slices to read: those WANT spans, within the table and the window,
+   * up to the first one already cached. */
+  uint64_t table_words = s->cluster_size / 8;
+  uint64_t end = want > table_words - word ? table_words : word + want;
+  uint64_t n = (end - *first + nwords - 1) / nwords;
+  if (n > QCOW2_L2_READAHEAD_SLICES)
+    n = QCOW2_L2_READAHEAD_SLICES;
+  for (uint64_t k = 1; k < n; k++)
+    if (l2_cached (s, off + k * sb)) {
+      n = k;
+      break;
+    }
+  if (n > 1 && !s->l2_readahead &&
+      !(s->l2_readahead = malloc ((size_t) QCOW2_L2_READAHEAD_SLICES * sb)))
+    n = 1;                      /* one slice will do */
+  if (n == 1) {
+    if (!(c = l2_victim (s)) ||
+        qbak_file_pread (s->base.file, c->table, sb, off) < 0)
+      return NULL;
+    uint8_t *raw = (uint8_t *) c->table;
+    for (uint64_t i = 0; i < nwords; i++)
+      c->table[i] = be64_at (raw + i * 8);
+    c->offset = off;
+    c->last_use = ++s->l2_cache_clock;
+  }
+  else {
+    if (qbak_file_pread (s->base.file, s->l2_readahead, n * sb, off) < 0)
+      return NULL;
+    /* The later slices first: the one asked for is then the most
+     * recently used, and no fill of this window evicts it. */
+    for (uint64_t k = n; k-- > 0;)
+      if (!(c = l2_fill (s, off + k * sb, s->l2_readahead + k * sb)))
+        return NULL;
+  }
+  s->l2_cache_last = (int) (c - s->l2_cache);
+  return c->table;
 }
 
 /* State of one guest cluster (or subcluster range within it). */
@@ -130,9 +195,11 @@ compressed_bounds (struct qcow2 *s, uint64_t l2e, uint64_t *coffset,
 }
 
 /* Describe guest OFFSET (inside the image); ci->bytes is capped at the end
- * of the cluster (or of the run of equal subclusters). */
+ * of the cluster (or of the run of equal subclusters).  The caller will
+ * ask about AHEAD clusters from this one on (at least 1). */
 static int
-lookup (struct qcow2 *s, uint64_t offset, struct cluster_info *ci)
+lookup (struct qcow2 *s, uint64_t offset, uint64_t ahead,
+        struct cluster_info *ci)
 {
   const char *fn = s->base.filename;
   uint64_t cs = s->cluster_size;
@@ -153,8 +220,12 @@ lookup (struct qcow2 *s, uint64_t offset, struct cluster_info *ci)
     ci->bytes = ((uint64_t) s->l2_entries - l2_index) * cs - in_cluster;
     return 0;
   }
-  uint64_t word = l2_index * (s->l2_entry_bytes / 8), first;
-  const uint64_t *l2 = get_l2 (s, l2_offset, word, &first);
+  uint64_t per = s->l2_entry_bytes / 8;
+  uint64_t in_table = s->l2_entries - l2_index;
+  uint64_t word = l2_index * per, first;
+  const uint64_t *l2 = get_l2 (s, l2_offset, word,
+                               (ahead < in_table ? ahead : in_table) * per,
+                               &first);
   if (!l2)
     return -1;
 
@@ -249,6 +320,52 @@ lookup (struct qcow2 *s, uint64_t offset, struct cluster_info *ci)
   return 0;
 }
 
+/* How many of the MAX clusters from guest cluster CLUSTER on are plainly
+ * unallocated (no L2 table, or an all-zero entry: what lookup calls
+ * LAYER_UNALLOCATED for the whole cluster, with nothing to check), into
+ * *N.  A walk over a sparse layer's tables costs a compare per entry this
+ * way, not a lookup. */
+static int
+count_unallocated (struct qcow2 *s, uint64_t cluster, uint64_t max,
+                   uint64_t *n)
+{
+  uint64_t per = s->l2_entry_bytes / 8;
+  uint64_t done = 0;
+  while (done < max) {
+    uint64_t c = cluster + done, left = max - done;
+    uint64_t l1_index = c / s->l2_entries;
+    uint64_t l2_index = c % s->l2_entries;
+    uint64_t in_table = s->l2_entries - l2_index;
+    uint64_t want = left < in_table ? left : in_table;
+    uint64_t l2_offset = l1_index < s->l1_size
+                         ? s->l1[l1_index] & L1E_OFFSET_MASK : 0;
+    if (!l2_offset) {
+      done += want;
+      continue;
+    }
+    uint64_t word = l2_index * per, first;
+    const uint64_t *l2 = get_l2 (s, l2_offset, word, want * per, &first);
+    if (!l2)
+      return -1;
+    /* The rest of this slice, at most WANT entries. */
+    uint64_t end = first + slice_bytes (s) / 8;
+    if (end > word + want * per)
+      end = word + want * per;
+    uint64_t w = word;
+    if (per == 1)
+      while (w < end && l2[w - first] == 0)
+        w++;
+    else
+      while (w < end && (l2[w - first] | l2[w - first + 1]) == 0)
+        w += 2;
+    done += (w - word) / per;
+    if (w < end)
+      break;
+  }
+  *n = done < max ? done : max;
+  return 0;
+}
+
 int
 qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,
                     struct layer_extent *ext)
@@ -282,7 +399,9 @@ qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,
     return 0;
   }
   s->status_valid = false;
-  if (lookup (s, offset, &ci) < 0)
+  uint64_t cs = s->cluster_size;
+  if (lookup (s, offset, ((offset & (cs - 1)) + length + cs - 1) >>
+              s->cluster_bits, &ci) < 0)
     return -1;
   memset (ext, 0, sizeof *ext);
   ext->state = ci.state;
@@ -297,14 +416,25 @@ qcow2_block_status (struct image *img, uint64_t offset, uint64_t length,
    * anything. */
   while (!ci.compressed && done < length) {
     struct cluster_info next;
-    if (lookup (s, offset + done, &next) < 0)
+    uint64_t at = offset + done;
+    uint64_t ahead = (length - done + cs - 1) >> s->cluster_bits;
+    if (ext->state == LAYER_UNALLOCATED && !(at & (cs - 1))) {
+      uint64_t n;
+      if (count_unallocated (s, at >> s->cluster_bits, ahead, &n) < 0)
+        return -1;
+      done += n << s->cluster_bits;
+      if (n == ahead)
+        break;
+      at = offset + done;
+      ahead -= n;
+    }
+    if (lookup (s, at, ahead, &next) < 0)
       return -1;
     if (next.state != ext->state || next.compressed ||
         next.offset_valid != ext->offset_valid)
       break;
     if (ext->offset_valid &&
-        next.host + ((offset + done) & (s->cluster_size - 1)) !=
-        ext->offset + done)
+        next.host + (at & (cs - 1)) != ext->offset + done)
       break;
     done += next.bytes;
   }
@@ -368,7 +498,7 @@ qcow2_read_layer (struct image *img, void *buf, uint64_t count,
     else if (ext.compressed) {
       struct cluster_info ci;
       uint8_t *cluster;
-      if (lookup (s, offset, &ci) < 0 || read_compressed (s, ci.l2e,
+      if (lookup (s, offset, 1, &ci) < 0 || read_compressed (s, ci.l2e,
                                                           &cluster) < 0)
         return -1;
       memcpy (p, cluster + (offset & (s->cluster_size - 1)), n);

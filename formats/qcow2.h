@@ -24,8 +24,13 @@ struct qcow2_refmap;
 
 /* L2 tables are cached in slices of at most 4 KiB (as QEMU's
  * l2-cache-entry-size): a scattered incremental over a huge disk then
- * reads 4 KiB per table it touches, not a whole cluster. */
+ * reads 4 KiB per table it touches, not a whole cluster.  A lookup whose
+ * query goes on past its slice (a walk: verify, prune, map) reads up to
+ * QCOW2_L2_READAHEAD_SLICES slices of the same table with one pread: a
+ * walk of a 64 KiB table costs one read, not 16.  Both bounds are fixed,
+ * so the cache never grows with the image. */
 #define QCOW2_L2_SLICE_BYTES 4096
+#define QCOW2_L2_READAHEAD_SLICES 16
 struct qcow2_l2_cache_entry {
   uint64_t offset;       /* host offset of the slice; 0 = empty slot */
   uint64_t *table;       /* entries, CPU order */
@@ -87,6 +92,7 @@ struct qcow2 {
   uint64_t l2_cache_clock;
   int l2_cache_last;          /* the slot hit last (sequential lookups hit
                                  it again) */
+  uint8_t *l2_readahead;      /* QCOW2_L2_READAHEAD_SLICES slices, raw */
 
   /* The extent block_status answered last, from guest offset
    * status_start: a chain walk asks every layer again for the rest of an

@@ -9,10 +9,17 @@
  *   a removed incremental X (parent W) with a kept child Y: X's clusters
  *     that Y does not hold move into Y, and Y's backing file becomes W's,
  *     in one commit of Y's header (layer_merge); then X's file goes;
- *   a removed full X with a kept child Y: Y's clusters go into X over its
- *     own (X is no point any more, and Y reads them from itself anyway),
- *     and X then takes Y's name (rename): the files backed by Y's name
- *     read the same.
+ *   a removed full X with a kept child Y: the smaller file's clusters
+ *     move into the other and the smaller file goes.  Y the smaller: Y's
+ *     clusters go into X over its own (X is no point any more, and Y
+ *     reads them from itself anyway), and X then takes Y's name (rename):
+ *     the files backed by Y's name read the same.  X the smaller: X's
+ *     clusters that Y does not hold move into Y, which drops its backing
+ *     file in the same header commit, and X's file goes.  Freeing a file
+ *     costs the file system a discard per extent, and an incremental's
+ *     file is the sparse one (its tables' unused pages are holes): a
+ *     1 TiB incremental of 1000 clusters took 2 s to unlink here, the
+ *     64 MiB full below it 0.1 s.
  *
  * So at every instant every kept point reads exactly as it did.  The
  * manifests follow (merged, streamed, put in place by rename) and the
@@ -198,11 +205,33 @@ fold_up (struct prune *p, struct repo_point *xp, struct repo_point *yp,
   if (x_there < 0)
     goto out;
   if (x_there) {
-    /* Y still reads through X: merge Y into X, then X takes Y's place. */
+    uint64_t ysize;
     if (!(xpath = storage_local_path (r->st, x->file)) ||
         !(ypath = storage_local_path (r->st, y->file)) ||
-        layer_merge (ypath, xpath, false, NULL, NULL) < 0 ||
-        storage_rename (r->st, x->file, y->file) < 0)
+        !(have = backing_of (r, y->file)) ||
+        storage_size (r->st, y->file, &ysize) < 0)
+      goto out;
+    char want[REPO_POINT_ID_MAX + 8];
+    snprintf (want, sizeof want, "%s.qcow2", xp->id);
+    if (!*have) {
+      /* X's clusters are in Y already (moved below before a crash). */
+    }
+    else if (strcmp (have, want) != 0) {
+      set_invalid ("%s: %s reads through '%s', not through %s",
+                   r->st->location, y->file, have, want);
+      goto out;
+    }
+    else if (ysize <= size) {
+      /* Y still reads through X: merge Y into X, then X takes Y's
+       * place. */
+      if (layer_merge (ypath, xpath, false, NULL, NULL) < 0 ||
+          storage_rename (r->st, x->file, y->file) < 0)
+        goto out;
+      x_there = 0;
+    }
+    else if (layer_merge (xpath, ypath, true, NULL, NULL) < 0)
+      goto out;
+    if (x_there && storage_delete (r->st, x->file) < 0)
       goto out;
   }
   else if (!(have = backing_of (r, y->file)) || *have) {

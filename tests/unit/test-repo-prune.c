@@ -37,16 +37,19 @@ qbak (void)
 }
 
 /* 8 points a day apart of two disks with writes, zero writes and
- * discards between, and a copy of each disk at each point. */
+ * discards between, and a copy of each disk at each point.  vda's full
+ * holds 3 MiB and vdb's 64 KiB: removing the full, prune moves vda's
+ * smaller incremental into the full, and vdb's smaller full into its
+ * incremental. */
 static void
 make_repo (void)
 {
   const char *d = fx_dir ();
   for (int k = 0; k < 2; k++)
     assert_int_equal (fx_run (NULL, "cd '%s' && qemu-img create -q -f qcow2 "
-                              "%s.qcow2 8M && qemu-io -c 'write -P %d 0 3M' "
+                              "%s.qcow2 8M && qemu-io -c 'write -P %d 0 %s' "
                               "%s.qcow2 >/dev/null", d, disks[k], k + 1,
-                              disks[k]), 0);
+                              k ? "64k" : "3M", disks[k]), 0);
   for (int i = 0; i < NPOINTS; i++) {
     if (i > 0)
       for (int k = 0; k < 2; k++)
