@@ -103,7 +103,7 @@ cmd_backup (int argc, char **argv)
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     case OPT_FULL: o.full = true; break;
     case OPT_FULL_EVERY: {
       uint64_t n;
@@ -195,7 +195,7 @@ cmd_backup (int argc, char **argv)
   if (json) {
     json_object *p = rc == 0 ? point_json (o.repository, res.point) : NULL;
     json_object *pd;
-    /* Beside each disk's data ("bytes"), what this run copied: less when
+    /* Beside each disk's data ("bytes-copied"), what this run copied: less when
      * it continued an interrupted run of the point.  The record lists the
      * disks in the order they were given. */
     if (p && json_object_object_get_ex (p, "disks", &pd))

@@ -91,7 +91,7 @@ static int
 do_change (const char *sub, const char *format,
            enum qbak_bitmap_op_kind kind, char **images,
            size_t n_images, char **args, int nargs, uint64_t granularity,
-           bool have_granularity, bool disabled, const char *from)
+           bool have_granularity, bool disabled, const char *from, bool json)
 {
   if (have_granularity && kind != QBAK_BITMAP_ADD)
     return usage_error (usage_line, "bitmap %s: --granularity is only for "
@@ -156,6 +156,17 @@ do_change (const char *sub, const char *format,
   }
   if (qbak_bitmap_apply (imgs, n_images, &op, 1) < 0)
     ret = report_error_usage (usage_line);
+  else if (json) {
+    json_object *o = json_object_new_object ();
+    json_object_object_add (o, "status", json_object_new_string ("ok"));
+    json_object_object_add (o, "command", json_object_new_string (sub));
+    json_object_object_add (o, "name", json_object_new_string (op.name));
+    json_object *names = json_object_new_array ();
+    for (size_t i = 0; i < n_images; i++)
+      json_object_array_add (names, json_object_new_string (images[i]));
+    json_object_object_add (o, "images", names);
+    json_print (o);
+  }
 out:
   for (size_t i = 0; i < n_images; i++)
     qbak_image_close (imgs[i]);
@@ -298,7 +309,7 @@ cmd_bitmap (int argc, char **argv)
     case 'h':
     case OPT_HELP: free (images); print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     case 'U': flags |= QBAK_OPEN_FORCE_SHARE; break;
     case 'g':
       if (parse_size (optarg, &granularity) < 0) {
@@ -347,10 +358,10 @@ cmd_bitmap (int argc, char **argv)
        k++) {
     if (strcmp (sub, change_commands[k].name) != 0)
       continue;
-    if (json || (flags & QBAK_OPEN_FORCE_SHARE)) {
+    if (flags & QBAK_OPEN_FORCE_SHARE) {
       free (images);
-      return usage_error (usage_line, "bitmap %s: --json and -U are for "
-                          "list and dump", sub);
+      return usage_error (usage_line, "bitmap %s: -U is for list and dump",
+                          sub);
     }
     if (n_images == 0) {
       if (nargs < 1) {
@@ -359,12 +370,12 @@ cmd_bitmap (int argc, char **argv)
       }
       ret = do_change (sub, format, change_commands[k].kind, args, 1,
                        args + 1, nargs - 1, granularity, have_granularity,
-                       disabled, from);
+                       disabled, from, json);
     }
     else
       ret = do_change (sub, format, change_commands[k].kind, images, n_images,
                        args, nargs, granularity, have_granularity, disabled,
-                       from);
+                       from, json);
     free (images);
     return ret;
   }

@@ -85,7 +85,7 @@ point_to_json (struct qbak_repo *r, size_t i)
     json_object_object_add (dj, "format", json_object_new_string (di.format));
     json_object_object_add (dj, "virtual-size", json_u64 (di.virtual_size));
     json_object_object_add (dj, "cluster-size", json_u64 (di.cluster_size));
-    json_object_object_add (dj, "bytes", json_u64 (di.bytes_copied));
+    json_object_object_add (dj, "bytes-copied", json_u64 (di.bytes_copied));
     json_object_object_add (dj, "seconds", json_object_new_double (di.seconds));
     json_object_array_add (disks, dj);
   }
@@ -145,7 +145,7 @@ cmd_list (int argc, char **argv)
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     default: {
       int k = keep_option (c, optarg, &po, "list", usage_line);
       if (k == 0)
@@ -199,13 +199,13 @@ cmd_list (int argc, char **argv)
         for (size_t d = 0; d < json_object_array_length (disks); d++) {
           json_object *b;
           if (json_object_object_get_ex (json_object_array_get_idx (disks, d),
-                                         "bytes", &b))
+                                         "bytes-copied", &b))
             total += (uint64_t) json_object_get_int64 (b);
         }
       json_object_array_add (points, p);
     }
     json_object_object_add (o, "points", points);
-    json_object_object_add (o, "total-bytes", json_u64 (total));
+    json_object_object_add (o, "bytes-copied", json_u64 (total));
     json_print (o);
   }
   else {

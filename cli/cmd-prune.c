@@ -151,7 +151,7 @@ cmd_prune (int argc, char **argv)
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     case 'n':
     case OPT_DRY_RUN: dry_run = true; break;
     default: {

@@ -59,7 +59,7 @@ cmd_restore (int argc, char **argv)
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     case OPT_AT: o.at = optarg; break;
     case OPT_DISK: o.disk = optarg; break;
     case OPT_OVERLAY: o.overlay = true; break;
