@@ -88,6 +88,8 @@ json_object *json_u64 (uint64_t v);
 json_object *json_bitmap_info (const struct qbak_bitmap_info *b);
 /* ["in-use", "auto"], as qemu-img info names a bitmap's flags. */
 json_object *json_bitmap_flags (const struct qbak_bitmap_info *b);
+/* Add "status": "ok" and "exit-code": 0 to O, a command's result. */
+void json_add_ok (json_object *o);
 /* "ok", "cancelled" or "failed" for EXIT_CODE: the exit code tells a
  * usage error (2) from the others. */
 const char *json_status_name (int exit_code);

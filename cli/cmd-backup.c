@@ -204,8 +204,10 @@ cmd_backup (int argc, char **argv)
                                 "bytes-this-run",
                                 json_object_new_int64
                                 ((int64_t) copies[i].bytes_copied));
-    if (p)
+    if (p) {
+      json_add_ok (p);
       json_print (p);
+    }
     else
       json_print_failure (rc == 0 ? "the new point could not be read back"
                                   : NULL, ret);

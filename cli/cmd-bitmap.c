@@ -158,7 +158,7 @@ do_change (const char *sub, const char *format,
     ret = report_error_usage (usage_line);
   else if (json) {
     json_object *o = json_object_new_object ();
-    json_object_object_add (o, "status", json_object_new_string ("ok"));
+    json_add_ok (o);
     json_object_object_add (o, "command", json_object_new_string (sub));
     json_object_object_add (o, "name", json_object_new_string (op.name));
     json_object *names = json_object_new_array ();
@@ -244,7 +244,7 @@ do_dump (struct qbak_image *img, const char *name, bool json)
   json_object *o = json_object_new_object ();
   json_object_object_add (o, "name", json_object_new_string (name));
   json_object_object_add (o, "granularity", json_u64 (b.granularity));
-  json_object_object_add (o, "size", json_u64 (in.virtual_size));
+  json_object_object_add (o, "virtual-size", json_u64 (in.virtual_size));
   json_object_object_add (o, "extents", arr);
   json_print (o);
   return EXIT_OK;

@@ -61,7 +61,7 @@ pin (int argc, char **argv, bool on)
     return report_error ();
   if (json) {
     json_object *o = json_object_new_object ();
-    json_object_object_add (o, "status", json_object_new_string ("ok"));
+    json_add_ok (o);
     json_object_object_add (o, "point", json_object_new_string (id));
     json_object_object_add (o, "protected", json_object_new_boolean (on));
     json_print (o);

@@ -225,6 +225,7 @@ cmd_prune (int argc, char **argv)
     if (o.keep_within)
       json_object_object_add (pol, "keep-within",
                               json_object_new_string (within));
+    json_add_ok (top);
     json_object_object_add (top, "points", points);
     json_object_object_add (top, "policy", pol);
     json_object_object_add (top, "timezone", json_object_new_string

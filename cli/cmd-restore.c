@@ -101,7 +101,7 @@ cmd_restore (int argc, char **argv)
       json_print_failure (NULL, ret);
     else {
       json_object *j = json_object_new_object ();
-      json_object_object_add (j, "status", json_object_new_string ("ok"));
+      json_add_ok (j);
       json_object_object_add (j, "point", json_object_new_string (point));
       json_object_object_add (j, "out", json_object_new_string (o.out));
       json_print (j);

@@ -316,6 +316,10 @@ cmd_verify (int argc, char **argv)
       json_object_object_add (j, "bytes-read", json_u64 (res.bytes_read));
       json_object_object_add (j, "seconds",
                               json_object_new_double (res.seconds));
+      if (mismatch)
+        json_add_failure (j, NULL, ret);
+      else
+        json_object_object_add (j, "exit-code", json_object_new_int (ret));
       json_print (j);
     }
   }

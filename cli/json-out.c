@@ -48,6 +48,13 @@ json_bitmap_info (const struct qbak_bitmap_info *b)
   return o;
 }
 
+void
+json_add_ok (json_object *o)
+{
+  json_object_object_add (o, "status", json_object_new_string ("ok"));
+  json_object_object_add (o, "exit-code", json_object_new_int (EXIT_OK));
+}
+
 const char *
 json_status_name (int exit_code)
 {
