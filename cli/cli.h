@@ -104,6 +104,13 @@ void json_print_failure (const char *message, int exit_code);
  * command's exit code through this. */
 int json_finish (int exit_code);
 
+/* human-size.c: a size as qemu-img prints it for people, in BUF. */
+enum { HUMAN_SIZE_LEN = 64 };
+/* "64 MiB", "1.35 MiB", "0 B" (qemu's size_to_str). */
+const char *human_size (char buf[HUMAN_SIZE_LEN], uint64_t bytes);
+/* "64 MiB (67108864 bytes)", as qemu-img info's virtual size. */
+const char *human_size_exact (char buf[HUMAN_SIZE_LEN], uint64_t bytes);
+
 /* cmd-list.c: point I of R as JSON (as `qbak list --json` lists it). */
 json_object *point_to_json (struct qbak_repo *r, size_t i);
 
@@ -111,14 +118,37 @@ json_object *point_to_json (struct qbak_repo *r, size_t i);
  * flag: the job stops at its next request). */
 volatile int *cancel_on_signals (void);
 
-/* progress.c */
+/* progress.c: the progress bar of the commands that run jobs, on stderr.
+ * -p/--progress draws it even when stderr is not a terminal;
+ * -q/--quiet silences it and every summary: only errors are printed. */
+extern bool opt_progress, opt_quiet;
+/* The options every job command takes (copy, backup, restore, verify,
+ * prune): add PROGRESS_SHORT_OPTIONS to its short options and
+ * PROGRESS_LONG_OPTIONS to its table, and call progress_option first in
+ * its getopt loop. */
+#define PROGRESS_SHORT_OPTIONS "pq"
+#define PROGRESS_LONG_OPTIONS \
+  { "progress", no_argument, NULL, 'p' }, \
+  { "quiet", no_argument, NULL, 'q' }
+/* True if C was -p or -q (and records it). */
+bool progress_option (int c);
+/* Whether a summary for people goes to stdout: a terminal, and no -q. */
+bool summary_wanted (void);
 struct progress {
   bool enabled;
   double start, last;
+  int drawn;                    /* columns of the line on screen, or 0 */
 };
 void progress_init (struct progress *p);
 void progress_update (uint64_t done, uint64_t total, void *opaque);
+/* Wipe the bar on a terminal before a line is printed while it runs; the
+ * next update draws it again below that line. */
+void progress_pause (void);
+/* Erase the bar, so that the summary takes its line. */
 void progress_end (struct progress *p);
+/* The width of the terminal on stderr: TIOCGWINSZ, else $COLUMNS, else
+ * 80. */
+int terminal_columns (void);
 
 /* Subcommands, one file each. */
 int cmd_copy (int argc, char **argv);

@@ -54,7 +54,7 @@ enum {
   OPT_FREEZE_TIMEOUT, OPT_TZ,
 };
 
-static const char short_options[] = "hf:";
+static const char short_options[] = "hf:" PROGRESS_SHORT_OPTIONS;
 
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
@@ -66,6 +66,7 @@ static const struct option long_options[] = {
   { "thaw-cmd", required_argument, NULL, OPT_THAW },
   { "freeze-timeout", required_argument, NULL, OPT_FREEZE_TIMEOUT },
   { "tz", required_argument, NULL, OPT_TZ },
+  PROGRESS_LONG_OPTIONS,
   { NULL, 0, NULL, 0 },
 };
 
@@ -99,6 +100,8 @@ cmd_backup (int argc, char **argv)
 
   while ((c = getopt_long (argc, argv, short_options, long_options,
                            NULL)) != -1) {
+    if (progress_option (c))
+      continue;
     switch (c) {
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
@@ -187,7 +190,7 @@ cmd_backup (int argc, char **argv)
   int rc = qbak_backup (&o, &res, copies);
   progress_end (&prog);
   int ret = EXIT_OK;
-  if (res.created || tz_created)
+  if ((res.created || tz_created) && !opt_quiet)
     fprintf (stderr, "%s: created the repository %s\n", progname,
              o.repository);
   if (rc < 0)
@@ -212,12 +215,15 @@ cmd_backup (int argc, char **argv)
       json_print_failure (rc == 0 ? "the new point could not be read back"
                                   : NULL, ret);
   }
-  else if (rc == 0 && isatty (STDOUT_FILENO)) {
-    printf ("%s: point %s\n", o.repository, res.point);
-    for (size_t i = 0; i < n; i++)
-      printf ("  %s: %.1f MiB copied in %.2f s\n", disks[i].path,
-              (double) copies[i].bytes_copied / 1048576.0,
+  else if (rc == 0 && summary_wanted ()) {
+    /* One line per disk: its job's summary. */
+    for (size_t i = 0; i < n; i++) {
+      char copied[HUMAN_SIZE_LEN];
+      printf ("%s: point %s: %s: copied %s in %.2f s\n", o.repository,
+              res.point, disks[i].path,
+              human_size_exact (copied, copies[i].bytes_copied),
               copies[i].seconds);
+    }
   }
   free (disks);
   free (copies);

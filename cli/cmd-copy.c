@@ -96,7 +96,7 @@ enum {
   OPT_NO_BACKING,
 };
 
-static const char short_options[] = "hO:f:F:";
+static const char short_options[] = "hO:f:F:" PROGRESS_SHORT_OPTIONS;
 
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
@@ -119,6 +119,7 @@ static const struct option long_options[] = {
   { "freeze-cmd", required_argument, NULL, OPT_FREEZE },
   { "thaw-cmd", required_argument, NULL, OPT_THAW },
   { "freeze-timeout", required_argument, NULL, OPT_FREEZE_TIMEOUT },
+  PROGRESS_LONG_OPTIONS,
   { NULL, 0, NULL, 0 },
 };
 
@@ -179,12 +180,12 @@ result_json (const struct qbak_copy_result *r, const char *target)
 static void
 print_text (const struct qbak_copy_result *r, const char *target)
 {
-  printf ("%s: %s: copied %.1f MiB in %" PRIu64 " clusters (%" PRIu64
-          " zero clusters, %.1f MiB skipped) in %.2f s", target,
-          outcome_name (r),
-          (double) r->bytes_copied / 1048576.0, r->clusters_copied,
-          r->zero_clusters, (double) r->bytes_skipped / 1048576.0,
-          r->seconds);
+  char copied[HUMAN_SIZE_LEN], skipped[HUMAN_SIZE_LEN];
+  printf ("%s: %s: copied %s in %" PRIu64 " clusters (%" PRIu64
+          " zero clusters, %s skipped) in %.2f s", target,
+          outcome_name (r), human_size_exact (copied, r->bytes_copied),
+          r->clusters_copied, r->zero_clusters,
+          human_size (skipped, r->bytes_skipped), r->seconds);
   if (r->clusters_left)
     printf ("; %" PRIu64 " clusters left", r->clusters_left);
   const char *bitmap_state = qbak_bitmap_state_name (r->bitmap_state);
@@ -232,6 +233,8 @@ cmd_copy (int argc, char **argv)
   qbak_group_opts_init (&g);
   while ((c = getopt_long (argc, argv, short_options, long_options,
                            NULL)) != -1) {
+    if (progress_option (c))
+      continue;
     switch (c) {
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
@@ -444,7 +447,7 @@ cmd_copy (int argc, char **argv)
     json_object_object_add (top, "jobs", arr);
     json_print (top);
   }
-  else if (isatty (STDOUT_FILENO))
+  else if (summary_wanted ())
     for (size_t i = 0; i < n_jobs; i++)
       print_text (&results[i], jobs[i].target);
 out:

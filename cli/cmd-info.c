@@ -168,8 +168,10 @@ print_text (struct qbak_image *img)
   get_info (img, &in);
   printf ("image: %s\n", in.filename);
   printf ("file format: %s\n", in.format);
-  printf ("virtual size: %" PRIu64 " bytes\n", in.virtual_size);
-  printf ("disk size: %" PRIu64 " bytes\n", disk_usage (in.filename));
+  char size[HUMAN_SIZE_LEN];
+  /* qemu-img info's lines */
+  printf ("virtual size: %s\n", human_size_exact (size, in.virtual_size));
+  printf ("disk size: %s\n", human_size (size, disk_usage (in.filename)));
   if (in.cluster_size)
     printf ("cluster_size: %" PRIu32 "\n", in.cluster_size);
   print_backing (&in, "");
@@ -195,26 +197,34 @@ print_text (struct qbak_image *img)
   for (struct qbak_image *b = next_layer (img); b; b = next_layer (b)) {
     struct qbak_image_info bi;
     get_info (b, &bi);
-    printf ("chain: %s (%s, %" PRIu64 " bytes)\n", bi.filename, bi.format,
-            bi.virtual_size);
+    printf ("chain: %s (%s, %s)\n", bi.filename, bi.format,
+            human_size_exact (size, bi.virtual_size));
     print_backing (&bi, "  ");
   }
   size_t n = qbak_bitmap_count (img);
   if (n) {
+    int name_width = 4;         /* the column fits the longest name */
+    for (size_t i = 0; i < n; i++) {
+      struct qbak_bitmap_info b;
+      qbak_bitmap_info_init (&b);
+      if (qbak_bitmap_get_info (img, i, &b) == 0 &&
+          (int) strlen (b.name) > name_width)
+        name_width = (int) strlen (b.name);
+    }
     printf ("bitmaps:\n");
-    printf ("  %-20s %12s %-8s %s\n", "NAME", "GRANULARITY", "FLAGS", "DIRTY");
+    printf ("  %-*s %11s %-8s %s\n", name_width, "NAME", "GRANULARITY",
+            "FLAGS", "DIRTY");
     for (size_t i = 0; i < n; i++) {
       struct qbak_bitmap_info b;
       qbak_bitmap_info_init (&b);
       if (qbak_bitmap_get_info (img, i, &b) < 0)
         continue;
-      char dirty[32];
-      if (b.dirty_known)
-        snprintf (dirty, sizeof dirty, "%" PRIu64, b.dirty_bytes);
-      else
-        snprintf (dirty, sizeof dirty, "unknown");
-      printf ("  %-20s %12" PRIu64 " %-8s %s\n", b.name, b.granularity,
-              b.in_use ? "in-use" : b.enabled ? "auto" : "disabled", dirty);
+      char gran[HUMAN_SIZE_LEN], dirty[HUMAN_SIZE_LEN];
+      printf ("  %-*s %11s %-8s %s\n", name_width, b.name,
+              human_size (gran, b.granularity),
+              b.in_use ? "in-use" : b.enabled ? "auto" : "disabled",
+              b.dirty_known ? human_size_exact (dirty, b.dirty_bytes)
+                            : "unknown");
     }
   }
 }

@@ -209,12 +209,11 @@ cmd_list (int argc, char **argv)
     json_print (o);
   }
   else {
+    printf ("%-22s %-20s %-12s %-11s %10s  %-27s %s%s\n", "POINT",
+            "TIME (UTC)", "DISK", "LEVEL", "COPIED", "VERIFIED",
+            plan ? "PRUNE   " : "", "REASON");
     if (n == 0)
-      printf ("%s: no points\n", argv[optind]);
-    else
-      printf ("%-22s %-20s %-12s %-11s %12s  %-27s %s%s\n", "POINT",
-              "TIME (UTC)", "DISK", "LEVEL", "BYTES", "VERIFIED",
-              plan ? "PRUNE   " : "", "REASON");
+      printf ("(no points in %s)\n", argv[optind]);
     for (size_t i = 0; i < n; i++) {
       struct qbak_point_info p = { .size = sizeof p };
       if (qbak_repo_get_point (r, i, &p) < 0)
@@ -230,15 +229,19 @@ cmd_list (int argc, char **argv)
         if (plan)
           snprintf (action, sizeof action, "%-8s",
                     d == 0 ? prune_action (plan, p.id) : "");
-        printf ("%-22s %-20s %-12s %-11s %12" PRIu64 "  %-27s %s%s\n",
+        char copied[HUMAN_SIZE_LEN];
+        printf ("%-22s %-20s %-12s %-11s %10s  %-27s %s%s\n",
                 d == 0 ? p.id : "", d == 0 ? p.time : "", di.name,
                 di.level == QBAK_LEVEL_FULL ? "full" : "incremental",
-                di.bytes_copied, d == 0 ? verified : "", action, di.reason);
+                human_size (copied, di.bytes_copied), d == 0 ? verified : "",
+                action, di.reason);
       }
     }
-    if (n)
-      printf ("%zu point%s, %" PRIu64 " bytes copied in all\n", n,
-              n == 1 ? "" : "s", total);
+    if (n) {
+      char all[HUMAN_SIZE_LEN];
+      printf ("%zu point%s, %s copied in all\n", n, n == 1 ? "" : "s",
+              human_size_exact (all, total));
+    }
   }
   qbak_repo_close (r);
   qbak_prune_plan_free (plan);
