@@ -327,7 +327,7 @@ check_help_flag() {
     usage_says "missing TARGET" copy a.qcow2 --sync full
     usage_says "copy:" copy a.qcow2 t.qcow2 u.qcow2 --sync full
     usage_says "missing subcommand (list, dump, add" bitmap
-    usage_says "missing subcommand" bitmap --json
+    usage_says "missing subcommand" bitmap -U
     usage_says "missing IMAGE" bitmap list
     usage_says "unexpected argument 'extra'" bitmap list a.qcow2 extra
     usage_says "missing NAME" bitmap dump a.qcow2
