@@ -235,3 +235,39 @@ same_json() {
     check_error_line
     [[ $stderr == *nosuch.qcow2* ]] || fail "error does not name the file: $stderr"
 }
+
+@test "info: virtual size and disk size read as qemu-img info's lines" {
+    local s
+    for s in 1M 1000K 1023K 1G 1025M 7T; do
+        qemu-img create -q -f qcow2 "s$s.qcow2" "$s"
+        qemu_io_fmt qcow2 "s$s.qcow2" "write -P 1 0 512k"
+        run --separate-stderr qbak info "s$s.qcow2"
+        [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+        for key in "virtual size" "disk size"; do
+            [ "$(grep "^$key: " <<<"$output")" = \
+              "$(qemu-img info "s$s.qcow2" | grep "^$key: ")" ] ||
+                fail "$s: qbak '$(grep "^$key: " <<<"$output")'," \
+                     "qemu-img '$(qemu-img info "s$s.qcow2" | grep "^$key: ")'"
+        done
+    done
+}
+
+@test "info: tables say when they are empty: bitmap list, list, prune" {
+    qemu-img create -q -f qcow2 a.qcow2 1M
+    run --separate-stderr qbak bitmap list a.qcow2
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    [ "${lines[0]}" = "$(printf '%-4s %11s %-8s %s' NAME GRANULARITY FLAGS DIRTY)" ] &&
+        [ "${lines[1]}" = "(no bitmaps)" ] && [ "${#lines[@]}" -eq 2 ] ||
+        fail "bitmap list: $output"
+    # a repository with no point: its zone was set, the backup failed
+    run --separate-stderr qbak backup --tz UTC nosuch.qcow2 repo
+    [ "$status" -ne 0 ] && [ -d repo ] || fail "exit $status: $stderr"
+    run --separate-stderr qbak list repo
+    [ "$status" -eq 0 ] || fail "list: exit $status: $stderr"
+    [[ ${lines[0]} == POINT*TIME*DISK*LEVEL*COPIED*VERIFIED*REASON ]] &&
+        [ "${lines[1]}" = "(no points in repo)" ] || fail "list: $output"
+    run --separate-stderr qbak prune --dry-run --keep-last 1 repo
+    [ "$status" -eq 0 ] || fail "prune: exit $status: $stderr"
+    [[ ${lines[0]} == POINT*ACTION*REASONS ]] &&
+        [ "${lines[1]}" = "(no points in repo)" ] || fail "prune: $output"
+}
