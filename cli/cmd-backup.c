@@ -198,9 +198,9 @@ cmd_backup (int argc, char **argv)
   if (json) {
     json_object *p = rc == 0 ? point_json (o.repository, res.point) : NULL;
     json_object *pd;
-    /* Beside each disk's data ("bytes-copied"), what this run copied: less when
-     * it continued an interrupted run of the point.  The record lists the
-     * disks in the order they were given. */
+    /* Beside each disk's data ("bytes-copied"), what this run copied:
+     * less when it continued an interrupted run of the point.  The record
+     * lists the disks in the order they were given. */
     if (p && json_object_object_get_ex (p, "disks", &pd))
       for (size_t i = 0; i < n && i < json_object_array_length (pd); i++)
         json_object_object_add (json_object_array_get_idx (pd, i),

@@ -160,11 +160,8 @@ result_json (const struct qbak_copy_result *r, const char *target)
   json_object_object_add (o, "clusters-left", json_u64 (r->clusters_left));
   json_object_object_add (o, "clusters-failed", json_u64 (r->clusters_failed));
   json_object_object_add (o, "seconds", json_object_new_double (r->seconds));
-  json_object_object_add (o, "bytes-per-second", json_u64 (
-                            r->seconds > 0 ? (uint64_t) ((double)
-                                                         r->bytes_copied
-                                                         / r->seconds)
-                                           : 0));
+  double rate = r->seconds > 0 ? (double) r->bytes_copied / r->seconds : 0;
+  json_object_object_add (o, "bytes-per-second", json_u64 ((uint64_t) rate));
   const char *bitmap_state = qbak_bitmap_state_name (r->bitmap_state);
   if (bitmap_state) {
     json_object *b = json_object_new_object ();
