@@ -39,6 +39,9 @@ int report_error_usage (const char *usage);
  * being the command USAGE (its usage text) belongs to; return EXIT_USAGE. */
 int usage_error (const char *usage, const char *fmt, ...)
   __attribute__((format(printf, 2, 3)));
+/* The last error message this program printed (without "qbak: " and the
+ * pointer to --help), or the library's last error if none was. */
+const char *last_error_message (void);
 
 /* Handle the options every command shares in its getopt loop:
  * -h/--help (print HELP on stdout, exit 0) and the hidden --long-options. */
@@ -72,13 +75,41 @@ struct suggestion {
 void suggest_consider (struct suggestion *s, const char *word,
                        const char *candidate);
 
-/* json-out.c: the one JSON emitter (json-c). */
+/* json-out.c: the one JSON emitter (json-c).  docs/qbak-output.schema.json
+ * is the contract of every document printed here, and
+ * docs/man/qbak-json.7.scd explains it: change all three together. */
+/* Set by every command's --json as soon as getopt sees it, so that an
+ * error after it (a usage error too) is answered in JSON. */
+extern bool json_output;
 void json_print (json_object *obj);
 json_object *json_u64 (uint64_t v);
+/* A bitmap as qemu-img info lists it (name, granularity, flags), with
+ * qbak's "dirty-bytes". */
 json_object *json_bitmap_info (const struct qbak_bitmap_info *b);
-/* {"status": "failed", "error": MESSAGE (NULL: the library's last error),
- * "exit-code": EXIT_CODE} on stdout. */
+/* ["in-use", "auto"], as qemu-img info names a bitmap's flags. */
+json_object *json_bitmap_flags (const struct qbak_bitmap_info *b);
+/* Add "status": "ok" and "exit-code": 0 to O, a command's result. */
+void json_add_ok (json_object *o);
+/* "ok", "cancelled" or "failed" for EXIT_CODE: the exit code tells a
+ * usage error (2) from the others. */
+const char *json_status_name (int exit_code);
+/* Add "error": MESSAGE (NULL: the last error this program reported) and
+ * "exit-code": EXIT_CODE to O. */
+void json_add_failure (json_object *o, const char *message, int exit_code);
+/* {"status", "error", "exit-code"} (json_status_name, json_add_failure)
+ * on stdout. */
 void json_print_failure (const char *message, int exit_code);
+/* Print json_print_failure's object if --json was given, the command
+ * failed, and it printed no JSON; return EXIT_CODE.  main() passes every
+ * command's exit code through this. */
+int json_finish (int exit_code);
+
+/* human-size.c: a size as qemu-img prints it for people, in BUF. */
+enum { HUMAN_SIZE_LEN = 64 };
+/* "64 MiB", "1.35 MiB", "0 B" (qemu's size_to_str). */
+const char *human_size (char buf[HUMAN_SIZE_LEN], uint64_t bytes);
+/* "64 MiB (67108864 bytes)", as qemu-img info's virtual size. */
+const char *human_size_exact (char buf[HUMAN_SIZE_LEN], uint64_t bytes);
 
 /* cmd-list.c: point I of R as JSON (as `qbak list --json` lists it). */
 json_object *point_to_json (struct qbak_repo *r, size_t i);
@@ -87,14 +118,37 @@ json_object *point_to_json (struct qbak_repo *r, size_t i);
  * flag: the job stops at its next request). */
 volatile int *cancel_on_signals (void);
 
-/* progress.c */
+/* progress.c: the progress bar of the commands that run jobs, on stderr.
+ * -p/--progress draws it even when stderr is not a terminal;
+ * -q/--quiet silences it and every summary: only errors are printed. */
+extern bool opt_progress, opt_quiet;
+/* The options every job command takes (copy, backup, restore, verify,
+ * prune): add PROGRESS_SHORT_OPTIONS to its short options and
+ * PROGRESS_LONG_OPTIONS to its table, and call progress_option first in
+ * its getopt loop. */
+#define PROGRESS_SHORT_OPTIONS "pq"
+#define PROGRESS_LONG_OPTIONS \
+  { "progress", no_argument, NULL, 'p' }, \
+  { "quiet", no_argument, NULL, 'q' }
+/* True if C was -p or -q (and records it). */
+bool progress_option (int c);
+/* Whether a summary for people goes to stdout: a terminal, and no -q. */
+bool summary_wanted (void);
 struct progress {
   bool enabled;
   double start, last;
+  int drawn;                    /* columns of the line on screen, or 0 */
 };
 void progress_init (struct progress *p);
 void progress_update (uint64_t done, uint64_t total, void *opaque);
+/* Wipe the bar on a terminal before a line is printed while it runs; the
+ * next update draws it again below that line. */
+void progress_pause (void);
+/* Erase the bar, so that the summary takes its line. */
 void progress_end (struct progress *p);
+/* The width of the terminal on stderr: TIOCGWINSZ, else $COLUMNS, else
+ * 80. */
+int terminal_columns (void);
 
 /* Subcommands, one file each. */
 int cmd_copy (int argc, char **argv);

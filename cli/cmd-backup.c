@@ -55,7 +55,7 @@ enum {
   OPT_FREEZE_TIMEOUT, OPT_TZ,
 };
 
-static const char short_options[] = "hf:";
+static const char short_options[] = "hf:" PROGRESS_SHORT_OPTIONS;
 
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
@@ -67,6 +67,7 @@ static const struct option long_options[] = {
   { "thaw-cmd", required_argument, NULL, OPT_THAW },
   { "freeze-timeout", required_argument, NULL, OPT_FREEZE_TIMEOUT },
   { "tz", required_argument, NULL, OPT_TZ },
+  PROGRESS_LONG_OPTIONS,
   { NULL, 0, NULL, 0 },
 };
 
@@ -100,11 +101,13 @@ cmd_backup (int argc, char **argv)
 
   while ((c = getopt_long (argc, argv, short_options, long_options,
                            NULL)) != -1) {
+    if (progress_option (c))
+      continue;
     switch (c) {
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     case OPT_FULL: o.full = true; break;
     case OPT_FULL_EVERY: {
       uint64_t n;
@@ -188,7 +191,7 @@ cmd_backup (int argc, char **argv)
   int rc = qbak_backup (&o, &res, copies);
   progress_end (&prog);
   int ret = EXIT_OK;
-  if (res.created || tz_created)
+  if ((res.created || tz_created) && !opt_quiet)
     fprintf (stderr, "%s: created the repository %s\n", progname,
              o.repository);
   if (rc < 0)
@@ -196,27 +199,32 @@ cmd_backup (int argc, char **argv)
   if (json) {
     json_object *p = rc == 0 ? point_json (o.repository, res.point) : NULL;
     json_object *pd;
-    /* Beside each disk's data ("bytes"), what this run copied: less when
-     * it continued an interrupted run of the point.  The record lists the
-     * disks in the order they were given. */
+    /* Beside each disk's data ("bytes-copied"), what this run copied:
+     * less when it continued an interrupted run of the point.  The record
+     * lists the disks in the order they were given. */
     if (p && json_object_object_get_ex (p, "disks", &pd))
       for (size_t i = 0; i < n && i < json_object_array_length (pd); i++)
         json_object_object_add (json_object_array_get_idx (pd, i),
                                 "bytes-this-run",
                                 json_object_new_int64
                                 ((int64_t) copies[i].bytes_copied));
-    if (p)
+    if (p) {
+      json_add_ok (p);
       json_print (p);
+    }
     else
       json_print_failure (rc == 0 ? "the new point could not be read back"
                                   : NULL, ret);
   }
-  else if (rc == 0 && isatty (STDOUT_FILENO)) {
-    printf ("%s: point %s\n", o.repository, res.point);
-    for (size_t i = 0; i < n; i++)
-      printf ("  %s: %.1f MiB copied in %.2f s\n", disks[i].path,
-              (double) copies[i].bytes_copied / 1048576.0,
+  else if (rc == 0 && summary_wanted ()) {
+    /* One line per disk: its job's summary. */
+    for (size_t i = 0; i < n; i++) {
+      char copied[HUMAN_SIZE_LEN];
+      printf ("%s: point %s: %s: copied %s in %.2f s\n", o.repository,
+              res.point, disks[i].path,
+              human_size_exact (copied, copies[i].bytes_copied),
               copies[i].seconds);
+    }
   }
   free (disks);
   free (copies);

@@ -99,7 +99,7 @@ static int
 do_change (const char *sub, const char *format,
            enum qbak_bitmap_op_kind kind, char **images,
            size_t n_images, char **args, int nargs, uint64_t granularity,
-           bool have_granularity, bool disabled, const char *from)
+           bool have_granularity, bool disabled, const char *from, bool json)
 {
   if (have_granularity && kind != QBAK_BITMAP_ADD)
     return usage_error (usage_line, "bitmap %s: --granularity is only for "
@@ -164,6 +164,17 @@ do_change (const char *sub, const char *format,
   }
   if (qbak_bitmap_apply (imgs, n_images, &op, 1) < 0)
     ret = report_error_usage (usage_line);
+  else if (json) {
+    json_object *o = json_object_new_object ();
+    json_add_ok (o);
+    json_object_object_add (o, "command", json_object_new_string (sub));
+    json_object_object_add (o, "name", json_object_new_string (op.name));
+    json_object *names = json_object_new_array ();
+    for (size_t i = 0; i < n_images; i++)
+      json_object_array_add (names, json_object_new_string (images[i]));
+    json_object_object_add (o, "images", names);
+    json_print (o);
+  }
 out:
   for (size_t i = 0; i < n_images; i++)
     qbak_image_close (imgs[i]);
@@ -177,20 +188,34 @@ do_list (struct qbak_image *img, bool json)
 {
   size_t n = qbak_bitmap_count (img);
   json_object *arr = json ? json_object_new_array () : NULL;
+  int name_width = 4;           /* the column fits the longest name */
+  for (size_t i = 0; i < n; i++) {
+    struct qbak_bitmap_info b;
+    qbak_bitmap_info_init (&b);
+    if (qbak_bitmap_get_info (img, i, &b) == 0 &&
+        (int) strlen (b.name) > name_width)
+      name_width = (int) strlen (b.name);
+  }
+  if (!json) {
+    printf ("%-*s %11s %-8s %s\n", name_width, "NAME", "GRANULARITY",
+            "FLAGS", "DIRTY");
+    if (n == 0)
+      printf ("(no bitmaps)\n");
+  }
   for (size_t i = 0; i < n; i++) {
     struct qbak_bitmap_info b;
     qbak_bitmap_info_init (&b);
     if (qbak_bitmap_get_info (img, i, &b) < 0)
       continue;
+    char gran[HUMAN_SIZE_LEN], dirty[HUMAN_SIZE_LEN];
     if (json)
       json_object_array_add (arr, json_bitmap_info (&b));
-    else if (b.dirty_known)
-      printf ("%s %" PRIu64 " %s %" PRIu64 "\n", b.name, b.granularity,
-              b.in_use ? "in-use" : b.enabled ? "auto" : "disabled",
-              b.dirty_bytes);
     else
-      printf ("%s %" PRIu64 " %s unknown\n", b.name, b.granularity,
-              b.in_use ? "in-use" : b.enabled ? "auto" : "disabled");
+      printf ("%-*s %11s %-8s %s\n", name_width, b.name,
+              human_size (gran, b.granularity),
+              b.in_use ? "in-use" : b.enabled ? "auto" : "disabled",
+              b.dirty_known ? human_size_exact (dirty, b.dirty_bytes)
+                            : "unknown");
   }
   if (json)
     json_print (arr);
@@ -241,7 +266,7 @@ do_dump (struct qbak_image *img, const char *name, bool json)
   json_object *o = json_object_new_object ();
   json_object_object_add (o, "name", json_object_new_string (name));
   json_object_object_add (o, "granularity", json_u64 (b.granularity));
-  json_object_object_add (o, "size", json_u64 (in.virtual_size));
+  json_object_object_add (o, "virtual-size", json_u64 (in.virtual_size));
   json_object_object_add (o, "extents", arr);
   json_print (o);
   return EXIT_OK;
@@ -306,7 +331,7 @@ cmd_bitmap (int argc, char **argv)
     case 'h':
     case OPT_HELP: free (images); print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     case 'U': flags |= QBAK_OPEN_FORCE_SHARE; break;
     case 'g':
       if (parse_size (optarg, &granularity) < 0) {
@@ -355,10 +380,10 @@ cmd_bitmap (int argc, char **argv)
        k++) {
     if (strcmp (sub, change_commands[k].name) != 0)
       continue;
-    if (json || (flags & QBAK_OPEN_FORCE_SHARE)) {
+    if (flags & QBAK_OPEN_FORCE_SHARE) {
       free (images);
-      return usage_error (usage_line, "bitmap %s: --json and -U are for "
-                          "list and dump", sub);
+      return usage_error (usage_line, "bitmap %s: -U is for list and dump",
+                          sub);
     }
     if (n_images == 0) {
       if (nargs < 1) {
@@ -367,12 +392,12 @@ cmd_bitmap (int argc, char **argv)
       }
       ret = do_change (sub, format, change_commands[k].kind, args, 1,
                        args + 1, nargs - 1, granularity, have_granularity,
-                       disabled, from);
+                       disabled, from, json);
     }
     else
       ret = do_change (sub, format, change_commands[k].kind, images, n_images,
                        args, nargs, granularity, have_granularity, disabled,
-                       from);
+                       from, json);
     free (images);
     return ret;
   }

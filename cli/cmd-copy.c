@@ -96,7 +96,7 @@ enum {
   OPT_NO_BACKING,
 };
 
-static const char short_options[] = "hO:f:F:";
+static const char short_options[] = "hO:f:F:" PROGRESS_SHORT_OPTIONS;
 
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
@@ -119,6 +119,7 @@ static const struct option long_options[] = {
   { "freeze-cmd", required_argument, NULL, OPT_FREEZE },
   { "thaw-cmd", required_argument, NULL, OPT_THAW },
   { "freeze-timeout", required_argument, NULL, OPT_FREEZE_TIMEOUT },
+  PROGRESS_LONG_OPTIONS,
   { NULL, 0, NULL, 0 },
 };
 
@@ -159,9 +160,8 @@ result_json (const struct qbak_copy_result *r, const char *target)
   json_object_object_add (o, "clusters-left", json_u64 (r->clusters_left));
   json_object_object_add (o, "clusters-failed", json_u64 (r->clusters_failed));
   json_object_object_add (o, "seconds", json_object_new_double (r->seconds));
-  double mbs = r->seconds > 0 ? (double) r->bytes_copied / 1e6 / r->seconds
-                              : 0;
-  json_object_object_add (o, "mb-per-second", json_object_new_double (mbs));
+  double rate = r->seconds > 0 ? (double) r->bytes_copied / r->seconds : 0;
+  json_object_object_add (o, "bytes-per-second", json_u64 ((uint64_t) rate));
   const char *bitmap_state = qbak_bitmap_state_name (r->bitmap_state);
   if (bitmap_state) {
     json_object *b = json_object_new_object ();
@@ -177,12 +177,12 @@ result_json (const struct qbak_copy_result *r, const char *target)
 static void
 print_text (const struct qbak_copy_result *r, const char *target)
 {
-  printf ("%s: %s: copied %.1f MiB in %" PRIu64 " clusters (%" PRIu64
-          " zero clusters, %.1f MiB skipped) in %.2f s", target,
-          outcome_name (r),
-          (double) r->bytes_copied / 1048576.0, r->clusters_copied,
-          r->zero_clusters, (double) r->bytes_skipped / 1048576.0,
-          r->seconds);
+  char copied[HUMAN_SIZE_LEN], skipped[HUMAN_SIZE_LEN];
+  printf ("%s: %s: copied %s in %" PRIu64 " clusters (%" PRIu64
+          " zero clusters, %s skipped) in %.2f s", target,
+          outcome_name (r), human_size_exact (copied, r->bytes_copied),
+          r->clusters_copied, r->zero_clusters,
+          human_size (skipped, r->bytes_skipped), r->seconds);
   if (r->clusters_left)
     printf ("; %" PRIu64 " clusters left", r->clusters_left);
   const char *bitmap_state = qbak_bitmap_state_name (r->bitmap_state);
@@ -230,11 +230,13 @@ cmd_copy (int argc, char **argv)
   qbak_group_opts_init (&g);
   while ((c = getopt_long (argc, argv, short_options, long_options,
                            NULL)) != -1) {
+    if (progress_option (c))
+      continue;
     switch (c) {
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     case OPT_SYNC:
       have_sync = true;
       if (strcmp (optarg, "full") == 0) o.sync = QBAK_SYNC_FULL;
@@ -421,21 +423,28 @@ cmd_copy (int argc, char **argv)
   progress_end (&prog);
   ret = rc == 0 ? EXIT_OK : report_error_usage (usage_line);
   if (json) {
-    if (n_specs) {
-      json_object *o2 = json_object_new_object ();
-      json_object_object_add (o2, "status",
-                              json_object_new_string (rc == 0 ? "ok"
-                                                              : "failed"));
-      json_object *arr = json_object_new_array ();
-      for (size_t i = 0; i < n_jobs; i++)
-        json_object_array_add (arr, result_json (&results[i], jobs[i].target));
-      json_object_object_add (o2, "jobs", arr);
-      json_print (o2);
+    /* One shape for one job and for several: the jobs in "jobs", the
+     * run's status and exit code beside them.  A single job's fields
+     * also stay at the top, where scripts written before "jobs" read
+     * them. */
+    json_object *top = n_specs ? json_object_new_object ()
+                               : result_json (&results[0], jobs[0].target);
+    json_object_object_add (top, "status", json_object_new_string (
+                              n_specs ? json_status_name (ret)
+                                      : outcome_name (&results[0])));
+    if (ret != EXIT_OK) {
+      json_object_object_del (top, "error");
+      json_add_failure (top, NULL, ret);
     }
     else
-      json_print (result_json (&results[0], jobs[0].target));
+      json_object_object_add (top, "exit-code", json_object_new_int (ret));
+    json_object *arr = json_object_new_array ();
+    for (size_t i = 0; i < n_jobs; i++)
+      json_object_array_add (arr, result_json (&results[i], jobs[i].target));
+    json_object_object_add (top, "jobs", arr);
+    json_print (top);
   }
-  else if (isatty (STDOUT_FILENO))
+  else if (summary_wanted ())
     for (size_t i = 0; i < n_jobs; i++)
       print_text (&results[i], jobs[i].target);
 out:

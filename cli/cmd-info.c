@@ -87,7 +87,23 @@ image_json (struct qbak_image *img)
   }
   json_object_object_add (o, "corrupt", json_object_new_boolean (in.corrupt));
   json_object_object_add (o, "dirty-flag", json_object_new_boolean (in.dirty));
+  json_object *bitmaps = json_object_new_array ();
+  json_object *qemu_bitmaps = json_object_new_array ();
+  for (size_t i = 0; i < qbak_bitmap_count (img); i++) {
+    struct qbak_bitmap_info b;
+    qbak_bitmap_info_init (&b);
+    if (qbak_bitmap_get_info (img, i, &b) < 0)
+      continue;
+    json_object_array_add (bitmaps, json_bitmap_info (&b));
+    /* qemu-img's own list: its three keys, nothing of qbak's */
+    json_object *qb = json_object_new_object ();
+    json_object_object_add (qb, "flags", json_bitmap_flags (&b));
+    json_object_object_add (qb, "name", json_object_new_string (b.name));
+    json_object_object_add (qb, "granularity", json_u64 (b.granularity));
+    json_object_array_add (qemu_bitmaps, qb);
+  }
   if (in.qcow2_version) {
+    /* qemu-img info's nesting: {"type": "qcow2", "data": {...}} */
     json_object *fs = json_object_new_object ();
     json_object_object_add (fs, "compat", json_object_new_string (
                               in.qcow2_version == 2 ? "0.10" : "1.1"));
@@ -95,10 +111,13 @@ image_json (struct qbak_image *img)
                             json_object_new_string (in.compression_type));
     json_object_object_add (fs, "lazy-refcounts",
                             json_object_new_boolean (in.lazy_refcounts));
+    /* qemu-img lists bitmaps only when the image has some */
+    if (json_object_array_length (qemu_bitmaps))
+      json_object_object_add (fs, "bitmaps", json_object_get (qemu_bitmaps));
     json_object_object_add (fs, "refcount-bits", json_u64 (in.refcount_bits));
+    json_object_object_add (fs, "corrupt", json_object_new_boolean (in.corrupt));
     json_object_object_add (fs, "extended-l2",
                             json_object_new_boolean (in.extended_l2));
-    json_object_object_add (fs, "corrupt", json_object_new_boolean (in.corrupt));
     json_object_object_add (fs, "bitmaps-consistent",
                             json_object_new_boolean (in.bitmaps_consistent));
     if (in.data_file) {
@@ -109,15 +128,12 @@ image_json (struct qbak_image *img)
       json_object_object_add (fs, "data-file-raw", json_object_new_boolean (
                                 in.data_file_mode == QBAK_DATA_FILE_RAW));
     }
-    json_object_object_add (o, "format-specific", fs);
+    json_object *spec = json_object_new_object ();
+    json_object_object_add (spec, "type", json_object_new_string ("qcow2"));
+    json_object_object_add (spec, "data", fs);
+    json_object_object_add (o, "format-specific", spec);
   }
-  json_object *bitmaps = json_object_new_array ();
-  for (size_t i = 0; i < qbak_bitmap_count (img); i++) {
-    struct qbak_bitmap_info b;
-    qbak_bitmap_info_init (&b);
-    if (qbak_bitmap_get_info (img, i, &b) == 0)
-      json_object_array_add (bitmaps, json_bitmap_info (&b));
-  }
+  json_object_put (qemu_bitmaps);
   json_object_object_add (o, "bitmaps", bitmaps);
   return o;
 }
@@ -152,8 +168,10 @@ print_text (struct qbak_image *img)
   get_info (img, &in);
   printf ("image: %s\n", in.filename);
   printf ("file format: %s\n", in.format);
-  printf ("virtual size: %" PRIu64 " bytes\n", in.virtual_size);
-  printf ("disk size: %" PRIu64 " bytes\n", disk_usage (in.filename));
+  char size[HUMAN_SIZE_LEN];
+  /* qemu-img info's lines */
+  printf ("virtual size: %s\n", human_size_exact (size, in.virtual_size));
+  printf ("disk size: %s\n", human_size (size, disk_usage (in.filename)));
   if (in.cluster_size)
     printf ("cluster_size: %" PRIu32 "\n", in.cluster_size);
   print_backing (&in, "");
@@ -179,26 +197,34 @@ print_text (struct qbak_image *img)
   for (struct qbak_image *b = next_layer (img); b; b = next_layer (b)) {
     struct qbak_image_info bi;
     get_info (b, &bi);
-    printf ("chain: %s (%s, %" PRIu64 " bytes)\n", bi.filename, bi.format,
-            bi.virtual_size);
+    printf ("chain: %s (%s, %s)\n", bi.filename, bi.format,
+            human_size_exact (size, bi.virtual_size));
     print_backing (&bi, "  ");
   }
   size_t n = qbak_bitmap_count (img);
   if (n) {
+    int name_width = 4;         /* the column fits the longest name */
+    for (size_t i = 0; i < n; i++) {
+      struct qbak_bitmap_info b;
+      qbak_bitmap_info_init (&b);
+      if (qbak_bitmap_get_info (img, i, &b) == 0 &&
+          (int) strlen (b.name) > name_width)
+        name_width = (int) strlen (b.name);
+    }
     printf ("bitmaps:\n");
-    printf ("  %-20s %12s %-8s %s\n", "NAME", "GRANULARITY", "FLAGS", "DIRTY");
+    printf ("  %-*s %11s %-8s %s\n", name_width, "NAME", "GRANULARITY",
+            "FLAGS", "DIRTY");
     for (size_t i = 0; i < n; i++) {
       struct qbak_bitmap_info b;
       qbak_bitmap_info_init (&b);
       if (qbak_bitmap_get_info (img, i, &b) < 0)
         continue;
-      char dirty[32];
-      if (b.dirty_known)
-        snprintf (dirty, sizeof dirty, "%" PRIu64, b.dirty_bytes);
-      else
-        snprintf (dirty, sizeof dirty, "unknown");
-      printf ("  %-20s %12" PRIu64 " %-8s %s\n", b.name, b.granularity,
-              b.in_use ? "in-use" : b.enabled ? "auto" : "disabled", dirty);
+      char gran[HUMAN_SIZE_LEN], dirty[HUMAN_SIZE_LEN];
+      printf ("  %-*s %11s %-8s %s\n", name_width, b.name,
+              human_size (gran, b.granularity),
+              b.in_use ? "in-use" : b.enabled ? "auto" : "disabled",
+              b.dirty_known ? human_size_exact (dirty, b.dirty_bytes)
+                            : "unknown");
     }
   }
 }
@@ -217,7 +243,7 @@ cmd_info (int argc, char **argv)
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     case 'U': flags |= QBAK_OPEN_FORCE_SHARE; break;
     case 'f': format = optarg; break;
     case OPT_NO_BACKING_CHAIN: flags |= QBAK_OPEN_NO_BACKING; break;

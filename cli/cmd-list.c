@@ -85,7 +85,7 @@ point_to_json (struct qbak_repo *r, size_t i)
     json_object_object_add (dj, "format", json_object_new_string (di.format));
     json_object_object_add (dj, "virtual-size", json_u64 (di.virtual_size));
     json_object_object_add (dj, "cluster-size", json_u64 (di.cluster_size));
-    json_object_object_add (dj, "bytes", json_u64 (di.bytes_copied));
+    json_object_object_add (dj, "bytes-copied", json_u64 (di.bytes_copied));
     json_object_object_add (dj, "seconds", json_object_new_double (di.seconds));
     json_object_array_add (disks, dj);
   }
@@ -145,7 +145,7 @@ cmd_list (int argc, char **argv)
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     default: {
       int k = keep_option (c, optarg, &po, "list", usage_line);
       if (k == 0)
@@ -199,22 +199,21 @@ cmd_list (int argc, char **argv)
         for (size_t d = 0; d < json_object_array_length (disks); d++) {
           json_object *b;
           if (json_object_object_get_ex (json_object_array_get_idx (disks, d),
-                                         "bytes", &b))
+                                         "bytes-copied", &b))
             total += (uint64_t) json_object_get_int64 (b);
         }
       json_object_array_add (points, p);
     }
     json_object_object_add (o, "points", points);
-    json_object_object_add (o, "total-bytes", json_u64 (total));
+    json_object_object_add (o, "bytes-copied", json_u64 (total));
     json_print (o);
   }
   else {
+    printf ("%-22s %-20s %-12s %-11s %10s  %-27s %s%s\n", "POINT",
+            "TIME (UTC)", "DISK", "LEVEL", "COPIED", "VERIFIED",
+            plan ? "PRUNE   " : "", "REASON");
     if (n == 0)
-      printf ("%s: no points\n", argv[optind]);
-    else
-      printf ("%-22s %-20s %-12s %-11s %12s  %-27s %s%s\n", "POINT",
-              "TIME (UTC)", "DISK", "LEVEL", "BYTES", "VERIFIED",
-              plan ? "PRUNE   " : "", "REASON");
+      printf ("(no points in %s)\n", argv[optind]);
     for (size_t i = 0; i < n; i++) {
       struct qbak_point_info p = { .size = sizeof p };
       if (qbak_repo_get_point (r, i, &p) < 0)
@@ -230,15 +229,19 @@ cmd_list (int argc, char **argv)
         if (plan)
           snprintf (action, sizeof action, "%-8s",
                     d == 0 ? prune_action (plan, p.id) : "");
-        printf ("%-22s %-20s %-12s %-11s %12" PRIu64 "  %-27s %s%s\n",
+        char copied[HUMAN_SIZE_LEN];
+        printf ("%-22s %-20s %-12s %-11s %10s  %-27s %s%s\n",
                 d == 0 ? p.id : "", d == 0 ? p.time : "", di.name,
                 di.level == QBAK_LEVEL_FULL ? "full" : "incremental",
-                di.bytes_copied, d == 0 ? verified : "", action, di.reason);
+                human_size (copied, di.bytes_copied), d == 0 ? verified : "",
+                action, di.reason);
       }
     }
-    if (n)
-      printf ("%zu point%s, %" PRIu64 " bytes copied in all\n", n,
-              n == 1 ? "" : "s", total);
+    if (n) {
+      char all[HUMAN_SIZE_LEN];
+      printf ("%zu point%s, %s copied in all\n", n, n == 1 ? "" : "s",
+              human_size_exact (all, total));
+    }
   }
   qbak_repo_close (r);
   qbak_prune_plan_free (plan);

@@ -79,7 +79,7 @@ cmd_map (int argc, char **argv)
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     case 'U': flags |= QBAK_OPEN_FORCE_SHARE; break;
     case 'f': format = optarg; break;
     case OPT_NO_BACKING_CHAIN: flags |= QBAK_OPEN_NO_BACKING; break;

@@ -30,6 +30,7 @@ static const char short_options[] = "h";
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
   { "long-options", no_argument, NULL, OPT_LONG_OPTIONS },
+  { "json", no_argument, NULL, OPT_JSON },
   { NULL, 0, NULL, 0 },
 };
 
@@ -38,6 +39,7 @@ pin (int argc, char **argv, bool on)
 {
   const char *cmd = on ? "protect" : "unprotect";
   const char *usage_line = on ? protect_usage : unprotect_usage;
+  bool json = false;
   int c;
   while ((c = getopt_long (argc, argv, short_options, long_options,
                            NULL)) != -1) {
@@ -45,6 +47,7 @@ pin (int argc, char **argv, bool on)
     case 'h':
     case OPT_HELP: print_help_and_exit (on ? protect_help : unprotect_help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
+    case OPT_JSON: json = json_output = true; break;
     default:
       return bad_option (usage_line, cmd, argc, argv, short_options,
                          long_options);
@@ -56,6 +59,13 @@ pin (int argc, char **argv, bool on)
   const char *repo = argv[optind], *id = argv[optind + 1];
   if ((on ? qbak_protect (repo, id) : qbak_unprotect (repo, id)) < 0)
     return report_error ();
+  if (json) {
+    json_object *o = json_object_new_object ();
+    json_add_ok (o);
+    json_object_object_add (o, "point", json_object_new_string (id));
+    json_object_object_add (o, "protected", json_object_new_boolean (on));
+    json_print (o);
+  }
   return EXIT_OK;
 }
 

@@ -60,7 +60,7 @@ enum {
   OPT_DRY_RUN = OPT_FIRST_COMMAND_OPTION,
 };
 
-static const char short_options[] = "hn";
+static const char short_options[] = "hn" PROGRESS_SHORT_OPTIONS;
 
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
@@ -68,6 +68,7 @@ static const struct option long_options[] = {
   { "json", no_argument, NULL, OPT_JSON },
   KEEP_LONG_OPTIONS,
   { "dry-run", no_argument, NULL, OPT_DRY_RUN },
+  PROGRESS_LONG_OPTIONS,
   { NULL, 0, NULL, 0 },
 };
 
@@ -147,11 +148,13 @@ cmd_prune (int argc, char **argv)
   int c;
   while ((c = getopt_long (argc, argv, short_options, long_options,
                            NULL)) != -1) {
+    if (progress_option (c))
+      continue;
     switch (c) {
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     case 'n':
     case OPT_DRY_RUN: dry_run = true; break;
     default: {
@@ -225,6 +228,7 @@ cmd_prune (int argc, char **argv)
     if (o.keep_within)
       json_object_object_add (pol, "keep-within",
                               json_object_new_string (within));
+    json_add_ok (top);
     json_object_object_add (top, "points", points);
     json_object_object_add (top, "policy", pol);
     json_object_object_add (top, "timezone", json_object_new_string
@@ -233,15 +237,14 @@ cmd_prune (int argc, char **argv)
                             json_object_new_boolean (dry_run));
     json_print (top);
   }
-  else if (!dry_run && !isatty (STDOUT_FILENO)) {
+  else if (opt_quiet || (!dry_run && !isatty (STDOUT_FILENO))) {
     /* Quiet for cron: the removal is done; --json or a terminal tell. */
   }
   else {
+    printf ("%-22s %-26s %-7s %s\n", "POINT", "LOCAL TIME", "ACTION",
+            "REASONS");
     if (n == 0)
-      printf ("%s: no points\n", o.repository);
-    else
-      printf ("%-22s %-26s %-7s %s\n", "POINT", "LOCAL TIME", "ACTION",
-              "REASONS");
+      printf ("(no points in %s)\n", o.repository);
     for (size_t i = 0; i < n; i++) {
       struct qbak_prune_decision d = { .size = sizeof d };
       if (qbak_prune_plan_get (plan, i, &d) < 0)

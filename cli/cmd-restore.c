@@ -34,7 +34,7 @@ static const char help[] =
 
 enum { OPT_AT = OPT_FIRST_COMMAND_OPTION, OPT_DISK, OPT_OVERLAY };
 
-static const char short_options[] = "hO:";
+static const char short_options[] = "hO:" PROGRESS_SHORT_OPTIONS;
 
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
@@ -43,6 +43,7 @@ static const struct option long_options[] = {
   { "at", required_argument, NULL, OPT_AT },
   { "disk", required_argument, NULL, OPT_DISK },
   { "overlay", no_argument, NULL, OPT_OVERLAY },
+  PROGRESS_LONG_OPTIONS,
   { NULL, 0, NULL, 0 },
 };
 
@@ -55,11 +56,13 @@ cmd_restore (int argc, char **argv)
   int c;
   while ((c = getopt_long (argc, argv, short_options, long_options,
                            NULL)) != -1) {
+    if (progress_option (c))
+      continue;
     switch (c) {
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: json = true; break;
+    case OPT_JSON: json = json_output = true; break;
     case OPT_AT: o.at = optarg; break;
     case OPT_DISK: o.disk = optarg; break;
     case OPT_OVERLAY: o.overlay = true; break;
@@ -101,13 +104,13 @@ cmd_restore (int argc, char **argv)
       json_print_failure (NULL, ret);
     else {
       json_object *j = json_object_new_object ();
-      json_object_object_add (j, "status", json_object_new_string ("ok"));
+      json_add_ok (j);
       json_object_object_add (j, "point", json_object_new_string (point));
       json_object_object_add (j, "out", json_object_new_string (o.out));
       json_print (j);
     }
   }
-  else if (rc == 0 && isatty (STDOUT_FILENO))
+  else if (rc == 0 && summary_wanted ())
     printf ("%s: point %s restored to %s\n", o.repository, point, o.out);
   return ret;
 }

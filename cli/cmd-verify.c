@@ -69,7 +69,7 @@ enum {
   OPT_SOURCE,
 };
 
-static const char short_options[] = "h";
+static const char short_options[] = "h" PROGRESS_SHORT_OPTIONS;
 
 static const struct option long_options[] = {
   { "help", no_argument, NULL, OPT_HELP },
@@ -80,6 +80,7 @@ static const struct option long_options[] = {
   { "sample", required_argument, NULL, OPT_SAMPLE },
   { "outdated-after", required_argument, NULL, OPT_OUTDATED },
   { "source", required_argument, NULL, OPT_SOURCE },
+  PROGRESS_LONG_OPTIONS,
   { NULL, 0, NULL, 0 },
 };
 
@@ -102,6 +103,7 @@ on_problem (const struct qbak_verify_problem *p, void *opaque)
     return;
   if (p->has_offset)
     snprintf (at, sizeof at, " at offset %#" PRIx64, p->offset);
+  progress_pause ();
   fprintf (stderr, "%s: %s: point %s, disk %s, %s%s: %s%s\n", progname,
            o->repo, p->point, p->disk, p->file, at,
            p->mismatch ? "" : "note: ", p->what);
@@ -145,6 +147,7 @@ on_point (const struct qbak_verify_point *p, void *opaque)
   }
   if (!o->tty)
     return;
+  progress_pause ();
   if (o->shown++ == 0)
     printf ("%-22s %-12s %-12s %s\n", "POINT", "STATE", "DISK", "DATA");
   for (size_t i = 0; i < p->n_disks; i++) {
@@ -178,6 +181,7 @@ on_source (const struct qbak_verify_source *s, void *opaque)
   }
   if (!o->tty)
     return;
+  progress_pause ();
   printf ("source %s (disk %s) against point %s: %" PRIu64 " of %" PRIu64
           " units of %" PRIu64 " bytes differ where %s%s", s->path, s->disk,
           s->point, s->units_mismatch, s->units_compared, s->unit,
@@ -200,11 +204,13 @@ cmd_verify (int argc, char **argv)
   int c;
   while ((c = getopt_long (argc, argv, short_options, long_options,
                            NULL)) != -1) {
+    if (progress_option (c))
+      continue;
     switch (c) {
     case 'h':
     case OPT_HELP: print_help_and_exit (help);
     case OPT_LONG_OPTIONS: print_long_options_and_exit (long_options);
-    case OPT_JSON: out.json = true; break;
+    case OPT_JSON: out.json = json_output = true; break;
     case OPT_AT: o.at = optarg; break;
     case OPT_DISK: o.disk = optarg; break;
     case OPT_SAMPLE: {
@@ -281,7 +287,7 @@ cmd_verify (int argc, char **argv)
   }
   out.repo = o.repository = argv[argc - 1];
   out.sampled = o.sample_percent != 0;
-  out.tty = isatty (STDOUT_FILENO);
+  out.tty = summary_wanted ();
   o.sources = sources;
   o.n_sources = n_sources;
   out.points = json_object_new_array ();
@@ -316,16 +322,23 @@ cmd_verify (int argc, char **argv)
       json_object_object_add (j, "bytes-read", json_u64 (res.bytes_read));
       json_object_object_add (j, "seconds",
                               json_object_new_double (res.seconds));
+      if (mismatch)
+        json_add_failure (j, NULL, ret);
+      else
+        json_object_object_add (j, "exit-code", json_object_new_int (ret));
       json_print (j);
     }
   }
   else if (out.tty && (rc == 0 || mismatch))
-    printf ("%zu point%s ok, %zu failed, %zu skipped; %zu file%s (%zu "
-            "without a manifest), %.1f MiB read in %.2f s\n",
-            res.points_ok, res.points_ok == 1 ? "" : "s", res.points_failed,
-            res.points_skipped, res.files_verified,
-            res.files_verified == 1 ? "" : "s", res.files_without_manifest,
-            (double) res.bytes_read / 1048576.0, res.seconds);
+    {
+      char read[HUMAN_SIZE_LEN];
+      printf ("%zu point%s ok, %zu failed, %zu skipped; %zu file%s (%zu "
+              "without a manifest), %s read in %.2f s\n",
+              res.points_ok, res.points_ok == 1 ? "" : "s",
+              res.points_failed, res.points_skipped, res.files_verified,
+              res.files_verified == 1 ? "" : "s", res.files_without_manifest,
+              human_size_exact (read, res.bytes_read), res.seconds);
+    }
   json_object_put (out.points);
   json_object_put (out.sources);
   free (sources);

@@ -102,11 +102,28 @@ last_error_text (void)
                             qbak_get_error_hint_subject (1));
 }
 
+/* The last message printed, for --json's "error". */
+static char *last_message;
+
+static void
+remember_message (const char *msg)
+{
+  free (last_message);
+  last_message = strdup (msg);
+}
+
+const char *
+last_error_message (void)
+{
+  return last_message ? last_message : qbak_get_error ();
+}
+
 int
 report_error (void)
 {
   char *text = last_error_text ();
   fprintf (stderr, "%s: %s\n", progname, text ? text : qbak_get_error ());
+  remember_message (text ? text : qbak_get_error ());
   free (text);
   switch (qbak_get_status ()) {
   case QBAK_STATUS_USAGE: return EXIT_USAGE;
@@ -146,6 +163,7 @@ print_help_pointer (const char *usage)
 static void
 print_usage_line (const char *usage, const char *msg)
 {
+  remember_message (msg);
   size_t n = strlen (msg);
   fprintf (stderr, "%s: %s%s", progname, msg,
            n && strchr (".?!", msg[n - 1]) ? " " : ". ");

@@ -155,7 +155,7 @@ main (int argc, char **argv)
   if (c && asks_for_help (argc - 1, argv + 1))
     return command_help (c);
   if (c)
-    return c->fn (argc - 1, argv + 1);
+    return json_finish (c->fn (argc - 1, argv + 1));
   if (cmd[0] == '-' && cmd[1] != '\0') {
     struct suggestion s = { 0 };
     for (size_t i = 0; i < sizeof top_options / sizeof top_options[0]; i++)

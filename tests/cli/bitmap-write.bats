@@ -85,8 +85,8 @@ qbak_made() {
     check_clean img.qcow2
     run --separate-stderr qbak bitmap list --json img.qcow2
     [ "$status" -eq 0 ] || fail "qbak bitmap list: exit $status: $stderr"
-    got=$(jq -c '[.[] | [.name, .granularity, .auto, .["in-use"], .["dirty-bytes"]]]' <<<"$output")
-    want='[["e",65536,true,false,0],["e512",512,true,false,1048576],["d",65536,false,false,0]]'
+    got=$(jq -c '[.[] | [.name, .granularity, .flags, .["dirty-bytes"]]]' <<<"$output")
+    want='[["e",65536,["auto"],0],["e512",512,["auto"],1048576],["d",65536,[],0]]'
     [ "$got" = "$want" ] || fail "qbak bitmap list: $got, expected $want"
     check_dump img.qcow2 e512
 }

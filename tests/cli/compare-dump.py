@@ -3,7 +3,7 @@
 
   compare-dump.py [--name S] [--size N] [--granularity N] QBAK.json NBDINFO.json
 
-QBAK.json is qbak's {"name", "granularity", "size", "extents": [{"start",
+QBAK.json is qbak's {"name", "granularity", "virtual-size", "extents": [{"start",
 "length", "dirty"}, ...]}; NBDINFO.json is the array printed by
 `nbdinfo --json --map=qemu:dirty-bitmap:NAME` against `qemu-nbd -r --bitmap
 NAME` ({"offset", "length", "type"}, type bit 0 set = dirty).
@@ -46,12 +46,12 @@ def main():
     qb = load(a.qbak, 'qbak')
     if not isinstance(qb, dict):
         die(f'qbak: expected a JSON object, got {type(qb).__name__}')
-    for k, want in (('name', a.name), ('granularity', a.granularity), ('size', a.size)):
+    for k, want in (('name', a.name), ('granularity', a.granularity), ('virtual-size', a.size)):
         if k not in qb:
             die(f'qbak: no "{k}" member')
         if want is not None and qb[k] != want:
             die(f'qbak: "{k}" is {json.dumps(qb[k])}, qemu-img says {json.dumps(want)}')
-    gran, size = qb['granularity'], qb['size']
+    gran, size = qb['granularity'], qb['virtual-size']
     if not is_int(gran) or gran <= 0 or not is_int(size) or size < 0:
         die(f'qbak: bad granularity {gran!r} or size {size!r}')
     ext = qb.get('extents')

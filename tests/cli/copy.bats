@@ -221,7 +221,7 @@ incremental_roundtrip() {
     local k
     for k in target status virtual-size cluster-size bytes-planned bytes-copied \
              clusters-copied zero-clusters bytes-skipped clusters-left seconds \
-             mb-per-second; do
+             bytes-per-second exit-code jobs; do
         jq -e --arg k "$k" 'has($k)' <<<"$output" >/dev/null || fail "no \"$k\": $output"
     done
     jq -e '.bitmap | has("state") and has("dirty-bytes")' <<<"$output" >/dev/null ||

@@ -121,10 +121,14 @@ same_json() {
     qemu_io_fmt qcow2 a.qcow2 "write -P 1 0 1M"
     qbak_info a.qcow2
     same_json bitmaps \
-        "$(jq '[.bitmaps[] | {name, granularity, "in-use": .["in-use"], auto}] | sort_by(.name)' info.json)" \
+        "$(jq '[.bitmaps[] | {name, granularity, flags}] | sort_by(.name)' info.json)" \
         "$(qemu_info a.qcow2 | jq '[.["format-specific"].data.bitmaps[] |
-            {name, granularity, "in-use": (.flags | index("in-use") != null),
-             auto: (.flags | index("auto") != null)}] | sort_by(.name)')"
+            {name, granularity, flags}] | sort_by(.name)')"
+    # format-specific is qemu-img's, keys, nesting and order of bitmaps,
+    # with qbak's one addition
+    same_json format-specific \
+        "$(jq -S '.["format-specific"] | del(.data["bitmaps-consistent"])' info.json)" \
+        "$(qemu_info a.qcow2 | jq -S '.["format-specific"]')"
 }
 
 @test "info: in_use bitmap shows in-use true and no dirty-bytes" {
@@ -134,7 +138,7 @@ same_json() {
     qemu_io_fmt qcow2 a.qcow2 "write -P 1 0 1M"
     leave_bitmaps_in_use a.qcow2
     qbak_info a.qcow2
-    jq -e '.bitmaps[] | select(.name == "crashed") | .["in-use"] == true and .["dirty-bytes"] == null' \
+    jq -e '.bitmaps[] | select(.name == "crashed") | .flags == ["in-use", "auto"] and .["dirty-bytes"] == null' \
         info.json >/dev/null || fail "bitmap 'crashed': $(jq -c .bitmaps info.json)"
 }
 
@@ -230,4 +234,40 @@ same_json() {
     [ "$status" -ne 0 ] && [ "$status" -ne 2 ] || fail "exit $status; stderr: $stderr"
     check_error_line
     [[ $stderr == *nosuch.qcow2* ]] || fail "error does not name the file: $stderr"
+}
+
+@test "info: virtual size and disk size read as qemu-img info's lines" {
+    local s
+    for s in 1M 1000K 1023K 1G 1025M 7T; do
+        qemu-img create -q -f qcow2 "s$s.qcow2" "$s"
+        qemu_io_fmt qcow2 "s$s.qcow2" "write -P 1 0 512k"
+        run --separate-stderr qbak info "s$s.qcow2"
+        [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+        for key in "virtual size" "disk size"; do
+            [ "$(grep "^$key: " <<<"$output")" = \
+              "$(qemu-img info "s$s.qcow2" | grep "^$key: ")" ] ||
+                fail "$s: qbak '$(grep "^$key: " <<<"$output")'," \
+                     "qemu-img '$(qemu-img info "s$s.qcow2" | grep "^$key: ")'"
+        done
+    done
+}
+
+@test "info: tables say when they are empty: bitmap list, list, prune" {
+    qemu-img create -q -f qcow2 a.qcow2 1M
+    run --separate-stderr qbak bitmap list a.qcow2
+    [ "$status" -eq 0 ] || fail "exit $status: $stderr"
+    [ "${lines[0]}" = "$(printf '%-4s %11s %-8s %s' NAME GRANULARITY FLAGS DIRTY)" ] &&
+        [ "${lines[1]}" = "(no bitmaps)" ] && [ "${#lines[@]}" -eq 2 ] ||
+        fail "bitmap list: $output"
+    # a repository with no point: its zone was set, the backup failed
+    run --separate-stderr qbak backup --tz UTC nosuch.qcow2 repo
+    [ "$status" -ne 0 ] && [ -d repo ] || fail "exit $status: $stderr"
+    run --separate-stderr qbak list repo
+    [ "$status" -eq 0 ] || fail "list: exit $status: $stderr"
+    [[ ${lines[0]} == POINT*TIME*DISK*LEVEL*COPIED*VERIFIED*REASON ]] &&
+        [ "${lines[1]}" = "(no points in repo)" ] || fail "list: $output"
+    run --separate-stderr qbak prune --dry-run --keep-last 1 repo
+    [ "$status" -eq 0 ] || fail "prune: exit $status: $stderr"
+    [[ ${lines[0]} == POINT*ACTION*REASONS ]] &&
+        [ "${lines[1]}" = "(no points in repo)" ] || fail "prune: $output"
 }

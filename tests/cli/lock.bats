@@ -146,7 +146,7 @@ locked() {
     hold img.qcow2
     run --separate-stderr qbak bitmap list -U --json img.qcow2
     [ "$status" -eq 0 ] || fail "exit $status: $stderr"
-    [ "$(jq -c '[.[] | [.name, .["in-use"]]]' <<<"$output")" = '[["b0",true],["b1",true]]' ] ||
+    [ "$(jq -c '[.[] | [.name, (.flags | index("in-use") != null)]]' <<<"$output")" = '[["b0",true],["b1",true]]' ] ||
         fail "qbak bitmap list -U: $output"
 }
 

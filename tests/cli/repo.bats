@@ -549,7 +549,7 @@ killed_then_continued() {
     run --separate-stderr qbak backup --json vda.qcow2 repo
     [ "$status" -eq 0 ] || fail "exit $status: $stderr"
     [ "$(jq '.disks[0]."bytes-this-run"' <<<"$output")" -le $((201326592 - kept)) ]
-    [ "$(jq '.disks[0].bytes' <<<"$output")" -eq 201326592 ]
+    [ "$(jq '.disks[0]."bytes-copied"' <<<"$output")" -eq 201326592 ]
     [[ "$(jq -r '.disks[0].reason' <<<"$output")" == *"continues the interrupted run"* ]]
     restores_to repo "$(points repo)" vda vda.qcow2
     check_repo repo

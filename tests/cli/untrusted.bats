@@ -301,9 +301,9 @@ same_names() {
     qemu-io -r -f raw -c 'read -P 6 0 64k' d/data.raw >/dev/null
     run --separate-stderr q info --json d/img.qcow2
     [ "$status" -eq 0 ] || fail "info: exit $status: $stderr"
-    [ "$(jq -r '.["format-specific"]["data-file"]' <<<"$output")" = \
+    [ "$(jq -r '.["format-specific"].data["data-file"]' <<<"$output")" = \
       "$(cd d && qemu-img info --output=json img.qcow2 | jq -r '.["format-specific"].data["data-file"]')" ]
-    [ "$(jq -r '.["format-specific"]["full-data-file"]' <<<"$output")" = d/sub/../data.raw ]
+    [ "$(jq -r '.["format-specific"].data["full-data-file"]' <<<"$output")" = d/sub/../data.raw ]
     run --separate-stderr q info d/img.qcow2
     [[ $output == *"data file: sub/../data.raw (actual path: d/sub/../data.raw)"* ]]
     (cd d/sub && q copy ../img.qcow2 ../../t.qcow2 --sync full)
@@ -333,7 +333,7 @@ same_names() {
     [[ $output == *"backing file: b.qcow2"* ]]
     run --separate-stderr q info --no-backing-chain --json dimg.qcow2
     [ "$status" -eq 0 ] || fail "info: exit $status: $stderr"
-    [ "$(jq -r '.["format-specific"]["full-data-file"]' <<<"$output")" = dx.raw ]
+    [ "$(jq -r '.["format-specific"].data["full-data-file"]' <<<"$output")" = dx.raw ]
     run --separate-stderr q map --no-backing-chain dimg.qcow2
     [ "$status" -eq 0 ] || fail "map: exit $status: $stderr"
     # the map of the top alone is QEMU's with the backing link cut

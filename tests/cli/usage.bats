@@ -327,7 +327,7 @@ check_help_flag() {
     usage_says "missing TARGET" copy a.qcow2 --sync full
     usage_says "copy:" copy a.qcow2 t.qcow2 u.qcow2 --sync full
     usage_says "missing subcommand (list, dump, add" bitmap
-    usage_says "missing subcommand" bitmap --json
+    usage_says "missing subcommand" bitmap -U
     usage_says "missing IMAGE" bitmap list
     usage_says "unexpected argument 'extra'" bitmap list a.qcow2 extra
     usage_says "missing NAME" bitmap dump a.qcow2
@@ -341,7 +341,7 @@ check_help_flag() {
     usage_says "bitmap merge: missing SRC" bitmap merge a.qcow2 d
     usage_says "--granularity is only for add" bitmap list --granularity 64k a.qcow2
     usage_says "--image is for the changes" bitmap list --image a.qcow2
-    usage_says "--json and -U are for list and dump" bitmap add --json a.qcow2 x
+    usage_says "-U is for list and dump" bitmap add -U a.qcow2 x
     [ ! -e t.qcow2 ] && [ ! -e u.qcow2 ] || fail "a target was made"
     [ -z "$(qemu_bitmap_names a.qcow2)" ] || fail "a bitmap was added"
 }
