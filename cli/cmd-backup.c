@@ -42,6 +42,8 @@ static const char help[] =
   "                      existing REPO, refused unless it is REPO's zone\n"
   "  --freeze-cmd CMD, --thaw-cmd CMD, --freeze-timeout S: as in qbak copy\n"
   "  --json              print the new point as JSON on stdout\n"
+  "  -p, --progress      draw a progress bar even when stderr is not a tty\n"
+  "  -q, --quiet         print nothing but errors\n"
   "\n"
   "The point's record is written only once every file of it is durable; a\n"
   "run that fails or is killed leaves every earlier point as it was, and the\n"

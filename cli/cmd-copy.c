@@ -51,6 +51,8 @@ static const char help[] =
   "  -f FMT              require SRC to be in format FMT (qcow2, qcow, raw)\n"
   "  --cluster-size SIZE target cluster size (default: the source's)\n"
   "  --json              print the result as JSON on stdout\n"
+  "  -p, --progress      draw a progress bar even when stderr is not a tty\n"
+  "  -q, --quiet         print nothing but errors\n"
   "\n"
   "Failures:\n"
   "  --on-error report   stop at the first error (default)\n"

@@ -22,12 +22,7 @@ static const char help[] =
   "  --keep-...  a retention policy, as qbak prune takes it: a PRUNE\n"
   "              column (JSON: \"prune\": \"keep\" or \"remove\") says what\n"
   "              prune with that policy would do to each point\n"
-  "  --json   {\"points\": [{\"id\", \"time\", \"unix-time\", \"state\",\n"
-  "           \"disks\": [{\"name\", \"level\", \"reason\", \"file\",\n"
-  "           \"parent\", \"format\", \"virtual-size\", \"cluster-size\",\n"
-  "           \"bytes\", \"seconds\"}], \"verify\": {\"state\", \"time\",\n"
-  "           \"unix-time\", \"sampled\", \"partial\"} or null}],\n"
-  "           \"total-bytes\": N}\n"
+  "  --json   print the points as JSON on stdout (see qbak-json(7))\n"
   "\n"
   "Exit: 0 done, 2 usage, 3 not a repository or a damaged one.\n";
 

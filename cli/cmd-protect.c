@@ -4,23 +4,27 @@
 
 #include "cli/cli.h"
 
-static const char protect_usage[] = "Usage: qbak protect REPO POINT";
+static const char protect_usage[] = "Usage: qbak protect [--json] REPO POINT";
 static const char protect_help[] =
-  "Usage: qbak protect REPO POINT\n"
+  "Usage: qbak protect [--json] REPO POINT\n"
   "\n"
   "Pin the point POINT (an id as `qbak list` shows it) of the repository\n"
   "REPO: no retention policy of `qbak prune` removes it, until `qbak\n"
   "unprotect`.  Pinning a pinned point is no error.\n"
   "\n"
+  "  --json   print the point and whether it is pinned as JSON on stdout\n"
+  "\n"
   "Exit: 0 done, 1 failed, 2 usage (no such point), 3 not a repository,\n"
   "4 busy.\n";
-static const char unprotect_usage[] = "Usage: qbak unprotect REPO POINT";
+static const char unprotect_usage[] = "Usage: qbak unprotect [--json] REPO POINT";
 static const char unprotect_help[] =
-  "Usage: qbak unprotect REPO POINT\n"
+  "Usage: qbak unprotect [--json] REPO POINT\n"
   "\n"
   "Unpin the point POINT of the repository REPO (see `qbak protect`):\n"
   "retention policies decide about it again.  Unpinning a point that is\n"
   "not pinned is no error.\n"
+  "\n"
+  "  --json   print the point and whether it is pinned as JSON on stdout\n"
   "\n"
   "Exit: 0 done, 1 failed, 2 usage (no such point), 3 not a repository,\n"
   "4 busy.\n";

@@ -28,6 +28,8 @@ static const char help[] =
   "                       the point's file in REPO (by absolute name): a VM can\n"
   "                       boot from it at once; REPO is only read\n"
   "  --json               print what was restored as JSON\n"
+  "  -p, --progress       draw a progress bar even when stderr is not a tty\n"
+  "  -q, --quiet          print nothing but errors\n"
   "\n"
   "Exit: 0 done, 1 failed, 2 usage (no such point or disk), 3 damaged\n"
   "repository, 130 interrupted.\n";
