@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "common/error.h"
 #include "formats/file-names.h"
@@ -160,11 +159,7 @@ check_backing_format (struct image *layer)
 static int
 same_file (struct image *a, struct image *b)
 {
-  struct stat sa, sb;
-  if (!a->file || !b->file ||
-      fstat (a->file->fd, &sa) < 0 || fstat (b->file->fd, &sb) < 0)
-    return 0;
-  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  return a->file && b->file && qbak_file_same (a->file, b->file);
 }
 
 struct image *
