@@ -160,6 +160,56 @@ storage_local_path (struct storage *st, const char *key)
   return st->ops->local_path (st, key);
 }
 
+/* ---- Big objects ------------------------------------------------------ */
+
+static const struct storage_object_ops *
+object_ops (struct storage *st, const char *what)
+{
+  if (st->ops->objects)
+    return st->ops->objects;
+  set_usage_error ("%s: %s is not supported on %s storage", st->location,
+                   what, st->ops->name);
+  return NULL;
+}
+
+struct qbak_file *
+storage_open_object (struct storage *st, const char *key)
+{
+  const struct storage_object_ops *o = object_ops (st, "reading a file");
+  if (!o || storage_check_key (st->location, key) < 0)
+    return NULL;
+  return o->open (st, key);
+}
+
+struct qbak_file *
+storage_create_object (struct storage *st, const char *key)
+{
+  const struct storage_object_ops *o = object_ops (st, "writing a file");
+  if (!o || storage_check_key (st->location, key) < 0)
+    return NULL;
+  return o->create (st, key);
+}
+
+int
+storage_commit_object (struct storage *st, struct qbak_file *f)
+{
+  const struct storage_object_ops *o = object_ops (st, "writing a file");
+  return o ? o->commit (st, f) : -1;
+}
+
+int
+storage_abort_object (struct storage *st, struct qbak_file *f)
+{
+  const struct storage_object_ops *o = object_ops (st, "writing a file");
+  return o ? o->abort (st, f) : -1;
+}
+
+bool
+storage_can_continue_in_place (struct storage *st)
+{
+  return st->ops->objects && st->ops->objects->in_place;
+}
+
 void
 storage_close (struct storage *st)
 {
