@@ -861,17 +861,15 @@ folder_create_object (struct storage *st, const char *key)
   return qbak_file_from_fd (fd, p, true);
 }
 
-/* The key of F, an object of ST (its name is LOCATION/KEY), and the
- * folder that holds it. */
+/* The folder that holds F, an object of ST. */
 static int
 object_parent (struct storage *st, struct qbak_file *f, const char **leaf)
 {
-  size_t n = strlen (st->location);
-  const char *key = f->path + n + 1;
-  if (f->fd < 0 || strncmp (f->path, st->location, n) != 0 ||
-      f->path[n] != '/' || !storage_key_valid (key)) {
-    set_usage_error ("%s: not an object of the repository %s", f->path,
-                     st->location);
+  const char *key = storage_object_key (st, f);
+  if (!key)
+    return -1;
+  if (f->fd < 0) {
+    set_usage_error ("%s: not a file of a folder", f->path);
     return -1;
   }
   return open_parent (to_folder (st), key, false, leaf);

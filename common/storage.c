@@ -1,9 +1,11 @@
 /* The storage interface's entry points: key rules, then the backend. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/error.h"
+#include "common/fileio.h"
 #include "common/storage.h"
 
 /* A key component: [A-Za-z0-9._-], not starting with '.', so that no
@@ -202,6 +204,43 @@ storage_abort_object (struct storage *st, struct qbak_file *f)
 {
   const struct storage_object_ops *o = object_ops (st, "writing a file");
   return o ? o->abort (st, f) : -1;
+}
+
+const char *
+storage_object_key (struct storage *st, const struct qbak_file *f)
+{
+  size_t n = strlen (st->location);
+  if (strncmp (f->path, st->location, n) == 0 && f->path[n] == '/' &&
+      storage_key_valid (f->path + n + 1))
+    return f->path + n + 1;
+  set_usage_error ("%s: not an object of the repository %s", f->path,
+                   st->location);
+  return NULL;
+}
+
+struct qbak_file *
+storage_open_backing (struct storage *st, const struct qbak_file *from,
+                      const char *name)
+{
+  const char *key = storage_object_key (st, from);
+  if (!key)
+    return NULL;
+  if (strchr (name, '/') || !valid_component (name, strlen (name))) {
+    set_invalid ("%s: backing file '%s' is not a file in the same folder "
+                 "of the repository; a repository's files name only their "
+                 "neighbours", from->path, name);
+    return NULL;
+  }
+  const char *slash = strrchr (key, '/');
+  int dirlen = slash ? (int) (slash - key + 1) : 0;
+  char *bkey;
+  if (asprintf (&bkey, "%.*s%s", dirlen, key, name) < 0) {
+    set_nomem ();
+    return NULL;
+  }
+  struct qbak_file *f = storage_open_object (st, bkey);
+  free (bkey);
+  return f;
 }
 
 bool

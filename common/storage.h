@@ -220,6 +220,19 @@ int storage_commit_object (struct storage *st, struct qbak_file *f);
  * aborted.  F stays open.  0, or -1 with the error set (the object may be
  * left; the repository's next backup removes files no record names). */
 int storage_abort_object (struct storage *st, struct qbak_file *f);
+/* The key of F, an object of ST (F's name is LOCATION/KEY), pointing
+ * into F's name; NULL with STATUS_USAGE if F is not one. */
+const char *storage_object_key (struct storage *st,
+                                const struct qbak_file *f);
+/* Open, read-only, the object a backing file name NAME stored in the
+ * object FROM names.  Only a name in FROM's own folder is an object
+ * (qemu-img resolves a relative name against the folder of the image
+ * that stores it): an absolute name, a name with a '/' or one that is not
+ * a valid key component is refused (STATUS_INVALID), so no name leads
+ * out of the folder or out of the repository. */
+struct qbak_file *storage_open_backing (struct storage *st,
+                                        const struct qbak_file *from,
+                                        const char *name);
 /* Whether the storage can continue a file in place (see above). */
 bool storage_can_continue_in_place (struct storage *st);
 

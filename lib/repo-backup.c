@@ -196,9 +196,8 @@ previous_view (struct repo *r, const struct disk_plan *d)
   size_t n = 0;
   const struct repo_disk_record *rec = d->prevd;
   while (rec && n < REPO_CHAIN_MAX) {
-    char *path = storage_local_path (r->st, rec->manifest);
-    layers[n] = path ? manifest_reader_open (path) : NULL;
-    free (path);
+    struct qbak_file *f = storage_open_object (r->st, rec->manifest);
+    layers[n] = f ? manifest_reader_open_file (f) : NULL;
     if (!layers[n])
       goto fail;
     n++;
@@ -664,7 +663,7 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
   g.cancel = o.cancel;
   g.progress = o.progress;
   g.progress_opaque = o.progress_opaque;
-  if (qbak_internal_copy_group (&g, results, places) < 0)
+  if (qbak_internal_copy_group (&g, results, places, NULL) < 0)
     goto out;
 
   /* Every file of the point is durable and named: the record makes the

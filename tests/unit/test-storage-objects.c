@@ -196,6 +196,46 @@ test_links_refused (void **state)
   error_clear ();
 }
 
+/* A backing file name stored in an object leads only to a neighbour in
+ * its folder: qemu-img's resolution of a relative name, and nothing that
+ * leaves the folder. */
+static void
+test_backing_names (void **state)
+{
+  struct fixture *fx = *state;
+  struct qbak_file *f = storage_create_object (fx->st, "disks/vda/B.qcow2");
+  assert_non_null (f);
+  assert_int_equal (storage_commit_object (fx->st, f), 0);
+  qbak_file_close (f);
+  f = storage_create_object (fx->st, "disks/vda/T.qcow2");
+  assert_non_null (f);
+  assert_int_equal (storage_commit_object (fx->st, f), 0);
+  assert_string_equal (storage_object_key (fx->st, f), "disks/vda/T.qcow2");
+
+  struct qbak_file *b = storage_open_backing (fx->st, f, "B.qcow2");
+  assert_non_null (b);
+  assert_false (b->writable);
+  char want[TEST_PATH_MAX + 64];
+  snprintf (want, sizeof want, "%s/disks/vda/B.qcow2", fx->repo);
+  assert_string_equal (b->path, want);
+  qbak_file_close (b);
+
+  static const char *const refused[] = {
+    "../vda/B.qcow2", "./B.qcow2", "/etc/passwd", "vda/B.qcow2", "..",
+    ".B.qcow2", "", "B.qcow2/", "nbd:localhost:10809",
+  };
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    assert_null (storage_open_backing (fx->st, f, refused[i]));
+    assert_int_equal (error_get_status (), STATUS_INVALID);
+    error_clear ();
+  }
+  /* A neighbour that is not there. */
+  assert_null (storage_open_backing (fx->st, f, "C.qcow2"));
+  assert_int_equal (error_get_errno (), ENOENT);
+  error_clear ();
+  qbak_file_close (f);
+}
+
 /* ---- the seam: a backend that can only read ------------------------- */
 
 struct mem {
@@ -296,6 +336,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_abort_leaves_nothing, setup,
                                      teardown),
     cmocka_unit_test_setup_teardown (test_links_refused, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_backing_names, setup, teardown),
     cmocka_unit_test (test_backend_without_operations),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
