@@ -226,9 +226,8 @@ storage_open_backing (struct storage *st, const struct qbak_file *from,
   if (!key)
     return NULL;
   if (strchr (name, '/') || !valid_component (name, strlen (name))) {
-    set_invalid ("%s: backing file '%s' is not a file in the same folder "
-                 "of the repository; a repository's files name only their "
-                 "neighbours", from->path, name);
+    set_invalid ("%s: not a file in the same folder of the repository "
+                 "(a repository's files name only their neighbours)", name);
     return NULL;
   }
   const char *slash = strrchr (key, '/');

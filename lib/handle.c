@@ -39,6 +39,11 @@ static int
 lock_layer (struct qbak_file *file, int depth, void *opaque)
 {
   unsigned flags = *(unsigned *) opaque;
+  /* An object of an object store has no descriptor to lock: the
+   * repository's own lock (storage_lock) keeps other qbaks away, and no
+   * QEMU opens it. */
+  if (file->fd < 0)
+    return 0;
   if (depth == 0 && (flags & QBAK_OPEN_WRITE))
     return qbak_internal_lock (file, QBAK_PERM_ALL, 0);
   return qbak_internal_lock (file, QBAK_PERM_CONSISTENT_READ,

@@ -606,6 +606,11 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
       set_nomem ();
       goto out;
     }
+    /* The target and its manifest are still written by path: an
+     * in-place, checkpointed target is reopened and rewritten by name
+     * (storage.h: in-place continuation).  On a storage without it they
+     * must be streamed into storage_create_object and committed once the
+     * job's finish is durable, with no checkpoints. */
     if (storage_prepare (r->st, d[i].key) < 0 ||
         !(d[i].target = storage_local_path (r->st, d[i].key)) ||
         !(d[i].manifest_path = storage_local_path (r->st,

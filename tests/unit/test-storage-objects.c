@@ -20,6 +20,7 @@
 #include "common/error.h"
 #include "common/fileio.h"
 #include "common/storage.h"
+#include "formats/image.h"
 #include "helpers.h"
 
 struct fixture {
@@ -236,6 +237,84 @@ test_backing_names (void **state)
   qbak_file_close (f);
 }
 
+/* ---- images opened through the storage (formats/image.h) ----------- */
+
+static struct qbak_file *
+opener (struct image *from, const char *name, void *opaque)
+{
+  return storage_open_backing (opaque, from->file, name);
+}
+
+static struct image *
+open_key (struct storage *st, const char *key, unsigned flags)
+{
+  struct qbak_file *f = storage_open_object (st, key);
+  assert_non_null (f);
+  return image_open_file (f, "qcow2", flags, opener, st, NULL, NULL);
+}
+
+/* A chain of three, its backing files opened as neighbours, read as
+ * qemu-io wrote it; the rules of image_open hold: a backing name that
+ * leaves the folder or is absolute, an external data file and a loop are
+ * refused. */
+static void
+test_image_chain (void **state)
+{
+  struct fixture *fx = *state;
+  test_require_qemu ();
+  test_sh ("cd '%s' && mkdir -p disks/vda && cd disks/vda && "
+           "qemu-img create -q -f qcow2 A.qcow2 4M && "
+           "qemu-io -c 'write -P 0x11 0 1M' A.qcow2 >/dev/null && "
+           "qemu-img create -q -f qcow2 -b A.qcow2 -F qcow2 B.qcow2 && "
+           "qemu-io -c 'write -P 0x22 1M 1M' B.qcow2 >/dev/null && "
+           "qemu-img create -q -f qcow2 -b B.qcow2 -F qcow2 C.qcow2 && "
+           "qemu-io -c 'write -P 0x33 2M 64k' C.qcow2 >/dev/null && "
+           "for f in up abs self; do "
+           "qemu-img create -q -f qcow2 $f.qcow2 4M || exit 1; done && "
+           "qemu-img rebase -u -b ../vdb/X.qcow2 -F qcow2 up.qcow2 && "
+           "qemu-img rebase -u -b /etc/hosts -F raw abs.qcow2 && "
+           "qemu-img rebase -u -b self.qcow2 -F qcow2 self.qcow2 && "
+           "qemu-img create -q -f qcow2 -o data_file=data.raw dfile.qcow2 "
+           "4M", fx->repo);
+
+  struct image *img = open_key (fx->st, "disks/vda/C.qcow2", 0);
+  assert_non_null (img);
+  assert_non_null (img->backing);
+  assert_non_null (img->backing->backing);
+  assert_null (img->backing->backing->backing);
+  uint8_t buf[4];
+  static const struct { uint64_t off; uint8_t v; } want[] = {
+    { 0, 0x11 }, { 1 << 20, 0x22 }, { 2 << 20, 0x33 }, { 3 << 20, 0 },
+  };
+  for (size_t i = 0; i < 4; i++) {
+    assert_int_equal (image_read (img, buf, sizeof buf, want[i].off), 0);
+    for (size_t k = 0; k < sizeof buf; k++)
+      assert_int_equal (buf[k], want[i].v);
+  }
+  image_close (img);
+
+  static const struct { const char *key, *why; } refused[] = {
+    { "disks/vda/up.qcow2", "not a file in the same folder" },
+    { "disks/vda/abs.qcow2", "not a file in the same folder" },
+    { "disks/vda/dfile.qcow2", "names an external data file" },
+    { "disks/vda/self.qcow2", "backing chain loop" },
+  };
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    assert_null (open_key (fx->st, refused[i].key, 0));
+    assert_non_null (strstr (error_get_message (), refused[i].why));
+    assert_int_equal (error_get_status (), STATUS_INVALID);
+    error_clear ();
+  }
+  /* Without the chain, the image alone opens (to be inspected). */
+  img = open_key (fx->st, "disks/vda/dfile.qcow2", IMAGE_OPEN_NO_BACKING);
+  assert_non_null (img);
+  image_close (img);
+  /* A read-only object is never opened for writing. */
+  assert_null (open_key (fx->st, "disks/vda/C.qcow2", IMAGE_OPEN_WRITE));
+  assert_int_equal (error_get_status (), STATUS_USAGE);
+  error_clear ();
+}
+
 /* ---- the seam: a backend that can only read ------------------------- */
 
 struct mem {
@@ -337,6 +416,7 @@ main (void)
                                      teardown),
     cmocka_unit_test_setup_teardown (test_links_refused, setup, teardown),
     cmocka_unit_test_setup_teardown (test_backing_names, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_image_chain, setup, teardown),
     cmocka_unit_test (test_backend_without_operations),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
