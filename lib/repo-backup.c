@@ -353,7 +353,10 @@ check_interrupted (struct repo *r, struct disk_plan *d,
     ? qbak_internal_find_bitmap (h, d->next_end) : NULL;
   const struct qcow2_bitmap *redo = d->bitmaps
     ? qbak_internal_find_bitmap (h, d->redo) : NULL;
-  bool ok = next && !next->in_use && next_end && !next_end->in_use &&
+  /* Continuing rewrites the file in place, which only some storage
+   * offers (storage.h); elsewhere an interrupted run is taken anew. */
+  bool ok = storage_can_continue_in_place (r->st) &&
+            next && !next->in_use && next_end && !next_end->in_use &&
             (!redo || !redo->in_use);
   if (ok) {
     struct qcow2_writer *w = qcow2_writer_reopen (d->target);
