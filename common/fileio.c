@@ -12,6 +12,155 @@
 #include "common/fileio.h"
 #include "common/writeback.h"
 
+/* ---- The fd backend, the default (fileio.h) ---------------------------
+ * Each operation is the system call and nothing else: the generic layer
+ * below does the rest, so a descriptor costs one indirect call per
+ * system call. */
+
+static ssize_t
+fd_pread (struct qbak_file *f, void *buf, size_t count, uint64_t offset)
+{
+  return pread (f->fd, buf, count, (off_t) offset);
+}
+
+static ssize_t
+fd_pwrite (struct qbak_file *f, const void *buf, size_t count,
+           uint64_t offset)
+{
+  return pwrite (f->fd, buf, count, (off_t) offset);
+}
+
+static int
+fd_flush (struct qbak_file *f)
+{
+  return fsync (f->fd);
+}
+
+static int64_t
+fd_size (struct qbak_file *f)
+{
+  struct stat st;
+  if (fstat (f->fd, &st) < 0)
+    return -1;
+  if (S_ISBLK (st.st_mode))
+    /* st_size is 0 for a block device; its end is its size. */
+    return lseek (f->fd, 0, SEEK_END);
+  return st.st_size;
+}
+
+static int
+fd_truncate (struct qbak_file *f, uint64_t size)
+{
+  return ftruncate (f->fd, (off_t) size);
+}
+
+static int
+fd_punch_hole (struct qbak_file *f, uint64_t offset, uint64_t len)
+{
+  return fallocate (f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    (off_t) offset, (off_t) len);
+}
+
+static int
+fd_extent (struct qbak_file *f, uint64_t offset, uint64_t length,
+           bool *is_data, uint64_t *pnum)
+{
+  off_t data = lseek (f->fd, (off_t) offset, SEEK_DATA);
+  if (data < 0) {
+    /* ENXIO: a hole up to EOF; any other error: no SEEK_DATA here,
+     * assume data. */
+    *is_data = errno != ENXIO;
+    *pnum = length;
+    return 0;
+  }
+  if ((uint64_t) data > offset) {
+    *is_data = false;
+    *pnum = (uint64_t) data - offset;
+  }
+  else {
+    off_t hole = lseek (f->fd, (off_t) offset, SEEK_HOLE);
+    *is_data = true;
+    *pnum = hole < 0 ? length : (uint64_t) hole - offset;
+  }
+  return 0;
+}
+
+static int64_t
+fd_allocated (struct qbak_file *f)
+{
+  struct stat st;
+  if (fstat (f->fd, &st) < 0)
+    return -1;
+  return (int64_t) st.st_blocks * 512;
+}
+
+static int
+fd_writeback (struct qbak_file *f, uint64_t offset, uint64_t len)
+{
+  if (!f->wb_tried) {
+    f->wb_tried = true;
+    f->wb = writeback_start (f->fd);
+  }
+  if (f->wb) {
+    writeback_queue (f->wb, offset, len);
+    return 0;
+  }
+  if (sync_file_range (f->fd, (off_t) offset, (off_t) len,
+                       SYNC_FILE_RANGE_WRITE) < 0 &&
+      writeback_lost_data (errno))
+    return errno;
+  return 0;
+}
+
+static int
+fd_writeback_error (struct qbak_file *f)
+{
+  return f->wb ? writeback_take_error (f->wb) : 0;
+}
+
+static void
+fd_close (struct qbak_file *f)
+{
+  writeback_stop (f->wb);
+  close (f->fd);
+}
+
+static const struct qbak_file_ops fd_ops = {
+  .name = "fd",
+  .pread = fd_pread,
+  .pwrite = fd_pwrite,
+  .flush = fd_flush,
+  .size = fd_size,
+  .truncate = fd_truncate,
+  .punch_hole = fd_punch_hole,
+  .extent = fd_extent,
+  .allocated = fd_allocated,
+  .writeback = fd_writeback,
+  .writeback_error = fd_writeback_error,
+  .close = fd_close,
+};
+
+/* ---- The generic layer ------------------------------------------------ */
+
+struct qbak_file *
+qbak_file_new (const struct qbak_file_ops *ops, void *impl, const char *path,
+               bool writable)
+{
+  struct qbak_file *f = calloc (1, sizeof *f);
+  if (!f || !(f->path = strdup (path))) {
+    struct qbak_file tmp = { .ops = ops, .impl = impl, .fd = -1 };
+    free (f);
+    ops->close (&tmp);
+    set_nomem ();
+    return NULL;
+  }
+  f->ops = ops;
+  f->impl = impl;
+  f->fd = -1;
+  f->writable = writable;
+  return f;
+}
+
 static struct qbak_file *
 wrap (int fd, const char *path, bool writable)
 {
@@ -22,10 +171,40 @@ wrap (int fd, const char *path, bool writable)
     set_nomem ();
     return NULL;
   }
+  f->ops = &fd_ops;
   f->fd = fd;
   f->writable = writable;
   return f;
 }
+
+bool
+qbak_file_same (struct qbak_file *a, struct qbak_file *b)
+{
+  if (a->ops != b->ops)
+    return false;
+  if (a->ops == &fd_ops) {
+    struct stat sa, sb;
+    return fstat (a->fd, &sa) == 0 && fstat (b->fd, &sb) == 0 &&
+      sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  }
+  return strcmp (a->path, b->path) == 0;
+}
+
+/* An operation the backend lacks: refused, never skipped. */
+static void
+set_unsupported (struct qbak_file *f, const char *what)
+{
+  set_usage_error ("%s: %s is not supported on object storage (%s)",
+                   f->path, what, f->ops->name);
+}
+
+/* A backend's failure R (-1 with errno E, or QBAK_FILE_ERROR_SET with the
+ * error set already) as the error. */
+#define SET_BACKEND_ERROR(r, e, ...)                    \
+  do {                                                  \
+    if ((r) != QBAK_FILE_ERROR_SET)                     \
+      set_io_error ((e), __VA_ARGS__);                  \
+  } while (0)
 
 /* What a non-image file type is called in messages, or NULL for the two
  * types that can hold an image: regular files and block devices. */
@@ -109,8 +288,7 @@ qbak_file_close (struct qbak_file *f)
 {
   if (!f)
     return;
-  writeback_stop (f->wb);
-  close (f->fd);
+  f->ops->close (f);
   free (f->path);
   free (f);
 }
@@ -130,12 +308,17 @@ do_pread (struct qbak_file *f, void *buf, size_t count, uint64_t offset,
                  f->path, offset);
     return -1;
   }
+  if (!f->ops->pread) {
+    set_unsupported (f, "reading");
+    return -1;
+  }
   while (count > 0) {
-    ssize_t r = pread (f->fd, p, count, (off_t) offset);
+    ssize_t r = f->ops->pread (f, p, count, offset);
     if (r < 0) {
-      if (errno == EINTR)
+      if (r == -1 && errno == EINTR)
         continue;
-      set_io_error (errno, "%s: read at offset %" PRIu64, f->path, offset);
+      SET_BACKEND_ERROR (r, errno, "%s: read at offset %" PRIu64, f->path,
+                         offset);
       return -1;
     }
     if (r == 0) {
@@ -278,13 +461,23 @@ qbak_file_pwrite (struct qbak_file *f, const void *buf, size_t count,
     set_io_error (e, "%s: write at offset %" PRIu64, f->path, offset);
     return -1;
   }
+  if (!f->ops->pwrite) {
+    set_unsupported (f, "writing");
+    return -1;
+  }
   note_write (f, offset, count);
   while (count > 0) {
-    ssize_t r = pwrite (f->fd, p, count, (off_t) offset);
+    ssize_t r = f->ops->pwrite (f, p, count, offset);
     if (r < 0) {
-      if (errno == EINTR)
+      if (r == -1 && errno == EINTR)
         continue;
-      set_io_error (errno, "%s: write at offset %" PRIu64, f->path, offset);
+      SET_BACKEND_ERROR (r, errno, "%s: write at offset %" PRIu64, f->path,
+                         offset);
+      return -1;
+    }
+    if (r == 0) {               /* never for a file: a backend's bug */
+      set_io_error (EIO, "%s: write at offset %" PRIu64 " made no progress",
+                    f->path, offset);
       return -1;
     }
     p += r;
@@ -300,16 +493,25 @@ qbak_file_flush (struct qbak_file *f)
 {
   /* Never retried (fileio.h): poisoned, it fails until everything that
    * may have been lost was written again. */
-  int e = f->wb ? writeback_take_error (f->wb) : 0;
+  int e = f->ops->writeback_error ? f->ops->writeback_error (f) : 0;
+  int r = -1;
   if (e)
     poison (f, e);
   else if (f->flush_failed &&
            (f->unproven.overflow || f->unproven.n > 0))
     e = f->flush_failed;
+  else if (!f->ops->flush) {
+    set_unsupported (f, "flushing");
+    return -1;
+  }
   else {
     e = qbak_failpoint (FP_FLUSH, f->path);
-    if (!e && fsync (f->fd) < 0)
-      e = errno;
+    if (!e && (r = f->ops->flush (f)) < 0) {
+      e = r != QBAK_FILE_ERROR_SET ? errno
+          : error_get_errno () ? error_get_errno () : EIO;
+    }
+    else
+      r = -1;
     if (e)
       poison (f, e);
     else {
@@ -319,7 +521,7 @@ qbak_file_flush (struct qbak_file *f)
     }
   }
   if (e) {
-    set_io_error (e, "%s: flush", f->path);
+    SET_BACKEND_ERROR (r, e, "%s: flush", f->path);
     return -1;
   }
   return 0;
@@ -333,9 +535,14 @@ qbak_file_truncate (struct qbak_file *f, uint64_t size)
     set_io_error (e, "%s: truncate to %" PRIu64, f->path, size);
     return -1;
   }
+  if (!f->ops->truncate) {
+    set_unsupported (f, "changing the size of a file");
+    return -1;
+  }
   note_untracked (f);
-  if (ftruncate (f->fd, (off_t) size) < 0) {
-    set_io_error (errno, "%s: truncate to %" PRIu64, f->path, size);
+  int r = f->ops->truncate (f, size);
+  if (r < 0) {
+    SET_BACKEND_ERROR (r, errno, "%s: truncate to %" PRIu64, f->path, size);
     return -1;
   }
   return 0;
@@ -349,11 +556,15 @@ qbak_file_punch_hole (struct qbak_file *f, uint64_t offset, uint64_t len)
     set_io_error (e, "%s: deallocate at offset %" PRIu64, f->path, offset);
     return -1;
   }
+  if (!f->ops->punch_hole) {
+    set_unsupported (f, "deallocating");
+    return -1;
+  }
   note_untracked (f);
-  if (fallocate (f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                 (off_t) offset, (off_t) len) < 0) {
-    set_io_error (errno, "%s: deallocate at offset %" PRIu64, f->path,
-                  offset);
+  int r = f->ops->punch_hole (f, offset, len);
+  if (r < 0) {
+    SET_BACKEND_ERROR (r, errno, "%s: deallocate at offset %" PRIu64,
+                       f->path, offset);
     return -1;
   }
   return 0;
@@ -362,21 +573,16 @@ qbak_file_punch_hole (struct qbak_file *f, uint64_t offset, uint64_t len)
 int64_t
 qbak_file_size (struct qbak_file *f)
 {
-  struct stat st;
-  if (fstat (f->fd, &st) < 0) {
-    set_io_error (errno, "%s: stat", f->path);
+  if (!f->ops->size) {
+    set_unsupported (f, "the size of a file");
     return -1;
   }
-  if (S_ISBLK (st.st_mode)) {
-    /* st_size is 0 for a block device; its end is its size. */
-    off_t end = lseek (f->fd, 0, SEEK_END);
-    if (end < 0) {
-      set_io_error (errno, "%s: size of the block device", f->path);
-      return -1;
-    }
-    return end;
+  int64_t size = f->ops->size (f);
+  if (size < 0) {
+    SET_BACKEND_ERROR (size, errno, "%s: size", f->path);
+    return -1;
   }
-  return st.st_size;
+  return size;
 }
 
 int
@@ -391,25 +597,16 @@ qbak_file_extent (struct qbak_file *f, uint64_t offset, uint64_t length,
     *pnum = length;
     return 0;
   }
-  off_t data = lseek (f->fd, (off_t) offset, SEEK_DATA);
-  if (data < 0) {
-    if (errno == ENXIO) {       /* a hole up to EOF */
-      *is_data = false;
-      *pnum = length;
-      return 0;
-    }
-    *is_data = true;            /* no SEEK_DATA here: assume data */
+  if (!f->ops->extent) {
+    *is_data = true;            /* as without SEEK_DATA: all data */
     *pnum = length;
     return 0;
   }
-  if ((uint64_t) data > offset) {
-    *is_data = false;
-    *pnum = (uint64_t) data - offset;
-  }
-  else {
-    off_t hole = lseek (f->fd, (off_t) offset, SEEK_HOLE);
-    *is_data = true;
-    *pnum = hole < 0 ? length : (uint64_t) hole - offset;
+  int r = f->ops->extent (f, offset, length, is_data, pnum);
+  if (r < 0) {
+    SET_BACKEND_ERROR (r, errno, "%s: allocation at offset %" PRIu64,
+                       f->path, offset);
+    return -1;
   }
   if (*pnum > length)
     *pnum = length;
@@ -421,30 +618,25 @@ qbak_file_extent (struct qbak_file *f, uint64_t offset, uint64_t length,
 int64_t
 qbak_file_allocated (struct qbak_file *f)
 {
-  struct stat st;
-  if (fstat (f->fd, &st) < 0) {
-    set_io_error (errno, "%s: stat", f->path);
+  if (!f->ops->allocated) {
+    set_unsupported (f, "the space a file occupies");
     return -1;
   }
-  return (int64_t) st.st_blocks * 512;
+  int64_t n = f->ops->allocated (f);
+  if (n < 0) {
+    SET_BACKEND_ERROR (n, errno, "%s: stat", f->path);
+    return -1;
+  }
+  return n;
 }
 
 void
 qbak_file_writeback (struct qbak_file *f, uint64_t offset, uint64_t len)
 {
-  if (!f->wb_tried) {
-    f->wb_tried = true;
-    f->wb = writeback_start (f->fd);
-  }
-  if (f->wb) {
-    writeback_queue (f->wb, offset, len);
-    return;
-  }
-  /* Errors surface at the flush that makes the data durable. */
-  if (sync_file_range (f->fd, (off_t) offset, (off_t) len,
-                       SYNC_FILE_RANGE_WRITE) < 0 &&
-      writeback_lost_data (errno))
-    poison (f, errno);
+  /* A hint: errors surface at the flush that makes the data durable. */
+  int e = f->ops->writeback ? f->ops->writeback (f, offset, len) : 0;
+  if (e)
+    poison (f, e);
 }
 
 struct qbak_file *

@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 struct writeback;
 
@@ -35,11 +36,65 @@ struct qbak_file_ranges {
   struct { uint64_t start, end; } v[QBAK_FILE_MAX_RANGES];
 };
 
+struct qbak_file;
+
+/* Where a file's bytes live: a backend.  The default is a file
+ * descriptor (fileio.c); an object store plugs in its own table, and
+ * nothing above common/ changes.  The generic layer (qbak_file_*) keeps
+ * every rule that holds for all files: the fail points on every call,
+ * the full-transfer loops and EINTR retries, range checks, the failed-flush
+ * poisoning and the ranges behind it, and the messages.  A backend only
+ * moves bytes:
+ *
+ *   - pread and pwrite transfer up to COUNT bytes and return how many
+ *     (a read at the end returns 0); the others return 0 (sizes: the
+ *     size) on success;
+ *   - on failure they return -1 with errno set, and the generic layer
+ *     writes the message ("FILE: read at offset N: ..."), or
+ *     QBAK_FILE_ERROR_SET with the error already set (common/error.h),
+ *     for a backend with more to say than an errno (an HTTP status);
+ *   - flush makes everything written so far durable; a failure is final
+ *     (the generic layer never calls it again on a poisoned file);
+ *   - extent is asked only for OFFSET below the size;
+ *   - writeback is a hint: it returns 0, or an errno that says written
+ *     data may be lost (the file is poisoned); writeback_error returns
+ *     (once) such an errno met in the background since, or 0;
+ *   - close releases the backend's state (the generic layer frees the
+ *     path and the file).
+ *
+ * A backend may leave operations out (NULL).  writeback and
+ * writeback_error are hints and do nothing then; extent reports
+ * everything as data, as a file system without SEEK_DATA does.  Every
+ * other missing operation fails with STATUS_USAGE ("not supported on
+ * object storage"): never silently. */
+#define QBAK_FILE_ERROR_SET (-2)
+struct qbak_file_ops {
+  const char *name;             /* "fd", "s3": for messages */
+  ssize_t (*pread) (struct qbak_file *f, void *buf, size_t count,
+                    uint64_t offset);
+  ssize_t (*pwrite) (struct qbak_file *f, const void *buf, size_t count,
+                     uint64_t offset);
+  int (*flush) (struct qbak_file *f);
+  int64_t (*size) (struct qbak_file *f);
+  int (*truncate) (struct qbak_file *f, uint64_t size);
+  int (*punch_hole) (struct qbak_file *f, uint64_t offset, uint64_t len);
+  int (*extent) (struct qbak_file *f, uint64_t offset, uint64_t length,
+                 bool *is_data, uint64_t *pnum);
+  int64_t (*allocated) (struct qbak_file *f);
+  int (*writeback) (struct qbak_file *f, uint64_t offset, uint64_t len);
+  int (*writeback_error) (struct qbak_file *f);
+  void (*close) (struct qbak_file *f);
+};
+
 struct qbak_file {
-  int fd;
-  char *path;
+  const struct qbak_file_ops *ops;
+  void *impl;                   /* the backend's own state */
+  int fd;                       /* the fd backend's descriptor; -1 for
+                                   any other backend */
+  char *path;                   /* for messages (an object: LOCATION/KEY) */
   bool writable;
-  struct writeback *wb;         /* started by the first writeback hint */
+  struct writeback *wb;         /* fd backend: started by the first
+                                   writeback hint */
   bool wb_tried;
   int flush_failed;             /* errno of the failed flush that poisoned
                                    the file, or 0 */
@@ -47,6 +102,15 @@ struct qbak_file {
   struct qbak_file_ranges unproven; /* poisoned: what of WRITTEN was not
                                        written again since */
 };
+
+/* A file on backend OPS with state IMPL, named PATH in messages.  On
+ * failure (no memory) OPS->close is called, and NULL returned with the
+ * error set. */
+struct qbak_file *qbak_file_new (const struct qbak_file_ops *ops, void *impl,
+                                 const char *path, bool writable);
+/* Whether A and B are the same file (a chain loop): the same inode for
+ * descriptors, the same backend and name otherwise. */
+bool qbak_file_same (struct qbak_file *a, struct qbak_file *b);
 
 /* Open PATH read-only, or read-write if WRITABLE: a regular file or a
  * block device, never anything else (a FIFO would block).  Returns NULL

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/fileio.h"
 #include "common/storage.h"
 
 #define TMP_PREFIX ".tmp-"
@@ -811,6 +812,114 @@ folder_local_path (struct storage *st, const char *key)
   return p;
 }
 
+/* ---- big objects (storage.h) ------------------------------------------
+ *
+ * A big object is a file written in place at its key, as a repository's
+ * backup targets always were: made with O_EXCL and O_NOFOLLOW (never over
+ * an existing name, never through a link), so that a checkpointed target
+ * outlives a crash under its name and the next backup can continue it.
+ * The commit makes it durable and flushes its folder; an abort removes
+ * it if its key still names this very file. */
+
+static struct qbak_file *
+folder_open_object (struct storage *st, const char *key)
+{
+  const char *leaf;
+  int parent = open_parent (to_folder (st), key, false, &leaf);
+  if (parent < 0)
+    return NULL;
+  int fd = open_regular (st, key, parent, leaf, O_RDONLY);
+  close (parent);
+  if (fd < 0)
+    return NULL;
+  char pbuf[KEY_PATH_SIZE];
+  return qbak_file_from_fd (fd, key_path (st, key, pbuf), false);
+}
+
+static struct qbak_file *
+folder_create_object (struct storage *st, const char *key)
+{
+  const char *leaf;
+  int parent = open_parent (to_folder (st), key, true, &leaf);
+  if (parent < 0)
+    return NULL;
+  char pbuf[KEY_PATH_SIZE];
+  const char *p = key_path (st, key, pbuf);
+  int fd = openat (parent, leaf, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+                   O_CLOEXEC, 0644);
+  int e = errno;
+  close (parent);
+  if (fd < 0) {
+    if (e == EEXIST)
+      qbak_internal_error_errno_only (STATUS_USAGE, EEXIST,
+                                      "%s: exists already and is never "
+                                      "replaced", p);
+    else
+      set_io_error (e, "%s: cannot create", p);
+    return NULL;
+  }
+  return qbak_file_from_fd (fd, p, true);
+}
+
+/* The folder that holds F, an object of ST. */
+static int
+object_parent (struct storage *st, struct qbak_file *f, const char **leaf)
+{
+  const char *key = storage_object_key (st, f);
+  if (!key)
+    return -1;
+  if (f->fd < 0) {
+    set_usage_error ("%s: not a file of a folder", f->path);
+    return -1;
+  }
+  return open_parent (to_folder (st), key, false, leaf);
+}
+
+static int
+folder_commit_object (struct storage *st, struct qbak_file *f)
+{
+  if (qbak_file_flush (f) < 0)
+    return -1;
+  const char *leaf;
+  int parent = object_parent (st, f, &leaf);
+  if (parent < 0)
+    return -1;
+  int r = 0;
+  if (fsync (parent) < 0) {
+    set_io_error (errno, "%s: flushing its folder", f->path);
+    r = -1;
+  }
+  close (parent);
+  return r;
+}
+
+static int
+folder_abort_object (struct storage *st, struct qbak_file *f)
+{
+  const char *leaf;
+  int parent = object_parent (st, f, &leaf);
+  if (parent < 0)
+    return -1;
+  int r = 0;
+  /* Only the file this handle made: another name in its place stays. */
+  if (same_file (f->fd, parent, leaf)) {
+    if (unlinkat (parent, leaf, 0) < 0 || fsync (parent) < 0) {
+      set_io_error (errno, "%s: removing", f->path);
+      r = -1;
+    }
+  }
+  close (parent);
+  return r;
+}
+
+static const struct storage_object_ops folder_object_ops = {
+  .in_place = true,
+  .open = folder_open_object,
+  .create = folder_create_object,
+  .commit = folder_commit_object,
+  .abort = folder_abort_object,
+};
+
 static void
 folder_close (struct storage *st)
 {
@@ -834,6 +943,7 @@ static const struct storage_ops folder_ops = {
   .prepare = folder_prepare,
   .local_path = folder_local_path,
   .close = folder_close,
+  .objects = &folder_object_ops,
 };
 
 struct storage *

@@ -1,9 +1,11 @@
 /* The storage interface's entry points: key rules, then the backend. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/error.h"
+#include "common/fileio.h"
 #include "common/s3-config.h"
 #include "common/storage.h"
 
@@ -167,6 +169,92 @@ storage_local_path (struct storage *st, const char *key)
   if (storage_check_key (st->location, key) < 0)
     return NULL;
   return st->ops->local_path (st, key);
+}
+
+/* ---- Big objects ------------------------------------------------------ */
+
+static const struct storage_object_ops *
+object_ops (struct storage *st, const char *what)
+{
+  if (st->ops->objects)
+    return st->ops->objects;
+  set_usage_error ("%s: %s is not supported on %s storage", st->location,
+                   what, st->ops->name);
+  return NULL;
+}
+
+struct qbak_file *
+storage_open_object (struct storage *st, const char *key)
+{
+  const struct storage_object_ops *o = object_ops (st, "reading a file");
+  if (!o || storage_check_key (st->location, key) < 0)
+    return NULL;
+  return o->open (st, key);
+}
+
+struct qbak_file *
+storage_create_object (struct storage *st, const char *key)
+{
+  const struct storage_object_ops *o = object_ops (st, "writing a file");
+  if (!o || storage_check_key (st->location, key) < 0)
+    return NULL;
+  return o->create (st, key);
+}
+
+int
+storage_commit_object (struct storage *st, struct qbak_file *f)
+{
+  const struct storage_object_ops *o = object_ops (st, "writing a file");
+  return o ? o->commit (st, f) : -1;
+}
+
+int
+storage_abort_object (struct storage *st, struct qbak_file *f)
+{
+  const struct storage_object_ops *o = object_ops (st, "writing a file");
+  return o ? o->abort (st, f) : -1;
+}
+
+const char *
+storage_object_key (struct storage *st, const struct qbak_file *f)
+{
+  size_t n = strlen (st->location);
+  if (strncmp (f->path, st->location, n) == 0 && f->path[n] == '/' &&
+      storage_key_valid (f->path + n + 1))
+    return f->path + n + 1;
+  set_usage_error ("%s: not an object of the repository %s", f->path,
+                   st->location);
+  return NULL;
+}
+
+struct qbak_file *
+storage_open_backing (struct storage *st, const struct qbak_file *from,
+                      const char *name)
+{
+  const char *key = storage_object_key (st, from);
+  if (!key)
+    return NULL;
+  if (strchr (name, '/') || !valid_component (name, strlen (name))) {
+    set_invalid ("%s: not a file in the same folder of the repository "
+                 "(a repository's files name only their neighbours)", name);
+    return NULL;
+  }
+  const char *slash = strrchr (key, '/');
+  int dirlen = slash ? (int) (slash - key + 1) : 0;
+  char *bkey;
+  if (asprintf (&bkey, "%.*s%s", dirlen, key, name) < 0) {
+    set_nomem ();
+    return NULL;
+  }
+  struct qbak_file *f = storage_open_object (st, bkey);
+  free (bkey);
+  return f;
+}
+
+bool
+storage_can_continue_in_place (struct storage *st)
+{
+  return st->ops->objects && st->ops->objects->in_place;
 }
 
 void

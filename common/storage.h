@@ -37,6 +37,8 @@
 
 
 struct storage;
+struct storage_object_ops;
+struct qbak_file;
 
 /* A held lock. */
 struct storage_lock {
@@ -70,6 +72,7 @@ struct storage_ops {
   int (*rename) (struct storage *st, const char *from, const char *to);
   char *(*local_path) (struct storage *st, const char *key);
   void (*close) (struct storage *st);
+  const struct storage_object_ops *objects;     /* big objects, below */
 };
 
 struct storage {
@@ -153,5 +156,102 @@ int storage_prepare (struct storage *st, const char *key);
 char *storage_local_path (struct storage *st, const char *key);
 /* Close; accepts NULL. */
 void storage_close (struct storage *st);
+
+/* ---- Big objects: backup files and their manifests -------------------
+ *
+ * A backup file (a qcow2 image of many GiB) or its manifest is never read
+ * or written whole.  It is a struct qbak_file (common/fileio.h) on the
+ * storage's own backend: a descriptor for a folder, ranged GETs through a
+ * bounded cache and a multipart upload for an object store, so formats/
+ * reads and writes it as any file.
+ *
+ * Reading: storage_open_object gives a read-only file for ranged reads
+ * (pread, size).
+ *
+ * Writing: storage_create_object gives a writable file that becomes the
+ * object KEY only at storage_commit_object; storage_abort_object gives it
+ * up.  What a writer may do to it, the write pattern that an object
+ * store can stream into a multipart upload as it is written:
+ *
+ *   - writes at or past everything written so far (appends; a gap
+ *     between them reads as zeroes, and so does an object's tail that
+ *     was only reserved by growing it with qbak_file_truncate);
+ *   - any write inside the first STORAGE_OBJECT_HEAD bytes, at any time
+ *     before the commit: the object store holds that part back and sends
+ *     it as part 1 at the commit;
+ *   - rewriting the bytes of an append that failed (a retried append);
+ *   - shrinking it (qbak_file_truncate) back to no less than what was
+ *     written successfully (garbage of failed appends at the end);
+ *   - flush: on an object store it makes nothing durable (nothing is an
+ *     object before the commit) and may send what is pending;
+ *   - no reads of what was written, no holes punched.
+ *
+ * The qcow2 writer of a new, uncheckpointed target fits it: data and L2
+ * tables are appended (all-zero pages of a table left as gaps), then at
+ * finish the last L2 tables, the L1 table and the refcount table and
+ * blocks are appended in that order, the tail of failed appends cut, and
+ * the header, cluster 0 (at most 2 MiB, the largest cluster; 64 KiB for a
+ * repository's files), is written last at offset 0.  Nothing else is
+ * written out of order and nothing is read back.
+ *
+ * A folder creates the file at its final name (O_EXCL, never through a
+ * link), so a crash leaves a partial file there, as a killed backup's
+ * target; an object store shows nothing until the commit, and an upload
+ * that was never committed is dropped (abort, or an expiry rule).
+ *
+ * In-place continuation: on a folder a repository's target is made a
+ * valid image every few seconds (qcow2_writer_checkpoint rewrites its L1,
+ * refcounts and header in place and punches holes), and the next backup
+ * continues a killed one's file.  Neither fits an object stream, so
+ * storage_can_continue_in_place says whether the storage offers it; where
+ * it does not, a repository's target is written in one pass without
+ * checkpoints, and an interrupted backup's upload is aborted and taken
+ * anew by the next backup. */
+#define STORAGE_OBJECT_HEAD (8u << 20)
+
+struct storage_object_ops {
+  /* Files can be reopened and rewritten in place (checkpoints). */
+  bool in_place;
+  struct qbak_file *(*open) (struct storage *st, const char *key);
+  struct qbak_file *(*create) (struct storage *st, const char *key);
+  int (*commit) (struct storage *st, struct qbak_file *f);
+  int (*abort) (struct storage *st, struct qbak_file *f);
+};
+
+/* KEY for ranged reads: a read-only file named LOCATION/KEY in messages.
+ * NULL with errno ENOENT recorded (STATUS_INVALID) if KEY does not exist,
+ * STATUS_INVALID for anything but an object qbak made (a link, a
+ * folder). */
+struct qbak_file *storage_open_object (struct storage *st, const char *key);
+/* A new object KEY, written through the returned file in the pattern
+ * above, the object only once committed.  NULL with errno EEXIST
+ * recorded (STATUS_USAGE) if KEY exists: an object is never replaced. */
+struct qbak_file *storage_create_object (struct storage *st, const char *key);
+/* Make F, from storage_create_object, the object it was created as,
+ * durably: flushed, and its folder flushed (a folder), or the upload
+ * completed (an object store).  F stays open (its owner, such as a
+ * writer, closes it).  -1 with the error set; a failed commit is not
+ * retried: abort. */
+int storage_commit_object (struct storage *st, struct qbak_file *f);
+/* Give up F, from storage_create_object and not committed: what it wrote
+ * is removed (only if KEY still names this very file) or the upload
+ * aborted.  F stays open.  0, or -1 with the error set (the object may be
+ * left; the repository's next backup removes files no record names). */
+int storage_abort_object (struct storage *st, struct qbak_file *f);
+/* The key of F, an object of ST (F's name is LOCATION/KEY), pointing
+ * into F's name; NULL with STATUS_USAGE if F is not one. */
+const char *storage_object_key (struct storage *st,
+                                const struct qbak_file *f);
+/* Open, read-only, the object a backing file name NAME stored in the
+ * object FROM names.  Only a name in FROM's own folder is an object
+ * (qemu-img resolves a relative name against the folder of the image
+ * that stores it): an absolute name, a name with a '/' or one that is not
+ * a valid key component is refused (STATUS_INVALID), so no name leads
+ * out of the folder or out of the repository. */
+struct qbak_file *storage_open_backing (struct storage *st,
+                                        const struct qbak_file *from,
+                                        const char *name);
+/* Whether the storage can continue a file in place (see above). */
+bool storage_can_continue_in_place (struct storage *st);
 
 #endif

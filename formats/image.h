@@ -118,6 +118,26 @@ typedef int (*image_lock_fn) (struct qbak_file *file, int depth,
 struct image *image_open (const char *path, const char *format,
                           unsigned flags, image_lock_fn lock,
                           void *lock_opaque);
+
+/* Opens the backing file that NAME, as stored in the image FROM, names:
+ * read-only, a regular file (or an object), never through a link.
+ * Returns the file, or NULL with the error set. */
+typedef struct qbak_file *(*image_opener_fn) (struct image *from,
+                                              const char *name,
+                                              void *opaque);
+
+/* probe.c: open the image in FILE (owned from now on, closed on error
+ * too), and its backing chain through OPENER: for files that have no
+ * path, such as a repository's objects (common/storage.h).  The rules
+ * are image_open's: FORMAT or the content for the top, the recorded
+ * format for every backing file (never probed), no protocol names, no
+ * loops, LOCK called for every file.  An image that names an external
+ * data file is refused unless IMAGE_OPEN_NO_BACKING: an opener hands out
+ * backing files only, and no file qbak writes has one. */
+struct image *image_open_file (struct qbak_file *file, const char *format,
+                               unsigned flags, image_opener_fn opener,
+                               void *opener_opaque, image_lock_fn lock,
+                               void *lock_opaque);
 /* Close IMG and its chain; accepts NULL. */
 void image_close (struct image *img);
 

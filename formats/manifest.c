@@ -415,15 +415,22 @@ open_regular (const char *path)
 struct manifest_reader *
 manifest_reader_open (const char *path)
 {
+  struct qbak_file *f = open_regular (path);
+  return f ? manifest_reader_open_file (f) : NULL;
+}
+
+struct manifest_reader *
+manifest_reader_open_file (struct qbak_file *file)
+{
   struct manifest_reader *r = calloc (1, sizeof *r);
   uint8_t h[HEADER_BYTES];
   static const uint8_t zeros[HEADER_BYTES - 24];
   if (!r) {
+    qbak_file_close (file);
     set_nomem ();
     return NULL;
   }
-  if (!(r->file = open_regular (path)))
-    goto fail;
+  r->file = file;
   int64_t size = qbak_file_size (r->file);
   r->buf = malloc (BUFFER_BYTES);
   r->hashes = malloc (MANIFEST_RUN_MAX * sizeof *r->hashes);
@@ -544,6 +551,16 @@ int
 manifest_file_digest (const char *path, char *digest)
 {
   struct qbak_file *f = open_regular (path);
+  if (!f)
+    return -1;
+  int r = manifest_digest_of_file (f, digest);
+  qbak_file_close (f);
+  return r;
+}
+
+int
+manifest_digest_of_file (struct qbak_file *f, char *digest)
+{
   uint8_t *buf = malloc (BUFFER_BYTES);
   XXH3_state_t *st = XXH3_createState ();
   int ret = -1;
@@ -565,7 +582,6 @@ manifest_file_digest (const char *path, char *digest)
   digest_hex (XXH3_128bits_digest (st), digest);
   ret = 0;
  out:
-  qbak_file_close (f);
   free (buf);
   XXH3_freeState (st);
   return ret;

@@ -105,6 +105,9 @@ struct manifest_run {
  * link).  The header is checked here; STATUS_INVALID naming PATH for
  * anything qbak did not write. */
 struct manifest_reader *manifest_reader_open (const char *path);
+/* The same from FILE, open for reading (a repository's object: owned
+ * from now on, closed by manifest_reader_free, also on error). */
+struct manifest_reader *manifest_reader_open_file (struct qbak_file *file);
 uint32_t manifest_reader_cluster_size (const struct manifest_reader *r);
 uint64_t manifest_reader_virtual_size (const struct manifest_reader *r);
 
@@ -116,6 +119,8 @@ int manifest_reader_next (struct manifest_reader *r, struct manifest_run *run);
 /* The digest of the whole file (reads it once more from the start);
  * -1 on error. */
 int manifest_file_digest (const char *path, char *digest);
+/* The same of FILE, read from the start (left open). */
+int manifest_digest_of_file (struct qbak_file *file, char *digest);
 
 void manifest_reader_free (struct manifest_reader *r);
 

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "common/error.h"
 #include "formats/file-names.h"
@@ -76,12 +75,10 @@ refuse_foreign (struct qbak_file *f, const char *path, int64_t size)
 /* Open one layer.  FORMAT is NULL to probe (the top image only), or the
  * format the caller or the layer above requires. */
 static struct image *
-open_layer (const char *path, const char *format, unsigned flags,
+open_layer (struct qbak_file *f, const char *format, unsigned flags,
             image_lock_fn lock, void *opaque, int depth)
 {
-  struct qbak_file *f = qbak_file_open (path, (flags & IMAGE_OPEN_WRITE) != 0);
-  if (!f)
-    return NULL;
+  const char *path = f->path;
   if (lock && lock (f, depth, opaque) < 0) {
     qbak_file_close (f);
     return NULL;
@@ -160,22 +157,55 @@ check_backing_format (struct image *layer)
 static int
 same_file (struct image *a, struct image *b)
 {
-  struct stat sa, sb;
-  if (!a->file || !b->file ||
-      fstat (a->file->fd, &sa) < 0 || fstat (b->file->fd, &sb) < 0)
-    return 0;
-  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  return a->file && b->file && qbak_file_same (a->file, b->file);
 }
 
-struct image *
-image_open (const char *path, const char *format, unsigned flags,
-            image_lock_fn lock, void *lock_opaque)
+/* Where a chain's backing files come from: host paths resolved as
+ * qemu-img resolves them (image_open), or a caller's opener
+ * (image_open_file). */
+struct chain_source {
+  image_opener_fn opener;       /* NULL: host paths */
+  void *opaque;
+};
+
+static struct qbak_file *
+open_backing (const struct chain_source *src, struct image *layer)
 {
-  struct image *top = open_layer (path, format, flags, lock, lock_opaque, 0);
+  if (src->opener)
+    return src->opener (layer, layer->backing_name, src->opaque);
+  return qbak_file_open (layer->backing_path, false);
+}
+
+/* An image from an opener's chain that names an external data file: an
+ * opener hands out backing files only, so the data file would be opened
+ * by its host path. */
+static int
+refuse_data_file (struct image *img)
+{
+  if (!img->data_file_closed)
+    return 0;
+  set_invalid ("%s: names an external data file, which an image opened "
+               "from storage cannot have (qbak never writes one)",
+               img->filename);
+  return -1;
+}
+
+static struct image *
+open_chain (struct qbak_file *file, const char *format, unsigned flags,
+            const struct chain_source *src, image_lock_fn lock,
+            void *lock_opaque)
+{
+  /* From an opener, no file is opened by a host path: not even an
+   * external data file, which the format would open itself. */
+  unsigned lflags = src->opener ? flags | IMAGE_OPEN_NO_BACKING : flags;
+  struct image *top = open_layer (file, format, lflags, lock, lock_opaque, 0);
   if (!top || (flags & IMAGE_OPEN_NO_BACKING))
     return top;
+  if (src->opener && refuse_data_file (top) < 0)
+    goto fail;
 
   struct image *layer = top;
+  const char *path = top->filename;
   for (int depth = 1; layer->backing_path; depth++) {
     if (depth > MAX_CHAIN_DEPTH) {
       set_invalid ("%s: backing chain deeper than %d images", path,
@@ -187,10 +217,15 @@ image_open (const char *path, const char *format, unsigned flags,
                                 layer->backing_name) < 0)
       goto fail;
     /* Backing files are only ever read. */
-    struct image *next = open_layer (layer->backing_path,
-                                     layer->backing_format,
-                                     flags & ~IMAGE_OPEN_WRITE, lock,
-                                     lock_opaque, depth);
+    struct qbak_file *f = open_backing (src, layer);
+    struct image *next = f ? open_layer (f, layer->backing_format,
+                                         lflags & ~IMAGE_OPEN_WRITE, lock,
+                                         lock_opaque, depth)
+                           : NULL;
+    if (next && src->opener && refuse_data_file (next) < 0) {
+      image_close (next);
+      next = NULL;
+    }
     if (!next) {
       qbak_internal_error_prefix ("%s: backing file '%s'", layer->filename,
                                   layer->backing_name);
@@ -212,4 +247,35 @@ image_open (const char *path, const char *format, unsigned flags,
 fail:
   image_close (top);
   return NULL;
+}
+
+struct image *
+image_open (const char *path, const char *format, unsigned flags,
+            image_lock_fn lock, void *lock_opaque)
+{
+  struct qbak_file *f = qbak_file_open (path, (flags & IMAGE_OPEN_WRITE) != 0);
+  if (!f)
+    return NULL;
+  struct chain_source src = { NULL, NULL };
+  return open_chain (f, format, flags, &src, lock, lock_opaque);
+}
+
+struct image *
+image_open_file (struct qbak_file *file, const char *format, unsigned flags,
+                 image_opener_fn opener, void *opener_opaque,
+                 image_lock_fn lock, void *lock_opaque)
+{
+  if (!opener) {
+    qbak_file_close (file);
+    set_usage_error ("%s: an image opened from a file needs an opener for "
+                     "its backing files", file->path);
+    return NULL;
+  }
+  if ((flags & IMAGE_OPEN_WRITE) && !file->writable) {
+    set_usage_error ("%s: opened read-only, cannot be written", file->path);
+    qbak_file_close (file);
+    return NULL;
+  }
+  struct chain_source src = { opener, opener_opaque };
+  return open_chain (file, format, flags, &src, lock, lock_opaque);
 }

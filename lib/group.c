@@ -88,7 +88,8 @@ check_distinct_targets (const struct qbak_group_opts *g,
 /* The group on OPTS and RESULTS, full-size copies of the caller's. */
 static int
 run_group (const struct qbak_group_opts *g, const struct qbak_copy_opts *opts,
-           struct qbak_copy_result *results, struct job_in_place *places)
+           struct qbak_copy_result *results, struct job_in_place *places,
+           const struct job_source *sources)
 {
   size_t n = g->n_jobs;
   struct copy_job **jobs = calloc (n ? n : 1, sizeof *jobs);
@@ -115,7 +116,8 @@ run_group (const struct qbak_group_opts *g, const struct qbak_copy_opts *opts,
   }
   for (size_t i = 0; i < n; i++) {
     jobs[i] = job_prepare (&opts[i], &results[i],
-                           places ? &places[i] : NULL);
+                           places ? &places[i] : NULL,
+                           sources ? &sources[i] : NULL);
     if (!jobs[i]) {
       remember (&fe, &results[i]);
       for (size_t k = 0; k < i; k++) {
@@ -263,13 +265,14 @@ qbak_copy_group (const struct qbak_group_opts *caller_g,
                  struct qbak_copy_result *caller_results)
 {
   api_enter (__func__);
-  return qbak_internal_copy_group (caller_g, caller_results, NULL);
+  return qbak_internal_copy_group (caller_g, caller_results, NULL, NULL);
 }
 
 int
 qbak_internal_copy_group (const struct qbak_group_opts *caller_g,
                           struct qbak_copy_result *caller_results,
-                          struct job_in_place *places)
+                          struct job_in_place *places,
+                          const struct job_source *sources)
 {
   struct qbak_group_opts g;
   struct qbak_copy_opts *opts = NULL;
@@ -300,7 +303,7 @@ qbak_internal_copy_group (const struct qbak_group_opts *caller_g,
     if (copy_struct_in (&opts[i], sizeof opts[i],
                         (const char *) g.jobs + i * jstride) < 0)
       goto out;
-  ret = run_group (&g, opts, results, places);
+  ret = run_group (&g, opts, results, places, sources);
   for (size_t i = 0; i < n; i++) {
     struct qbak_copy_result *r = (struct qbak_copy_result *)
                                  ((char *) caller_results + i * rstride);

@@ -39,6 +39,11 @@ static int
 lock_layer (struct qbak_file *file, int depth, void *opaque)
 {
   unsigned flags = *(unsigned *) opaque;
+  /* An object of an object store has no descriptor to lock: the
+   * repository's own lock (storage_lock) keeps other qbaks away, and no
+   * QEMU opens it. */
+  if (file->fd < 0)
+    return 0;
   if (depth == 0 && (flags & QBAK_OPEN_WRITE))
     return qbak_internal_lock (file, QBAK_PERM_ALL, 0);
   return qbak_internal_lock (file, QBAK_PERM_CONSISTENT_READ,
@@ -53,20 +58,22 @@ qbak_image_open (const char *path, unsigned flags)
   return qbak_image_open_format (path, NULL, flags);
 }
 
-struct qbak_image *
-qbak_image_open_format (const char *path, const char *format, unsigned flags)
+/* The image flags of handle flags FLAGS. */
+static unsigned
+image_flags (unsigned flags)
 {
-  api_enter (__func__);
-  error_clear ();
   unsigned iflags = 0;
   if (flags & QBAK_OPEN_WRITE)
     iflags |= IMAGE_OPEN_WRITE;
   if (flags & QBAK_OPEN_NO_BACKING)
     iflags |= IMAGE_OPEN_NO_BACKING;
-  struct image *img = image_open (path, format, iflags,
-                                  (flags & QBAK_OPEN_FORCE_SHARE) ? NULL
-                                                                  : lock_layer,
-                                  &flags);
+  return iflags;
+}
+
+/* The handle of IMG, opened as NAME with FLAGS (NULL if IMG is). */
+static struct qbak_image *
+handle_of (struct image *img, const char *name, unsigned flags)
+{
   if (!img)
     return NULL;
   /* QEMU refuses a chain in which any file has a broken bitmaps
@@ -79,13 +86,45 @@ qbak_image_open_format (const char *path, const char *format, unsigned flags)
     }
   if (img->corrupt && !(flags & QBAK_OPEN_INSPECT)) {
     set_invalid ("%s: image is marked corrupt; run 'qemu-img check -r all' "
-                 "on it first", path);
+                 "on it first", name);
     image_close (img);
     return NULL;
   }
   struct qbak_image *h = wrap (img, flags, true);
   if (!h)
     image_close (img);
+  return h;
+}
+
+struct qbak_image *
+qbak_image_open_format (const char *path, const char *format, unsigned flags)
+{
+  api_enter (__func__);
+  error_clear ();
+  struct image *img = image_open (path, format, image_flags (flags),
+                                  (flags & QBAK_OPEN_FORCE_SHARE) ? NULL
+                                                                  : lock_layer,
+                                  &flags);
+  return handle_of (img, path, flags);
+}
+
+struct qbak_image *
+qbak_internal_open_file (struct qbak_file *file, const char *format,
+                         unsigned flags, image_opener_fn opener,
+                         void *opener_opaque)
+{
+  char *name = strdup (file->path);
+  if (!name) {
+    qbak_file_close (file);
+    set_nomem ();
+    return NULL;
+  }
+  struct image *img = image_open_file (file, format, image_flags (flags),
+                                       opener, opener_opaque,
+                                       (flags & QBAK_OPEN_FORCE_SHARE)
+                                       ? NULL : lock_layer, &flags);
+  struct qbak_image *h = handle_of (img, name, flags);
+  free (name);
   return h;
 }
 

@@ -28,6 +28,13 @@ int qbak_internal_lock (struct qbak_file *file, unsigned perm,
                         unsigned shared);
 
 /* handle.c */
+/* qbak_image_open_format for an image in FILE (owned from now on), whose
+ * backing files OPENER opens (formats/image.h image_open_file). */
+struct qbak_image *qbak_internal_open_file (struct qbak_file *file,
+                                            const char *format,
+                                            unsigned flags,
+                                            image_opener_fn opener,
+                                            void *opener_opaque);
 struct qcow2_bitmap *qbak_internal_find_bitmap (struct qbak_image *h,
                                                 const char *name);
 /* The data of H's bitmap B, read on first use (bitmaps are opened without

@@ -43,6 +43,7 @@ struct copy_job {
   uint8_t *buf;
   double t0;
   struct job_in_place *place;   /* or NULL */
+  const struct job_source *source;      /* or NULL: o->source by path */
   double last_checkpoint;       /* when the in-place target was last made
                                    durable (or the copy began) */
   double checkpoint_cost;       /* how long that took */

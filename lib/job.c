@@ -31,6 +31,7 @@
 #include "common/outfile.h"
 #include "formats/file-names.h"
 #include "lib/job-internal.h"
+#include "lib/repo-objects.h"
 
 static double
 now (void)
@@ -53,8 +54,10 @@ open_source (struct copy_job *j)
   /* The bitmap is rewritten at the end unless mode is never: hold the
    * write permission from the start, as QEMU's job does. */
   bool write = o->bitmap && j->mode != QBAK_BITMAP_MODE_NEVER;
-  j->src = qbak_image_open_format (o->source, o->source_format,
-                                   write ? QBAK_OPEN_WRITE : QBAK_OPEN_READ);
+  unsigned flags = write ? QBAK_OPEN_WRITE : QBAK_OPEN_READ;
+  j->src = j->source ? repo_image_open (j->source->st, j->source->key, flags)
+                     : qbak_image_open_format (o->source, o->source_format,
+                                               flags);
   if (!j->src)
     return -1;
   j->img = j->src->img;
@@ -339,7 +342,7 @@ space_hint (struct copy_job *j)
 
 struct copy_job *
 job_prepare (const struct qbak_copy_opts *o, struct qbak_copy_result *res,
-             struct job_in_place *place)
+             struct job_in_place *place, const struct job_source *source)
 {
   struct copy_job *j = calloc (1, sizeof *j);
   if (!j) {
@@ -349,6 +352,7 @@ job_prepare (const struct qbak_copy_opts *o, struct qbak_copy_result *res,
   j->o = o;
   j->res = res;
   j->place = place;
+  j->source = source;
   if (place && o->bitmap && o->bitmap_mode != QBAK_BITMAP_MODE_NEVER) {
     set_usage_error ("%s: a checkpointed job leaves its bitmap alone",
                      o->target);

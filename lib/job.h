@@ -49,11 +49,23 @@ struct job_in_place {
   struct manifest_view *reference;
 };
 
+/* A job's source read through a repository's storage (restore): the
+ * qcow2 object KEY of ST and its chain, opened as objects
+ * (lib/repo-objects.h), never by a file-system path.  The options'
+ * source then only names it in messages. */
+struct storage;
+struct job_source {
+  struct storage *st;
+  const char *key;
+};
+
 /* NULL with the error set if the job cannot start; nothing is written
- * then.  PLACE (may be NULL) is borrowed for the job's life. */
+ * then.  PLACE and SOURCE (may be NULL) are borrowed for the job's
+ * life. */
 struct copy_job *job_prepare (const struct qbak_copy_opts *o,
                               struct qbak_copy_result *res,
-                              struct job_in_place *place);
+                              struct job_in_place *place,
+                              const struct job_source *source);
 int job_plan (struct copy_job *j);
 /* CANCEL overrides the options' flag (the group's). */
 int job_copy (struct copy_job *j, volatile int *cancel,
@@ -89,10 +101,12 @@ int layer_merge (const char *from, const char *into, bool only_holes,
                  const char *backing, const char *backing_format);
 
 /* group.c: qbak_copy_group with an in-place target for each job (PLACES
+ * parallel to the jobs, or NULL), and sources in a storage (SOURCES
  * parallel to the jobs, or NULL). */
 int qbak_internal_copy_group (const struct qbak_group_opts *g,
                               struct qbak_copy_result *results,
-                              struct job_in_place *places);
+                              struct job_in_place *places,
+                              const struct job_source *sources);
 
 /* copy.c: the public structures that carry their size first (qbak.h).
  * Whether a caller's SIZE is one this library can read, for a structure

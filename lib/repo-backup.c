@@ -196,9 +196,8 @@ previous_view (struct repo *r, const struct disk_plan *d)
   size_t n = 0;
   const struct repo_disk_record *rec = d->prevd;
   while (rec && n < REPO_CHAIN_MAX) {
-    char *path = storage_local_path (r->st, rec->manifest);
-    layers[n] = path ? manifest_reader_open (path) : NULL;
-    free (path);
+    struct qbak_file *f = storage_open_object (r->st, rec->manifest);
+    layers[n] = f ? manifest_reader_open_file (f) : NULL;
     if (!layers[n])
       goto fail;
     n++;
@@ -354,7 +353,10 @@ check_interrupted (struct repo *r, struct disk_plan *d,
     ? qbak_internal_find_bitmap (h, d->next_end) : NULL;
   const struct qcow2_bitmap *redo = d->bitmaps
     ? qbak_internal_find_bitmap (h, d->redo) : NULL;
-  bool ok = next && !next->in_use && next_end && !next_end->in_use &&
+  /* Continuing rewrites the file in place, which only some storage
+   * offers (storage.h); elsewhere an interrupted run is taken anew. */
+  bool ok = storage_can_continue_in_place (r->st) &&
+            next && !next->in_use && next_end && !next_end->in_use &&
             (!redo || !redo->in_use);
   if (ok) {
     struct qcow2_writer *w = qcow2_writer_reopen (d->target);
@@ -607,6 +609,11 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
       set_nomem ();
       goto out;
     }
+    /* The target and its manifest are still written by path: an
+     * in-place, checkpointed target is reopened and rewritten by name
+     * (storage.h: in-place continuation).  On a storage without it they
+     * must be streamed into storage_create_object and committed once the
+     * job's finish is durable, with no checkpoints. */
     if (storage_prepare (r->st, d[i].key) < 0 ||
         !(d[i].target = storage_local_path (r->st, d[i].key)) ||
         !(d[i].manifest_path = storage_local_path (r->st,
@@ -664,7 +671,7 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
   g.cancel = o.cancel;
   g.progress = o.progress;
   g.progress_opaque = o.progress_opaque;
-  if (qbak_internal_copy_group (&g, results, places) < 0)
+  if (qbak_internal_copy_group (&g, results, places, NULL) < 0)
     goto out;
 
   /* Every file of the point is durable and named: the record makes the

@@ -58,7 +58,12 @@ removing (const struct prune *p, const char *id)
   return false;
 }
 
-/* The backing name stored in the qbak file at KEY ("" for none); NULL
+/* Prune works on local paths: its merges rewrite a file in place
+ * (layer_merge over the writer's reopen).  An object store cannot
+ * rewrite an object: there a merge must be written as a new object
+ * (storage_create_object) and renamed over the old one.
+ *
+ * The backing name stored in the qbak file at KEY ("" for none); NULL
  * if it is missing (errno ENOENT recorded) or unreadable. */
 static char *
 backing_of (struct repo *r, const char *key)

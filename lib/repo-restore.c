@@ -14,6 +14,7 @@
 #include "common/outfile.h"
 #include "formats/qcow2-writer.h"
 #include "lib/api.h"
+#include "lib/job.h"
 #include "lib/repo.h"
 #include "qbak.h"
 
@@ -90,6 +91,7 @@ qbak_restore (const struct qbak_restore_opts *caller_o, char *point_id)
   }
   struct repo *r = repo_open (o.repository, false, NULL);
   struct qbak_copy_opts *jobs = NULL;
+  struct job_source *sources = NULL;
   struct qbak_copy_result *results = NULL;
   char **paths = NULL;
   size_t n = 0;
@@ -115,9 +117,10 @@ qbak_restore (const struct qbak_restore_opts *caller_o, char *point_id)
   }
   n = o.disk ? 1 : p->n_disks;
   jobs = calloc (n, sizeof *jobs);
+  sources = calloc (n, sizeof *sources);
   results = calloc (n, sizeof *results);
   paths = calloc (2 * n, sizeof *paths);
-  if (!jobs || !results || !paths) {
+  if (!jobs || !sources || !results || !paths) {
     set_nomem ();
     goto out;
   }
@@ -133,8 +136,14 @@ qbak_restore (const struct qbak_restore_opts *caller_o, char *point_id)
   for (size_t i = 0; i < n; i++) {
     const struct repo_disk_record *d = o.disk ? repo_point_disk (p, o.disk)
                                               : &p->disks[i];
-    if (!(paths[2 * i] = storage_local_path (r->st, d->file)))
+    /* Read through the storage (its objects, never a path); the
+     * source's name is for messages only. */
+    if (asprintf (&paths[2 * i], "%s/%s", r->st->location, d->file) < 0) {
+      paths[2 * i] = NULL;
+      set_nomem ();
       goto out;
+    }
+    sources[i] = (struct job_source) { .st = r->st, .key = d->file };
     if (o.disk)
       paths[2 * i + 1] = strdup (o.out);
     else if (asprintf (&paths[2 * i + 1], "%s/%s.%s", o.out, d->name,
@@ -160,7 +169,7 @@ qbak_restore (const struct qbak_restore_opts *caller_o, char *point_id)
   g.cancel = o.cancel;
   g.progress = o.progress;
   g.progress_opaque = o.progress_opaque;
-  ret = qbak_copy_group (&g, results);
+  ret = qbak_internal_copy_group (&g, results, NULL, sources);
  out:
   {
     struct qbak_saved_error err;
@@ -176,6 +185,7 @@ qbak_restore (const struct qbak_restore_opts *caller_o, char *point_id)
       free (paths[i]);
   free (paths);
   free (jobs);
+  free (sources);
   free (results);
   return ret;
 }

@@ -233,22 +233,25 @@ compare (struct data_check *c, struct manifest_reader *mr)
 
 int
 verify_file_data (struct image *img, const struct verify_file_expect *e,
-                  const char *manifest_path, const struct verify_sink *sink,
+                  struct qbak_file *manifest, const struct verify_sink *sink,
                   struct verify_file_result *res)
 {
   char digest[MANIFEST_DIGEST_HEX + 1];
-  if (manifest_file_digest (manifest_path, digest) < 0) {
+  if (manifest_digest_of_file (manifest, digest) < 0) {
+    qbak_file_close (manifest);
     verify_problem (sink, res, false, 0, "%s", error_get_message ());
     error_clear ();
     return 0;
   }
   if (strcmp (digest, e->manifest_digest) != 0) {
+    qbak_file_close (manifest);
     verify_problem (sink, res, false, 0, "its manifest %s has digest %s, "
                     "its record says %s", e->manifest, digest,
                     e->manifest_digest);
     return 0;
   }
-  struct manifest_reader *mr = manifest_reader_open (manifest_path);
+  /* The file just hashed is the one read: no name is looked up twice. */
+  struct manifest_reader *mr = manifest_reader_open_file (manifest);
   if (!mr) {
     verify_problem (sink, res, false, 0, "%s", error_get_message ());
     error_clear ();

@@ -14,6 +14,7 @@
 #include "formats/qcow2-refmap.h"
 #include "formats/qcow2.h"
 #include "lib/internal.h"
+#include "lib/repo-objects.h"
 #include "lib/verify-file.h"
 
 void
@@ -153,11 +154,10 @@ check_data (struct storage *st, struct image *img,
                     e->manifest);
     return 0;
   }
-  char *path = storage_local_path (st, e->manifest);
-  if (!path)
-    return -1;
-  int rc = verify_file_data (img, e, path, sink, res);
-  free (path);
+  struct qbak_file *mf = storage_open_object (st, e->manifest);
+  if (!mf)
+    return error_is_problem (sink, res, "");
+  int rc = verify_file_data (img, e, mf, sink, res);
   if (rc == 0 && !res->failed)
     res->data_checked = true;
   return rc;
@@ -176,15 +176,10 @@ verify_file (struct storage *st, const struct verify_file_expect *e,
     verify_problem (sink, res, false, 0, "missing");
     return 0;
   }
-  char *path = storage_local_path (st, e->key);
-  if (!path)
-    return -1;
   /* The format is the one qbak wrote, never probed; no file the image
    * names is opened; an image marked corrupt is opened to say so. */
-  struct qbak_image *h = qbak_image_open_format (path, "qcow2",
-                                                 QBAK_OPEN_NO_BACKING |
-                                                 QBAK_OPEN_INSPECT);
-  free (path);
+  struct qbak_image *h = repo_image_open (st, e->key, QBAK_OPEN_NO_BACKING |
+                                                      QBAK_OPEN_INSPECT);
   if (!h)
     return error_is_problem (sink, res, "");
   int rc = check_structure (h, sink, res);

@@ -56,11 +56,12 @@ int verify_file (struct storage *st, const struct verify_file_expect *e,
                  struct verify_file_result *res);
 
 /* verify-data.c: compare the layer IMG (the file itself, opened without
- * its backing file) with the manifest at MANIFEST_PATH.  Problems go to
+ * its backing file) with the manifest in MANIFEST (the storage's object,
+ * owned from now on and closed).  Problems go to
  * SINK; RES->clusters_checked counts the data clusters read.  -1 only for
  * what stops the verification (no memory, a cancel). */
 int verify_file_data (struct image *img, const struct verify_file_expect *e,
-                      const char *manifest_path,
+                      struct qbak_file *manifest,
                       const struct verify_sink *sink,
                       struct verify_file_result *res);
 

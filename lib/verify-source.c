@@ -19,6 +19,7 @@
 #include "bitmaps/qcow2-bitmap.h"
 #include "common/error.h"
 #include "lib/internal.h"
+#include "lib/repo-objects.h"
 #include "lib/repo-verify.h"
 #include "lib/verify-file.h"
 
@@ -150,12 +151,7 @@ verify_source (struct repo *r, const struct qbak_verify_opts *o,
     return -1;
   }
   const struct repo_disk_record *d = repo_point_disk (p, name);
-  char *path = storage_local_path (r->st, d->file);
-  if (!path)
-    return -1;
-  struct qbak_image *bk = qbak_image_open_format (path, "qcow2",
-                                                  QBAK_OPEN_READ);
-  free (path);
+  struct qbak_image *bk = repo_image_open (r->st, d->file, QBAK_OPEN_READ);
   struct qbak_image *src = bk ? qbak_image_open_format (disk->path, d->format,
                                                         QBAK_OPEN_READ)
                               : NULL;
