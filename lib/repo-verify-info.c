@@ -37,7 +37,7 @@ qbak_repo_get_point_verify (const char *repository, const char *point,
     return -1;
   }
   /* Reading takes no lock: a state is replaced whole. */
-  struct storage *st = storage_open_folder (repository, false, NULL);
+  struct storage *st = storage_open (repository, false, NULL);
   if (!st)
     return -1;
   struct repo_verify_state s;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/s3-config.h"
 #include "formats/qcow2-header.h"
 #include "lib/prune-policy.h"
 #include "lib/repo.h"
@@ -86,6 +87,14 @@ struct repo *
 repo_open_in_zone (const char *location, bool create, const char *zone,
                    bool *created)
 {
+  /* The S3 backend exists, but a backup's files are still written by
+   * path: refuse before anything is made rather than treat the URL as a
+   * folder name. */
+  if (s3_is_location (location)) {
+    set_usage_error ("%s: repositories on S3 are not supported by this "
+                     "version yet; use a local folder", location);
+    return NULL;
+  }
   if (zone) {
     struct prune_zone *z = prune_zone_load (zone);
     if (!z)
