@@ -60,6 +60,7 @@
 #include "common/s3-config.h"
 #include "common/s3-request.h"
 #include "common/storage-s3.h"
+#include "common/storage-s3-objects.h"
 #include "common/storage.h"
 
 #define MAX_GET (64u << 20)
@@ -583,6 +584,7 @@ static const struct storage_ops s3_ops = {
   .prepare = s3st_prepare,
   .local_path = s3st_local_path,
   .close = s3st_close,
+  .objects = &s3_object_ops,
 };
 
 static int
