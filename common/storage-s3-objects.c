@@ -354,14 +354,14 @@ send_part (struct s3_writer *w, size_t len)
 static int
 part_buffer (struct s3_writer *w)
 {
+  if (w->number > S3_MAX_PARTS) {
+    set_usage_error ("s3 object %s: more than %d parts: larger than an "
+                     "object can be", w->okey, S3_MAX_PARTS);
+    return -1;
+  }
   size_t want = (size_t) part_len (w->number);
   if (w->part_cap >= want)
     return 0;
-  if (w->number > S3_MAX_PARTS) {
-    set_usage_error ("s3://%s: more than %d parts: larger than an object "
-                     "can be", w->okey, S3_MAX_PARTS);
-    return -1;
-  }
   free (w->part);
   w->part_cap = 0;
   if (!(w->part = calloc (1, want))) {

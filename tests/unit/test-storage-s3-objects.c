@@ -30,6 +30,8 @@
 #include "common/s3-config.h"
 #include "common/storage.h"
 #include "formats/qcow2-writer.h"
+#include "lib/repo-objects.h"
+#include "qbak.h"
 #include "helpers.h"
 
 #define MiB ((size_t) 1 << 20)
@@ -421,6 +423,32 @@ test_qcow2_roundtrip (void **state)
   assert_memory_equal (obuf, lbuf, llen);
   free (obuf);
   free (lbuf);
+
+  /* Opened as an image straight from the gateway (qcow2 reader over
+   * ranged reads), its guest data is what qemu-img reads from the local
+   * image. */
+  char raw[TEST_PATH_MAX];
+  test_path (raw, fx->dir, "local.raw");
+  assert_int_equal (test_sh_status ("qemu-img convert -O raw '%s' '%s'",
+                                    local, raw), 0);
+  size_t rlen;
+  uint8_t *rbuf = read_local (raw, &rlen);
+  assert_int_equal (rlen, 64 * MiB);
+  struct qbak_image *img = repo_image_open (fx->st, key,
+                                            QBAK_OPEN_FORCE_SHARE);
+  if (!img)
+    fail_msg ("%s", error_get_message ());
+  uint8_t *guest = malloc (rlen);
+  assert_non_null (guest);
+  for (size_t off = 0; off < rlen; off += 3 * MiB / 2) {
+    size_t n = rlen - off < 3 * MiB / 2 ? rlen - off : 3 * MiB / 2;
+    if (qbak_image_pread (img, guest + off, n, off) < 0)
+      fail_msg ("%s", error_get_message ());
+  }
+  qbak_image_close (img);
+  assert_memory_equal (guest, rbuf, rlen);
+  free (guest);
+  free (rbuf);
 
   /* Created once: the key is taken now. */
   assert_null (storage_create_object (fx->st, key));
