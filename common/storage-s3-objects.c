@@ -36,13 +36,14 @@
  *
  * Create-once.  storage.h promises that creating an existing key fails.
  * The single PUT is conditional, so that holds for small objects even
- * between two writers racing.  S3 has no condition on completing an
- * upload that this client can send (If-None-Match on
- * CompleteMultipartUpload is recent on AWS and missing on older Ceph
- * RGW), so a big object's key is checked (HEAD) when it is created and
- * again just before the completion: a key that appeared in between is
- * refused, but two writers completing at the same moment could both
- * succeed, the last one's object winning.  The guarantee that a backup
+ * between two writers racing.  Completing an upload is sent without a
+ * condition: If-None-Match on CompleteMultipartUpload is recent on AWS,
+ * and Ceph RGW 16 (pacific) answers it on an existing key with a 500
+ * UnknownError after replacing the object all the same, which would be
+ * retried and end as a lost upload.  So a big object's key is checked
+ * (HEAD) when it is created and again just before the completion: a
+ * key that appeared in between is refused, but two writers completing
+ * at the same moment could both succeed, the last one's object winning.  The guarantee that a backup
  * file is never replaced comes from the repository's record, written
  * put-once after the file, and from the lock that keeps a second writer
  * out, not from the object.

@@ -703,6 +703,52 @@ test_cache_and_faults (void **state)
   free (data);
 }
 
+/* Every part upload answered 500 until the retries give up: the commit
+ * fails with the service's error, the file's flush reports it from then
+ * on (an upload's failure is final), the abort leaves nothing behind. */
+static void
+test_part_failure (void **state)
+{
+  (void) state;
+  struct proxy p;
+  proxy_start (&p);
+  running_proxy = p.pid;
+  char prefix[32];
+  snprintf (prefix, sizeof prefix, "o%u", ++test_number);
+  struct fixture fx = { .st = open_prefix (prefix) };
+  snprintf (fx.prefix, sizeof fx.prefix, "%s", prefix);
+  snprintf (fx.url, sizeof fx.url, "s3://%s/%s", bucket, prefix);
+  proxy_rules (&p, "[{\"fault\": \"500\", \"match\": "
+               "\"^PUT .*partNumber=\"}]");
+  uint8_t *data = malloc (MiB);
+  assert_non_null (data);
+  fill (data, MiB, 5);
+  struct qbak_file *f = storage_create_object (fx.st, "fail/1");
+  assert_non_null (f);
+  int failed_at = -1;
+  for (size_t off = 0; off < 30 * MiB; off += MiB)
+    if (qbak_file_pwrite (f, data, MiB, off) < 0) {
+      failed_at = (int) (off / MiB);  /* a part failed already */
+      break;
+    }
+  print_message ("a write failed at MiB %d (-1: none)\n", failed_at);
+  assert_int_equal (storage_commit_object (fx.st, f), -1);
+  assert_int_equal (error_get_status (), STATUS_IO);
+  assert_non_null (strstr (error_get_message (), "500"));
+  assert_int_equal (qbak_file_flush (f), -1);
+  assert_int_equal (qbak_file_pwrite (f, data, 4096, 40 * MiB), -1);
+  assert_int_equal (storage_abort_object (fx.st, f), 0);
+  qbak_file_close (f);
+  assert_true (proxy_count (&p, "fault 500") >= 8);
+  proxy_rules (&p, "[]");
+  uint64_t size;
+  assert_int_equal (storage_size (fx.st, "fail/1", &size), 0);
+  assert_int_equal (uploads_in_progress (&fx), 0);
+  storage_close (fx.st);
+  proxy_stop (&p);
+  free (data);
+}
+
 int
 main (void)
 {
@@ -713,6 +759,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_abort, setup, teardown),
     cmocka_unit_test_setup_teardown (test_small, setup, teardown),
     cmocka_unit_test (test_cache_and_faults),
+    cmocka_unit_test (test_part_failure),
   };
   return cmocka_run_group_tests (tests, group_setup, group_teardown);
 }
