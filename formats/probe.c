@@ -99,16 +99,18 @@ open_layer (struct qbak_file *f, const char *format, unsigned flags,
 
   if (format && strcmp (format, "raw") == 0)
     return raw_open (f, path);
+  /* PATH is the file's own name: each message is made before the close
+   * that frees it. */
   if (format && strcmp (format, "qcow2") != 0 && strcmp (format, "qcow") != 0) {
-    qbak_file_close (f);
     set_invalid ("%s: unsupported image format '%s': qbak reads qcow2, qcow "
                  "and raw; convert it with 'qemu-img convert -O qcow2'",
                  path, format);
+    qbak_file_close (f);
     return NULL;
   }
   if (format && !is_qcow) {
-    qbak_file_close (f);
     set_invalid ("%s: not a %s image (bad magic)", path, format);
+    qbak_file_close (f);
     return NULL;
   }
   if (!is_qcow) {
@@ -119,9 +121,9 @@ open_layer (struct qbak_file *f, const char *format, unsigned flags,
     return raw_open (f, path);
   }
   if (format && (strcmp (format, "qcow") == 0) != (version == 1)) {
-    qbak_file_close (f);
     set_invalid ("%s: not a %s image (version %" PRIu32 ")", path, format,
                  version);
+    qbak_file_close (f);
     return NULL;
   }
   if (version == 1)
