@@ -111,6 +111,10 @@ const char *human_size (char buf[HUMAN_SIZE_LEN], uint64_t bytes);
 /* "64 MiB (67108864 bytes)", as qemu-img info's virtual size. */
 const char *human_size_exact (char buf[HUMAN_SIZE_LEN], uint64_t bytes);
 
+/* bitmap-table.c: IMG's bitmaps as a table with a header (and a line
+ * saying so when there are none), each line after INDENT. */
+void print_bitmap_table (struct qbak_image *img, const char *indent);
+
 /* cmd-list.c: point I of R as JSON (as `qbak list --json` lists it). */
 json_object *point_to_json (struct qbak_repo *r, size_t i);
 

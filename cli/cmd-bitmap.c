@@ -186,39 +186,19 @@ out:
 static int
 do_list (struct qbak_image *img, bool json)
 {
-  size_t n = qbak_bitmap_count (img);
-  json_object *arr = json ? json_object_new_array () : NULL;
-  int name_width = 4;           /* the column fits the longest name */
-  for (size_t i = 0; i < n; i++) {
-    struct qbak_bitmap_info b;
-    qbak_bitmap_info_init (&b);
-    if (qbak_bitmap_get_info (img, i, &b) == 0 &&
-        (int) strlen (b.name) > name_width)
-      name_width = (int) strlen (b.name);
-  }
   if (!json) {
-    printf ("%-*s %11s %-8s %s\n", name_width, "NAME", "GRANULARITY",
-            "FLAGS", "DIRTY");
-    if (n == 0)
-      printf ("(no bitmaps)\n");
+    print_bitmap_table (img, "");
+    return EXIT_OK;
   }
+  size_t n = qbak_bitmap_count (img);
+  json_object *arr = json_object_new_array ();
   for (size_t i = 0; i < n; i++) {
     struct qbak_bitmap_info b;
     qbak_bitmap_info_init (&b);
-    if (qbak_bitmap_get_info (img, i, &b) < 0)
-      continue;
-    char gran[HUMAN_SIZE_LEN], dirty[HUMAN_SIZE_LEN];
-    if (json)
+    if (qbak_bitmap_get_info (img, i, &b) == 0)
       json_object_array_add (arr, json_bitmap_info (&b));
-    else
-      printf ("%-*s %11s %-8s %s\n", name_width, b.name,
-              human_size (gran, b.granularity),
-              b.in_use ? "in-use" : b.enabled ? "auto" : "disabled",
-              b.dirty_known ? human_size_exact (dirty, b.dirty_bytes)
-                            : "unknown");
   }
-  if (json)
-    json_print (arr);
+  json_print (arr);
   return EXIT_OK;
 }
 

@@ -201,31 +201,9 @@ print_text (struct qbak_image *img)
             human_size_exact (size, bi.virtual_size));
     print_backing (&bi, "  ");
   }
-  size_t n = qbak_bitmap_count (img);
-  if (n) {
-    int name_width = 4;         /* the column fits the longest name */
-    for (size_t i = 0; i < n; i++) {
-      struct qbak_bitmap_info b;
-      qbak_bitmap_info_init (&b);
-      if (qbak_bitmap_get_info (img, i, &b) == 0 &&
-          (int) strlen (b.name) > name_width)
-        name_width = (int) strlen (b.name);
-    }
+  if (qbak_bitmap_count (img)) {
     printf ("bitmaps:\n");
-    printf ("  %-*s %11s %-8s %s\n", name_width, "NAME", "GRANULARITY",
-            "FLAGS", "DIRTY");
-    for (size_t i = 0; i < n; i++) {
-      struct qbak_bitmap_info b;
-      qbak_bitmap_info_init (&b);
-      if (qbak_bitmap_get_info (img, i, &b) < 0)
-        continue;
-      char gran[HUMAN_SIZE_LEN], dirty[HUMAN_SIZE_LEN];
-      printf ("  %-*s %11s %-8s %s\n", name_width, b.name,
-              human_size (gran, b.granularity),
-              b.in_use ? "in-use" : b.enabled ? "auto" : "disabled",
-              b.dirty_known ? human_size_exact (dirty, b.dirty_bytes)
-                            : "unknown");
-    }
+    print_bitmap_table (img, "  ");
   }
 }
 
