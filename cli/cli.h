@@ -111,6 +111,9 @@ const char *human_size (char buf[HUMAN_SIZE_LEN], uint64_t bytes);
 /* "64 MiB (67108864 bytes)", as qemu-img info's virtual size. */
 const char *human_size_exact (char buf[HUMAN_SIZE_LEN], uint64_t bytes);
 
+/* cmd-backup.c: DISK[=NAME] split in place (verify --source too). */
+struct qbak_backup_disk parse_disk_arg (char *arg);
+
 /* bitmap-table.c: IMG's bitmaps as a table with a header (and a line
  * saying so when there are none), each line after INDENT. */
 void print_bitmap_table (struct qbak_image *img, const char *indent);

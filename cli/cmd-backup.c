@@ -92,6 +92,21 @@ point_json (const char *repo, const char *id)
   return o;
 }
 
+/* DISK[=NAME] as backup takes it (verify --source too): ARG is split in
+ * place.  A file name with '=' in it can be given as ./a=b=NAME, and a
+ * '/' after the last '=' means there is no NAME. */
+struct qbak_backup_disk
+parse_disk_arg (char *arg)
+{
+  struct qbak_backup_disk d = { .path = arg };
+  char *eq = strrchr (arg, '=');
+  if (eq && !strchr (eq, '/')) {
+    *eq = '\0';
+    d.name = eq + 1;
+  }
+  return d;
+}
+
 int
 cmd_backup (int argc, char **argv)
 {
@@ -156,14 +171,7 @@ cmd_backup (int argc, char **argv)
     return EXIT_JOB_FAILED;
   }
   for (size_t i = 0; i < n; i++) {
-    char *arg = argv[optind + (int) i];
-    /* DISK=NAME; a file name with '=' in it can be given as ./a=b=NAME. */
-    char *eq = strrchr (arg, '=');
-    if (eq && !strchr (eq, '/')) {
-      *eq = '\0';
-      disks[i].name = eq + 1;
-    }
-    disks[i].path = arg;
+    disks[i] = parse_disk_arg (argv[optind + (int) i]);
     qbak_copy_result_init (&copies[i]);
   }
   o.disks = disks;

@@ -191,6 +191,23 @@ on_source (const struct qbak_verify_source *s, void *opaque)
   printf ("\n");
 }
 
+/* Append ARG (DISK[=NAME]) to *SOURCES; on failure *SOURCES is freed
+ * and the error printed. */
+static int
+add_source (struct qbak_backup_disk **sources, size_t *n, char *arg)
+{
+  struct qbak_backup_disk *v = realloc (*sources, (*n + 1) * sizeof *v);
+  if (!v) {
+    free (*sources);
+    *sources = NULL;
+    perror (progname);
+    return -1;
+  }
+  *sources = v;
+  v[(*n)++] = parse_disk_arg (arg);
+  return 0;
+}
+
 int
 cmd_verify (int argc, char **argv)
 {
@@ -235,25 +252,10 @@ cmd_verify (int argc, char **argv)
       o.outdated_after = (int64_t) (days * 86400);
       break;
     }
-    case OPT_SOURCE: {
-      struct qbak_backup_disk *v = realloc (sources, (n_sources + 1) *
-                                            sizeof *v);
-      if (!v) {
-        free (sources);
-        perror (progname);
+    case OPT_SOURCE:
+      if (add_source (&sources, &n_sources, optarg) < 0)
         return EXIT_JOB_FAILED;
-      }
-      sources = v;
-      /* DISK=NAME as qbak backup takes it. */
-      char *eq = strrchr (optarg, '=');
-      sources[n_sources] = (struct qbak_backup_disk) { .path = optarg };
-      if (eq && !strchr (eq, '/')) {
-        *eq = '\0';
-        sources[n_sources].name = eq + 1;
-      }
-      n_sources++;
       break;
-    }
     default:
       free (sources);
       return bad_option (usage_line, "verify", argc, argv, short_options,
@@ -266,23 +268,9 @@ cmd_verify (int argc, char **argv)
     return usage_error (usage_line, argc - optind == 0 ? "verify: missing "
                         "REPO" : "verify: too many arguments");
   }
-  for (int i = optind; i < argc - 1; i++) {
-    struct qbak_backup_disk *v = realloc (sources, (n_sources + 1) *
-                                          sizeof *v);
-    if (!v) {
-      free (sources);
-      perror (progname);
+  for (int i = optind; i < argc - 1; i++)
+    if (add_source (&sources, &n_sources, argv[i]) < 0)
       return EXIT_JOB_FAILED;
-    }
-    sources = v;
-    char *eq = strrchr (argv[i], '=');
-    sources[n_sources] = (struct qbak_backup_disk) { .path = argv[i] };
-    if (eq && !strchr (eq, '/')) {
-      *eq = '\0';
-      sources[n_sources].name = eq + 1;
-    }
-    n_sources++;
-  }
   out.repo = o.repository = argv[argc - 1];
   out.sampled = o.sample_percent != 0;
   out.tty = summary_wanted ();
