@@ -33,6 +33,7 @@
 #include "lib/repo-objects.h"
 #include "qbak.h"
 #include "helpers.h"
+#include "s3-fixture.h"
 
 #define MiB ((size_t) 1 << 20)
 
@@ -46,154 +47,17 @@ struct fixture {
   char dir[TEST_PATH_MAX];
 };
 
-/* Export the gateway's settings from $QBAK_RGW_DIR/env ("export A=B
- * C=D" lines). */
-static void
-load_gateway_env (void)
-{
-  const char *dir = getenv ("QBAK_RGW_DIR");
-  if (!dir || !*dir)
-    fail_msg ("QBAK_RGW_DIR is not set: run this test through ctest "
-              "(label s3), whose fixture starts the gateway");
-  char path[TEST_PATH_MAX];
-  snprintf (path, sizeof path, "%s/env", dir);
-  FILE *f = fopen (path, "re");
-  if (!f)
-    fail_msg ("%s: %s (is the gateway started? tests/s3/rgw.sh start %s)",
-              path, strerror (errno), dir);
-  char line[4096];
-  while (fgets (line, sizeof line, f)) {
-    char *save;
-    for (char *tok = strtok_r (line, " \t\n", &save); tok;
-         tok = strtok_r (NULL, " \t\n", &save)) {
-      char *eq = strchr (tok, '=');
-      if (strcmp (tok, "export") == 0 || !eq)
-        continue;
-      *eq = '\0';
-      char *v = eq + 1;
-      size_t n = strlen (v);
-      if (n >= 2 && (v[0] == '\'' || v[0] == '"') && v[n - 1] == v[0]) {
-        v[n - 1] = '\0';
-        v++;
-      }
-      setenv (tok, v, 1);
-    }
-  }
-  fclose (f);
-  if (!getenv ("AWS_ENDPOINT_URL") || !getenv ("AWS_SECRET_ACCESS_KEY"))
-    fail_msg ("%s: no AWS_ENDPOINT_URL or keys in it", path);
-}
 
-/* Buckets are made by the test (qbak never makes one), with curl's own
- * SigV4 signing. */
-static int
-bucket_request (const char *method, const char *name)
-{
-  return test_sh_status ("curl -sf -o /dev/null --retry 8 --retry-delay 0 "
-                         "--retry-all-errors --aws-sigv4 "
-                         "\"aws:amz:${AWS_REGION:-us-east-1}:s3\" "
-                         "--user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" "
-                         "-H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "
-                         "-X %s \"$AWS_ENDPOINT_URL/%s\"", method, name);
-}
-
-
-struct proxy {
-  pid_t pid;
-  char dir[TEST_PATH_MAX];
-  char control[TEST_PATH_MAX + 32];
-  char log[TEST_PATH_MAX + 32];
-  char url[64];
-  char *gateway;        /* the endpoint behind it */
-};
-
-/* Set the proxy's fault rules (a JSON array), replacing the file so that
- * the proxy sees a change. */
-static void
-proxy_rules (struct proxy *p, const char *rules)
-{
-  char tmp[TEST_PATH_MAX + 48];
-  snprintf (tmp, sizeof tmp, "%s.new", p->control);
-  FILE *f = fopen (tmp, "w");
-  assert_non_null (f);
-  fprintf (f, "{\"seed\": 1, \"rules\": %s}\n", rules);
-  assert_int_equal (fclose (f), 0);
-  assert_int_equal (rename (tmp, p->control), 0);
-}
-
-static void
-proxy_start (struct proxy *p)
-{
-  const char *src = getenv ("QBAK_SRCDIR");
-  if (!src || !*src)
-    fail_msg ("QBAK_SRCDIR is not set (run through ctest)");
-  char script[TEST_PATH_MAX];
-  snprintf (script, sizeof script, "%s/tests/s3/fault-proxy.py", src);
-  if (access (script, R_OK) < 0)
-    fail_msg ("%s: %s", script, strerror (errno));
-  test_tmpdir_create (p->dir);
-  snprintf (p->control, sizeof p->control, "%s/control.json", p->dir);
-  snprintf (p->log, sizeof p->log, "%s/proxy.log", p->dir);
-  char port_file[TEST_PATH_MAX + 32];
-  snprintf (port_file, sizeof port_file, "%s/port", p->dir);
-  proxy_rules (p, "[]");
-  p->gateway = strdup (getenv ("AWS_ENDPOINT_URL"));
-  assert_non_null (p->gateway);
-  fflush (NULL);
-  p->pid = fork ();
-  assert_true (p->pid >= 0);
-  if (p->pid == 0) {
-    execlp ("python3", "python3", script, "--upstream", p->gateway,
-            "--control", p->control, "--port-file", port_file, "--log",
-            p->log, (char *) NULL);
-    _exit (127);
-  }
-  for (int i = 0; i < 200; i++) {
-    FILE *f = fopen (port_file, "r");
-    unsigned port = 0;
-    if (f) {
-      int n = fscanf (f, "%u", &port);
-      fclose (f);
-      if (n == 1 && port) {
-        snprintf (p->url, sizeof p->url, "http://127.0.0.1:%u", port);
-        setenv ("AWS_ENDPOINT_URL", p->url, 1);
-        return;
-      }
-    }
-    usleep (50000);
-  }
-  fail_msg ("fault-proxy.py did not start (no %s)", port_file);
-}
 
 /* The proxy of a test that failed half-way: stopped by the group's
  * teardown, so that it does not keep the test's output open. */
 static pid_t running_proxy;
 
 static void
-proxy_stop (struct proxy *p)
+stop_proxy (struct proxy *p)
 {
-  kill (p->pid, SIGTERM);
-  waitpid (p->pid, NULL, 0);
+  proxy_stop (p);
   running_proxy = 0;
-  setenv ("AWS_ENDPOINT_URL", p->gateway, 1);
-  free (p->gateway);
-  test_sh_status ("rm -rf '%s'", p->dir);
-}
-
-/* How many requests the proxy logged with WORD in their line. */
-static int
-proxy_count (struct proxy *p, const char *word)
-{
-  FILE *f = fopen (p->log, "r");
-  if (!f)
-    return 0;
-  char line[4096];
-  int n = 0;
-  while (fgets (line, sizeof line, f))
-    if (strstr (line, word))
-      n++;
-  fclose (f);
-  return n;
 }
 
 
@@ -699,7 +563,7 @@ test_cache_and_faults (void **state)
   print_message ("503 answers met while reading: %d\n", faults);
   assert_true (faults >= 1);
   storage_close (st);
-  proxy_stop (&p);
+  stop_proxy (&p);
   free (data);
 }
 
@@ -745,7 +609,7 @@ test_part_failure (void **state)
   assert_int_equal (storage_size (fx.st, "fail/1", &size), 0);
   assert_int_equal (uploads_in_progress (&fx), 0);
   storage_close (fx.st);
-  proxy_stop (&p);
+  stop_proxy (&p);
   free (data);
 }
 

@@ -1,0 +1,35 @@
+/* What the S3 tests share (s3-fixture.c). */
+#ifndef QBAK_TEST_S3_FIXTURE_H
+#define QBAK_TEST_S3_FIXTURE_H
+
+#include <sys/types.h>
+
+/* After cmocka.h and helpers.h (TEST_PATH_MAX). */
+
+/* Export the gateway's settings from $QBAK_RGW_DIR/env ("export A=B
+ * C=D" lines); fails the test if the gateway was not started. */
+void load_gateway_env (void);
+/* A bucket request (METHOD PUT or DELETE on bucket NAME) with curl's own
+ * SigV4 signing: qbak never makes a bucket.  Returns curl's status. */
+int bucket_request (const char *method, const char *name);
+
+/* tests/s3/fault-proxy.py between the client and the gateway. */
+struct proxy {
+  pid_t pid;
+  char dir[TEST_PATH_MAX];
+  char control[TEST_PATH_MAX + 32];
+  char log[TEST_PATH_MAX + 32];
+  char url[64];
+  char *gateway;        /* the endpoint behind it */
+};
+
+/* Set the proxy's fault rules (a JSON array). */
+void proxy_rules (struct proxy *p, const char *rules);
+/* Start it and point AWS_ENDPOINT_URL at it. */
+void proxy_start (struct proxy *p);
+/* Stop it and point AWS_ENDPOINT_URL back at the gateway. */
+void proxy_stop (struct proxy *p);
+/* How many requests the proxy logged with WORD in their line. */
+int proxy_count (struct proxy *p, const char *word);
+
+#endif
