@@ -15,9 +15,7 @@
 # and checking them: a writer that checked first and locked afterwards
 # lets the other through there, and both exit 0 within a few rounds.
 #
-# Rounds (RACE_ROUNDS per pair of commands; by default 334, so that the
-# three pairs make 1000 rounds of two racing writers within make check's
-# time; RACE_ROUNDS=1000 or more for a longer stress run) run in batches
+# Rounds (RACE_ROUNDS, default 1000 per pair of commands) run in batches
 # from lock-race-rounds.sh, a small loop of its own, on one image that
 # keeps every round's outcome, so the oracles at the end of each batch
 # (qemu-img check, qemu-img info bitmap names, qemu-nbd + nbdinfo contents)
@@ -27,7 +25,7 @@
 bats_require_minimum_version 1.5.0
 load helpers
 
-ROUNDS=${RACE_ROUNDS:-334}
+ROUNDS=${RACE_ROUNDS:-1000}
 BATCH=100
 
 setup_file() {
