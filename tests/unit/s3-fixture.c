@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -151,4 +152,16 @@ proxy_count (struct proxy *p, const char *word)
       n++;
   fclose (f);
   return n;
+}
+
+void
+gateway_bucket (char *bucket, size_t len, const char *tag)
+{
+  load_gateway_env ();
+  unsetenv ("AWS_PROFILE");
+  unsetenv ("AWS_SESSION_TOKEN");
+  setenv ("QBAK_S3_BACKOFF_MS", "10", 1);
+  snprintf (bucket, len, "qbak-%s-%ld-%ld", tag, (long) getpid (),
+            (long) time (NULL));
+  assert_int_equal (bucket_request ("PUT", bucket), 0);
 }

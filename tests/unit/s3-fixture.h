@@ -13,6 +13,11 @@ void load_gateway_env (void);
  * SigV4 signing: qbak never makes a bucket.  Returns curl's status. */
 int bucket_request (const char *method, const char *name);
 
+/* The settings of one test program: the gateway's, without a profile or
+ * session token, with short retry backoffs; and a new bucket of its own,
+ * named qbak-TAG-PID-TIME into BUCKET (LEN bytes). */
+void gateway_bucket (char *bucket, size_t len, const char *tag);
+
 /* tests/s3/fault-proxy.py between the client and the gateway. */
 struct proxy {
   pid_t pid;

@@ -53,13 +53,7 @@ static int
 group_setup (void **state)
 {
   (void) state;
-  load_gateway_env ();
-  unsetenv ("AWS_PROFILE");
-  unsetenv ("AWS_SESSION_TOKEN");
-  setenv ("QBAK_S3_BACKOFF_MS", "10", 1);
-  snprintf (bucket, sizeof bucket, "qbak-unit-%ld-%ld", (long) getpid (),
-            (long) time (NULL));
-  assert_int_equal (bucket_request ("PUT", bucket), 0);
+  gateway_bucket (bucket, sizeof bucket, "unit");
   return 0;
 }
 
