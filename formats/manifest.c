@@ -322,6 +322,12 @@ manifest_writer_finish (struct manifest_writer *w, char *digest)
   return 0;
 }
 
+struct qbak_file *
+manifest_writer_file (const struct manifest_writer *w)
+{
+  return w->file;
+}
+
 void
 manifest_writer_free (struct manifest_writer *w)
 {

@@ -85,6 +85,11 @@ int manifest_writer_hashes (struct manifest_writer *w, uint64_t first,
  * + 1 bytes). */
 int manifest_writer_finish (struct manifest_writer *w, char *digest);
 
+/* W's file, still W's: for committing a storage object (common/storage.h)
+ * after manifest_writer_finish and before manifest_writer_free closes
+ * it. */
+struct qbak_file *manifest_writer_file (const struct manifest_writer *w);
+
 /* Close and free; accepts NULL.  An unfinished manifest is left as it is
  * (the caller removes it). */
 void manifest_writer_free (struct manifest_writer *w);

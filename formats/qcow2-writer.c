@@ -624,6 +624,12 @@ qcow2_writer_fd (const struct qcow2_writer *w)
   return w->file->fd;
 }
 
+struct qbak_file *
+qcow2_writer_file (const struct qcow2_writer *w)
+{
+  return w->file;
+}
+
 void
 qcow2_writer_set_table_batch (struct qcow2_writer *w, size_t n)
 {

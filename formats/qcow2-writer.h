@@ -89,6 +89,9 @@ void qcow2_writer_set_partial_id (struct qcow2_writer *w, const uint8_t *id);
 bool qcow2_writer_get_partial_id (const struct qcow2_writer *w, uint8_t *id);
 /* The descriptor of W's file (for linking it into place). */
 int qcow2_writer_fd (const struct qcow2_writer *w);
+/* W's file, still W's: for committing a storage object (common/storage.h)
+ * after qcow2_writer_finish and before qcow2_writer_free closes it. */
+struct qbak_file *qcow2_writer_file (const struct qcow2_writer *w);
 
 /* Hold back at most N completed L2 tables (at least 1; never more than
  * the default of 4 MiB of tables) before they are written together.  For
