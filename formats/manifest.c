@@ -655,9 +655,10 @@ skip_below (struct cursor *c, uint64_t end)
   return 0;
 }
 
-int
-manifest_merge (struct manifest_reader *top, struct manifest_reader *bottom,
-                struct manifest_writer *w, char *digest)
+static int
+merge_and_finish (struct manifest_reader *top,
+                  struct manifest_reader *bottom, struct manifest_writer *w,
+                  char *digest)
 {
   struct cursor a = { .r = top }, b = { .r = bottom };
   int ret = -1;
@@ -692,8 +693,24 @@ manifest_merge (struct manifest_reader *top, struct manifest_reader *bottom,
  out:
   manifest_reader_free (top);
   manifest_reader_free (bottom);
+  return ret;
+}
+
+int
+manifest_merge (struct manifest_reader *top, struct manifest_reader *bottom,
+                struct manifest_writer *w, char *digest)
+{
+  int ret = merge_and_finish (top, bottom, w, digest);
   manifest_writer_free (w);
   return ret;
+}
+
+int
+manifest_merge_keep (struct manifest_reader *top,
+                     struct manifest_reader *bottom,
+                     struct manifest_writer *w, char *digest)
+{
+  return merge_and_finish (top, bottom, w, digest);
 }
 
 /* ---- A chain's view --------------------------------------------------- */

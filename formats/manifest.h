@@ -135,6 +135,12 @@ void manifest_reader_free (struct manifest_reader *r);
 int manifest_merge (struct manifest_reader *top,
                     struct manifest_reader *bottom,
                     struct manifest_writer *w, char *digest);
+/* The same, but W is left open, finished or not, for a caller that
+ * commits its file as a storage object (manifest_writer_file) before it
+ * frees W. */
+int manifest_merge_keep (struct manifest_reader *top,
+                         struct manifest_reader *bottom,
+                         struct manifest_writer *w, char *digest);
 
 /* ---- A chain's view ---------------------------------------------------
  *

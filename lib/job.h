@@ -20,6 +20,7 @@
 #include "lib/internal.h"
 
 struct copy_job;
+struct qcow2_header;
 
 /* What a repository asks of a job beyond the public options: a target
  * that survives being killed.  It is written at its own name from the
@@ -99,6 +100,22 @@ int manifest_of_layer (const char *path, const char *manifest,
  * write.  Either INTO is as it was or it is all of that. */
 int layer_merge (const char *from, const char *into, bool only_holes,
                  const char *backing, const char *backing_format);
+
+/* layer-merge-object.c: the same merge where files cannot be rewritten
+ * in place (an object store): NEW_KEY, a new object of ST, becomes a
+ * qcow2 file holding what TOP_KEY's file holds itself (data and zero
+ * clusters) and, where it holds nothing, what BOTTOM_KEY's file holds
+ * itself; the larger of their virtual sizes, their cluster size, BACKING
+ * (NULL: none) as its backing file.  Committed when this returns 0; on
+ * error nothing is left at NEW_KEY.  The caller renames it into place. */
+int layer_merge_object (struct storage *st, const char *bottom_key,
+                        const char *top_key, const char *new_key,
+                        const char *backing, const char *backing_format);
+/* The decoded header of the qcow2 file KEY of ST, read through the
+ * storage (its cluster 0 only).  -1 with errno ENOENT recorded if KEY is
+ * missing.  Free with qcow2_header_free. */
+int layer_object_header (struct storage *st, const char *key,
+                         struct qcow2_header *hdr);
 
 /* group.c: qbak_copy_group with an in-place target for each job (PLACES
  * parallel to the jobs, or NULL), and sources in a storage (SOURCES

@@ -35,6 +35,7 @@
 
 #include "common/error.h"
 #include "formats/manifest.h"
+#include "formats/qcow2-header.h"
 #include "formats/qcow2-writer.h"
 #include "lib/job.h"
 #include "lib/repo.h"
@@ -58,16 +59,33 @@ removing (const struct prune *p, const char *id)
   return false;
 }
 
-/* Prune works on local paths: its merges rewrite a file in place
- * (layer_merge over the writer's reopen).  An object store cannot
- * rewrite an object: there a merge must be written as a new object
- * (storage_create_object) and renamed over the old one.
- *
- * The backing name stored in the qbak file at KEY ("" for none); NULL
+/* Whether the repository's files can be rewritten in place (a folder):
+ * then a merge appends to the receiving file and commits with one header
+ * write (layer_merge over the writer's reopen), and a manifest is written
+ * by path.  Where they cannot (an object store), every merged file and
+ * manifest is written whole as a new object at a temporary key
+ * (merge_key) and renamed over the file it replaces. */
+static bool
+in_place (struct repo *r)
+{
+  return storage_can_continue_in_place (r->st);
+}
+
+/* The backing name stored in the qbak file at KEY ("" for none); NULL
  * if it is missing (errno ENOENT recorded) or unreadable. */
 static char *
 backing_of (struct repo *r, const char *key)
 {
+  if (!in_place (r)) {
+    struct qcow2_header h;
+    char *b = NULL;
+    if (layer_object_header (r->st, key, &h) < 0)
+      return NULL;
+    if (!(b = strdup (h.backing_name ? h.backing_name : "")))
+      set_nomem ();
+    qcow2_header_free (&h);
+    return b;
+  }
   char *path = storage_local_path (r->st, key), *b = NULL;
   struct qcow2_writer *w = path ? qcow2_writer_reopen (path) : NULL;
   if (w) {
@@ -92,6 +110,96 @@ sibling (const char *key, const char *ext)
     return NULL;
   }
   return s;
+}
+
+/* The temporary key a merged copy of the file KEY is written at on an
+ * object store: "ID.qcow2-new" next to it.  No record names it and it is
+ * no point's file name, so a backup removes it as a leftover; prune
+ * removes it itself before it writes one and after a crash that left
+ * one (a rename is a copy, then a delete of the source). */
+static char *
+merge_key (const char *key)
+{
+  return sibling (key, ".qcow2-new");
+}
+
+/* On an object store: TOP's file (a kept child) becomes the merge of
+ * itself over BOTTOM's, backed by BACKING (NULL: none), written whole
+ * as a new object and renamed over TOP's key (a copy that replaces it in
+ * one step, then the new object's key deleted).  TOP's point reads the
+ * same before and after, and so do the files backed by TOP's name.
+ *
+ * The rename is a service-side copy: S3 copies at most 5 GiB in one
+ * request, so on AWS a merged file larger than that fails here (the
+ * repository stays as it was, the prune can be taken again); Ceph RGW
+ * copies larger objects. */
+static int
+merge_as_object (struct repo *r, const char *bottom, const char *top,
+                 const char *backing)
+{
+  char *tmp = merge_key (top);
+  int rc = -1;
+  if (tmp && storage_delete (r->st, tmp) == 0 &&
+      layer_merge_object (r->st, bottom, top, tmp, backing,
+                          backing ? "qcow2" : NULL) == 0)
+    rc = storage_rename (r->st, tmp, top);
+  free (tmp);
+  return rc;
+}
+
+/* On an object store, the merged copy of KEY's file that a prune
+ * interrupted in its rename may have left (KEY holds it already). */
+static int
+drop_merge_leftover (struct repo *r, const char *key)
+{
+  if (in_place (r))
+    return 0;
+  char *tmp = merge_key (key);
+  int rc = tmp ? storage_delete (r->st, tmp) : -1;
+  free (tmp);
+  return rc;
+}
+
+/* The manifest KEY, read through the storage. */
+static struct manifest_reader *
+manifest_object (struct repo *r, const char *key)
+{
+  struct qbak_file *f = storage_open_object (r->st, key);
+  return f ? manifest_reader_open_file (f) : NULL;
+}
+
+/* The manifest of Y's file merged with X's, written as the new object
+ * NEWKEY through the storage (an object store), its digest into
+ * DIGEST. */
+static int
+merge_manifest_object (struct repo *r, const struct repo_disk_record *y,
+                       const struct repo_disk_record *x, const char *newkey,
+                       char *digest)
+{
+  struct manifest_reader *top = manifest_object (r, y->manifest);
+  struct manifest_reader *bottom = top ? manifest_object (r, x->manifest)
+                                       : NULL;
+  struct qbak_file *f = bottom ? storage_create_object (r->st, newkey)
+                               : NULL;
+  struct manifest_writer *w = f ? manifest_writer_create (
+    f, (uint32_t) y->cluster_size, y->virtual_size) : NULL;
+  int ret = -1;
+  if (!w) {
+    manifest_reader_free (top);
+    manifest_reader_free (bottom);
+    return -1;
+  }
+  if (manifest_merge_keep (top, bottom, w, digest) == 0 &&
+      storage_commit_object (r->st, manifest_writer_file (w)) == 0)
+    ret = 0;
+  else {
+    struct qbak_saved_error err;
+    qbak_error_save (&err);
+    storage_abort_object (r->st, manifest_writer_file (w));
+    qbak_error_put_back (&err, "manifest merge failed");
+  }
+  manifest_writer_free (w);
+  return ret;
 }
 
 /* Rewrite the record of point P with disk D changed as given: the record
@@ -121,26 +229,38 @@ merge_manifests (struct repo *r, struct repo_disk_record *y,
   int ret = -1;
   if (!y->manifest || !x->manifest)
     return 0;
-  if (!(yp = storage_local_path (r->st, y->manifest)) ||
+  if (!in_place (r)) {
+    /* A new object, renamed over Y's manifest; one an interrupted run
+     * left at the new key (committed, or copied but not deleted) goes
+     * first. */
+    if (!(newkey = sibling (y->manifest, ".manifest-new")) ||
+        storage_delete (r->st, newkey) < 0 ||
+        merge_manifest_object (r, y, x, newkey, digest) < 0 ||
+        storage_rename (r->st, newkey, y->manifest) < 0)
+      goto out;
+  }
+  else if (!(yp = storage_local_path (r->st, y->manifest)) ||
       !(xp = storage_local_path (r->st, x->manifest)) ||
       !(newkey = sibling (y->manifest, ".manifest-new")) ||
       storage_delete (r->st, newkey) < 0 ||
       !(np = storage_local_path (r->st, newkey)))
     goto out;
-  struct manifest_reader *top = manifest_reader_open (yp);
-  struct manifest_reader *bottom = top ? manifest_reader_open (xp) : NULL;
-  struct qbak_file *f = bottom ? qbak_file_create (np) : NULL;
-  struct manifest_writer *w = f ? manifest_writer_create (f, cs,
-                                                         y->virtual_size)
-                                : NULL;
-  if (!w) {
-    manifest_reader_free (top);
-    manifest_reader_free (bottom);
-    goto out;
+  else {
+    struct manifest_reader *top = manifest_reader_open (yp);
+    struct manifest_reader *bottom = top ? manifest_reader_open (xp) : NULL;
+    struct qbak_file *f = bottom ? qbak_file_create (np) : NULL;
+    struct manifest_writer *w = f ? manifest_writer_create (f, cs,
+                                                           y->virtual_size)
+                                  : NULL;
+    if (!w) {
+      manifest_reader_free (top);
+      manifest_reader_free (bottom);
+      goto out;
+    }
+    if (manifest_merge (top, bottom, w, digest) < 0 ||
+        storage_rename (r->st, newkey, y->manifest) < 0)
+      goto out;
   }
-  if (manifest_merge (top, bottom, w, digest) < 0 ||
-      storage_rename (r->st, newkey, y->manifest) < 0)
-    goto out;
   if (!(d = strdup (digest))) {
     set_nomem ();
     goto out;
@@ -173,11 +293,17 @@ fold_down (struct prune *p, struct repo_point *xp, struct repo_point *yp,
   if (!(have = backing_of (r, y->file)))
     goto out;
   if (strcmp (have, want) != 0) {
-    if (!(xpath = storage_local_path (r->st, x->file)) ||
-        !(ypath = storage_local_path (r->st, y->file)) ||
-        layer_merge (xpath, ypath, true, want, "qcow2") < 0)
+    if (!in_place (r)) {
+      if (merge_as_object (r, x->file, y->file, want) < 0)
+        goto out;
+    }
+    else if (!(xpath = storage_local_path (r->st, x->file)) ||
+             !(ypath = storage_local_path (r->st, y->file)) ||
+             layer_merge (xpath, ypath, true, want, "qcow2") < 0)
       goto out;
   }
+  else if (drop_merge_leftover (r, y->file) < 0)
+    goto out;
   if (merge_manifests (r, y, x) < 0 || !(parent = strdup (x->parent)))
     goto out;
   free (y->parent);
@@ -211,8 +337,9 @@ fold_up (struct prune *p, struct repo_point *xp, struct repo_point *yp,
     goto out;
   if (x_there) {
     uint64_t ysize;
-    if (!(xpath = storage_local_path (r->st, x->file)) ||
-        !(ypath = storage_local_path (r->st, y->file)) ||
+    if ((in_place (r) &&
+         (!(xpath = storage_local_path (r->st, x->file)) ||
+          !(ypath = storage_local_path (r->st, y->file)))) ||
         !(have = backing_of (r, y->file)) ||
         storage_size (r->st, y->file, &ysize) < 0)
       goto out;
@@ -220,11 +347,19 @@ fold_up (struct prune *p, struct repo_point *xp, struct repo_point *yp,
     snprintf (want, sizeof want, "%s.qcow2", xp->id);
     if (!*have) {
       /* X's clusters are in Y already (moved below before a crash). */
+      if (drop_merge_leftover (r, y->file) < 0)
+        goto out;
     }
     else if (strcmp (have, want) != 0) {
       set_invalid ("%s: %s reads through '%s', not through %s",
                    r->st->location, y->file, have, want);
       goto out;
+    }
+    else if (!in_place (r)) {
+      /* Y over X as a new object, with no backing file, in Y's place;
+       * then X goes. */
+      if (merge_as_object (r, x->file, y->file, NULL) < 0)
+        goto out;
     }
     else if (ysize <= size) {
       /* Y still reads through X: merge Y into X, then X takes Y's
@@ -239,8 +374,9 @@ fold_up (struct prune *p, struct repo_point *xp, struct repo_point *yp,
     if (x_there && storage_delete (r->st, x->file) < 0)
       goto out;
   }
-  else if (!(have = backing_of (r, y->file)) || *have) {
-    if (have)
+  else if (!(have = backing_of (r, y->file)) || *have ||
+           drop_merge_leftover (r, y->file) < 0) {
+    if (have && *have)
       set_invalid ("%s: %s is gone but %s still reads through '%s'",
                    r->st->location, x->file, y->file, have);
     goto out;
