@@ -26,7 +26,19 @@
  * kept child's record is rewritten with its new parent; a removed point's
  * record goes last, once no record names it, newest first, so the
  * records always form whole chains.  Every step can be taken again after
- * a crash: each one checks what the files say before it acts. */
+ * a crash: each one checks what the files say before it acts.
+ *
+ * On an object store nothing is rewritten in place: a removed
+ * incremental's or full's merge with its kept child Y is written whole as
+ * a new object at a temporary key next to Y's (layer_merge_object: Y's
+ * clusters, else X's; backed by W's file, or by none), and renamed over
+ * Y's key, which is a copy that replaces Y in one step and then a delete
+ * of the temporary key; the manifests the same way.  Y's backing name
+ * says whether the merge is done, as on a folder; a temporary key that a
+ * crash left is deleted before the next write of it and when its step
+ * is found done, so none outlives a successful run.  A merge killed
+ * before its commit leaves no object, only an unfinished upload that the
+ * bucket's expiry rule for incomplete uploads drops. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
