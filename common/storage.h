@@ -68,6 +68,7 @@ struct storage_ops {
   struct storage_lock *(*lock) (struct storage *st, const char *name,
                                 const char *holder);
   void (*unlock) (struct storage_lock *lk);
+  int (*lock_held) (struct storage_lock *lk);   /* NULL: cannot be lost */
   int (*prepare) (struct storage *st, const char *key);
   int (*rename) (struct storage *st, const char *from, const char *to);
   char *(*local_path) (struct storage *st, const char *key);
@@ -147,6 +148,12 @@ struct storage_lock *storage_lock (struct storage *st, const char *name,
                                    const char *holder);
 /* Release; accepts NULL. */
 void storage_unlock (struct storage_lock *lk);
+/* 0 if LK is still this process's: checked before a commit point (a
+ * point's record), since a lock on an object store is a lease that a
+ * process stalled for longer than the stale rule loses to another.  -1
+ * with STATUS_BUSY naming the new holder if it was taken over, or with
+ * the error of the check.  A folder's lock cannot be lost. */
+int storage_lock_held (struct storage_lock *lk);
 /* Make ready to create KEY: its folders exist (made without following a
  * link; an object store needs nothing). */
 int storage_prepare (struct storage *st, const char *key);
@@ -216,6 +223,9 @@ struct storage_object_ops {
   struct qbak_file *(*create) (struct storage *st, const char *key);
   int (*commit) (struct storage *st, struct qbak_file *f);
   int (*abort) (struct storage *st, struct qbak_file *f);
+  /* Drop what writers that died left of objects never committed (NULL:
+   * nothing is left but files, which a listing shows). */
+  int (*drop_unfinished) (struct storage *st);
 };
 
 /* KEY for ranged reads: a read-only file named LOCATION/KEY in messages.
@@ -251,6 +261,12 @@ const char *storage_object_key (struct storage *st,
 struct qbak_file *storage_open_backing (struct storage *st,
                                         const struct qbak_file *from,
                                         const char *name);
+/* Drop the unfinished uploads of disk files (keys "disks/NAME/FILE")
+ * that processes which died left on an object store: only ever called
+ * with the repository's lock held, when no other writer can be at work.
+ * A folder has none: a killed writer's file is an object there, which
+ * the repository's leftover rule removes.  0, or -1 with the error set. */
+int storage_drop_unfinished (struct storage *st);
 /* Whether the storage can continue a file in place (see above). */
 bool storage_can_continue_in_place (struct storage *st);
 

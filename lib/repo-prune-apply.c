@@ -37,8 +37,11 @@
  * says whether the merge is done, as on a folder; a temporary key that a
  * crash left is deleted before the next write of it and when its step
  * is found done, so none outlives a successful run.  A merge killed
- * before its commit leaves no object, only an unfinished upload that the
- * bucket's expiry rule for incomplete uploads drops. */
+ * before its commit leaves no object, only an unfinished upload, which
+ * the next prune drops (storage_drop_unfinished) before it finishes the
+ * interrupted one, and so does a backup.  A lock on an object store is a
+ * lease that a stalled process can lose: it is checked before each
+ * removed point is worked on. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -440,6 +443,8 @@ prune_disk (struct prune *p, const char *name)
       continue;
     struct repo_point *yp = child_of (r, xp->id, name);
     int rc;
+    if (r->lock && storage_lock_held (r->lock) < 0)
+      return -1;
     if (yp && removing (p, yp->id)) {
       set_invalid ("%s: point %s is removed before its child %s",
                    r->st->location, xp->id, yp->id);
@@ -594,7 +599,9 @@ repo_prune_finish_interrupted (struct repo *r, bool *finished)
   int has = intent_read (r, &p.remove, &p.n);
   if (has <= 0)
     return has;
-  int rc = apply (&p);
+  /* What the interrupted run was uploading when it died is no object:
+   * only its upload is left. */
+  int rc = storage_drop_unfinished (r->st) < 0 ? -1 : apply (&p);
   free_ids (p.remove, p.n);
   if (rc < 0) {
     qbak_internal_error_prefix ("%s: finishing an interrupted prune",
