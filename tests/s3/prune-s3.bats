@@ -5,8 +5,9 @@
 # (lib/layer-merge-object.c).  Every kept point then restores identical
 # (qemu-img compare) to a copy of the disk saved when it was taken, its
 # files are clean (qemu-img check), qbak verify passes, and no temporary
-# object or unfinished upload is left.  A prune whose requests fail half
-# way is finished by the next prune with the same result.
+# object or unfinished upload is left.  A prune killed in an upload, and
+# one whose requests fail half way, are finished by the next prune with
+# the same result.
 
 bats_require_minimum_version 1.5.0
 load s3-helpers
@@ -140,9 +141,26 @@ plan() {
     check_kept "$(cat keep; echo "$p")"
 }
 
-@test "prune s3: a prune whose rename fails half way is finished by the next prune" {
+@test "prune s3: a prune killed in an upload, then one whose rename fails, are finished by the next prune" {
     make_points
     plan
+    # A prune killed (kill -9) while it uploads a merged object: the
+    # upload is left unfinished, as after a network cut.
+    fault_proxy_rules '{"rules": [{"fault": "hang", "seconds": 30, "match": "^PUT .*\\.qcow2-new\\?partNumber="}]}'
+    AWS_ENDPOINT_URL="$FAULT_PROXY_URL" "$QBAK" prune --keep-daily 3 \
+        "$REPO" >/dev/null 2>&1 3>&- &
+    pid=$!
+    for _ in $(seq 600); do
+        fault_proxy_log | grep -q 'fault hang' && break
+        sleep 0.1
+    done
+    fault_proxy_log | grep -q 'fault hang' || { kill -9 "$pid"; fail "no upload hung"; }
+    kill -9 "$pid"
+    wait "$pid" || true
+    fault_proxy_rules '{"rules": []}'
+    run s3cmd -c "$S3CFG" multipart "s3://$BUCKET"
+    grep -qE "s3://$BUCKET/[^[:space:]]*qcow2-new" <<<"$output" ||
+        fail "no unfinished upload after the kill: $output"
     # Every copy onto a disk file fails (the rename of the first merge):
     # the merged object is left at its temporary key, the intent stays.
     fault_proxy_rules '{"seed": 1, "rules": [{"fault": "500", "match": "^PUT /[^ ?]*/disks/vda/[^ ?]*\\.qcow2$"}]}'
