@@ -144,10 +144,14 @@ merge_key (const char *key)
  * one step, then the new object's key deleted).  TOP's point reads the
  * same before and after, and so do the files backed by TOP's name.
  *
- * The rename is a service-side copy: S3 copies at most 5 GiB in one
- * request, so on AWS a merged file larger than that fails here (the
- * repository stays as it was, the prune can be taken again); Ceph RGW
- * copies larger objects. */
+ * A limit: the rename is one service-side copy (CopyObject), and S3
+ * copies at most 5 GiB in one request, so on AWS the merge of a file
+ * larger than that fails here (the repository stays as it was, the
+ * intent stays, and every point still reads; the prune cannot finish).
+ * Ceph RGW copies larger objects whole.  Copying in ranges
+ * (UploadPartCopy) would lift it, but curl 7.88's SigV4 (Debian 12)
+ * sorts x-amz-copy-source-range before x-amz-copy-source in the signed
+ * headers, which the service rejects (SignatureDoesNotMatch). */
 static int
 merge_as_object (struct repo *r, const char *bottom, const char *top,
                  const char *backing)
