@@ -186,3 +186,37 @@ plan() {
     [ "$status" -eq 0 ] || fail "second prune: exit $status: $stderr"
     check_kept "$(cat keep)"
 }
+
+@test "prune s3: prunes cut off after any number of writes, each finished by the next, end as one prune" {
+    make_points
+    plan
+    newest=$(tail -1 keep)
+    # Run K fails every write (PUT, POST, DELETE) after its first K: with
+    # a 500 (never applied) or a lost answer (applied, the client never
+    # learns it), retries included, as a network cut would.  The next
+    # run finishes what the last left, and so on until one succeeds.
+    local k=0 done=0 fault
+    while [ "$k" -le 80 ]; do
+        fault=500
+        [ $((k % 4)) -eq 2 ] && fault=drop-response
+        fault_proxy_rules "{\"rules\": [{\"fault\": \"$fault\", \"after\": $k, \"match\": \"^(PUT|POST|DELETE) \"}]}"
+        run --separate-stderr env AWS_ENDPOINT_URL="$FAULT_PROXY_URL" \
+            "$QBAK" prune --keep-daily 3 "$REPO"
+        if [ "$status" -eq 0 ]; then
+            done=1
+            break
+        fi
+        # The newest point reads through every file a merge rewrites.
+        rm -f out.raw
+        run --separate-stderr "$QBAK" restore --at "$newest" --disk vda \
+            -O raw "$REPO" out.raw
+        [ "$status" -eq 0 ] || fail "restore after a prune cut at $k: $stderr"
+        run qemu-img compare -f raw -F qcow2 out.raw "copy-$newest.qcow2"
+        [ "$status" -eq 0 ] || fail "after a prune cut at $k: $output"
+        k=$((k + 3))
+    done
+    [ "$done" -eq 1 ] || fail "no prune succeeded"
+    [ "$k" -gt 0 ] || fail "the first prune was not cut"
+    fault_proxy_rules '{"rules": []}'
+    check_kept "$(cat keep)"
+}
