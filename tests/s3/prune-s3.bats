@@ -5,9 +5,9 @@
 # (lib/layer-merge-object.c).  Every kept point then restores identical
 # (qemu-img compare) to a copy of the disk saved when it was taken, its
 # files are clean (qemu-img check), qbak verify passes, and no temporary
-# object or unfinished upload is left.  A prune killed in an upload, and
-# one whose requests fail half way, are finished by the next prune with
-# the same result.
+# object or unfinished upload is left.  A prune killed in an upload, one
+# whose rename fails, and prunes cut off after any number of writes are
+# finished by the next backup or prune with the same result.
 
 bats_require_minimum_version 1.5.0
 load s3-helpers
@@ -141,7 +141,7 @@ plan() {
     check_kept "$(cat keep; echo "$p")"
 }
 
-@test "prune s3: a prune killed in an upload, then one whose rename fails, are finished by the next prune" {
+@test "prune s3: a prune killed in an upload, then one whose rename fails, are finished by the next backup" {
     make_points
     plan
     # A prune killed (kill -9) while it uploads a merged object: the
@@ -182,9 +182,13 @@ plan() {
         run qemu-img compare -f raw -F qcow2 out.raw "copy-$p.qcow2"
         [ "$status" -eq 0 ] || fail "point $p mid-prune: $output"
     done
-    run --separate-stderr "$QBAK" prune --keep-daily 3 "$REPO"
-    [ "$status" -eq 0 ] || fail "second prune: exit $status: $stderr"
-    check_kept "$(cat keep)"
+    # The next backup finishes the prune before it backs up.
+    qemu-io -c 'write -P 77 3M 64k' vda.qcow2 >/dev/null
+    run --separate-stderr "$QBAK" backup vda.qcow2 "$REPO"
+    [ "$status" -eq 0 ] || fail "backup after the prunes: exit $status: $stderr"
+    p=$(points | tail -1)
+    cp vda.qcow2 "copy-$p.qcow2"
+    check_kept "$(cat keep; echo "$p")"
 }
 
 @test "prune s3: prunes cut off after any number of writes, each finished by the next, end as one prune" {
