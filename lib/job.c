@@ -807,11 +807,6 @@ job_fail (struct copy_job *j, enum status status)
     j->manifest = NULL;
     what = "; nothing of it was stored, and the next backup takes it anew";
     hint = HINT_RUN_AGAIN;
-    if (j->o->bitmap) {
-      j->res->bitmap_state = QBAK_BITMAP_STATE_UNCHANGED;
-      j->res->bitmap_dirty_bytes = j->sync_set
-        ? dirty_bitmap_dirty_bytes (j->sync_set) : 0;
-    }
   }
   else if (j->place) {
     /* An in-place target is kept as its last good image: finished now
@@ -826,17 +821,18 @@ job_fail (struct copy_job *j, enum status status)
       what = "; what was copied is kept, and the next backup continues it";
       hint = HINT_RUN_AGAIN;
     }
-    if (j->o->bitmap) {
-      j->res->bitmap_state = QBAK_BITMAP_STATE_UNCHANGED;
-      j->res->bitmap_dirty_bytes = j->sync_set
-        ? dirty_bitmap_dirty_bytes (j->sync_set) : 0;
-    }
   }
   else if (!kept) {
     if (j->o->resume)
       target_close (&j->tgt);   /* the partial is still its old self */
     else
       target_drop (&j->tgt);
+  }
+  /* A repository's job leaves its bitmap alone (bitmap mode never). */
+  if (j->place && j->o->bitmap) {
+    j->res->bitmap_state = QBAK_BITMAP_STATE_UNCHANGED;
+    j->res->bitmap_dirty_bytes = j->sync_set
+      ? dirty_bitmap_dirty_bytes (j->sync_set) : 0;
   }
   spare_release (j);
 
