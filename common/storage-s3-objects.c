@@ -295,6 +295,7 @@ struct s3_writer {
   struct s3_upload *u;          /* started with the first part handed */
   bool failed;                  /* a part failed: the upload is lost */
   bool finished;                /* committed or aborted */
+  bool replacing;               /* a new version of an existing object */
   struct qbak_saved_error failure;
 };
 
@@ -500,7 +501,7 @@ static const struct qbak_file_ops writer_ops = {
 };
 
 static struct qbak_file *
-s3obj_create (struct storage *st, const char *key)
+create_writer (struct storage *st, const char *key, bool replacing)
 {
   struct s3_writer *w = calloc (1, sizeof *w);
   if (!w) {
@@ -510,6 +511,7 @@ s3obj_create (struct storage *st, const char *key)
   w->st = st;
   w->sent = HEAD;
   w->number = 2;
+  w->replacing = replacing;
   char *path = NULL;
   struct s3_object_info info;
   int found = -1;
@@ -523,7 +525,7 @@ s3obj_create (struct storage *st, const char *key)
     set_nomem ();
     ok = false;
   }
-  else if ((found = s3_head (w->c, w->okey, &info)) != 0) {
+  else if (!replacing && (found = s3_head (w->c, w->okey, &info)) != 0) {
     if (found == 1)
       set_exists_error ("%s: exists already and is never replaced", path);
     ok = false;
@@ -537,6 +539,20 @@ s3obj_create (struct storage *st, const char *key)
   struct qbak_file *f = qbak_file_new (&writer_ops, w, path, true);
   free (path);
   return f;
+}
+
+static struct qbak_file *
+s3obj_create (struct storage *st, const char *key)
+{
+  return create_writer (st, key, false);
+}
+
+/* A completed upload, or a PUT, replaces an object whole: a reader finds
+ * the old version or the new one. */
+static struct qbak_file *
+s3obj_create_replacing (struct storage *st, const char *key)
+{
+  return create_writer (st, key, true);
 }
 
 static struct s3_writer *
@@ -558,7 +574,9 @@ static int
 commit_upload (struct storage *st, struct s3_writer *w)
 {
   if (!w->u && w->size <= HEAD)
-    return storage_put_once (st, w->key, w->head, (size_t) w->size);
+    return w->replacing
+      ? storage_replace (st, w->key, w->head, (size_t) w->size)
+      : storage_put_once (st, w->key, w->head, (size_t) w->size);
   /* Everything past the head that is still here, then the head. */
   while (w->sent < w->size) {
     uint64_t left = w->size - w->sent;
@@ -568,7 +586,7 @@ commit_upload (struct storage *st, struct s3_writer *w)
       return -1;
   }
   struct s3_object_info info;
-  int found = s3_head (w->c, w->okey, &info);
+  int found = w->replacing ? 0 : s3_head (w->c, w->okey, &info);
   if (found == 1)
     set_exists_error ("%s/%s: was created by someone else while this was "
                       "written; it is never replaced", st->location, w->key);
@@ -670,6 +688,7 @@ const struct storage_object_ops s3_object_ops = {
   .in_place = false,
   .open = s3obj_open,
   .create = s3obj_create,
+  .create_replacing = s3obj_create_replacing,
   .commit = s3obj_commit,
   .abort = s3obj_abort,
   .drop_unfinished = s3obj_drop_unfinished,

@@ -201,6 +201,23 @@ storage_create_object (struct storage *st, const char *key)
   return o->create (st, key);
 }
 
+struct qbak_file *
+storage_replace_object (struct storage *st, const char *key)
+{
+  const struct storage_object_ops *o = object_ops (st, "replacing a file");
+  if (!o)
+    return NULL;
+  if (!o->create_replacing) {
+    set_usage_error ("%s/%s: a %s storage rewrites its files in place, "
+                     "not by replacing them", st->location, key,
+                     st->ops->name);
+    return NULL;
+  }
+  if (storage_check_key (st->location, key) < 0)
+    return NULL;
+  return o->create_replacing (st, key);
+}
+
 int
 storage_commit_object (struct storage *st, struct qbak_file *f)
 {

@@ -221,6 +221,9 @@ struct storage_object_ops {
   bool in_place;
   struct qbak_file *(*open) (struct storage *st, const char *key);
   struct qbak_file *(*create) (struct storage *st, const char *key);
+  /* NULL where files are rewritten in place instead (a folder). */
+  struct qbak_file *(*create_replacing) (struct storage *st,
+                                         const char *key);
   int (*commit) (struct storage *st, struct qbak_file *f);
   int (*abort) (struct storage *st, struct qbak_file *f);
   /* Drop what writers that died left of objects never committed (NULL:
@@ -237,6 +240,14 @@ struct qbak_file *storage_open_object (struct storage *st, const char *key);
  * above, the object only once committed.  NULL with errno EEXIST
  * recorded (STATUS_USAGE) if KEY exists: an object is never replaced. */
 struct qbak_file *storage_create_object (struct storage *st, const char *key);
+/* A new version of the object KEY, written in the same pattern, that
+ * replaces KEY whole at the commit: until then, and if it is aborted,
+ * KEY reads as before, and after it as the new version, never a mix
+ * (prune puts a merged file in place with it).  Only on a storage that
+ * cannot continue a file in place (an object store): a folder's merges
+ * rewrite the file itself, and there this is STATUS_USAGE. */
+struct qbak_file *storage_replace_object (struct storage *st,
+                                          const char *key);
 /* Make F, from storage_create_object, the object it was created as,
  * durably: flushed, and its folder flushed (a folder), or the upload
  * completed (an object store).  F stays open (its owner, such as a

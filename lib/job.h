@@ -118,7 +118,9 @@ int layer_merge (const char *from, const char *into, bool only_holes,
  * clusters) and, where it holds nothing, what BOTTOM_KEY's file holds
  * itself; the larger of their virtual sizes, their cluster size, BACKING
  * (NULL: none) as its backing file.  Committed when this returns 0; on
- * error nothing is left at NEW_KEY.  The caller renames it into place. */
+ * error nothing is left at NEW_KEY.  NEW_KEY NULL: the merge replaces
+ * TOP_KEY's object whole when it is committed (storage_replace_object),
+ * so TOP_KEY reads as before until then, and as the merge after. */
 int layer_merge_object (struct storage *st, const char *bottom_key,
                         const char *top_key, const char *new_key,
                         const char *backing, const char *backing_format);

@@ -179,7 +179,8 @@ layer_merge_object (struct storage *st, const char *bottom_key,
     .backing_name = backing, .backing_format = backing ? backing_format
                                                        : NULL,
   };
-  struct qbak_file *f = storage_create_object (st, new_key);
+  struct qbak_file *f = new_key ? storage_create_object (st, new_key)
+                                : storage_replace_object (st, top_key);
   if (!f || !(w = qcow2_writer_create_file (f, &o)))
     goto out;
   if (merge_layers (top, bottom, w, size) < 0 ||
@@ -195,8 +196,9 @@ layer_merge_object (struct storage *st, const char *bottom_key,
       storage_abort_object (st, qcow2_writer_file (w));
       qbak_error_put_back (&err, "merge failed");
     }
-    qbak_internal_error_prefix ("%s: merging %s into %s as %s",
-                                st->location, bottom_key, top_key, new_key);
+    qbak_internal_error_prefix ("%s: merging %s into %s%s%s",
+                                st->location, bottom_key, top_key,
+                                new_key ? " as " : "", new_key ? new_key : "");
   }
   qcow2_writer_free (w);
   image_close (bottom);

@@ -78,8 +78,8 @@ removing (const struct prune *p, const char *id)
  * then a merge appends to the receiving file and commits with one header
  * write (layer_merge over the writer's reopen), and a manifest is written
  * by path.  Where they cannot (an object store), every merged file and
- * manifest is written whole as a new object at a temporary key
- * (merge_key) and renamed over the file it replaces. */
+ * manifest is written whole as a new version of the object it replaces,
+ * which takes its place when the upload completes. */
 static bool
 in_place (struct repo *r)
 {
@@ -127,56 +127,18 @@ sibling (const char *key, const char *ext)
   return s;
 }
 
-/* The temporary key a merged copy of the file KEY is written at on an
- * object store: "ID.qcow2-new" next to it.  No record names it and it is
- * no point's file name, so a backup removes it as a leftover; prune
- * removes it itself before it writes one and after a crash that left
- * one (a rename is a copy, then a delete of the source). */
-static char *
-merge_key (const char *key)
-{
-  return sibling (key, ".qcow2-new");
-}
-
 /* On an object store: TOP's file (a kept child) becomes the merge of
  * itself over BOTTOM's, backed by BACKING (NULL: none), written whole
- * as a new object and renamed over TOP's key (a copy that replaces it in
- * one step, then the new object's key deleted).  TOP's point reads the
- * same before and after, and so do the files backed by TOP's name.
- *
- * A limit: the rename is one service-side copy (CopyObject), and S3
- * copies at most 5 GiB in one request, so on AWS the merge of a file
- * larger than that fails here (the repository stays as it was, the
- * intent stays, and every point still reads; the prune cannot finish).
- * Ceph RGW copies larger objects whole.  Copying in ranges
- * (UploadPartCopy) would lift it, but curl 7.88's SigV4 (Debian 12)
- * sorts x-amz-copy-source-range before x-amz-copy-source in the signed
- * headers, which the service rejects (SignatureDoesNotMatch). */
+ * as a new version of TOP's object that replaces it when committed: TOP's
+ * point reads the same before and after, and so do the files backed by
+ * TOP's name.  No copy on the service, and so no limit of one (AWS
+ * copies at most 5 GiB in one request). */
 static int
 merge_as_object (struct repo *r, const char *bottom, const char *top,
                  const char *backing)
 {
-  char *tmp = merge_key (top);
-  int rc = -1;
-  if (tmp && storage_delete (r->st, tmp) == 0 &&
-      layer_merge_object (r->st, bottom, top, tmp, backing,
-                          backing ? "qcow2" : NULL) == 0)
-    rc = storage_rename (r->st, tmp, top);
-  free (tmp);
-  return rc;
-}
-
-/* On an object store, the merged copy of KEY's file that a prune
- * interrupted in its rename may have left (KEY holds it already). */
-static int
-drop_merge_leftover (struct repo *r, const char *key)
-{
-  if (in_place (r))
-    return 0;
-  char *tmp = merge_key (key);
-  int rc = tmp ? storage_delete (r->st, tmp) : -1;
-  free (tmp);
-  return rc;
+  return layer_merge_object (r->st, bottom, top, NULL, backing,
+                             backing ? "qcow2" : NULL);
 }
 
 /* The manifest KEY, read through the storage. */
@@ -187,18 +149,18 @@ manifest_object (struct repo *r, const char *key)
   return f ? manifest_reader_open_file (f) : NULL;
 }
 
-/* The manifest of Y's file merged with X's, written as the new object
- * NEWKEY through the storage (an object store), its digest into
- * DIGEST. */
+/* The manifest of Y's file merged with X's, written as a new version of
+ * Y's manifest object (an object store) that replaces it when committed,
+ * its digest into DIGEST.  Merging again after a crash gives the same
+ * manifest: Y's entries win, and X's fill only what Y lacks. */
 static int
 merge_manifest_object (struct repo *r, const struct repo_disk_record *y,
-                       const struct repo_disk_record *x, const char *newkey,
-                       char *digest)
+                       const struct repo_disk_record *x, char *digest)
 {
   struct manifest_reader *top = manifest_object (r, y->manifest);
   struct manifest_reader *bottom = top ? manifest_object (r, x->manifest)
                                        : NULL;
-  struct qbak_file *f = bottom ? storage_create_object (r->st, newkey)
+  struct qbak_file *f = bottom ? storage_replace_object (r->st, y->manifest)
                                : NULL;
   struct manifest_writer *w = f ? manifest_writer_create (
     f, (uint32_t) y->cluster_size, y->virtual_size) : NULL;
@@ -249,13 +211,7 @@ merge_manifests (struct repo *r, struct repo_disk_record *y,
   if (!y->manifest || !x->manifest)
     return 0;
   if (!in_place (r)) {
-    /* A new object, renamed over Y's manifest; one an interrupted run
-     * left at the new key (committed, or copied but not deleted) goes
-     * first. */
-    if (!(newkey = sibling (y->manifest, ".manifest-new")) ||
-        storage_delete (r->st, newkey) < 0 ||
-        merge_manifest_object (r, y, x, newkey, digest) < 0 ||
-        storage_rename (r->st, newkey, y->manifest) < 0)
+    if (merge_manifest_object (r, y, x, digest) < 0)
       goto out;
   }
   else if (!(yp = storage_local_path (r->st, y->manifest)) ||
@@ -321,8 +277,6 @@ fold_down (struct prune *p, struct repo_point *xp, struct repo_point *yp,
              layer_merge (xpath, ypath, true, want, "qcow2") < 0)
       goto out;
   }
-  else if (drop_merge_leftover (r, y->file) < 0)
-    goto out;
   if (merge_manifests (r, y, x) < 0 || !(parent = strdup (x->parent)))
     goto out;
   free (y->parent);
@@ -366,8 +320,6 @@ fold_up (struct prune *p, struct repo_point *xp, struct repo_point *yp,
     snprintf (want, sizeof want, "%s.qcow2", xp->id);
     if (!*have) {
       /* X's clusters are in Y already (moved below before a crash). */
-      if (drop_merge_leftover (r, y->file) < 0)
-        goto out;
     }
     else if (strcmp (have, want) != 0) {
       set_invalid ("%s: %s reads through '%s', not through %s",
@@ -393,8 +345,7 @@ fold_up (struct prune *p, struct repo_point *xp, struct repo_point *yp,
     if (x_there && storage_delete (r->st, x->file) < 0)
       goto out;
   }
-  else if (!(have = backing_of (r, y->file)) || *have ||
-           drop_merge_leftover (r, y->file) < 0) {
+  else if (!(have = backing_of (r, y->file)) || *have) {
     if (have && *have)
       set_invalid ("%s: %s is gone but %s still reads through '%s'",
                    r->st->location, x->file, y->file, have);
