@@ -10,6 +10,11 @@
  * that lie one after the other in the file (an incremental's, scattered
  * on the disk) share a request.  So a verification costs about one
  * sequential read of the file plus the hash.
+ *
+ * The file is read, never mapped: a page that cannot be read (the damage
+ * verify is for) or a file truncated meanwhile by another program would
+ * kill the process with SIGBUS, where a failed read is one more problem
+ * to report.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -33,7 +38,7 @@
 #define SAMPLE_BYTES (1u << 20)         /* one sampled group */
 #define NO_HOST UINT64_MAX              /* read through the format */
 
-/* A cluster read ahead of its check. */
+/* A cluster gathered for a shared request, with what its check needs. */
 struct pending {
   uint64_t index;
   uint64_t want;                /* its hash, unless zero */
