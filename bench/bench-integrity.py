@@ -22,13 +22,17 @@ against their anchors, side by side in one sitting.
                     into a local restic repository (target <= 0.3x).
 
 Every round restores the starting state (untimed), runs each tool once in
-rotating order and calls sync(2) before each run.  Medians, minimums and
-peak RSS (GNU time) are printed.  Needs qemu-img, qemu-io, restic.
+rotating order and calls sync(2) before each run.  Medians, minimums, CPU
+seconds (user + system) and peak RSS (GNU time) are printed, and for each
+workload every tool's median per-round ratio to its anchor, wall and CPU:
+on a machine shared with other work the CPU ratio holds when the wall
+times swing.  Needs qemu-img, qemu-io, restic.
 
   bench/bench-integrity.py [--runs N] [--workdir DIR] [--qbak PATH] [--quick]
                            [--only full|checksums|verify] [--before PATH]
 
---before PATH times another build's verify in the same rounds.
+--before PATH times another build's verify and full backup in the same
+rounds.
 """
 import argparse, os, random, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -50,17 +54,19 @@ def run(cmd, env=None):
 
 
 def timed(cmd, env=None, shell=False):
-    """(wall seconds, peak RSS KiB) of CMD."""
+    """(wall seconds, peak RSS KiB, CPU seconds) of CMD."""
     with tempfile.NamedTemporaryFile('r', suffix='.time') as tf:
         os.sync()
-        full = ['/usr/bin/time', '-f', '%M', '-o', tf.name] + (['sh', '-c', cmd] if shell else cmd)
+        full = ['/usr/bin/time', '-f', '%M %U %S', '-o', tf.name] + (['sh', '-c', cmd] if shell else cmd)
         t0 = time.monotonic()
         r = subprocess.run(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         wall = time.monotonic() - t0
         if r.returncode:
             sys.exit(f'bench-integrity: {cmd} failed: {r.stderr.strip()[-600:]}')
-        rss = open(tf.name).read().split()
-    return wall, int(rss[-1]) if rss and rss[-1].isdigit() else None
+        m = open(tf.name).read().split()
+    # the last line is ours; lines before it would be the command's status
+    rss, user, system = m[-3:] if len(m) >= 3 else (None, '0', '0')
+    return wall, int(rss) if rss and rss.isdigit() else None, float(user) + float(system)
 
 
 def warm(path):
@@ -69,21 +75,22 @@ def warm(path):
 
 
 def rounds(tools, runs, before=None):
-    res = {n: dict(secs=[], rss=[]) for n, _ in tools}
+    res = {n: dict(secs=[], rss=[], cpu=[]) for n, _ in tools}
     for r in range(runs):
         order = tools[r % len(tools):] + tools[:r % len(tools)]
         for name, fn in order:
             if before:
                 before()
-            s, rss = fn()
+            s, rss, cpu = fn()
             res[name]['secs'].append(s)
+            res[name]['cpu'].append(cpu)
             if rss:
                 res[name]['rss'].append(rss)
         log(f'  round {r + 1}/{runs}: ' + ', '.join(f'{n} {res[n]["secs"][-1]:.3f}s' for n, _ in tools))
     return res
 
 
-def bench_full(wd, qbak, runs, size, fill):
+def bench_full(wd, qbak, runs, size, fill, before=None):
     disk = os.path.join(wd, 'f-disk.qcow2')
     if not os.path.exists(disk):
         log(f'full: making a {size >> 30} GiB disk with {fill >> 20} MiB of data ...')
@@ -100,9 +107,14 @@ def bench_full(wd, qbak, runs, size, fill):
     def t_copy():
         return timed([qbak, 'copy', disk, os.path.join(out, 't.qcow2'), '--sync', 'full'])
 
+    def t_before():
+        return timed([before, 'backup', disk, os.path.join(out, 'repo')])
+
     warm(disk)
-    return rounds([('backup full (manifest)', t_backup), ('copy --sync full', t_copy)], runs,
-                  before=clean)
+    tools = [('backup full (manifest)', t_backup)]
+    if before:
+        tools.append(('backup full, --before build', t_before))
+    return rounds(tools + [('copy --sync full', t_copy)], runs, before=clean)
 
 
 def change_raw(path, size, fill, frac, seed):
@@ -198,16 +210,21 @@ def bench_verify(wd, qbak, runs, repo_wd, before=None):
 
 
 def report(title, res, anchor=None):
-    """With ANCHOR, each tool's median of its per-round ratio to it: the
-    tools of one round share the machine's state."""
+    """With ANCHOR, each tool's median of its per-round ratio to it, of
+    wall and of CPU seconds: the tools of one round share the machine's
+    state."""
     print(f'\n{title}')
-    print('| tool | median s | min s | peak RSS MiB |' + (' median ratio to the anchor, per round |' if anchor else ''))
-    print('|---|---|---|---|' + ('---|' if anchor else ''))
+    print('| tool | median s | min s | median CPU s | peak RSS MiB |' +
+          (' ratio to the anchor (wall) | (CPU) |' if anchor else ''))
+    print('|---|---|---|---|---|' + ('---|---|' if anchor else ''))
     for name, v in res.items():
         rss = max(v['rss']) / 1024 if v['rss'] else float('nan')
-        line = f'| {name} | {statistics.median(v["secs"]):.3f} | {min(v["secs"]):.3f} | {rss:.1f} |'
+        line = (f'| {name} | {statistics.median(v["secs"]):.3f} | {min(v["secs"]):.3f} | '
+                f'{statistics.median(v["cpu"]):.3f} | {rss:.1f} |')
         if anchor:
-            line += f' {statistics.median(a / b for a, b in zip(v["secs"], res[anchor]["secs"])):.2f} |'
+            for key in ('secs', 'cpu'):
+                pairs = [(a, b) for a, b in zip(v[key], res[anchor][key]) if b > 0]
+                line += f' {statistics.median(a / b for a, b in pairs):.2f} |' if pairs else ' - |'
         print(line)
 
 
@@ -221,16 +238,19 @@ def main():
                     help="bench-repo.py's work directory (its restore fixture)")
     ap.add_argument('--only', help='full, checksums or verify')
     ap.add_argument('--before', help="another qbak build (its libqbak beside it) whose verify "
-                    "is timed in the same rounds")
+                    "and full backup are timed in the same rounds")
     a = ap.parse_args()
     wd = a.workdir or tempfile.mkdtemp(prefix='qbak-bench-integrity-', dir='/var/tmp')
     os.makedirs(wd, exist_ok=True)
     size, fill = (GiB, 256 * MiB) if a.quick else (8 * GiB, 2 * GiB)
     qbak = os.path.abspath(a.qbak)
     if a.only in (None, 'full'):
-        report('full with manifest against copy without', bench_full(wd, qbak, a.runs, size, fill))
+        report('full with manifest against copy without',
+               bench_full(wd, qbak, a.runs, size, fill, os.path.abspath(a.before) if a.before else None),
+               'copy --sync full')
     if a.only in (None, 'checksums'):
-        report('incremental by checksums (1% changed)', bench_checksums(wd, qbak, a.runs, size, fill))
+        report('incremental by checksums (1% changed)', bench_checksums(wd, qbak, a.runs, size, fill),
+               'cat (one read)')
     if a.only in (None, 'verify'):
         report('verify of a full and 10 incrementals',
                bench_verify(wd, qbak, a.runs, a.repo_workdir,

@@ -132,6 +132,32 @@ EOF
         <<<"$output" >/dev/null || fail "$output"
 }
 
+@test "verify: clusters of 512 bytes and of 2 MiB, a byte flipped past the first read request" {
+    # Data is read in requests of 256 KiB (512 clusters of 512 bytes),
+    # and a cluster larger than that one per request: the damage must be
+    # found and named at its own cluster either way.
+    local cs guest host
+    for cs in 512 2097152; do
+        rm -rf repo d.qcow2
+        qemu-img create -q -f qcow2 -o cluster_size=$cs d.qcow2 16M
+        qemu-io -c 'write -P 0x5a 0 5M' d.qcow2 >/dev/null
+        backup d.qcow2 repo
+        run --separate-stderr qbak verify repo
+        [ "$status" -eq 0 ] || fail "cluster size $cs: exit $status: $stderr"
+        guest=$((3 * 1048576 + 4097))
+        host=$(qemu-img map --output=json -f qcow2 repo/disks/d/*.qcow2 |
+               jq -e --argjson g $guest 'map(select(.data and .start <= $g and
+                      $g < .start + .length))[0] | .offset + $g - .start') ||
+            fail "cluster size $cs: no data at $guest"
+        printf '\xa5' | dd of="$(echo repo/disks/d/*.qcow2)" bs=1 seek="$host" \
+            conv=notrunc status=none
+        run --separate-stderr qbak verify repo
+        [ "$status" -eq 5 ] || fail "cluster size $cs: exit $status: $stderr"
+        [[ $stderr == *"at offset $(printf '%#x' $((guest / cs * cs))):"* ]] ||
+            fail "cluster size $cs: $stderr"
+    done
+}
+
 @test "verify: a truncated full fails every point of its disk" {
     three_points
     truncate -s 200K "repo/disks/vda/$P1.qcow2"
