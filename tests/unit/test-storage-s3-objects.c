@@ -485,6 +485,71 @@ test_small (void **state)
   free (expect);
 }
 
+/* A new version of an object: the old one reads until the commit, an
+ * aborted version changes nothing, a committed one replaces it whole,
+ * big (an upload) or small (a PUT); storage_create_object still never
+ * replaces, and a folder, which rewrites its files in place, refuses a
+ * replacement. */
+static void
+test_replace (void **state)
+{
+  struct fixture *fx = *state;
+  uint8_t *expect = malloc (20 * MiB), *old = calloc (1, 4096);
+  assert_non_null (expect);
+  assert_non_null (old);
+  fill (old, 4096, 21);
+  assert_int_equal (storage_put_once (fx->st, "r/1", old, 4096), 0);
+  size_t len;
+  uint64_t size;
+
+  struct qbak_file *f = storage_replace_object (fx->st, "r/1");
+  assert_non_null (f);
+  write_pattern (f, expect);
+  uint8_t *back = read_object (fx->st, "r/1", 4096, &len);
+  assert_int_equal (len, 4096);
+  assert_memory_equal (back, old, 4096);
+  free (back);
+  assert_int_equal (storage_abort_object (fx->st, f), 0);
+  qbak_file_close (f);
+  assert_int_equal (uploads_in_progress (fx), 0);
+  back = read_object (fx->st, "r/1", 4096, &len);
+  assert_int_equal (len, 4096);
+  assert_memory_equal (back, old, 4096);
+  free (back);
+
+  f = storage_replace_object (fx->st, "r/1");
+  assert_non_null (f);
+  write_pattern (f, expect);
+  assert_int_equal (storage_commit_object (fx->st, f), 0);
+  qbak_file_close (f);
+  back = read_object (fx->st, "r/1", MiB, &len);
+  assert_int_equal (len, 20 * MiB);
+  assert_memory_equal (back, expect, 20 * MiB);
+  free (back);
+
+  f = storage_replace_object (fx->st, "r/1");
+  assert_non_null (f);
+  assert_int_equal (qbak_file_pwrite (f, old, 4096, 0), 0);
+  assert_int_equal (storage_commit_object (fx->st, f), 0);
+  qbak_file_close (f);
+  assert_int_equal (storage_size (fx->st, "r/1", &size), 1);
+  assert_int_equal (size, 4096);
+
+  /* A backup's object is still never replaced. */
+  assert_null (storage_create_object (fx->st, "r/1"));
+  assert_int_equal (error_get_errno (), EEXIST);
+
+  char dir[TEST_PATH_MAX + 8];
+  snprintf (dir, sizeof dir, "%s/repo", fx->dir);
+  struct storage *folder = storage_open_folder (dir, true, NULL);
+  assert_non_null (folder);
+  assert_null (storage_replace_object (folder, "r/1"));
+  assert_int_equal (error_get_status (), STATUS_USAGE);
+  storage_close (folder);
+  free (old);
+  free (expect);
+}
+
 /* Through the proxy: a sequential reader costs about a GET per MiB, not
  * one per read; small reads inside cached blocks cost none; and reads
  * come right through one request in ten answered 503. */
@@ -616,6 +681,7 @@ main (void)
                                      teardown),
     cmocka_unit_test_setup_teardown (test_abort, setup, teardown),
     cmocka_unit_test_setup_teardown (test_small, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_replace, setup, teardown),
     cmocka_unit_test (test_cache_and_faults),
     cmocka_unit_test (test_part_failure),
   };
