@@ -614,10 +614,63 @@ s3obj_abort (struct storage *st, struct qbak_file *f)
   return 0;
 }
 
+/* An upload of a repository's disk file: "disks/NAME/FILE" under the
+ * repository's prefix, and nothing deeper (a prefix may hold another
+ * repository further down, whose uploads are not this one's). */
+struct unfinished_ctx {
+  struct storage *st;
+  struct s3_client *c;
+  size_t base_len;
+  int failed;
+};
+
+static int
+drop_one (const char *okey, const char *upload_id, void *opaque)
+{
+  struct unfinished_ctx *u = opaque;
+  const char *key = okey + u->base_len;
+  const char *name = key + strlen ("disks/");
+  const char *slash = strchr (name, '/');
+  if (strlen (okey) <= u->base_len || strncmp (key, "disks/", 6) != 0 ||
+      !slash || strchr (slash + 1, '/') || !storage_key_valid (key))
+    return 0;
+  if (s3_mpu_abort (u->c, okey, upload_id) < 0) {
+    u->failed = -1;
+    return 1;
+  }
+  return 0;
+}
+
+static int
+s3obj_drop_unfinished (struct storage *st)
+{
+  char *key = storage_s3_object_key (st, "disks"), *prefix = NULL;
+  int r = -1;
+  if (key && asprintf (&prefix, "%s/", key) < 0) {
+    prefix = NULL;
+    set_nomem ();
+  }
+  if (prefix) {
+    struct unfinished_ctx u = {
+      st, storage_s3_client (st), strlen (prefix) - strlen ("disks/"), 0
+    };
+    r = s3_mpu_list (u.c, prefix, drop_one, &u);
+    if (u.failed)
+      r = -1;
+    if (r < 0)
+      qbak_internal_error_prefix ("%s: removing the unfinished uploads of "
+                                  "interrupted backups", st->location);
+  }
+  free (key);
+  free (prefix);
+  return r < 0 ? -1 : 0;
+}
+
 const struct storage_object_ops s3_object_ops = {
   .in_place = false,
   .open = s3obj_open,
   .create = s3obj_create,
   .commit = s3obj_commit,
   .abort = s3obj_abort,
+  .drop_unfinished = s3obj_drop_unfinished,
 };

@@ -251,6 +251,13 @@ storage_open_backing (struct storage *st, const struct qbak_file *from,
   return f;
 }
 
+int
+storage_drop_unfinished (struct storage *st)
+{
+  const struct storage_object_ops *o = st->ops->objects;
+  return o && o->drop_unfinished ? o->drop_unfinished (st) : 0;
+}
+
 bool
 storage_can_continue_in_place (struct storage *st)
 {

@@ -216,6 +216,9 @@ struct storage_object_ops {
   struct qbak_file *(*create) (struct storage *st, const char *key);
   int (*commit) (struct storage *st, struct qbak_file *f);
   int (*abort) (struct storage *st, struct qbak_file *f);
+  /* Drop what writers that died left of objects never committed (NULL:
+   * nothing is left but files, which a listing shows). */
+  int (*drop_unfinished) (struct storage *st);
 };
 
 /* KEY for ranged reads: a read-only file named LOCATION/KEY in messages.
@@ -251,6 +254,12 @@ const char *storage_object_key (struct storage *st,
 struct qbak_file *storage_open_backing (struct storage *st,
                                         const struct qbak_file *from,
                                         const char *name);
+/* Drop the unfinished uploads of disk files (keys "disks/NAME/FILE")
+ * that processes which died left on an object store: only ever called
+ * with the repository's lock held, when no other writer can be at work.
+ * A folder has none: a killed writer's file is an object there, which
+ * the repository's leftover rule removes.  0, or -1 with the error set. */
+int storage_drop_unfinished (struct storage *st);
 /* Whether the storage can continue a file in place (see above). */
 bool storage_can_continue_in_place (struct storage *st);
 

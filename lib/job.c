@@ -29,6 +29,7 @@
 #include "common/error.h"
 #include "common/failpoint.h"
 #include "common/outfile.h"
+#include "common/storage.h"
 #include "formats/file-names.h"
 #include "lib/job-internal.h"
 #include "lib/repo-objects.h"
@@ -155,6 +156,38 @@ reopen_partial (struct copy_job *j)
   return 0;
 }
 
+/* The target and manifest are objects written in one pass (job.h). */
+static bool
+streamed (const struct copy_job *j)
+{
+  return j->place && j->place->st;
+}
+
+/* A streamed target: a new object, never a continued one; its backing
+ * file is the repository's previous point, which the repository checked
+ * (there is no path to open it by). */
+static int
+create_streamed (struct copy_job *j)
+{
+  const struct qbak_copy_opts *o = j->o;
+  if (j->place->resume) {
+    set_usage_error ("%s: an object cannot be continued in place",
+                     o->target);
+    return -1;
+  }
+  struct qbak_file *f = storage_create_object (j->place->st, j->place->key);
+  if (!f)
+    return -1;
+  struct target_shape shape = {
+    .size = j->img->size,
+    .cluster_size = j->cs,
+    .backing_name = o->backing,
+    .backing_format = o->backing ? (o->backing_format ? o->backing_format
+                                                      : "qcow2") : NULL,
+  };
+  return target_create_object (&j->tgt, j->place->st, f, &shape);
+}
+
 /* An in-place target (job.h): created at its own name, or the file of
  * an interrupted run continued, which must be this job's: the caller's
  * mark (or none: it was complete), the source's size, the same backing
@@ -171,6 +204,8 @@ open_in_place (struct copy_job *j)
   }
   j->tgt.part_path = j->part_path;
   j->tgt.in_place = j->tgt.explicit_zeroes = true;
+  if (streamed (j))
+    return create_streamed (j);
   if (!j->place->resume) {
     if (o->backing && job_check_backing (j, &backing_format) < 0)
       return -1;
@@ -289,7 +324,8 @@ finish_bytes (const struct copy_job *j)
 static void
 spare_make (struct copy_job *j)
 {
-  if (j->tgt.ops->resumable)
+  /* An object's space is the object store's, not a folder's. */
+  if (j->tgt.ops->resumable && !streamed (j))
     j->spare_fd = outfile_reserve (j->part_path, finish_bytes (j));
 }
 
@@ -402,7 +438,9 @@ open_manifest (struct copy_job *j)
   }
   if (!j->place->manifest_path || j->place->resume)
     return 0;
-  struct qbak_file *f = qbak_file_create (j->place->manifest_path);
+  struct qbak_file *f = streamed (j)
+    ? storage_create_object (j->place->st, j->place->manifest_key)
+    : qbak_file_create (j->place->manifest_path);
   if (!f)
     return -1;
   j->manifest = manifest_writer_create (f, j->cs, j->img->size);
@@ -572,7 +610,7 @@ job_plan (struct copy_job *j)
 int
 job_maybe_checkpoint (struct copy_job *j)
 {
-  if (!j->place)
+  if (!j->place || streamed (j))
     return 0;
   double t = now ();
   if (j->last_checkpoint == 0) {
@@ -609,6 +647,9 @@ job_finish_target (struct copy_job *j)
     j->checkpointed = true;
   if (j->manifest) {
     int r = manifest_writer_finish (j->manifest, j->place->manifest_digest);
+    if (r == 0 && streamed (j))
+      r = storage_commit_object (j->place->st,
+                                 manifest_writer_file (j->manifest));
     manifest_writer_free (j->manifest);
     j->manifest = NULL;
     return r;
@@ -679,8 +720,9 @@ job_promote (struct copy_job *j)
     return -1;
 named:
   j->tgt.named_by_us = false;
-  /* Its own message (the folder, the errno), not a stale errno here. */
-  if (outfile_sync_folder (t) < 0)
+  /* Its own message (the folder, the errno), not a stale errno here.  An
+   * object was made durable by its commit. */
+  if (!streamed (j) && outfile_sync_folder (t) < 0)
     return -1;
   j->res->seconds = now () - j->t0;
   j->res->outcome = QBAK_OUTCOME_OK;
@@ -756,7 +798,22 @@ job_fail (struct copy_job *j, enum status status)
   bool always = j->bitmap && j->mode == QBAK_BITMAP_MODE_ALWAYS &&
                 j->copy_set;
   bool kept = always && j->tgt.ops->resumable && keep_partial (j);
-  if (j->place) {
+  if (streamed (j)) {
+    /* Nothing of an object that was never committed is kept (the next
+     * run takes the point anew); one committed already is no point's
+     * until a record names it, and the next run removes it. */
+    target_drop (&j->tgt);
+    manifest_writer_free (j->manifest);
+    j->manifest = NULL;
+    what = "; nothing of it was stored, and the next backup takes it anew";
+    hint = HINT_RUN_AGAIN;
+    if (j->o->bitmap) {
+      j->res->bitmap_state = QBAK_BITMAP_STATE_UNCHANGED;
+      j->res->bitmap_dirty_bytes = j->sync_set
+        ? dirty_bitmap_dirty_bytes (j->sync_set) : 0;
+    }
+  }
+  else if (j->place) {
     /* An in-place target is kept as its last good image: finished now
      * with its mark if that works, else as of its last checkpoint.  Only
      * a new one never made valid is dropped. */

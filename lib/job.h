@@ -20,6 +20,7 @@
 #include "lib/internal.h"
 
 struct copy_job;
+struct storage;
 
 /* What a repository asks of a job beyond the public options: a target
  * that survives being killed.  It is written at its own name from the
@@ -43,6 +44,17 @@ struct job_in_place {
    * digest goes to MANIFEST_DIGEST. */
   const char *manifest_path;
   char manifest_digest[MANIFEST_DIGEST_HEX + 1];
+  /* Where the storage cannot continue a file in place (an object
+   * store, common/storage.h): the target and its manifest are the new
+   * objects KEY and MANIFEST_KEY of ST, written in one pass with no
+   * checkpoints, committed when the job finishes them and aborted when
+   * it fails, so that an interrupted run leaves no object and the next
+   * one takes the point anew (RESUME must be false).  The target and
+   * manifest paths then only name them in messages.  ST NULL: files by
+   * path, as above. */
+  struct storage *st;
+  const char *key;
+  const char *manifest_key;
   /* Checksum-based: of the copy set, only the clusters that differ from
    * this view (the previous point's chain) are written.  The job takes
    * it over (frees it). */
@@ -53,7 +65,6 @@ struct job_in_place {
  * qcow2 object KEY of ST and its chain, opened as objects
  * (lib/repo-objects.h), never by a file-system path.  The options'
  * source then only names it in messages. */
-struct storage;
 struct job_source {
   struct storage *st;
   const char *key;

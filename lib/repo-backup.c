@@ -540,6 +540,18 @@ write_record (struct repo *r, const char *id, int64_t when,
   return rc;
 }
 
+/* "LOCATION/KEY", how messages name an object (malloc'ed). */
+static char *
+object_name (const struct repo *r, const char *key)
+{
+  char *name;
+  if (asprintf (&name, "%s/%s", r->st->location, key) < 0) {
+    set_nomem ();
+    return NULL;
+  }
+  return name;
+}
+
 int
 qbak_backup (const struct qbak_backup_opts *caller_o,
              struct qbak_backup_result *caller_res,
@@ -609,15 +621,18 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
       set_nomem ();
       goto out;
     }
-    /* The target and its manifest are still written by path: an
-     * in-place, checkpointed target is reopened and rewritten by name
-     * (storage.h: in-place continuation).  On a storage without it they
-     * must be streamed into storage_create_object and committed once the
-     * job's finish is durable, with no checkpoints. */
-    if (storage_prepare (r->st, d[i].key) < 0 ||
-        !(d[i].target = storage_local_path (r->st, d[i].key)) ||
-        !(d[i].manifest_path = storage_local_path (r->st,
-                                                   d[i].manifest_key)))
+    /* A folder's target and manifest are files written by path, so that
+     * a checkpointed target can be reopened and continued in place; an
+     * object store's are objects streamed in one pass (job.h), named
+     * LOCATION/KEY in messages. */
+    bool by_path = storage_can_continue_in_place (r->st);
+    if (by_path
+        ? (storage_prepare (r->st, d[i].key) < 0 ||
+           !(d[i].target = storage_local_path (r->st, d[i].key)) ||
+           !(d[i].manifest_path = storage_local_path (r->st,
+                                                      d[i].manifest_key)))
+        : (!(d[i].target = object_name (r, d[i].key)) ||
+           !(d[i].manifest_path = object_name (r, d[i].manifest_key))))
       goto out;
     int rc = plan_disk (r, &o, &d[i], id, &h);
     if (rc == 0)
@@ -632,6 +647,9 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
       .resume = d[i].resume,
       .redo_bitmap = d[i].resume ? d[i].redo : NULL,
       .manifest_path = d[i].manifest_path,
+      .st = by_path ? NULL : r->st,
+      .key = d[i].key,
+      .manifest_key = d[i].manifest_key,
     };
     if (d[i].checksums && !(places[i].reference = previous_view (r, &d[i])))
       goto out;

@@ -34,8 +34,13 @@ write_overlay (struct repo *r, const struct repo_disk_record *d,
 {
   char *rel = storage_local_path (r->st, d->file), *abs = NULL;
   int ret = -1;
-  if (!rel)
+  if (!rel) {
+    /* QEMU opens a backing file by name: an object has none. */
+    set_usage_error ("%s: an overlay needs the repository in a local "
+                     "folder, where its backing file can be opened by name; "
+                     "restore the point without an overlay", r->st->location);
     return -1;
+  }
   if (!(abs = realpath (rel, NULL))) {
     set_io_error (errno, "%s", rel);
     goto out;

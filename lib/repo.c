@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "common/error.h"
-#include "common/s3-config.h"
 #include "formats/qcow2-header.h"
 #include "lib/prune-policy.h"
 #include "lib/repo.h"
@@ -87,14 +86,6 @@ struct repo *
 repo_open_in_zone (const char *location, bool create, const char *zone,
                    bool *created)
 {
-  /* The S3 backend exists, but a backup's files are still written by
-   * path: refuse before anything is made rather than treat the URL as a
-   * folder name. */
-  if (s3_is_location (location)) {
-    set_usage_error ("%s: repositories on S3 are not supported by this "
-                     "version yet; use a local folder", location);
-    return NULL;
-  }
   if (zone) {
     struct prune_zone *z = prune_zone_load (zone);
     if (!z)
@@ -108,7 +99,7 @@ repo_open_in_zone (const char *location, bool create, const char *zone,
     set_nomem ();
     return NULL;
   }
-  r->st = storage_open_folder (location, create, NULL);
+  r->st = storage_open (location, create, NULL);
   if (!r->st)
     goto fail;
   uint64_t size;
@@ -349,7 +340,11 @@ repo_remove_leftovers (struct repo *r, char *interrupted)
   struct leftover_ctx c = { .r = r };
   const char *newest = r->n_points ? r->points[r->n_points - 1].id : NULL;
   char id[REPO_POINT_ID_MAX + 1];
-  int rc = storage_list (r->st, DISKS_PREFIX, collect_leftover, &c);
+  /* Uploads that died with their writer first: they are no objects, and
+   * no listing shows them. */
+  int rc = storage_drop_unfinished (r->st);
+  if (rc == 0)
+    rc = storage_list (r->st, DISKS_PREFIX, collect_leftover, &c);
 
   /* The interrupted run: the newest point id of a file no record names,
    * if it is newer than every point. */

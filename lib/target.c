@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "common/outfile.h"
+#include "common/storage.h"
 #include "lib/target.h"
 
 void
@@ -41,6 +42,20 @@ target_create (struct target *t, const struct target_shape *shape)
     return -1;
   }
   t->w = t->ops->create (f, shape);
+  return t->w ? 0 : -1;
+}
+
+int
+target_create_object (struct target *t, struct storage *st,
+                      struct qbak_file *file, const struct target_shape *shape)
+{
+  t->anonymous = t->named_by_us = false;
+  t->has_backing = shape->backing_name != NULL;
+  t->object_st = st;
+  t->object = file;
+  t->w = t->ops->create (file, shape);
+  if (!t->w)
+    t->object = NULL;   /* closed by the writer: its upload is dropped */
   return t->w ? 0 : -1;
 }
 
@@ -106,8 +121,18 @@ target_zero (struct target *t, uint64_t off, uint64_t len)
 int
 target_finish (struct target *t)
 {
-  if (t->w)
-    return t->ops->finish (t->w);
+  if (t->w) {
+    if (t->ops->finish (t->w) < 0)
+      return -1;
+    /* An object exists only once committed, after the writer made it
+     * whole. */
+    if (t->object && !t->object_committed) {
+      if (storage_commit_object (t->object_st, t->object) < 0)
+        return -1;
+      t->object_committed = true;
+    }
+    return 0;
+  }
   set_io_error (0, "%s: no target to finish", t->name);
   return -1;
 }
@@ -127,11 +152,19 @@ target_close (struct target *t)
   if (t->w)
     t->ops->close (t->w);
   t->w = NULL;
+  t->object = NULL;
 }
 
 void
 target_drop (struct target *t)
 {
+  if (t->w && t->object && !t->object_committed) {
+    /* Nothing of an object that was never committed may appear. */
+    struct qbak_saved_error err;
+    qbak_error_save (&err);
+    storage_abort_object (t->object_st, t->object);
+    qbak_error_put_back (&err, "error");
+  }
   target_close (t);
   if (t->fd >= 0 && t->named_by_us) {
     struct qbak_saved_error err;

@@ -77,6 +77,12 @@ struct target {
                             anonymous), for jobs that checkpoint */
   bool explicit_zeroes;  /* every zero cluster is stored, so that what
                             the target holds tells what was copied */
+  /* A storage object (common/storage.h), written in one pass: committed
+   * by target_finish, aborted by target_drop.  OBJECT is the writer's
+   * file (valid while W is). */
+  struct storage *object_st;
+  struct qbak_file *object;
+  bool object_committed;
 };
 
 /* T, empty, for a target in FORMAT named NAME, written as PART_PATH
@@ -85,6 +91,13 @@ void target_init (struct target *t, enum qbak_target_format format,
                   const char *name, const char *part_path);
 /* Make a new target file and its writer. */
 int target_create (struct target *t, const struct target_shape *shape);
+/* Make a new target on FILE, a new object of ST from
+ * storage_create_object (owned from here on): no name, no descriptor,
+ * no checkpoints; it becomes the object when finished. */
+struct storage;
+int target_create_object (struct target *t, struct storage *st,
+                          struct qbak_file *file,
+                          const struct target_shape *shape);
 /* Open the existing partial target PART_PATH to continue it (resumable
  * formats only). */
 int target_reopen (struct target *t);
