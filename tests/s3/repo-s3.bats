@@ -235,6 +235,7 @@ bg_wait() {
     no_leftovers "$url"
     # The prefix copied out of the bucket is a folder repository: QEMU
     # opens its chains, and qbak verifies it.
+    mkdir folder
     s3cmd -c "$S3CFG" get --recursive --no-progress "$url/" folder/ >/dev/null
     run qemu-img compare "folder/disks/vda/$p.qcow2" vda.qcow2
     [ "$status" -eq 0 ] || fail "the copied chain of $p: $output"
