@@ -515,6 +515,39 @@ s3st_unlock (struct storage_lock *l)
   free (l);
 }
 
+/* The lock object's text is the same at every refresh, and so is its
+ * ETag (the digest of a single-part object): a different ETag is another
+ * holder's text. */
+static int
+s3st_lock_held (struct storage_lock *l)
+{
+  struct s3_lock *lk = l->impl;
+  pthread_mutex_lock (&lk->mu);
+  bool lost = lk->lost;
+  char etag[S3_ETAG_MAX];
+  snprintf (etag, sizeof etag, "%s", lk->etag);
+  pthread_mutex_unlock (&lk->mu);
+  struct s3_object_info info;
+  int h = lost ? 0 : s3_head (lk->s->c, lk->key, &info);
+  if (h < 0)
+    return -1;
+  if (h == 1 && strcmp (info.etag, etag) == 0)
+    return 0;
+  void *buf = NULL;
+  size_t len = 0;
+  if (h == 1 && s3_get (lk->s->c, lk->key, LOCK_MAX_TEXT, &buf, &len) == 0) {
+    size_t n = strcspn (buf, "\n");
+    set_busy (0, "%s: this qbak lost the repository's lock while it "
+              "stalled (now held by %.*s); nothing more is written",
+              l->st->location, (int) (n > 400 ? 400 : n), (char *) buf);
+  }
+  else
+    set_busy (0, "%s: this qbak lost the repository's lock while it "
+              "stalled; nothing more is written", l->st->location);
+  free (buf);
+  return -1;
+}
+
 static int
 s3st_prepare (struct storage *st, const char *key)
 {
@@ -581,6 +614,7 @@ static const struct storage_ops s3_ops = {
   .rename = s3st_rename,
   .lock = s3st_lock,
   .unlock = s3st_unlock,
+  .lock_held = s3st_lock_held,
   .prepare = s3st_prepare,
   .local_path = s3st_local_path,
   .close = s3st_close,

@@ -252,6 +252,12 @@ storage_open_backing (struct storage *st, const struct qbak_file *from,
 }
 
 int
+storage_lock_held (struct storage_lock *lk)
+{
+  return lk->st->ops->lock_held ? lk->st->ops->lock_held (lk) : 0;
+}
+
+int
 storage_drop_unfinished (struct storage *st)
 {
   const struct storage_object_ops *o = st->ops->objects;

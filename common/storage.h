@@ -68,6 +68,7 @@ struct storage_ops {
   struct storage_lock *(*lock) (struct storage *st, const char *name,
                                 const char *holder);
   void (*unlock) (struct storage_lock *lk);
+  int (*lock_held) (struct storage_lock *lk);   /* NULL: cannot be lost */
   int (*prepare) (struct storage *st, const char *key);
   int (*rename) (struct storage *st, const char *from, const char *to);
   char *(*local_path) (struct storage *st, const char *key);
@@ -147,6 +148,12 @@ struct storage_lock *storage_lock (struct storage *st, const char *name,
                                    const char *holder);
 /* Release; accepts NULL. */
 void storage_unlock (struct storage_lock *lk);
+/* 0 if LK is still this process's: checked before a commit point (a
+ * point's record), since a lock on an object store is a lease that a
+ * process stalled for longer than the stale rule loses to another.  -1
+ * with STATUS_BUSY naming the new holder if it was taken over, or with
+ * the error of the check.  A folder's lock cannot be lost. */
+int storage_lock_held (struct storage_lock *lk);
 /* Make ready to create KEY: its folders exist (made without following a
  * link; an object store needs nothing). */
 int storage_prepare (struct storage *st, const char *key);

@@ -693,8 +693,11 @@ qbak_backup (const struct qbak_backup_opts *caller_o,
     goto out;
 
   /* Every file of the point is durable and named: the record makes the
-   * point exist. */
-  if (write_record (r, id, when, d, o.n_disks, results, places) < 0)
+   * point exist, written only while the lock is still this run's (a
+   * lease on an object store: a run that stalled past the stale rule has
+   * lost it to one that may remove these files as leftovers). */
+  if (storage_lock_held (r->lock) < 0 ||
+      write_record (r, id, when, d, o.n_disks, results, places) < 0)
     goto out;
   snprintf (res.point, sizeof res.point, "%s", id);
   for (size_t i = 0; i < o.n_disks; i++)
