@@ -11,8 +11,9 @@ what is left is the gateway's and the clients' cost).
   curl-get-2G     payload), and one GET: what a libcurl client costs
                   without s3cmd's Python and checksums
   restic-backup   `restic -r s3:... backup` of an 8 GiB sparse disk image
-                  with 2 GiB of data (qcow2 by default, or raw), into a new
-                  restic repository in a new bucket each round
+                  whose 2 GiB of data are the random file above (qcow2 by
+                  default, or raw: nothing for restic to deduplicate), into
+                  a new restic repository in a new bucket each round
   qbak-backup     `qbak backup` of the same disk into a new repository at
                   s3://BUCKET/qbak (a full: 2 GiB of data uploaded, the
                   manifest, the record), in the same bucket as the round's
@@ -42,7 +43,6 @@ import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-MKIMAGE = os.path.join(REPO, 'tests', 'tools', 'mkimage')
 RGW_SH = os.path.join(REPO, 'tests', 's3', 'rgw.sh')
 GiB, MiB = 1 << 30, 1 << 20
 
@@ -190,16 +190,23 @@ def main():
             for _ in range(fsize // MiB):
                 f.write(os.urandom(MiB))
         os.rename(big + '.tmp', big)
-    disk = os.path.join(wd, f'disk-{size >> 30}G-{fill >> 20}M.{a.format}')
+    disk = os.path.join(wd, f'disk-{size >> 30}G-{fill >> 20}M-unique.{a.format}')
     if not os.path.exists(disk):
+        # The data is the random file itself, so every tool moves the same
+        # bytes and none of them finds anything to deduplicate (a disk
+        # written from a repeated pattern, as tests/tools/mkimage makes,
+        # would let restic upload one copy of the pattern).
         log(f'making a {size >> 30} GiB {a.format} disk with {fill >> 20} MiB of data ...')
-        q = os.path.join(wd, 'mk.qcow2')
-        run([sys.executable, MKIMAGE, q, '--size', str(size), '--fill', str(fill),
-             '--bitmap', 'b0', '--seed', '5'])
+        raw = os.path.join(wd, 'mk.raw')
+        run(['cp', '--sparse=always', big, raw])
+        os.truncate(raw, size)
         if a.format == 'raw':
-            run(['qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', q, disk])
-            os.unlink(q)
+            os.rename(raw, disk)
         else:
+            q = os.path.join(wd, 'mk.qcow2')
+            run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', raw, q])
+            run(['qemu-img', 'bitmap', '--add', q, 'b0'])
+            os.unlink(raw)
             os.rename(q, disk)
     back = os.path.join(wd, 'back')
     restored = os.path.join(wd, 'restored.qcow2')
