@@ -91,10 +91,10 @@ point_to_json (struct qbak_repo *r, size_t i)
 /* What the last verification of point ID found, or NULL (never
  * verified, or its state cannot be read: listing goes on). */
 static json_object *
-verify_json (const char *repo, const char *id)
+verify_json (struct qbak_repo *r, size_t i)
 {
   struct qbak_point_verify_info v = { .size = sizeof v };
-  if (qbak_repo_get_point_verify (repo, id, &v) < 0) {
+  if (qbak_repo_get_point_verify_at (r, i, &v) < 0) {
     qbak_clear_error ();
     return NULL;
   }
@@ -113,10 +113,10 @@ verify_json (const char *repo, const char *id)
 
 /* The same as a column: "ok 2026-12-01T18:10:00Z", or "-". */
 static void
-verify_text (const char *repo, const char *id, char *out, size_t size)
+verify_text (struct qbak_repo *r, size_t i, char *out, size_t size)
 {
   struct qbak_point_verify_info v = { .size = sizeof v };
-  if (qbak_repo_get_point_verify (repo, id, &v) < 0) {
+  if (qbak_repo_get_point_verify_at (r, i, &v) < 0) {
     qbak_clear_error ();
     snprintf (out, size, "?");
   }
@@ -182,10 +182,8 @@ cmd_list (int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
       json_object *p = point_to_json (r, i);
       json_object *disks, *id;
-      if (p && json_object_object_get_ex (p, "id", &id))
-        json_object_object_add (p, "verify",
-                                verify_json (argv[optind],
-                                             json_object_get_string (id)));
+      if (p)
+        json_object_object_add (p, "verify", verify_json (r, i));
       if (p && plan && json_object_object_get_ex (p, "id", &id))
         json_object_object_add (p, "prune", json_object_new_string
                                 (prune_action (plan,
@@ -214,7 +212,7 @@ cmd_list (int argc, char **argv)
       if (qbak_repo_get_point (r, i, &p) < 0)
         continue;
       char verified[64];
-      verify_text (argv[optind], p.id, verified, sizeof verified);
+      verify_text (r, i, verified, sizeof verified);
       for (size_t d = 0; d < p.n_disks; d++) {
         struct qbak_point_disk_info di = { .size = sizeof di };
         if (qbak_repo_get_point_disk (r, i, d, &di) < 0)

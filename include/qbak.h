@@ -798,6 +798,12 @@ struct qbak_point_verify_info {
 QBAK_API int qbak_repo_get_point_verify (const char *repository,
                                          const char *point,
                                          struct qbak_point_verify_info *info);
+/* The same for point I of an open repository (qbak_repo_open), without
+ * opening it again.  A verification that passed for files a prune has
+ * merged since is no verification of the point's files: the state is
+ * then NONE.  A failure stays FAILED. */
+QBAK_API int qbak_repo_get_point_verify_at (struct qbak_repo *r, size_t i,
+                                            struct qbak_point_verify_info *info);
 
 /* ---- Retention ---------------------------------------------------------
  *

@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "lib/api.h"
 #include "lib/repo.h"
+#include "lib/repo-state.h"
 #include "qbak.h"
 
 struct qbak_repo {
@@ -95,4 +96,12 @@ qbak_repo_get_point_disk (struct qbak_repo *h, size_t point, size_t disk,
   };
   memcpy (info, &all, size);
   return 0;
+}
+
+int
+qbak_repo_get_point_verify_at (struct qbak_repo *h, size_t i,
+                               struct qbak_point_verify_info *info)
+{
+  api_enter (__func__);
+  return repo_point_verify_info (h->r, i, info);
 }

@@ -51,4 +51,18 @@ int repo_state_write (struct storage *st, const char *id,
                       const struct repo_verify_state *state);
 void repo_state_free (struct repo_verify_state *state);
 
+/* The fingerprint of what point P reads (repo-verify-info.c): the files
+ * and manifest digests of each of its disks' chains, as its records name
+ * them now, into OUT (16 hex digits and a NUL).  A state whose CHAIN
+ * differs was found for other files: a prune has merged them since. */
+struct repo;
+struct repo_point;
+void repo_chain_fingerprint (const struct repo *r, const struct repo_point *p,
+                             char *out);
+/* What the last verification of R's point I found, as
+ * qbak_repo_get_point_verify tells it. */
+struct qbak_point_verify_info;
+int repo_point_verify_info (struct repo *r, size_t i,
+                            struct qbak_point_verify_info *info);
+
 #endif

@@ -175,30 +175,12 @@ on_progress (void *opaque, uint64_t bytes)
 
 /* ---- what was verified ------------------------------------------------ */
 
-static void
-fnv (uint64_t *h, const char *s)
-{
-  for (; s && *s; s++) {
-    *h ^= (unsigned char) *s;
-    *h *= 0x100000001b3ULL;
-  }
-  *h ^= 0xff;
-  *h *= 0x100000001b3ULL;
-}
-
-/* A fingerprint of the files (and their manifests' digests) of every
- * chain of point I, so that a state kept for other files (a prune merged
- * them since) is not taken for this point's. */
+/* What point I reads now, to tell a state kept for other files (a prune
+ * merged them since) from this point's. */
 static void
 chain_fingerprint (const struct run *v, size_t i, char *out)
 {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (size_t j = 0; j < v->r->points[i].n_disks; j++)
-    for (size_t f = v->base[i] + j; f != NONE; f = v->files[f].parent) {
-      fnv (&h, v->files[f].d->file);
-      fnv (&h, v->files[f].d->manifest_digest);
-    }
-  snprintf (out, 17, "%016" PRIx64, h);
+  repo_chain_fingerprint (v->r, &v->r->points[i], out);
 }
 
 /* ---- choosing ---------------------------------------------------------- */

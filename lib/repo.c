@@ -76,6 +76,21 @@ read_config (struct repo *r)
   return rc;
 }
 
+/* R's config read, and checked against the ZONE asked for (or NULL). */
+static int
+existing (struct repo *r, const char *location, const char *zone)
+{
+  if (read_config (r) < 0)
+    return -1;
+  if (zone && strcmp (zone, r->config.timezone) != 0) {
+    set_usage_error ("%s: the repository's time zone is %s, not %s (it "
+                     "is fixed when the repository is made)", location,
+                     r->config.timezone, zone);
+    return -1;
+  }
+  return 0;
+}
+
 struct repo *
 repo_open (const char *location, bool create, bool *created)
 {
@@ -106,23 +121,22 @@ repo_open_in_zone (const char *location, bool create, const char *zone,
   int has = storage_size (r->st, CONFIG_KEY, &size);
   if (has < 0)
     goto fail;
-  if (has) {
-    if (read_config (r) < 0)
-      goto fail;
-    if (zone && strcmp (zone, r->config.timezone) != 0) {
-      set_usage_error ("%s: the repository's time zone is %s, not %s (it "
-                       "is fixed when the repository is made)", location,
-                       r->config.timezone, zone);
-      goto fail;
-    }
-    return r;
-  }
+  if (has)
+    goto existing_one;
   /* No config: a new repository only in a folder with nothing in it, so
    * a mistyped path never turns someone's folder into a repository. */
   size_t n = 0;
   if (storage_list (r->st, "", count_entry, &n) < 0) {
     error_clear ();
     n = 1;
+  }
+  /* Another run may have made it since the config was looked for: two
+   * first backups at once (from two hosts into one bucket prefix) share
+   * the repository that either of them makes. */
+  if (n > 0 && (has = storage_size (r->st, CONFIG_KEY, &size)) != 0) {
+    if (has < 0)
+      goto fail;
+    goto existing_one;
   }
   if (!create || n > 0) {
     qbak_internal_error_errno_only (create ? STATUS_USAGE : STATUS_INVALID,
@@ -132,10 +146,20 @@ repo_open_in_zone (const char *location, bool create, const char *zone,
                                       "empty)" : "");
     goto fail;
   }
-  if (new_config (r, zone) < 0)
-    goto fail;
+  if (new_config (r, zone) < 0) {
+    if (error_get_errno () != EEXIST)
+      goto fail;
+    error_clear ();
+    repo_config_free (&r->config);
+    memset (&r->config, 0, sizeof r->config);
+    goto existing_one;
+  }
   if (created)
     *created = true;
+  return r;
+ existing_one:
+  if (existing (r, location, zone) < 0)
+    goto fail;
   return r;
  fail:
   repo_close (r);

@@ -108,3 +108,31 @@ make_points() {
     [ "$status" -eq 2 ] || fail "exit $status"
     [ "$(points repo | wc -l)" -eq 1 ]
 }
+
+@test "prune: a verification that passed for files a merge replaced is not listed as the point's" {
+    qemu-img create -q -f qcow2 vda.qcow2 4M
+    local i
+    for i in 1 2 3 4; do
+        qemu-io -c "write -P $i $((i * 256))k 64k" vda.qcow2 >/dev/null
+        QBAK_TEST_NOW=$((1764547200 + i * 86400)) qbak backup --tz UTC vda.qcow2 repo 2>/dev/null
+    done
+    qbak verify repo
+    verified() {
+        qbak list --json repo | jq -r '.points[] | "\(.id) \(.verify.state // "none")"'
+    }
+    [ "$(verified | awk '{print $2}' | sort | uniq -c | awk '{print $1 $2}')" = "4ok" ] ||
+        fail "before: $(verified)"
+    # Keeping the newest 2 drops the 2nd point (its clusters merge into the
+    # 3rd point's file) and the full (merged with the 3rd too): the 3rd
+    # reads other files now, the 4th reads the 3rd's, so neither was
+    # verified as it stands.
+    qbak prune --keep-last 2 repo
+    run verified
+    [ "${#lines[@]}" -eq 2 ] || fail "$output"
+    [[ ${lines[0]} == *" none" && ${lines[1]} == *" none" ]] || fail "after: $output"
+    qbak list repo | awk '/^20/ {print $7}' | grep -qv '^-$' &&
+        fail "the table shows a verification: $(qbak list repo)"
+    qbak verify repo
+    run verified
+    [[ ${lines[0]} == *" ok" && ${lines[1]} == *" ok" ]] || fail "again: $output"
+}

@@ -378,6 +378,24 @@ bitmap_clean() {
     restores_to repo "$(points repo | tail -1)" vda vda.qcow2
 }
 
+@test "repo: two first runs at once share the repository one of them makes: never exit 2" {
+    qemu-img create -q -f qcow2 vda.qcow2 16M
+    qemu-img create -q -f qcow2 vdb.qcow2 16M
+    local i a b
+    for i in 1 2 3 4 5; do
+        "$QBAK" backup vda.qcow2 "repo$i" 2>"a$i.err" & a=$!
+        "$QBAK" backup vdb.qcow2 "repo$i" 2>"b$i.err" & b=$!
+        wait "$a" && sa=0 || sa=$?
+        wait "$b" && sb=0 || sb=$?
+        [[ $sa$sb == 00 || $sa$sb == 04 || $sa$sb == 40 ]] ||
+            fail "round $i: exits $sa and $sb: $(cat "a$i.err" "b$i.err")"
+        [ "$(points "repo$i" | wc -l)" -eq $(( (sa == 0) + (sb == 0) )) ] ||
+            fail "round $i: $(points "repo$i")"
+        [ "$sa" -ne 0 ] || restores_to "repo$i" \
+            "$(basename "$(grep -l '"vda"' "repo$i"/points/*.json)" .json)" vda vda.qcow2
+    done
+}
+
 @test "repo: kill -9 at any point of a run leaves every earlier point and no unfinished one" {
     qemu-img create -q -f qcow2 vda.qcow2 64M
     qemu-io -c 'write -P 1 0 24M' vda.qcow2 >/dev/null
