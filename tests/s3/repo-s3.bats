@@ -354,11 +354,12 @@ held_upload() {
     contenders "$url" 0 host-a host-b
     run --separate-stderr qbak list --json "$url"
     [ "$status" -eq 0 ] || fail "list: $stderr"
-    [ "$(jq '.points | length' <<<"$output")" -eq "$OKAY" ]
+    local list=$output
+    [ "$(jq '.points | length' <<<"$list")" -eq "$OKAY" ]
     for h in a b; do
         [ "$(cat "host-$h.status")" -eq 0 ] || continue
         restores_to "$url" "$(jq -r --arg d "$h" \
-            '.points[] | select(.disks[0].name == $d) | .id' <<<"$output")" "$h" "$h.qcow2"
+            '.points[] | select(.disks[0].name == $d) | .id' <<<"$list")" "$h" "$h.qcow2"
     done
 }
 
