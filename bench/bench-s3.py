@@ -11,14 +11,25 @@ what is left is the gateway's and the clients' cost).
   curl-get-2G     payload), and one GET: what a libcurl client costs
                   without s3cmd's Python and checksums
   restic-backup   `restic -r s3:... backup` of an 8 GiB sparse disk image
-                  with 2 GiB of data (qcow2 by default, or raw), into a new
-                  restic repository in a new bucket each round
-  qbak-backup     PLACEHOLDER: qbak backup to s3://BUCKET/PREFIX and
-  qbak-restore    restore from it, once qbak has an S3 backend (prints
-                  "qbak: not yet" until then)
+                  whose 2 GiB of data are the random file above (qcow2 by
+                  default, or raw: nothing for restic to deduplicate), into
+                  a new restic repository in a new bucket each round
+  qbak-backup     `qbak backup` of the same disk into a new repository at
+                  s3://BUCKET/qbak (a full: 2 GiB of data uploaded, the
+                  manifest, the record), in the same bucket as the round's
+                  other uploads; the repository's bitmap it adds to the
+                  disk is removed again after each round (untimed)
+  qbak-restore    `qbak restore --disk vda` of that point (made once before
+                  the rounds, in the bucket the GETs read) into a new
+                  qcow2 file, durable when qbak exits: 2 GiB of data read
 
 Every round starts from an empty bucket (made and removed untimed), runs
-each tool once in rotating order and calls sync(2) before each run.  The
+each tool once in rotating order and calls sync(2) before each run; what a
+tool uploaded is deleted right after it (untimed), so that the memstore
+OSD holds at most one run's objects besides the seed.  Throughputs are the
+2 GiB of data over the median wall time; the ratios compare medians of
+the same round set (qbak backup against s3cmd put and restic backup,
+qbak restore against s3cmd get).  The
 files read are read once beforehand (warm cache).  Medians, minimums and
 peak RSS of the client (GNU time) are printed, and the gateway's and the
 OSD's peak RSS (VmHWM) at the end.  Needs s3cmd, restic, qemu-img, qemu-io
@@ -28,11 +39,10 @@ and the Ceph packages rgw.sh needs.
                     [--rgw-dir DIR] [--qbak PATH] [--quick] [--only NAME,...]
                     [--stop]
 """
-import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-MKIMAGE = os.path.join(REPO, 'tests', 'tools', 'mkimage')
 RGW_SH = os.path.join(REPO, 'tests', 's3', 'rgw.sh')
 GiB, MiB = 1 << 30, 1 << 20
 
@@ -112,10 +122,35 @@ def rounds(tools, runs, before=None, after=None):
     return res
 
 
-def qbak_has_s3(qbak):
-    # PLACEHOLDER until qbak has an S3 backend: then this asks the binary
-    # whether it takes s3:// repositories, and t_qbak_* below time it.
-    return False
+def copy_qbak(qbak, wd):
+    """A copy of the qbak binary and the libqbak it loads, in WD, so that a
+    rebuild during the run cannot change what is timed."""
+    d = os.path.join(wd, 'qbak-bin')
+    os.makedirs(d, exist_ok=True)
+    src = os.path.dirname(os.path.abspath(qbak))
+    shutil.copy2(qbak, os.path.join(d, 'qbak'))
+    for n in os.listdir(src):
+        if n.startswith('libqbak.so'):
+            p = os.path.join(src, n)
+            if os.path.islink(p):
+                t = os.path.join(d, n)
+                if os.path.lexists(t):
+                    os.unlink(t)
+                os.symlink(os.readlink(p), t)
+            else:
+                shutil.copy2(p, os.path.join(d, n))
+    return os.path.join(d, 'qbak')
+
+
+def drop_repo_bitmaps(disk):
+    """Remove the bitmaps (qbak-*) a repository's backup added to DISK, so
+    every round backs up the same image."""
+    info = subprocess.run(['qemu-img', 'info', '-U', '--output=json', disk],
+                          stdout=subprocess.PIPE, text=True, check=True).stdout
+    bitmaps = json.loads(info).get('format-specific', {}).get('data', {}).get('bitmaps', [])
+    for b in bitmaps:
+        if b['name'].startswith('qbak-'):
+            run(['qemu-img', 'bitmap', '--remove', disk, b['name']])
 
 
 def main():
@@ -137,7 +172,7 @@ def main():
     # The OSD keeps every object in memory: room for the file, a restic
     # repository and what the gateway's garbage collector has not freed.
     genv = dict(os.environ)
-    genv.setdefault('RGW_MEMSTORE_MIB', str(max(4096, 6 * fill // MiB)))
+    genv.setdefault('RGW_MEMSTORE_MIB', str(max(4096, 8 * fill // MiB)))
     subprocess.run([RGW_SH, 'start', a.rgw_dir], env=genv, check=True, stdout=sys.stderr)
     env = load_env(a.rgw_dir)
     env.setdefault('RESTIC_PASSWORD', 'bench')
@@ -155,18 +190,27 @@ def main():
             for _ in range(fsize // MiB):
                 f.write(os.urandom(MiB))
         os.rename(big + '.tmp', big)
-    disk = os.path.join(wd, f'disk-{size >> 30}G-{fill >> 20}M.{a.format}')
+    disk = os.path.join(wd, f'disk-{size >> 30}G-{fill >> 20}M-unique.{a.format}')
     if not os.path.exists(disk):
+        # The data is the random file itself, so every tool moves the same
+        # bytes and none of them finds anything to deduplicate (a disk
+        # written from a repeated pattern, as tests/tools/mkimage makes,
+        # would let restic upload one copy of the pattern).
         log(f'making a {size >> 30} GiB {a.format} disk with {fill >> 20} MiB of data ...')
-        q = os.path.join(wd, 'mk.qcow2')
-        run([sys.executable, MKIMAGE, q, '--size', str(size), '--fill', str(fill),
-             '--bitmap', 'b0', '--seed', '5'])
+        raw = os.path.join(wd, 'mk.raw')
+        run(['cp', '--sparse=always', big, raw])
+        os.truncate(raw, size)
         if a.format == 'raw':
-            run(['qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', q, disk])
-            os.unlink(q)
+            os.rename(raw, disk)
         else:
+            q = os.path.join(wd, 'mk.qcow2')
+            run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', raw, q])
+            run(['qemu-img', 'bitmap', '--add', q, 'b0'])
+            os.unlink(raw)
             os.rename(q, disk)
     back = os.path.join(wd, 'back')
+    restored = os.path.join(wd, 'restored.qcow2')
+    qbak = copy_qbak(a.qbak, wd) if 'qbak' in only else None
     bucket = f'qbak-bench-{os.getpid()}'
 
     def new_bucket(r):
@@ -183,8 +227,14 @@ def main():
         cur['r'] = r
         new_bucket(r)
 
+    def delete(url):
+        run(s3cmd + ['del', '--recursive', '--force', url], env=env, check=False)
+
     def t_put():
-        return timed(s3cmd + ['put', big, f's3://{bucket}-{cur["r"]}/put'], env=env)
+        url = f's3://{bucket}-{cur["r"]}/put'
+        got = timed(s3cmd + ['put', big, url], env=env)
+        delete(url)
+        return got
 
     def t_get():
         if os.path.exists(back):
@@ -197,7 +247,9 @@ def main():
                 '-H', 'x-amz-content-sha256: UNSIGNED-PAYLOAD'] + list(args)
 
     def t_curl_put():
-        return timed(curl('-T', big, f'{endpoint}/{bucket}-{cur["r"]}/curl-put'), env=env)
+        got = timed(curl('-T', big, f'{endpoint}/{bucket}-{cur["r"]}/curl-put'), env=env)
+        delete(f's3://{bucket}-{cur["r"]}/curl-put')
+        return got
 
     def t_curl_get():
         if os.path.exists(back):
@@ -207,22 +259,24 @@ def main():
     def t_restic():
         repo = f's3:{endpoint}/{bucket}-{cur["r"]}/restic'
         run(['restic', '-q', '-r', repo, 'init'], env=env)
-        return timed(['restic', '-q', '-r', repo, 'backup', disk], env=env)
+        got = timed(['restic', '-q', '-r', repo, 'backup', disk], env=env)
+        delete(f's3://{bucket}-{cur["r"]}/restic')
+        return got
 
     def t_qbak_backup():
-        # PLACEHOLDER: time `qbak backup DISK s3://BUCKET/qbak` here (and the
-        # restore below) once the S3 backend is in; same env, same bucket.
-        if not qbak_has_s3(a.qbak):
-            print('qbak: not yet (no S3 backend): backup not timed')
-            return None
-        return timed([a.qbak, 'backup', disk, f's3://{bucket}-{cur["r"]}/qbak'], env=env)
+        url = f's3://{bucket}-{cur["r"]}/qbak'
+        got = timed([qbak, 'backup', f'{disk}=vda', url], env=env)
+        delete(url)
+        drop_repo_bitmaps(disk)
+        return got
 
     def t_qbak_restore():
-        if not qbak_has_s3(a.qbak):
-            print('qbak: not yet (no S3 backend): restore not timed')
-            return None
-        return timed([a.qbak, 'restore', f's3://{bucket}-{cur["r"]}/qbak',
-                      os.path.join(wd, 'restored')], env=env)
+        if os.path.exists(restored):
+            os.unlink(restored)
+        got = timed([qbak, 'restore', '--disk', 'vda', f's3://{bucket}-seed/qbak',
+                     restored], env=env)
+        os.unlink(restored)
+        return got
 
     tools = []
     if 'put' in only:
@@ -235,13 +289,18 @@ def main():
     if 'restic' in only:
         tools.append((f'restic backup {size >> 30} GiB {a.format} ({fill >> 20} MiB data)', t_restic))
     if 'qbak' in only:
-        tools += [('qbak backup', t_qbak_backup), ('qbak restore', t_qbak_restore)]
+        tools += [(f'qbak backup {size >> 30} GiB {a.format} ({fill >> 20} MiB data)', t_qbak_backup),
+                  (f'qbak restore {fill >> 20} MiB data', t_qbak_restore)]
     warm(big)
     warm(disk)
     try:
-        if only & {'get', 'curl'}:   # the object every GET reads, put once
+        if only & {'get', 'curl', 'qbak'}:
             run(s3cmd + ['mb', f's3://{bucket}-seed'], env=env)
+        if only & {'get', 'curl'}:   # the object every GET reads, put once
             run(s3cmd + ['put', big, f's3://{bucket}-seed/seed'], env=env)
+        if 'qbak' in only:           # the point every restore reads
+            run([qbak, 'backup', f'{disk}=vda', f's3://{bucket}-seed/qbak'], env=env)
+            drop_repo_bitmaps(disk)
         res = rounds(tools, a.runs, before=before, after=drop_bucket)
     finally:
         for r in range(a.runs):
@@ -255,9 +314,29 @@ def main():
             print(f'| {name} | not yet | | | |')
             continue
         med = statistics.median(v['secs'])
-        nbytes = fill if 'restic' in name else fsize
+        nbytes = fill if ('restic' in name or 'qbak' in name) else fsize
         rss = max(v['rss']) / 1024 if v['rss'] else float('nan')
         print(f'| {name} | {med:.2f} | {min(v["secs"]):.2f} | {nbytes / med / 1e6:.0f} | {rss:.0f} |')
+    med = {n: statistics.median(v['secs']) for n, v in res.items() if v['secs']}
+
+    def ratio(label, fast, slow, goal):
+        # throughput(FAST) / throughput(SLOW), same bytes: slow time / fast time
+        f = next((n for n in med if n.startswith(fast)), None)
+        s_ = next((n for n in med if n.startswith(slow)), None)
+        if f and s_:
+            print(f'| {label} | {med[s_] / med[f]:.2f} | {goal} |')
+    if any(n.startswith('qbak') for n in med):
+        print('\n| ratio of throughputs (medians) | value | goal |')
+        print('|---|---|---|')
+        ratio('qbak backup / s3cmd put', 'qbak backup', 's3cmd put', '>= 0.9')
+        ratio('qbak backup / restic backup', 'qbak backup', 'restic backup', '> 1')
+        ratio('qbak restore / s3cmd get', 'qbak restore', 's3cmd get', '>= 0.9')
+        ratio('qbak backup / curl PUT', 'qbak backup', 'curl PUT', '-')
+        ratio('qbak restore / curl GET', 'qbak restore', 'curl GET', '-')
+        peak = max((max(v['rss']) for n, v in res.items() if n.startswith('qbak') and v['rss']),
+                   default=None)
+        if peak:
+            print(f'qbak peak RSS: {peak / 1024:.0f} MiB (goal < 128 MiB)')
     peaks = daemon_peak_rss(a.rgw_dir)
     print('gateway peak RSS MiB: ' + ', '.join(f'{k} {v:.0f}' for k, v in peaks.items()))
     if a.stop:
