@@ -90,12 +90,18 @@ bitmap_is() {
 }
 
 # part_valid: inc.qcow2.part exists and qemu-img check finds it a valid
-# qcow2 (leaked clusters allowed: 0 or 3).
+# qcow2 (leaked clusters allowed: 0 or 3).  fault_once asks twice about the
+# same file, so the answer is kept in PART_VALID (reset per case).
 part_valid() {
-    [ -e inc.qcow2.part ] || return 1
-    local rc=0
-    qemu-img check -q inc.qcow2.part >/dev/null 2>&1 || rc=$?
-    [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]
+    if [ -z "${PART_VALID:-}" ]; then
+        local rc=0
+        PART_VALID=no
+        if [ -e inc.qcow2.part ]; then
+            qemu-img check -q inc.qcow2.part >/dev/null 2>&1 || rc=$?
+            if [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]; then PART_VALID=yes; fi
+        fi
+    fi
+    [ "$PART_VALID" = yes ]
 }
 
 # fp_reached N: fp.log records that fail point any:N was hit (grep -q
@@ -117,6 +123,7 @@ fp_reached() {
 # to mode_args MODE.
 fault_once() {
     local n=$1 eff=$2 mode=$3 rc=0 src_rc=0 args=$ARGS
+    PART_VALID=
     mkdir "n$n" && cd "n$n" || return
     cp "$F/src0.qcow2" src.qcow2
     ln -s "$F/full.qcow2" full.qcow2
