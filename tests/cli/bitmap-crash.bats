@@ -199,7 +199,7 @@ crash_enumerate() {
         else
             msg+=" [exit $rc, expected 1 (failed, old state) or 0 (new state); stderr: $err]"
         fi
-        [ "$st" != neither ] || msg+=" [bitmaps neither old nor new: $(diff old.state now.state | head -c 600)]"
+        [ "$st" != neither ] || msg+=" [bitmaps neither old nor new: $(diff "$F/old.state" now.state | head -c 600)]"
         [ "$st" != old ] || seen_old=$((seen_old + 1))
         [ "$st" != new ] || seen_new=$((seen_new + 1))
         why=$(no_corruption img.qcow2) || msg+=" [$why]"

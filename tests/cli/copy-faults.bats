@@ -38,6 +38,11 @@ setup_file() {
     mkimage src0.qcow2 --size 16M --no-create --dirty 2% --runs 1 --zero-writes 1 \
         --compressed 1 --seed 12
     nbd_bitmap_map src0.qcow2 b0 >b0.before.json
+    # a case's starting directory, copied whole by one cp -a: the source
+    # and a symbolic link to the full backup
+    mkdir case0
+    cp src0.qcow2 case0/src.qcow2
+    ln -s "$F/full.qcow2" case0/full.qcow2
     qemu_info src0.qcow2 | jq -r '.["cluster-size"]' >cluster
     qemu_granularity src0.qcow2 b0 >granularity
     [ "$(python3 "$CHECK" count b0.before.json)" -gt 0 ] ||
@@ -124,9 +129,7 @@ fp_reached() {
 fault_once() {
     local n=$1 eff=$2 mode=$3 rc=0 src_rc=0 args=$ARGS
     PART_VALID=
-    mkdir "n$n" && cd "n$n" || return
-    cp "$F/src0.qcow2" src.qcow2
-    ln -s "$F/full.qcow2" full.qcow2
+    cp -a "$F/case0" "n$n" && cd "n$n" || return
     # shellcheck disable=SC2086
     QBAK_FAILPOINT="any:$n:$eff" QBAK_FAILPOINT_LOG=fp.log \
         qbak copy src.qcow2 inc.qcow2 $args --bitmap b0 --backing full.qcow2 \
@@ -295,10 +298,8 @@ fault_loop() {
     no_debug_trap
     read -r count <"$F/count-always"
     for ((n = 1; n <= count; n++)); do
-        mkdir "n$n"
+        cp -a "$F/case0" "n$n"
         cd "n$n"
-        cp "$F/src0.qcow2" src.qcow2
-        ln -s "$F/full.qcow2" full.qcow2
         rc=0
         QBAK_FAILPOINT="any:$n:eio" qbak copy src.qcow2 inc.qcow2 --sync bitmap \
             --bitmap-mode always --bitmap b0 --backing full.qcow2 >out.txt 2>err.txt || rc=$?
