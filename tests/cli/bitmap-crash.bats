@@ -17,6 +17,10 @@
 #
 # The new states are made by `qemu-img bitmap` (the oracle), so a clean qbak
 # run is also checked against QEMU.
+#
+# A fail point costs about twenty processes, all of them qbak or an oracle
+# run: the enumeration runs without bats' DEBUG trap and does its polling,
+# reading and comparing with bash builtins.
 
 bats_require_minimum_version 1.5.0
 load helpers
@@ -53,10 +57,17 @@ teardown_file() {
 
 setup() {
     setup_tmpdir
+    # read -t on a pipe nobody writes: a short sleep that starts no process
+    mkfifo "$T/nap"
+    exec {NAP_FD}<>"$T/nap"
+    # one socket directory per test, reused by every qemu-nbd (unix socket
+    # paths are limited to 107 bytes: keep it short)
+    NBD_DIR=$(mktemp -d /tmp/qbak-crash.XXXXXX)
 }
 
 teardown() {
     kill_daemons
+    rm -rf "$NBD_DIR"
 }
 
 # new_state_by_qemu OP QEMU-IMG-BITMAP-ARGS... NAME: apply the operation with
@@ -74,7 +85,7 @@ new_state_by_qemu() {
 # bitmap's nbdinfo map, all exported by one qemu-nbd.  An in_use bitmap
 # shows in the flags (and qemu-nbd refuses to export it, which shows too).
 bitmap_state() {
-    local img=$1 info dir pid name names=() args=() rc=0
+    local img=$1 info dir=$NBD_DIR pid name names=() args=() rc=0 map
     # one jq: the compact bitmaps array on the first line, then the names
     info=$(qemu_info "$img" | jq -r '(.["format-specific"].data.bitmaps // []) as $b |
         ($b | tojson), $b[].name') || return
@@ -83,22 +94,20 @@ bitmap_state() {
     names=("${names[@]:1}")
     [ "${#names[@]}" -gt 0 ] || return 0
     for name in "${names[@]}"; do args+=(-B "$name"); done
-    dir=$(mktemp -d /tmp/qbak-crash.XXXXXX)
     if ! qemu-nbd -r -t -f qcow2 "${args[@]}" -k "$dir/s" --pid-file "$dir/pid" \
             --fork "$img" </dev/null 3>&- 2>"$dir/err"; then
-        echo "qemu-nbd refused: $(cat "$dir/err")"
-        rm -rf "$dir"
+        echo "qemu-nbd refused: $(<"$dir/err")"
         return 0
     fi
-    pid=$(cat "$dir/pid")
+    read -r pid <"$dir/pid"
     track_pid "$pid"
     for name in "${names[@]}"; do
         # nbdinfo's JSON is deterministic: no need to normalise it
-        echo "$name: $(nbdinfo --json --map="qemu:dirty-bitmap:$name" \
-            "nbd+unix:///?socket=$dir/s" | tr -d '\n')" || rc=1
+        map=$(nbdinfo --json --map="qemu:dirty-bitmap:$name" \
+            "nbd+unix:///?socket=$dir/s") || rc=1
+        echo "$name: ${map//$'\n'/}"
     done
     quick_stop "$pid"
-    rm -rf "$dir"
     return "$rc"
 }
 
@@ -106,12 +115,14 @@ bitmap_state() {
 # (it runs a few hundred times); a zombie counts as gone, since pid 1 may
 # not reap the reparented daemon.
 quick_stop() {
-    local pid=$1 st
+    local pid=$1 stat st k
     kill "$pid" 2>/dev/null || return 0
-    for _ in $(seq 400); do
-        st=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) || return 0
+    for ((k = 0; k < 400; k++)); do
+        { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || return 0
+        st=${stat##*) }
+        st=${st%% *}
         [ -n "$st" ] && [ "$st" != Z ] || return 0
-        sleep 0.005
+        read -r -t 0.005 -u "$NAP_FD" || true
     done
     stop_pid "$pid" KILL
 }
@@ -123,17 +134,25 @@ no_corruption() {
     local out rc=0
     out=$(qemu-img check "$1" 2>&1) || rc=$?
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then
-        echo "qemu-img check exit $rc: $(tr '\n' ' ' <<<"$out")"
+        echo "qemu-img check exit $rc: ${out//$'\n'/ }"
         return 1
     fi
 }
 
-# state_name FILE OP: "old" or "new" when FILE equals old.state or OP.state,
-# else "neither".
-state_name() {
-    if cmp -s "$1" "$F/old.state"; then echo old
-    elif cmp -s "$1" "$F/$2.state"; then echo new
-    else echo neither
+# slurp VAR FILE: the whole of FILE in VAR, without a process.
+slurp() {
+    IFS= read -r -d '' "$1" <"$2" || true
+}
+
+# state_of FILE: ST=old or new when FILE holds exactly the old state or the
+# operation's new state (OLD_STATE, NEW_STATE: old.state and OP.state, read
+# by crash_enumerate), else ST=neither.
+state_of() {
+    local now
+    slurp now "$1"
+    if [ "$now" = "$OLD_STATE" ]; then ST=old
+    elif [ "$now" = "$NEW_STATE" ]; then ST=new
+    else ST=neither
     fi
 }
 
@@ -142,29 +161,34 @@ state_name() {
 # every N).  EFFECT is abort or eio; OP names the expected new state.  All
 # failures are collected and printed together.
 crash_enumerate() {
-    local effect=$1 op=$2 n count rc st err msg failures=() seen_old=0 seen_new=0
+    local effect=$1 op=$2 n count rc st err msg failures=() seen_old=0 seen_new=0 why
     shift 2
+    no_debug_trap
+    slurp OLD_STATE "$F/old.state"
+    slurp NEW_STATE "$F/$op.state"
     cp "$F/base.qcow2" img.qcow2
     rc=0
     QBAK_FAILPOINT_COUNT=$PWD/count qbak bitmap "$@" >/dev/null 2>err || rc=$?
     [ "$rc" -eq 0 ] || fail "clean run of qbak bitmap $*: exit $rc: $(cat err)"
     count=$(awk '$1 == "any" { print $2 }' count)
     [ "${count:-0}" -gt 0 ] || fail "QBAK_FAILPOINT_COUNT wrote no 'any' count: $(cat count)"
-    for n in $(seq "$count"); do
+    for ((n = 1; n <= count; n++)); do
         cp "$F/base.qcow2" img.qcow2
         rc=0
         rm -f fp.log
         QBAK_FAILPOINT=any:$n:$effect QBAK_FAILPOINT_LOG=$PWD/fp.log \
             qbak bitmap "$@" >/dev/null 2>err || rc=$?
-        err=$(cat err)
+        slurp err err
+        while [[ $err == *$'\n' ]]; do err=${err%$'\n'}; done
         msg=""
         bitmap_state img.qcow2 >now.state 2>&1 || msg+=" [state capture failed: $(cat now.state)]"
-        st=$(state_name now.state "$op")
+        state_of now.state
+        st=$ST
         if [ "$effect" = abort ]; then
             [ "$rc" -eq 134 ] || msg+=" [exit $rc, expected 134 (SIGABRT); stderr: $err]"
         elif [ "$rc" -eq 1 ]; then
             [ "$st" = old ] || msg+=" [exit 1 but the state is $st, expected old]"
-            if [ "$(printf '%s\n' "$err" | grep -c '')" -ne 1 ] || [[ $err != "qbak: "* ]] ||
+            if [[ $err == *$'\n'* ]] || [ -z "$err" ] || [[ $err != "qbak: "* ]] ||
                     [[ $err != *img.qcow2* ]]; then
                 msg+=" [exit 1 message is not one 'qbak: ' line naming img.qcow2: $err]"
             elif [ "$(grep -o 'Input/output error' <<<"$err" | wc -l)" -ne 1 ]; then
@@ -175,10 +199,10 @@ crash_enumerate() {
         else
             msg+=" [exit $rc, expected 1 (failed, old state) or 0 (new state); stderr: $err]"
         fi
-        [ "$st" != neither ] || msg+=" [bitmaps neither old nor new: $(diff old.state now.state | head -c 600)]"
+        [ "$st" != neither ] || msg+=" [bitmaps neither old nor new: $(diff "$F/old.state" now.state | head -c 600)]"
         [ "$st" != old ] || seen_old=$((seen_old + 1))
         [ "$st" != new ] || seen_new=$((seen_new + 1))
-        msg+=$(no_corruption img.qcow2 | sed 's/^/ [/; s/$/]/' || true)
+        why=$(no_corruption img.qcow2) || msg+=" [$why]"
         qemu-img compare -q -U -f qcow2 -F qcow2 "$F/base.qcow2" img.qcow2 ||
             msg+=" [guest data changed: qemu-img compare exit $?]"
         # complete the operation
@@ -193,9 +217,10 @@ crash_enumerate() {
             fi
         fi
         bitmap_state img.qcow2 >now.state 2>&1 || true
-        [ "$(state_name now.state "$op")" = new ] ||
+        state_of now.state
+        [ "$ST" = new ] ||
             msg+=" [after the rerun the state is not new: $(diff "$F/$op.state" now.state | head -c 600)]"
-        msg+=$(no_corruption img.qcow2 | sed 's/^/ [after the rerun /; s/$/]/' || true)
+        why=$(no_corruption img.qcow2) || msg+=" [after the rerun $why]"
         [ -z "$msg" ] || failures+=("any:$n:$effect ($(cat fp.log 2>/dev/null)):$msg")
     done
     echo "qbak bitmap $*: $count calls; $seen_old left the old state, $seen_new the new" >&3

@@ -105,6 +105,7 @@ EOF
 }
 
 @test "512 B clusters: repeated add/merge/clear/remove grow the refcount table, qemu-img check clean after each" {
+    no_debug_trap
     # 64 MiB at 512 B granularity: 16 KiB of bitmap = 32 data clusters.
     qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 64M
     qemu-img bitmap --add -g 512 img.qcow2 b0
@@ -308,9 +309,13 @@ corpus() {
 # corpus_refuses OP ARGS...: OP with ARGS (IMG stands for the image) exits 3
 # on every selected case with one line matching the case's regex, and the
 # file stays byte-identical.
+# Each case costs three processes (cp, qbak, cmp): the message is checked
+# with bash (=~ is the same POSIX extended regex as grep -E; nocasematch
+# makes it grep -i), without bats' DEBUG trap.
 corpus_refuses() {
-    local op=$1 dir case image cmd re qemu n=0 failures=() args a before
+    local op=$1 dir case image cmd re qemu n=0 failures=() args a status stderr
     shift
+    no_debug_trap
     dir=$(corpus)
     while IFS=$'\t' read -r case image cmd re qemu; do
         [[ $case == \#* ]] && continue
@@ -318,18 +323,24 @@ corpus_refuses() {
         [[ $case == backing-* ]] && continue
         n=$((n + 1))
         cp "$dir/$image" img.qcow2
-        before=$(sha256sum <img.qcow2)
         args=()
         for a in "$@"; do args+=("${a/#IMG/img.qcow2}"); done
-        run --separate-stderr qbak bitmap "$op" "${args[@]}"
+        status=0
+        qbak bitmap "$op" "${args[@]}" >/dev/null 2>err.txt || status=$?
+        stderr=
+        IFS= read -r -d '' stderr <err.txt || true
+        while [[ $stderr == *$'\n' ]]; do stderr=${stderr%$'\n'}; done
         if [ "$status" -ne 3 ]; then
             failures+=("$case: exit $status, expected 3: $stderr")
-        elif [ "$(printf '%s\n' "$stderr" | grep -c '')" -ne 1 ]; then
+        elif [[ $stderr == *$'\n'* ]]; then
             failures+=("$case: not one line: $stderr")
-        elif ! grep -Eiq -- "$re" <<<"$stderr"; then
-            failures+=("$case: message does not match /$re/: $stderr")
+        else
+            shopt -s nocasematch
+            [[ $stderr =~ $re ]] || failures+=("$case: message does not match /$re/: $stderr")
+            shopt -u nocasematch
         fi
-        [ "$(sha256sum <img.qcow2)" = "$before" ] || failures+=("$case: the file changed")
+        # byte-identical to the corpus image it was copied from
+        cmp -s img.qcow2 "$dir/$image" || failures+=("$case: the file changed")
     done <"$dir/cases.tsv"
     [ "$n" -gt 40 ] || fail "only $n corpus cases selected: is cases.tsv complete?"
     if [ "${#failures[@]}" -gt 0 ]; then
@@ -401,12 +412,19 @@ two_images() {
     [ "$(info_bitmaps A.qcow2)" = "$before_a" ] || fail "A changed: $(info_bitmaps A.qcow2)"
 }
 
-# has_x IMG: 1 if IMG has bitmap x, else 0.
+# has_x IMG: how many of IMG's bitmaps are named x (1 or 0), as QEMU
+# sees them; counted in bash, not by a grep -c process.
 has_x() {
-    qemu_bitmap_names "$1" | grep -c '^x$' || true
+    local names name k=0
+    names=$(qemu_bitmap_names "$1") || true
+    while IFS= read -r name; do
+        [ "$name" != x ] || k=$((k + 1))
+    done <<<"$names"
+    echo "$k"
 }
 
 @test "transaction: an I/O error in B's phase after A's commit puts A back" {
+    no_debug_trap
     two_images
     cp A.qcow2 A0.qcow2
     cp B.qcow2 B0.qcow2
@@ -446,6 +464,7 @@ has_x() {
 }
 
 @test "transaction: an I/O error at any call leaves both images old (exit 1) or both new (exit 0)" {
+    no_debug_trap
     two_images
     cp A.qcow2 A0.qcow2
     cp B.qcow2 B0.qcow2

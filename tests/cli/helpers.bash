@@ -436,3 +436,22 @@ copy_usage_refused() {
     [ "$(grep -c '^qbak: ' <<<"$stderr")" -eq 1 ] || fail "qbak copy $*: not one 'qbak: ' line: $stderr"
     [ ! -e "$tgt" ] && [ ! -e "$tgt.part" ] || fail "qbak copy $*: left a target"
 }
+
+# nbd_bitmap_map IMG NAME: the same JSON as qemu_bitmap_map, from a single
+# nbdinfo that starts qemu-nbd itself (socket activation: `nbdinfo -- [ CMD ]`)
+# and has stopped it by the time it returns, so no socket directory, pid
+# file or polling for the daemon's end: two processes per map instead of
+# about ten, for loops that map a bitmap hundreds of times.
+nbd_bitmap_map() {
+    nbdinfo --json --map="qemu:dirty-bitmap:$2" -- \
+        [ qemu-nbd -r -f qcow2 --bitmap "$2" "$1" ] </dev/null 3>&-
+}
+
+# no_debug_trap: switch off bats' DEBUG trap for the rest of the test.  It
+# records a stack trace before every simple command, which costs more than
+# the commands themselves in loops of a few thousand; a loop that calls it
+# must report its failures itself, naming the case: bats then places a
+# failure at the no_debug_trap call, the last line it traced.
+no_debug_trap() {
+    trap - DEBUG
+}
