@@ -16,7 +16,9 @@
 
 #include "bitmaps/dirty-bitmap.h"
 #include "common/status.h"
+#include "formats/image.h"
 #include "formats/manifest.h"
+#include "formats/qcow2-writer.h"
 #include "lib/internal.h"
 
 struct copy_job;
@@ -111,6 +113,14 @@ int manifest_of_layer (const char *path, const char *manifest,
  * write.  Either INTO is as it was or it is all of that. */
 int layer_merge (const char *from, const char *into, bool only_holes,
                  const char *backing, const char *backing_format);
+
+/* layer-merge.c: copy [OFF, +LEN) of layer FROM, whose clusters there
+ * are all of state ST (data or zero, as it holds them), into W, through
+ * BUF of LAYER_MERGE_BUFFER_BYTES. */
+#define LAYER_MERGE_BUFFER_BYTES (8u << 20)
+int layer_put_extent (struct image *from, struct qcow2_writer *w,
+                      enum layer_state st, uint64_t off, uint64_t len,
+                      uint8_t *buf);
 
 /* layer-merge-object.c: the same merge where files cannot be rewritten
  * in place (an object store): NEW_KEY, a new object of ST, becomes a

@@ -25,7 +25,7 @@
 #include "lib/job.h"
 #include "lib/repo-objects.h"
 
-#define REQUEST_BYTES (8u << 20)
+#define REQUEST_BYTES LAYER_MERGE_BUFFER_BYTES
 /* What is read at first of a file's header: the fixed header, which
  * gives the size of cluster 0 (header, extensions and backing name). */
 #define FIXED_BYTES 4096u
@@ -78,24 +78,6 @@ open_layer (struct storage *st, const char *key)
                           repo_backing_opener, st, NULL, NULL);
 }
 
-/* Copy [OFF, +LEN) of layer FROM, of state ST, into W. */
-static int
-put_extent (struct image *from, struct qcow2_writer *w, enum layer_state st,
-            uint64_t off, uint64_t len, uint8_t *buf)
-{
-  if (st == LAYER_ZERO)
-    return qcow2_writer_zero (w, off, len);
-  for (uint64_t p = off; p < off + len;) {
-    uint64_t n = off + len - p < REQUEST_BYTES ? off + len - p
-                                               : REQUEST_BYTES;
-    if (image_read (from, buf, n, p) < 0 ||
-        qcow2_writer_write (w, p, buf, (size_t) n) < 0)
-      return -1;
-    p += n;
-  }
-  return 0;
-}
-
 /* [OFF, END) where TOP holds nothing: BOTTOM's own clusters there. */
 static int
 put_bottom (struct image *bottom, struct qcow2_writer *w, uint64_t off,
@@ -113,7 +95,7 @@ put_bottom (struct image *bottom, struct qcow2_writer *w, uint64_t off,
     }
     uint64_t n = e.length < end - off ? e.length : end - off;
     if (e.state != LAYER_UNALLOCATED &&
-        put_extent (bottom, w, e.state, off, n, buf) < 0)
+        layer_put_extent (bottom, w, e.state, off, n, buf) < 0)
       return -1;
     off += n;
   }
@@ -144,7 +126,7 @@ merge_layers (struct image *top, struct image *bottom,
     uint64_t n = e.length < size - off ? e.length : size - off;
     if (e.state == LAYER_UNALLOCATED
         ? put_bottom (bottom, w, off, off + n, buf) < 0
-        : put_extent (top, w, e.state, off, n, buf) < 0)
+        : layer_put_extent (top, w, e.state, off, n, buf) < 0)
       goto out;
     off += n;
   }

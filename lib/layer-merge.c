@@ -14,13 +14,12 @@
 #include "formats/qcow2-writer.h"
 #include "lib/job.h"
 
-#define REQUEST_BYTES (8u << 20)
+#define REQUEST_BYTES LAYER_MERGE_BUFFER_BYTES
 
-/* Copy [OFF, +LEN) of layer FROM (data or zero clusters, as it holds
- * them) into W. */
-static int
-put_extent (struct image *from, struct qcow2_writer *w, enum layer_state st,
-            uint64_t off, uint64_t len, uint8_t *buf)
+int
+layer_put_extent (struct image *from, struct qcow2_writer *w,
+                  enum layer_state st, uint64_t off, uint64_t len,
+                  uint8_t *buf)
 {
   if (st == LAYER_ZERO)
     return qcow2_writer_zero (w, off, len);
@@ -85,7 +84,7 @@ layer_merge (const char *from_path, const char *into_path, bool only_holes,
         n = d.length < n ? d.length : n;
         put = d.state == LAYER_UNALLOCATED;
       }
-      if (put && put_extent (from, w, e.state, p, n, buf) < 0)
+      if (put && layer_put_extent (from, w, e.state, p, n, buf) < 0)
         goto out;
       p += n;
     }

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "common/s3-client.h"
+#include "common/s3-config.h"
 #include "helpers.h"
 #include "s3-fixture.h"
 
@@ -164,4 +166,29 @@ gateway_bucket (char *bucket, size_t len, const char *tag)
   snprintf (bucket, len, "qbak-%s-%ld-%ld", tag, (long) getpid (),
             (long) time (NULL));
   assert_int_equal (bucket_request ("PUT", bucket), 0);
+}
+
+static int
+count_upload (const char *key, const char *upload_id, void *opaque)
+{
+  (void) key;
+  (void) upload_id;
+  (*(int *) opaque)++;
+  return 0;
+}
+
+int
+s3_uploads_in_progress (const char *url, const char *prefix)
+{
+  struct s3_config *cfg = s3_config_load (url);
+  assert_non_null (cfg);
+  struct s3_client *c = s3_client_new (cfg);
+  assert_non_null (c);
+  int n = 0;
+  char keys[300];
+  snprintf (keys, sizeof keys, "%s/", prefix);
+  assert_int_equal (s3_mpu_list (c, keys, count_upload, &n), 0);
+  s3_client_free (c);
+  s3_config_free (cfg);
+  return n;
 }

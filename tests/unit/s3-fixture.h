@@ -18,6 +18,10 @@ int bucket_request (const char *method, const char *name);
  * named qbak-TAG-PID-TIME into BUCKET (LEN bytes). */
 void gateway_bucket (char *bucket, size_t len, const char *tag);
 
+/* How many multipart uploads are in progress under PREFIX ("P" for the
+ * keys "P/...") of URL's bucket. */
+int s3_uploads_in_progress (const char *url, const char *prefix);
+
 /* tests/s3/fault-proxy.py between the client and the gateway. */
 struct proxy {
   pid_t pid;

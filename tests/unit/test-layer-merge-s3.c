@@ -100,30 +100,11 @@ teardown (void **state)
   return 0;
 }
 
-static int
-count_upload (const char *key, const char *upload_id, void *opaque)
-{
-  (void) key;
-  (void) upload_id;
-  (*(int *) opaque)++;
-  return 0;
-}
-
 /* Uploads in progress under the fixture's prefix. */
 static int
 uploads_in_progress (struct fixture *fx)
 {
-  struct s3_config *cfg = s3_config_load (fx->url);
-  assert_non_null (cfg);
-  struct s3_client *c = s3_client_new (cfg);
-  assert_non_null (c);
-  int n = 0;
-  char prefix[64];
-  snprintf (prefix, sizeof prefix, "%s/", fx->prefix);
-  assert_int_equal (s3_mpu_list (c, prefix, count_upload, &n), 0);
-  s3_client_free (c);
-  s3_config_free (cfg);
-  return n;
+  return s3_uploads_in_progress (fx->url, fx->prefix);
 }
 
 /* The local file NAME of the fixture's folder uploaded as d/NAME,
