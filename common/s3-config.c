@@ -250,10 +250,14 @@ load_settings (struct s3_config *c, const char *location)
        ini_lookup (conf, conf_section, "endpoint_url", &endpoint) < 0))
     goto out;
   if (!c->access_key || !c->secret_key) {
-    set_usage_error ("%s: no S3 credentials: set AWS_ACCESS_KEY_ID and "
-                     "AWS_SECRET_ACCESS_KEY, or give profile '%s' keys in "
-                     "%s", location, profile,
-                     creds ? creds : "~/.aws/credentials");
+    /* The environment's fault, not the command line's: an errno keeps
+     * the CLI from pointing at --help. */
+    qbak_internal_error_errno_only (STATUS_USAGE, EACCES,
+                                    "%s: no S3 credentials: set "
+                                    "AWS_ACCESS_KEY_ID and "
+                                    "AWS_SECRET_ACCESS_KEY, or give profile "
+                                    "'%s' keys in %s", location, profile,
+                                    creds ? creds : "~/.aws/credentials");
     goto out;
   }
   if (!c->region && !(c->region = strdup ("us-east-1"))) {
