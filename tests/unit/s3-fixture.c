@@ -86,6 +86,19 @@ proxy_rules (struct proxy *p, const char *rules)
   assert_int_equal (rename (tmp, p->control), 0);
 }
 
+/* The proxy running now, if a test stopped half-way with it running. */
+static pid_t stray_proxy;
+
+void
+proxy_stop_stray (void)
+{
+  if (stray_proxy > 0) {
+    kill (stray_proxy, SIGTERM);
+    waitpid (stray_proxy, NULL, 0);
+  }
+  stray_proxy = 0;
+}
+
 void
 proxy_start (struct proxy *p)
 {
@@ -113,6 +126,7 @@ proxy_start (struct proxy *p)
             p->log, (char *) NULL);
     _exit (127);
   }
+  stray_proxy = p->pid;
   for (int i = 0; i < 200; i++) {
     FILE *f = fopen (port_file, "r");
     unsigned port = 0;
@@ -135,6 +149,7 @@ proxy_stop (struct proxy *p)
 {
   kill (p->pid, SIGTERM);
   waitpid (p->pid, NULL, 0);
+  stray_proxy = 0;
   setenv ("AWS_ENDPOINT_URL", p->gateway, 1);
   free (p->gateway);
   test_sh_status ("rm -rf '%s'", p->dir);

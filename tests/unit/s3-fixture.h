@@ -38,6 +38,9 @@ void proxy_rules (struct proxy *p, const char *rules);
 void proxy_start (struct proxy *p);
 /* Stop it and point AWS_ENDPOINT_URL back at the gateway. */
 void proxy_stop (struct proxy *p);
+/* Stop the proxy a test left running when it failed half-way (a group
+ * teardown), so that it does not keep the test's output open. */
+void proxy_stop_stray (void);
 /* How many requests the proxy logged with WORD in their line. */
 int proxy_count (struct proxy *p, const char *word);
 

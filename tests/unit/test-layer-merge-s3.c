@@ -38,7 +38,6 @@
 
 static char bucket[64];
 static unsigned test_number;
-static pid_t running_proxy;
 
 struct fixture {
   char url[256];        /* s3://BUCKET/mN */
@@ -59,10 +58,7 @@ static int
 group_teardown (void **state)
 {
   (void) state;
-  if (running_proxy > 0) {
-    kill (running_proxy, SIGTERM);
-    waitpid (running_proxy, NULL, 0);
-  }
+  proxy_stop_stray ();
   /* Every test removed its objects: the bucket is empty. */
   bucket_request ("DELETE", bucket);
   return 0;
@@ -288,7 +284,6 @@ test_merge_failures (void **state)
 
   struct proxy p = { 0 };
   proxy_start (&p);
-  running_proxy = p.pid;
   proxy_rules (&p, "[{\"fault\": \"500\", \"match\": "
                "\"^PUT .*mid.qcow2-new.*partNumber=\"}]");
   struct storage *st = storage_open (fx->url, false, NULL);
@@ -299,7 +294,6 @@ test_merge_failures (void **state)
   storage_close (st);
   assert_true (proxy_count (&p, "fault 500") > 0);
   proxy_stop (&p);
-  running_proxy = 0;
   assert_int_equal (storage_size (fx->st, "d/mid.qcow2-new", &size), 0);
   assert_int_equal (uploads_in_progress (fx), 0);
 }

@@ -49,17 +49,6 @@ struct fixture {
 
 
 
-/* The proxy of a test that failed half-way: stopped by the group's
- * teardown, so that it does not keep the test's output open. */
-static pid_t running_proxy;
-
-static void
-stop_proxy (struct proxy *p)
-{
-  proxy_stop (p);
-  running_proxy = 0;
-}
-
 
 static int
 group_setup (void **state)
@@ -73,10 +62,7 @@ static int
 group_teardown (void **state)
 {
   (void) state;
-  if (running_proxy > 0) {
-    kill (running_proxy, SIGTERM);
-    waitpid (running_proxy, NULL, 0);
-  }
+  proxy_stop_stray ();
   return 0;
 }
 
@@ -540,7 +526,6 @@ test_cache_and_faults (void **state)
   (void) state;
   struct proxy p;
   proxy_start (&p);
-  running_proxy = p.pid;
   char prefix[32];
   snprintf (prefix, sizeof prefix, "o%u", ++test_number);
   struct storage *st = open_prefix (prefix);
@@ -603,7 +588,7 @@ test_cache_and_faults (void **state)
   print_message ("503 answers met while reading: %d\n", faults);
   assert_true (faults >= 1);
   storage_close (st);
-  stop_proxy (&p);
+  proxy_stop (&p);
   free (data);
 }
 
@@ -616,7 +601,6 @@ test_part_failure (void **state)
   (void) state;
   struct proxy p;
   proxy_start (&p);
-  running_proxy = p.pid;
   char prefix[32];
   snprintf (prefix, sizeof prefix, "o%u", ++test_number);
   struct fixture fx = { .st = open_prefix (prefix) };
@@ -649,7 +633,7 @@ test_part_failure (void **state)
   assert_int_equal (storage_size (fx.st, "fail/1", &size), 0);
   assert_int_equal (uploads_in_progress (&fx), 0);
   storage_close (fx.st);
-  stop_proxy (&p);
+  proxy_stop (&p);
   free (data);
 }
 
