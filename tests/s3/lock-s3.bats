@@ -96,7 +96,7 @@ uploads() {
     qemu-io -c "write -P 4 0 128M" disk.qcow2 >/dev/null
     fault_proxy_start
     # Slow uploads keep the run busy while its lock changes hands.
-    fault_proxy_rules '{"rules": [{"fault": "delay", "seconds": 0.3, "match": "partNumber="}]}'
+    fault_proxy_rules '{"rules": [{"fault": "delay", "seconds": 1, "match": "partNumber="}]}'
     AWS_ENDPOINT_URL=$FAULT_PROXY_URL "$QBAK" backup disk.qcow2 "$REPO" \
         >run.out 2>&1 &
     pid=$!
