@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "common/iszero.h"
+#include "lib/cluster-hasher.h"
 #include "lib/job-internal.h"
 
 /* Write with retries for transient target errors (the writer's state is
@@ -30,10 +31,33 @@ write_retrying (struct copy_job *j, bool zero, uint64_t off, const void *buf,
   }
 }
 
+/* Below this, a request is hashed on the copying thread: handing it over
+ * costs more than its hash. */
+#define HASH_ON_THREAD_MIN_BYTES (1u << 20)
+
+/* Write BUF's [POS, +LEN) while the hasher thread hashes it, then record
+ * the hashes: the hash costs the copy nothing where a CPU is free. */
+static int
+put_hashing_alongside (struct copy_job *j, uint64_t pos, const uint8_t *buf,
+                       uint64_t len)
+{
+  cluster_hasher_submit (j->hasher, buf, len, j->cs, j->put_hashes);
+  int r = write_retrying (j, false, pos, buf, len);
+  /* Even on error: BUF must not be reused while the thread reads it. */
+  cluster_hasher_wait (j->hasher);
+  if (r < 0)
+    return -1;
+  return manifest_writer_hashes (j->manifest, pos / j->cs, j->put_hashes,
+                                 (len + j->cs - 1) / j->cs);
+}
+
 int
 job_put (struct copy_job *j, uint64_t pos, const uint8_t *buf, uint64_t len,
          const uint64_t *hashes)
 {
+  if (j->manifest && buf && !hashes && j->hasher &&
+      len >= HASH_ON_THREAD_MIN_BYTES && len <= COPY_REQUEST_BYTES)
+    return put_hashing_alongside (j, pos, buf, len);
   if (write_retrying (j, buf == NULL, pos, buf, len) < 0)
     return -1;
   if (!j->manifest)

@@ -54,6 +54,11 @@ struct copy_job {
   struct qbak_image *ref;       /* sync checksums: the backing file's chain,
                                    read to compare with */
   uint8_t *ref_buf;             /* a request of it */
+  /* With a manifest: the thread that hashes a request's clusters while
+   * it is written (NULL: hashed on this thread), and where it puts them
+   * (COPY_REQUEST_BYTES / cs). */
+  struct cluster_hasher *hasher;
+  uint64_t *put_hashes;
 };
 
 /* copy-loop.c: put [POS, +LEN) of BUF (or zeroes if BUF is NULL) into the

@@ -31,6 +31,7 @@
 #include "common/outfile.h"
 #include "common/storage.h"
 #include "formats/file-names.h"
+#include "lib/cluster-hasher.h"
 #include "lib/job-internal.h"
 #include "lib/repo-objects.h"
 
@@ -444,7 +445,15 @@ open_manifest (struct copy_job *j)
   if (!f)
     return -1;
   j->manifest = manifest_writer_create (f, j->cs, j->img->size);
-  return j->manifest ? 0 : -1;
+  if (!j->manifest)
+    return -1;
+  if (!(j->put_hashes = malloc ((COPY_REQUEST_BYTES / j->cs + 2)
+                                * sizeof *j->put_hashes))) {
+    set_nomem ();
+    return -1;
+  }
+  j->hasher = cluster_hasher_start ();
+  return 0;
 }
 
 /* Bytes of [OFF, +LEN) that BM leaves clean. */
@@ -899,6 +908,8 @@ job_free (struct copy_job *j)
   spare_release (j);
   free (j->part_path);
   free (j->companions);
+  cluster_hasher_stop (j->hasher);
+  free (j->put_hashes);
   free (j->hashes);
   free (j->ref_buf);
   qbak_image_close (j->ref);
