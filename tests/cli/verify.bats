@@ -409,6 +409,14 @@ EOF
     [ "$status" -eq 5 ] || fail "exit $status: $stderr"
     [ "$(grep -c 'at offset' <<<"$stderr")" -eq 10 ] || fail "$stderr"
     [[ $stderr == *"and 190 more clusters differ"* ]] || fail "$stderr"
+    # Told in guest order, the first ten (requests are hashed on another
+    # thread while the next is read): the flipped clusters are the first
+    # of each MiB.
+    local told want
+    told=$(grep -o 'at offset [0-9a-fx]*' <<<"$stderr" | awk '{print $3}' |
+           while read -r o; do echo $((o)); done | tr '\n' ' ')
+    want=$(for i in $(seq 0 9); do echo $((i << 20)); done | tr '\n' ' ')
+    [ "$told" = "$want" ] || fail "told: $told, expected: $want"
 
     rm -rf repo vda.qcow2
     three_points
