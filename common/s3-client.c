@@ -1,5 +1,4 @@
 /* The S3 primitives on top of s3_send (s3-client.h). */
-#include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -8,6 +7,7 @@
 
 #include "common/error.h"
 #include "common/s3-client.h"
+#include "common/s3-curl.h"
 #include "common/s3-request.h"
 #include "common/s3-xml.h"
 
@@ -25,9 +25,10 @@ ok (const struct s3_response *r)
 static char *
 escape (struct s3_client *c, const char *s)
 {
-  char *e = curl_easy_escape (c->curl, s, 0);
+  const struct s3_curl *curl = s3_curl ();
+  char *e = curl->easy_escape (c->curl, s, 0);
   char *copy = e ? strdup (e) : NULL;
-  curl_free (e);
+  curl->free (e);
   if (!copy)
     set_nomem ();
   return copy;

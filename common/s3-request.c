@@ -1,8 +1,6 @@
 /* Signed S3 requests over one curl handle, with retries (s3-request.h). */
-#include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/s3-curl.h"
 #include "common/s3-request.h"
 #include "common/s3-xml.h"
 
@@ -22,15 +21,6 @@
 #define LOW_SPEED_TIME_S 60
 /* An error answer's body (S3's XML) is kept up to this size. */
 #define MAX_ERROR_BODY (64 << 10)
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_result;
-
-static void
-init_curl (void)
-{
-  curl_init_result = curl_global_init (CURL_GLOBAL_DEFAULT);
-}
 
 static uint64_t
 next_random (struct s3_client *c)
@@ -45,12 +35,14 @@ next_random (struct s3_client *c)
 struct s3_client *
 s3_client_new (const struct s3_config *cfg)
 {
-  pthread_once (&curl_once, init_curl);
-  if (curl_init_result != CURLE_OK) {
-    qbak_internal_error (STATUS_IO, 0, "cannot start libcurl: %s",
-                         curl_easy_strerror (curl_init_result));
+  /* The first client loads libcurl, before any request is made. */
+  char where[1200];
+  snprintf (where, sizeof where, "s3://%s%s%s", cfg->bucket,
+            cfg->prefix && cfg->prefix[0] ? "/" : "",
+            cfg->prefix ? cfg->prefix : "");
+  const struct s3_curl *curl = s3_curl_load (where);
+  if (!curl)
     return NULL;
-  }
   struct s3_client *c = calloc (1, sizeof *c);
   if (!c) {
     set_nomem ();
@@ -61,7 +53,7 @@ s3_client_new (const struct s3_config *cfg)
     free (c);
     return NULL;
   }
-  c->curl = curl_easy_init ();
+  c->curl = curl->easy_init ();
   if (!c->curl || asprintf (&c->sigv4, "aws:amz:%s:s3", cfg->region) < 0) {
     c->sigv4 = NULL;
     s3_client_free (c);
@@ -80,8 +72,9 @@ s3_client_free (struct s3_client *c)
 {
   if (!c)
     return;
+  /* A handle means that libcurl was loaded. */
   if (c->curl)
-    curl_easy_cleanup (c->curl);
+    s3_curl ()->easy_cleanup (c->curl);
   free (c->sigv4);
   s3_config_free (c->cfg);
   free (c);
@@ -130,7 +123,7 @@ on_body (char *data, size_t size, size_t nmemb, void *opaque)
   struct s3_response *r = t->resp;
   size_t n = size * nmemb;
   long status = 0;
-  curl_easy_getinfo (t->curl, CURLINFO_RESPONSE_CODE, &status);
+  s3_curl ()->easy_getinfo (t->curl, CURLINFO_RESPONSE_CODE, &status);
   if (is_success (status) && t->req->sink) {
     size_t room = t->req->sink_len - r->len;
     if (n > room) {
@@ -218,9 +211,9 @@ on_header (char *data, size_t size, size_t nmemb, void *opaque)
   else if (header_value (data, n, "ETag", r->etag, sizeof r->etag))
     ;
   else if (header_value (data, n, "Last-Modified", v, sizeof v))
-    r->last_modified = curl_getdate (v, NULL);
+    r->last_modified = s3_curl ()->getdate (v, NULL);
   else if (header_value (data, n, "Date", v, sizeof v))
-    r->date = curl_getdate (v, NULL);
+    r->date = s3_curl ()->getdate (v, NULL);
   return n;
 }
 
@@ -258,6 +251,7 @@ static CURLcode
 attempt (struct s3_client *c, const struct s3_request *req,
          struct s3_response *resp, const char *url, char *errbuf)
 {
+  const struct s3_curl *curl = s3_curl ();
   CURL *h = c->curl;
   const struct s3_config *cfg = c->cfg;
   struct transfer t = { .req = req, .resp = resp, .curl = h };
@@ -274,10 +268,10 @@ attempt (struct s3_client *c, const struct s3_request *req,
   resp->last_modified = resp->date = -1;
 
   /* Back to defaults, keeping the connection and its caches. */
-  curl_easy_reset (h);
+  curl->easy_reset (h);
   /* radosgw refuses a request without it; the body is not hashed. */
-  if (!(tmp = curl_slist_append (hdrs, "x-amz-content-sha256: "
-                                 "UNSIGNED-PAYLOAD")))
+  if (!(tmp = curl->slist_append (hdrs, "x-amz-content-sha256: "
+                                  "UNSIGNED-PAYLOAD")))
     goto out;
   hdrs = tmp;
   if (cfg->session_token) {
@@ -286,70 +280,70 @@ attempt (struct s3_client *c, const struct s3_request *req,
       token_hdr = NULL;
       goto out;
     }
-    if (!(tmp = curl_slist_append (hdrs, token_hdr)))
+    if (!(tmp = curl->slist_append (hdrs, token_hdr)))
       goto out;
     hdrs = tmp;
   }
   for (size_t i = 0; i < sizeof req->headers / sizeof *req->headers &&
          req->headers[i]; i++) {
-    if (!(tmp = curl_slist_append (hdrs, req->headers[i])))
+    if (!(tmp = curl->slist_append (hdrs, req->headers[i])))
       goto out;
     hdrs = tmp;
   }
   if (strcmp (req->method, "POST") == 0) {
-    if (!(tmp = curl_slist_append (hdrs, "Content-Type: application/xml")))
+    if (!(tmp = curl->slist_append (hdrs, "Content-Type: application/xml")))
       goto out;
     hdrs = tmp;
   }
 
-  curl_easy_setopt (h, CURLOPT_URL, url);
-  curl_easy_setopt (h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt (h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt (h, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt (h, CURLOPT_CONNECTTIMEOUT, (long) CONNECT_TIMEOUT_S);
-  curl_easy_setopt (h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl->easy_setopt (h, CURLOPT_URL, url);
+  curl->easy_setopt (h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl->easy_setopt (h, CURLOPT_NOSIGNAL, 1L);
+  curl->easy_setopt (h, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl->easy_setopt (h, CURLOPT_CONNECTTIMEOUT, (long) CONNECT_TIMEOUT_S);
+  curl->easy_setopt (h, CURLOPT_LOW_SPEED_LIMIT, 1L);
   long stall = s3_test_knob ("QBAK_S3_LOW_SPEED_TIME", LOW_SPEED_TIME_S);
-  curl_easy_setopt (h, CURLOPT_LOW_SPEED_TIME, stall > 0 ? stall
-                    : LOW_SPEED_TIME_S);
-  curl_easy_setopt (h, CURLOPT_AWS_SIGV4, c->sigv4);
-  curl_easy_setopt (h, CURLOPT_USERNAME, cfg->access_key);
-  curl_easy_setopt (h, CURLOPT_PASSWORD, cfg->secret_key);
-  curl_easy_setopt (h, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt (h, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt (h, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt (h, CURLOPT_WRITEDATA, &t);
-  curl_easy_setopt (h, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt (h, CURLOPT_HEADERDATA, &t);
+  curl->easy_setopt (h, CURLOPT_LOW_SPEED_TIME, stall > 0 ? stall
+                     : LOW_SPEED_TIME_S);
+  curl->easy_setopt (h, CURLOPT_AWS_SIGV4, c->sigv4);
+  curl->easy_setopt (h, CURLOPT_USERNAME, cfg->access_key);
+  curl->easy_setopt (h, CURLOPT_PASSWORD, cfg->secret_key);
+  curl->easy_setopt (h, CURLOPT_HTTPHEADER, hdrs);
+  curl->easy_setopt (h, CURLOPT_ERRORBUFFER, errbuf);
+  curl->easy_setopt (h, CURLOPT_WRITEFUNCTION, on_body);
+  curl->easy_setopt (h, CURLOPT_WRITEDATA, &t);
+  curl->easy_setopt (h, CURLOPT_HEADERFUNCTION, on_header);
+  curl->easy_setopt (h, CURLOPT_HEADERDATA, &t);
   if (strcmp (req->method, "HEAD") == 0)
-    curl_easy_setopt (h, CURLOPT_NOBODY, 1L);
+    curl->easy_setopt (h, CURLOPT_NOBODY, 1L);
   else if (strcmp (req->method, "PUT") == 0) {
-    curl_easy_setopt (h, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt (h, CURLOPT_READFUNCTION, on_read);
-    curl_easy_setopt (h, CURLOPT_READDATA, &t);
-    curl_easy_setopt (h, CURLOPT_INFILESIZE_LARGE,
-                      (curl_off_t) req->body_len);
+    curl->easy_setopt (h, CURLOPT_UPLOAD, 1L);
+    curl->easy_setopt (h, CURLOPT_READFUNCTION, on_read);
+    curl->easy_setopt (h, CURLOPT_READDATA, &t);
+    curl->easy_setopt (h, CURLOPT_INFILESIZE_LARGE,
+                       (curl_off_t) req->body_len);
   }
   else if (strcmp (req->method, "POST") == 0) {
-    curl_easy_setopt (h, CURLOPT_POST, 1L);
-    curl_easy_setopt (h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-    curl_easy_setopt (h, CURLOPT_POSTFIELDSIZE_LARGE,
-                      (curl_off_t) req->body_len);
+    curl->easy_setopt (h, CURLOPT_POST, 1L);
+    curl->easy_setopt (h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+    curl->easy_setopt (h, CURLOPT_POSTFIELDSIZE_LARGE,
+                       (curl_off_t) req->body_len);
   }
   else if (strcmp (req->method, "GET") != 0)
-    curl_easy_setopt (h, CURLOPT_CUSTOMREQUEST, req->method);
+    curl->easy_setopt (h, CURLOPT_CUSTOMREQUEST, req->method);
 
   errbuf[0] = '\0';
-  rc = curl_easy_perform (h);
-  curl_easy_getinfo (h, CURLINFO_RESPONSE_CODE, &resp->status);
+  rc = curl->easy_perform (h);
+  curl->easy_getinfo (h, CURLINFO_RESPONSE_CODE, &resp->status);
   curl_off_t cl = -1;
-  if (curl_easy_getinfo (h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) ==
+  if (curl->easy_getinfo (h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) ==
       CURLE_OK && cl >= 0)
     resp->content_length = (uint64_t) cl;
   if (rc == CURLE_WRITE_ERROR && t.too_big)
     resp->status = -1;          /* the caller's limit, not a fault */
  out:
-  curl_easy_setopt (h, CURLOPT_HTTPHEADER, NULL);
-  curl_slist_free_all (hdrs);
+  curl->easy_setopt (h, CURLOPT_HTTPHEADER, NULL);
+  curl->slist_free_all (hdrs);
   if (token_hdr) {
     explicit_bzero (token_hdr, strlen (token_hdr));
     free (token_hdr);
@@ -490,7 +484,7 @@ s3_send (struct s3_client *c, const struct s3_request *req,
                          "%s: %s failed after %u attempt%s: %s", name,
                          req->method, resp->attempts,
                          resp->attempts == 1 ? "" : "s",
-                         errbuf[0] ? errbuf : curl_easy_strerror (rc));
+                         errbuf[0] ? errbuf : s3_curl ()->easy_strerror (rc));
   free (url);
   return r;
 }
