@@ -77,6 +77,16 @@ manifest_hash (const void *buf, size_t len)
   return XXH3_64bits (buf, len);
 }
 
+void
+manifest_hash_clusters (const void *buf, uint64_t len, uint32_t cluster_size,
+                        uint64_t *hashes)
+{
+  const uint8_t *p = buf;
+  for (uint64_t pos = 0, i = 0; pos < len; pos += cluster_size, i++)
+    hashes[i] = XXH3_64bits (p + pos, len - pos < cluster_size
+                                      ? (size_t) (len - pos) : cluster_size);
+}
+
 static void
 digest_hex (XXH128_hash_t h, char *out)
 {

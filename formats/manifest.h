@@ -53,6 +53,10 @@ enum manifest_kind { MANIFEST_DATA = 1, MANIFEST_ZERO = 2 };
 
 /* The hash of one cluster's bytes, as manifests record it. */
 uint64_t manifest_hash (const void *buf, size_t len);
+/* The hash of each cluster of BUF's [0, LEN) into HASHES, clusters of
+ * CLUSTER_SIZE (the last one may be shorter: a disk's end). */
+void manifest_hash_clusters (const void *buf, uint64_t len,
+                             uint32_t cluster_size, uint64_t *hashes);
 
 /* ---- Writing ---------------------------------------------------------- */
 

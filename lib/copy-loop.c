@@ -10,7 +10,7 @@
 
 #include "common/error.h"
 #include "common/iszero.h"
-#include "lib/cluster-hasher.h"
+#include "lib/side-thread.h"
 #include "lib/job-internal.h"
 
 /* Write with retries for transient target errors (the writer's state is
@@ -35,19 +35,31 @@ write_retrying (struct copy_job *j, bool zero, uint64_t off, const void *buf,
  * costs more than its hash. */
 #define HASH_ON_THREAD_MIN_BYTES (1u << 20)
 
+static void
+hash_request (void *opaque)
+{
+  struct hash_request *h = opaque;
+  manifest_hash_clusters (h->buf, h->len, h->cs, h->hashes);
+}
+
 /* Write BUF's [POS, +LEN) while the hasher thread hashes it, then record
- * the hashes: the hash costs the copy nothing where a CPU is free. */
+ * the hashes: the hash costs the copy nothing where a CPU is free.  (The
+ * write and the hash only read BUF.) */
 static int
 put_hashing_alongside (struct copy_job *j, uint64_t pos, const uint8_t *buf,
                        uint64_t len)
 {
-  cluster_hasher_submit (j->hasher, buf, len, j->cs, j->put_hashes);
+  j->hash_req.buf = buf;
+  j->hash_req.len = len;
+  j->hash_req.cs = j->cs;
+  side_thread_run (j->hasher, hash_request, &j->hash_req);
   int r = write_retrying (j, false, pos, buf, len);
   /* Even on error: BUF must not be reused while the thread reads it. */
-  cluster_hasher_wait (j->hasher);
+  side_thread_wait (j->hasher);
   if (r < 0)
     return -1;
-  return manifest_writer_hashes (j->manifest, pos / j->cs, j->put_hashes,
+  return manifest_writer_hashes (j->manifest, pos / j->cs,
+                                 j->hash_req.hashes,
                                  (len + j->cs - 1) / j->cs);
 }
 

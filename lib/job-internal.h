@@ -55,10 +55,15 @@ struct copy_job {
                                    read to compare with */
   uint8_t *ref_buf;             /* a request of it */
   /* With a manifest: the thread that hashes a request's clusters while
-   * it is written (NULL: hashed on this thread), and where it puts them
-   * (COPY_REQUEST_BYTES / cs). */
-  struct cluster_hasher *hasher;
-  uint64_t *put_hashes;
+   * it is written (NULL: hashed on this thread), and what it hashes
+   * (its hashes: COPY_REQUEST_BYTES / cs). */
+  struct side_thread *hasher;
+  struct hash_request {
+    const uint8_t *buf;
+    uint64_t len;
+    uint32_t cs;
+    uint64_t *hashes;
+  } hash_req;
 };
 
 /* copy-loop.c: put [POS, +LEN) of BUF (or zeroes if BUF is NULL) into the

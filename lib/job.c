@@ -31,7 +31,7 @@
 #include "common/outfile.h"
 #include "common/storage.h"
 #include "formats/file-names.h"
-#include "lib/cluster-hasher.h"
+#include "lib/side-thread.h"
 #include "lib/job-internal.h"
 #include "lib/repo-objects.h"
 
@@ -447,12 +447,12 @@ open_manifest (struct copy_job *j)
   j->manifest = manifest_writer_create (f, j->cs, j->img->size);
   if (!j->manifest)
     return -1;
-  if (!(j->put_hashes = malloc ((COPY_REQUEST_BYTES / j->cs + 2)
-                                * sizeof *j->put_hashes))) {
+  if (!(j->hash_req.hashes = malloc ((COPY_REQUEST_BYTES / j->cs + 2)
+                                     * sizeof *j->hash_req.hashes))) {
     set_nomem ();
     return -1;
   }
-  j->hasher = cluster_hasher_start ();
+  j->hasher = side_thread_start ();
   return 0;
 }
 
@@ -908,8 +908,8 @@ job_free (struct copy_job *j)
   spare_release (j);
   free (j->part_path);
   free (j->companions);
-  cluster_hasher_stop (j->hasher);
-  free (j->put_hashes);
+  side_thread_stop (j->hasher);
+  free (j->hash_req.hashes);
   free (j->hashes);
   free (j->ref_buf);
   qbak_image_close (j->ref);

@@ -9,7 +9,12 @@
  * to 256 KiB of the file, each hashed as soon as it is read; clusters
  * that lie one after the other in the file (an incremental's, scattered
  * on the disk) share a request.  So a verification costs about one
- * sequential read of the file plus the hash.
+ * sequential read of the file plus the hash.  For a file on the local
+ * file system every other request is read and checked on a second thread
+ * (lib/side-thread.h) while this one reads and checks the next: each
+ * thread hashes what it read itself, while it is in its CPU's cache
+ * (handing a request read on one CPU to another to hash cost more than
+ * the hash).  Problems are told in guest order, on this thread.
  *
  * The file is read, never mapped: a page that cannot be read (the damage
  * verify is for) or a file truncated meanwhile by another program would
@@ -27,6 +32,7 @@
 #include "common/fileio.h"
 #include "common/iszero.h"
 #include "formats/manifest.h"
+#include "lib/side-thread.h"
 #include "lib/verify-file.h"
 
 /* One request.  Its data is hashed right after the copy from the page
@@ -36,6 +42,11 @@
  * cat's. */
 #define READ_BYTES (256u << 10)
 #define SAMPLE_BYTES (1u << 20)         /* one sampled group */
+/* Requests handed to a thread at once: waking a thread costs tens of
+ * microseconds in a virtual machine (the other CPU may have to be woken
+ * by the host), more than the hash of a 256 KiB request. */
+#define BATCH_BYTES (4u << 20)
+#define BATCH_READS 64
 #define NO_HOST UINT64_MAX              /* read through the format */
 
 /* A cluster gathered for a shared request, with what its check needs. */
@@ -45,6 +56,28 @@ struct pending {
   bool zero;
 };
 
+/* One request: clusters that follow each other in the file. */
+struct request {
+  uint64_t host, bytes;         /* where in the file, how much */
+  uint64_t first, n;            /* its clusters in the batch's PEND */
+  bool failed;
+  char *error;                  /* why it failed (NULL: no memory to say) */
+};
+
+/* A batch of requests, read and checked (READ_AND_CHECK, on either
+ * thread) one request at a time into BUF, then told (on this one). */
+struct slot {
+  struct qbak_file *file;
+  uint64_t cs, size;
+  uint8_t *buf;                 /* one request */
+  struct pending *pend;
+  bool *bad;                    /* per cluster: not as its manifest says */
+  uint64_t n, cap;              /* clusters in PEND, room for */
+  struct request reqs[BATCH_READS];
+  unsigned nreqs;
+  uint64_t bytes;               /* of all its requests */
+};
+
 struct data_check {
   struct image *img;
   const struct verify_file_expect *e;
@@ -52,12 +85,19 @@ struct data_check {
   struct verify_file_result *res;
   uint64_t cs;                  /* cluster size */
   uint64_t size;                /* virtual size */
-  uint8_t *buf;
+  uint8_t *buf;                 /* SLOTS[CUR]'s */
   uint64_t buf_bytes;
   /* Clusters that follow each other in the file, to be read at once:
-   * from file offset PEND_HOST, PEND_BYTES of disk. */
+   * from file offset PEND_HOST, PEND_BYTES of disk; the next request of
+   * SLOTS[CUR], its clusters at PEND (in the slot's PEND). */
   struct pending *pend;
   uint64_t pend_n, pend_host, pend_bytes;
+  /* A second thread, or NULL; with it, SLOTS[0] may be in its hands
+   * (IN_FLIGHT), and SLOTS[1] is gathered meanwhile. */
+  struct side_thread *side;
+  struct slot slots[2];
+  unsigned cur;
+  bool in_flight;
   unsigned problems;            /* told so far */
   uint64_t more;                /* clusters past the cap */
   uint64_t rng;
@@ -97,26 +137,131 @@ check_one (struct data_check *c, uint64_t index, const uint8_t *p,
     tell_bad_cluster (c, index * c->cs, zero ? NOT_ZERO : DIFFERS);
 }
 
-/* Read and check the clusters read ahead. */
+/* Read a batch's requests and find which clusters are not as their
+ * manifest says, each request hashed right after it is read, while it is
+ * in this CPU's cache.  Runs on either thread: it touches nothing but the
+ * slot, and leaves the error state as it found it (a read error is kept
+ * in its request). */
+static void
+read_and_check (void *opaque)
+{
+  struct slot *s = opaque;
+  for (unsigned r = 0; r < s->nreqs; r++) {
+    struct request *q = &s->reqs[r];
+    q->failed =
+      qbak_file_pread_zerofill (s->file, s->buf, q->bytes, q->host) < 0;
+    if (q->failed) {
+      q->error = strdup (error_get_message ());
+      error_clear ();
+      continue;
+    }
+    for (uint64_t i = 0; i < q->n; i++) {
+      const struct pending *p = &s->pend[q->first + i];
+      uint64_t off = p->index * s->cs;
+      uint64_t len = s->size - off < s->cs ? s->size - off : s->cs;
+      const uint8_t *data = s->buf + i * s->cs;
+      s->bad[q->first + i] = p->zero ? !is_zero (data, len)
+                                     : manifest_hash (data, len) != p->want;
+    }
+  }
+}
+
+/* Tell what READ_AND_CHECK found in S, and empty it. */
+static void
+tell_slot (struct data_check *c, struct slot *s)
+{
+  for (unsigned r = 0; r < s->nreqs; r++) {
+    struct request *q = &s->reqs[r];
+    if (q->failed) {
+      tell_bad_cluster (c, s->pend[q->first].index * c->cs,
+                        q->error ? q->error
+                                 : "a read failed (no memory to say why)");
+      free (q->error);
+      q->error = NULL;
+      continue;
+    }
+    if (c->sink->progress)
+      c->sink->progress (c->sink->opaque, q->bytes);
+    for (uint64_t i = q->first; i < q->first + q->n; i++)
+      if (s->bad[i])
+        tell_bad_cluster (c, s->pend[i].index * c->cs,
+                          s->pend[i].zero ? NOT_ZERO : DIFFERS);
+    c->res->clusters_checked += q->n;
+  }
+  s->nreqs = 0;
+  s->n = 0;
+  s->bytes = 0;
+}
+
+/* Make slot K the one gathered into. */
+static void
+use_slot (struct data_check *c, unsigned k)
+{
+  c->cur = k;
+  c->buf = c->slots[k].buf;
+  c->pend = c->slots[k].pend + c->slots[k].n;
+}
+
+/* Read, check and tell the batch gathered.  With a second thread, the
+ * first of two batches goes to it and the second is done here meanwhile;
+ * both are told in order.  Each thread keeps its own slot (the second
+ * thread slot 0, this one slot 1): a buffer that moved from CPU to CPU
+ * would have its cache lines moved with it on every read into it. */
+static void
+run_batch (struct data_check *c)
+{
+  struct slot *s = &c->slots[c->cur];
+  if (s->nreqs == 0)
+    return;
+  if (c->side && !c->in_flight) {
+    side_thread_run (c->side, read_and_check, s);
+    c->in_flight = true;
+    use_slot (c, 1);
+    return;
+  }
+  read_and_check (s);
+  if (c->in_flight) {
+    side_thread_wait (c->side);
+    c->in_flight = false;
+    tell_slot (c, &c->slots[0]);
+  }
+  tell_slot (c, s);
+  use_slot (c, 0);
+}
+
+/* The clusters gathered become a request of the batch; a full batch is
+ * run. */
 static void
 check_pending (struct data_check *c)
 {
-  uint64_t n = c->pend_n;
-  if (n == 0)
+  if (c->pend_n == 0)
     return;
+  struct slot *s = &c->slots[c->cur];
+  s->reqs[s->nreqs++] = (struct request) {
+    .host = c->pend_host, .bytes = c->pend_bytes, .first = s->n,
+    .n = c->pend_n,
+  };
+  s->n += c->pend_n;
+  s->bytes += c->pend_bytes;
   c->pend_n = 0;
-  if (qbak_file_pread_zerofill (c->img->data_file, c->buf, c->pend_bytes,
-                                c->pend_host) < 0) {
-    tell_bad_cluster (c, c->pend[0].index * c->cs, error_get_message ());
-    error_clear ();
-    return;
+  c->pend = s->pend + s->n;
+  if (s->nreqs == BATCH_READS || s->bytes >= BATCH_BYTES ||
+      s->cap - s->n < c->buf_bytes / c->cs + 1)
+    run_batch (c);
+}
+
+/* Everything gathered or on the second thread checked and told. */
+static void
+check_all (struct data_check *c)
+{
+  check_pending (c);
+  run_batch (c);
+  if (c->in_flight) {
+    side_thread_wait (c->side);
+    c->in_flight = false;
+    tell_slot (c, &c->slots[0]);
+    use_slot (c, 0);
   }
-  if (c->sink->progress)
-    c->sink->progress (c->sink->opaque, c->pend_bytes);
-  for (uint64_t i = 0; i < n; i++)
-    check_one (c, c->pend[i].index, c->buf + i * c->cs, c->pend[i].zero,
-               c->pend[i].want);
-  c->res->clusters_checked += n;
 }
 
 /* A problem found some other way: what was read ahead is checked first,
@@ -124,7 +269,7 @@ check_pending (struct data_check *c)
 static void
 bad_cluster (struct data_check *c, uint64_t offset, const char *what)
 {
-  check_pending (c);
+  check_all (c);
   tell_bad_cluster (c, offset, what);
 }
 
@@ -183,7 +328,7 @@ read_clusters (struct data_check *c, uint64_t first, uint64_t n,
           at += k;
           continue;
         }
-        check_pending (c);
+        check_all (c);
         if (c->img->ops->read_layer (c->img, c->buf, len, off) < 0) {
           bad_cluster (c, off, error_get_message ());
           error_clear ();
@@ -291,7 +436,7 @@ compare (struct data_check *c, struct manifest_reader *mr)
   while ((r = manifest_reader_next (mr, &run)) == 1) {
     if (run.first < pos || run.count > n_clusters ||
         run.first > n_clusters - run.count) {
-      check_pending (c);
+      check_all (c);
       verify_problem (c->sink, c->res, false, 0, "its manifest lists "
                       "clusters out of order or past the end of the disk");
       return 0;
@@ -303,13 +448,55 @@ compare (struct data_check *c, struct manifest_reader *mr)
   if (r < 0) {
     if (error_get_status () == STATUS_IO && error_get_errno () == ENOMEM)
       return -1;
-    check_pending (c);
+    check_all (c);
     verify_problem (c->sink, c->res, false, 0, "%s", error_get_message ());
     error_clear ();
     return 0;
   }
   check_gap (c, pos, n_clusters - pos);
-  check_pending (c);
+  check_all (c);
+  return 0;
+}
+
+static void
+free_slots (struct data_check *c)
+{
+  side_thread_stop (c->side);
+  for (unsigned i = 0; i < 2; i++) {
+    struct slot *s = &c->slots[i];
+    for (unsigned r = 0; r < s->nreqs; r++)
+      free (s->reqs[r].error);
+    free (s->buf);
+    free (s->pend);
+    free (s->bad);
+  }
+}
+
+/* The two slots, and the second thread for a file on the local file
+ * system (another backend, an object store's, reads through one
+ * connection that is not shared between threads). */
+static int
+alloc_slots (struct data_check *c)
+{
+  /* A batch's clusters, and room for one more request. */
+  uint64_t cap = BATCH_BYTES / c->cs + 2 * (c->buf_bytes / c->cs + 1);
+  for (unsigned i = 0; i < 2; i++) {
+    struct slot *s = &c->slots[i];
+    s->file = c->img->data_file;
+    s->cs = c->cs;
+    s->size = c->size;
+    s->cap = cap;
+    s->buf = malloc (c->buf_bytes);
+    s->pend = malloc (cap * sizeof *s->pend);
+    s->bad = malloc (cap * sizeof *s->bad);
+    if (!s->buf || !s->pend || !s->bad) {
+      set_nomem ();
+      return -1;
+    }
+  }
+  if (c->img->data_file && c->img->data_file->fd >= 0)
+    c->side = side_thread_start ();
+  use_slot (c, 0);
   return 0;
 }
 
@@ -358,21 +545,18 @@ verify_file_data (struct image *img, const struct verify_file_expect *e,
     c.rng = (uint64_t) time (NULL);
   c.rng |= 1;
   c.buf_bytes = c.cs > READ_BYTES ? c.cs : READ_BYTES;
-  c.buf = malloc (c.buf_bytes);
-  c.pend = malloc ((c.buf_bytes / c.cs + 1) * sizeof *c.pend);
-  if (!c.buf || !c.pend) {
-    free (c.buf);
-    free (c.pend);
-    set_nomem ();
+  if (alloc_slots (&c) < 0) {
+    free_slots (&c);
     ret = -1;
     goto out;
   }
   ret = compare (&c, mr);
+  /* A cancelled run may leave a request on the second thread: its slot
+   * is freed below, after the thread stops. */
   if (ret == 0 && c.more)
     verify_problem (sink, res, false, 0, "and %" PRIu64 " more cluster%s "
                     "differ", c.more, c.more == 1 ? "" : "s");
-  free (c.buf);
-  free (c.pend);
+  free_slots (&c);
  out:
   manifest_reader_free (mr);
   return ret;
