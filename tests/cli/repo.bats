@@ -75,10 +75,11 @@ reason() {
         "$1/points/$2.json"
 }
 
-# backup ARGS...: qbak backup, which must succeed; one second apart, so
-# every run is its own second (ids stay readable).
+# backup ARGS... REPO: qbak backup, which must succeed; in a second after
+# everything already in REPO, so every run is its own second (ids stay
+# readable).
 backup() {
-    sleep 1
+    wait_past_repo "${!#}"
     run --separate-stderr qbak backup "$@"
     [ "$status" -eq 0 ] || fail "qbak backup $*: exit $status: $stderr"
 }
