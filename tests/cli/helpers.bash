@@ -455,3 +455,21 @@ nbd_bitmap_map() {
 no_debug_trap() {
     trap - DEBUG
 }
+
+# wait_past_repo REPO: wait until the clock has left the last second in
+# which anything in the folder REPO was written (a finished run's records,
+# or what a killed run left), so that the next `qbak backup` into it runs
+# in a second of its own and its point id and time differ from every
+# earlier run's.  A fixed `sleep 1` before each run did the same, but
+# waited a whole second where what is left of one is enough; the runs,
+# restores and checks in between usually use most of it.  A repository
+# that is not there yet needs no wait.
+wait_past_repo() {
+    local t newest=0
+    [ -d "$1" ] || return 0
+    while read -r t; do
+        t=${t%.*}
+        [ "$t" -le "$newest" ] || newest=$t
+    done < <(find "$1" -printf '%T@\n')
+    while [ "$EPOCHSECONDS" -le "$newest" ]; do sleep 0.05; done
+}

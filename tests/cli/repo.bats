@@ -75,10 +75,11 @@ reason() {
         "$1/points/$2.json"
 }
 
-# backup ARGS...: qbak backup, which must succeed; one second apart, so
-# every run is its own second (ids stay readable).
+# backup ARGS... REPO: qbak backup, which must succeed; in a second after
+# everything already in REPO, so every run is its own second (ids stay
+# readable).
 backup() {
-    sleep 1
+    wait_past_repo "${!#}"
     run --separate-stderr qbak backup "$@"
     [ "$status" -eq 0 ] || fail "qbak backup $*: exit $status: $stderr"
 }
@@ -367,7 +368,7 @@ bitmap_clean() {
     done
     [ "$(awk '{print $3}' "/proc/$pid/stat")" = T ] || fail "first run did not stop"
     before=$(find repo -type f | sort | xargs sha256sum)
-    sleep 1
+    wait_past_repo repo
     run --separate-stderr qbak backup vda.qcow2 repo
     [ "$status" -eq 4 ] || fail "exit $status: $stderr"
     [[ $stderr == *"pid $pid"* ]] || fail "holder not named: $stderr"
@@ -411,7 +412,7 @@ bitmap_clean() {
     [ "$total" -gt 10 ] || fail "only $total I/O calls counted"
     for k in 1 2 3 4 5 6 7 8 9 10; do
         n=$((total * k / 11 + 1))
-        sleep 1
+        wait_past_repo repo
         run env QBAK_FAILPOINT="any:$n:abort" "$QBAK" backup vda.qcow2 repo
         [ "$status" -ne 0 ] || [ "$(points repo | wc -l)" -gt 1 ] || true
         # Whatever happened, every listed point restores, and the first
@@ -563,7 +564,7 @@ killed_then_continued() {
     kept=$(kept_data "$f")
     [ "$kept" -gt 0 ] || fail "no checkpoint before the kill"
     check_clean "$f"
-    sleep 1
+    wait_past_repo repo
     run --separate-stderr qbak backup --json vda.qcow2 repo
     [ "$status" -eq 0 ] || fail "exit $status: $stderr"
     [ "$(jq '.disks[0]."bytes-this-run"' <<<"$output")" -le $((201326592 - kept)) ]
@@ -579,7 +580,7 @@ killed_then_continued() {
     # The guest writes a qcow2 header at the start of its disk.
     qemu-img create -q -f qcow2 evil.qcow2 16M
     dd if=evil.qcow2 of=disk.img bs=64k count=1 conv=notrunc status=none
-    sleep 1
+    wait_past_repo repo
     run --separate-stderr qbak backup disk.img repo
     [ "$status" -eq 3 ] || fail "exit $status: $stderr"
     [[ $stderr == *"was raw"* ]] || fail "$stderr"
@@ -666,7 +667,7 @@ killed_then_continued() {
     cp vda.qcow2 c1.qcow2
     p1=$(points repo)
     t1=$(jq -r .time "repo/points/$p1.json")
-    sleep 1
+    # (backup runs in a second after p1's: wait_past_repo)
     qemu-io -c 'write -P 2 0 1M' vda.qcow2 >/dev/null
     backup vda.qcow2 repo
     run --separate-stderr qbak restore --at "$t1" --disk vda repo r1.qcow2

@@ -26,8 +26,10 @@ points() {
     done | sort -t- -k1,1 -k2,2n
 }
 
+# backup ARGS... REPO: qbak backup, which must succeed, in a second of its
+# own (wait_past_repo).
 backup() {
-    sleep 1
+    wait_past_repo "${!#}"
     run --separate-stderr qbak backup "$@"
     [ "$status" -eq 0 ] || fail "qbak backup $*: exit $status: $stderr"
 }
