@@ -10,7 +10,6 @@
 
 #include "common/error.h"
 #include "common/iszero.h"
-#include "lib/side-thread.h"
 #include "lib/job-internal.h"
 
 /* Write with retries for transient target errors (the writer's state is
@@ -31,35 +30,31 @@ write_retrying (struct copy_job *j, bool zero, uint64_t off, const void *buf,
   }
 }
 
-/* Below this, a request is hashed on the copying thread: handing it over
- * costs more than its hash. */
-#define HASH_ON_THREAD_MIN_BYTES (1u << 20)
+/* A request's data is written and hashed a slice at a time: each slice is
+ * hashed right after its write has read it, while it is in the CPU's
+ * cache.  Hashing the whole 8 MiB request after its write read it back
+ * from memory and made a full backup 13% slower than without hashing;
+ * in slices it costs about what the hash alone does (within 2% in wall
+ * time).  A hashing thread was tried too: 4% slower than none, its reads
+ * of another CPU's data costing more than the hash. */
+#define HASH_SLICE_BYTES (256u << 10)
 
-static void
-hash_request (void *opaque)
-{
-  struct hash_request *h = opaque;
-  manifest_hash_clusters (h->buf, h->len, h->cs, h->hashes);
-}
-
-/* Write BUF's [POS, +LEN) while the hasher thread hashes it, then record
- * the hashes: the hash costs the copy nothing where a CPU is free.  (The
- * write and the hash only read BUF.) */
+/* Put BUF's [POS, +LEN) (LEN <= COPY_REQUEST_BYTES) into the target, and
+ * its hashes into the manifest once every slice is written, so that a
+ * failed request leaves the manifest as it was. */
 static int
-put_hashing_alongside (struct copy_job *j, uint64_t pos, const uint8_t *buf,
-                       uint64_t len)
+put_data_hashed (struct copy_job *j, uint64_t pos, const uint8_t *buf,
+                 uint64_t len)
 {
-  j->hash_req.buf = buf;
-  j->hash_req.len = len;
-  j->hash_req.cs = j->cs;
-  side_thread_run (j->hasher, hash_request, &j->hash_req);
-  int r = write_retrying (j, false, pos, buf, len);
-  /* Even on error: BUF must not be reused while the thread reads it. */
-  side_thread_wait (j->hasher);
-  if (r < 0)
-    return -1;
-  return manifest_writer_hashes (j->manifest, pos / j->cs,
-                                 j->hash_req.hashes,
+  uint64_t slice = HASH_SLICE_BYTES > j->cs ? HASH_SLICE_BYTES : j->cs;
+  for (uint64_t off = 0; off < len; off += slice) {
+    uint64_t n = len - off < slice ? len - off : slice;
+    if (write_retrying (j, false, pos + off, buf + off, n) < 0)
+      return -1;
+    manifest_hash_clusters (buf + off, n, j->cs,
+                            j->put_hashes + off / j->cs);
+  }
+  return manifest_writer_hashes (j->manifest, pos / j->cs, j->put_hashes,
                                  (len + j->cs - 1) / j->cs);
 }
 
@@ -67,9 +62,8 @@ int
 job_put (struct copy_job *j, uint64_t pos, const uint8_t *buf, uint64_t len,
          const uint64_t *hashes)
 {
-  if (j->manifest && buf && !hashes && j->hasher &&
-      len >= HASH_ON_THREAD_MIN_BYTES && len <= COPY_REQUEST_BYTES)
-    return put_hashing_alongside (j, pos, buf, len);
+  if (j->manifest && buf && !hashes && len <= COPY_REQUEST_BYTES)
+    return put_data_hashed (j, pos, buf, len);
   if (write_retrying (j, buf == NULL, pos, buf, len) < 0)
     return -1;
   if (!j->manifest)

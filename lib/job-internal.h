@@ -54,16 +54,8 @@ struct copy_job {
   struct qbak_image *ref;       /* sync checksums: the backing file's chain,
                                    read to compare with */
   uint8_t *ref_buf;             /* a request of it */
-  /* With a manifest: the thread that hashes a request's clusters while
-   * it is written (NULL: hashed on this thread), and what it hashes
-   * (its hashes: COPY_REQUEST_BYTES / cs). */
-  struct side_thread *hasher;
-  struct hash_request {
-    const uint8_t *buf;
-    uint64_t len;
-    uint32_t cs;
-    uint64_t *hashes;
-  } hash_req;
+  uint64_t *put_hashes;         /* with a manifest: a request's cluster
+                                   hashes (COPY_REQUEST_BYTES / cs) */
 };
 
 /* copy-loop.c: put [POS, +LEN) of BUF (or zeroes if BUF is NULL) into the

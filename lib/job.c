@@ -31,7 +31,6 @@
 #include "common/outfile.h"
 #include "common/storage.h"
 #include "formats/file-names.h"
-#include "lib/side-thread.h"
 #include "lib/job-internal.h"
 #include "lib/repo-objects.h"
 
@@ -447,12 +446,11 @@ open_manifest (struct copy_job *j)
   j->manifest = manifest_writer_create (f, j->cs, j->img->size);
   if (!j->manifest)
     return -1;
-  if (!(j->hash_req.hashes = malloc ((COPY_REQUEST_BYTES / j->cs + 2)
-                                     * sizeof *j->hash_req.hashes))) {
+  if (!(j->put_hashes = malloc ((COPY_REQUEST_BYTES / j->cs + 2)
+                                * sizeof *j->put_hashes))) {
     set_nomem ();
     return -1;
   }
-  j->hasher = side_thread_start ();
   return 0;
 }
 
@@ -908,8 +906,7 @@ job_free (struct copy_job *j)
   spare_release (j);
   free (j->part_path);
   free (j->companions);
-  side_thread_stop (j->hasher);
-  free (j->hash_req.hashes);
+  free (j->put_hashes);
   free (j->hashes);
   free (j->ref_buf);
   qbak_image_close (j->ref);

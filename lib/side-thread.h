@@ -1,13 +1,11 @@
 /* lib/ internal: one function at a time run on a second thread while the
  * caller goes on.
  *
- * A backup hashes every request it copies for the manifest, and verify
- * reads and hashes every cluster of a repository: done on one thread, the
- * hash adds its time to every request.  Where a second CPU is free, the
- * copy loop has the hash done here while it writes the same buffer to the
- * target (lib/copy-loop.c), and verify has every other request read and
- * checked here (lib/verify-data.c).  Without a free CPU it costs two
- * wake-ups a request. */
+ * verify reads and hashes every cluster of a repository: on one thread it
+ * costs a read of the files plus the hash.  Where a second CPU is free,
+ * verify has every other batch of requests read and checked here
+ * (lib/verify-data.c), which halves that.  Without a free CPU it costs
+ * two wake-ups a batch. */
 #ifndef QBAK_LIB_SIDE_THREAD_H
 #define QBAK_LIB_SIDE_THREAD_H
 

@@ -1,4 +1,4 @@
-/* Unit tests for the second thread of the copy loop and verify
+/* Unit tests for verify's second thread
  * (lib/side-thread.c) and the cluster hashes it computes there
  * (manifest_hash_clusters): every cluster's hash is XXH3-64 of its bytes
  * (libxxhash called directly is the oracle), the last cluster of a
