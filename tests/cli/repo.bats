@@ -548,8 +548,16 @@ killed_then_continued() {
 @test "repo: kill -9 while a checkpointed full runs; the next run continues it" {
     qemu-img create -q -f qcow2 vda.qcow2 256M
     qemu-io -c 'write -P 7 0 192M' vda.qcow2 >/dev/null
-    # Stopped at a write late in the run, then killed with SIGKILL.
-    QBAK_CHECKPOINT_SECONDS=0 QBAK_FAILPOINT=write:40:stop \
+    # Stopped at a write two thirds into the run (counted on a copy: how
+    # many writes a request takes is the copy loop's business), then
+    # killed with SIGKILL.
+    cp vda.qcow2 count.qcow2
+    QBAK_CHECKPOINT_SECONDS=0 QBAK_FAILPOINT_COUNT=$BATS_TEST_TMPDIR/count \
+        "$QBAK" backup count.qcow2=vda repo-count
+    local writes
+    writes=$(awk '$1 == "write" {print $2}' "$BATS_TEST_TMPDIR/count")
+    [ "$writes" -gt 40 ] || fail "only $writes writes counted"
+    QBAK_CHECKPOINT_SECONDS=0 QBAK_FAILPOINT=write:$((writes * 2 / 3)):stop \
         "$QBAK" backup vda.qcow2 repo 3>&- &
     pid=$!
     for _ in $(seq 100); do
