@@ -1,8 +1,8 @@
 #!/usr/bin/env bats
 # What a person sees in a terminal: qbak copy and qbak backup run in a
-# detached tmux session of 80 and of 40 columns.  The fail point
-# write:12:stop (tests/FAILPOINTS.md) stops qbak in the middle of its copy
-# with the bar on screen; the screen is read then, and again after
+# detached tmux session of 80 and of 40 columns.  A fail point
+# (write:N:stop, tests/FAILPOINTS.md, N half of the command's writes)
+# stops qbak in the middle of its copy with the bar on screen; the screen is read then, and again after
 # SIGCONT when the command has ended:
 #   - the bar is one line no longer than the terminal (no line on the
 #     screen is longer than the width, none is a wrapped piece of the bar);
@@ -16,8 +16,8 @@ setup_file() {
     require_oracle tmux tmux
     require_common_oracles
     require_qbak
-    # 192 MiB of data: about 25 writes of the target, so write 12 is in
-    # the middle, after the bar was first drawn.
+    # 192 MiB of data: half of the writes is in the middle of the copy,
+    # after the bar was first drawn.
     qemu-img create -q -f qcow2 "$BATS_FILE_TMPDIR/src.qcow2" 256M
     qemu-io -f qcow2 -c 'write -P 7 0 192M' "$BATS_FILE_TMPDIR/src.qcow2" >/dev/null
 }
@@ -27,6 +27,17 @@ setup() {
     # a tmux server of this test's own, on its own socket
     SOCK=$T/tmux.sock
     QBAK_PID=
+}
+
+# count_writes ARGS...: how many writes `qbak ARGS` makes (run on a copy
+# of the source, which it names src.qcow2 here), into WRITES.
+count_writes() {
+    cp "$BATS_FILE_TMPDIR/src.qcow2" src.qcow2
+    QBAK_FAILPOINT_COUNT=$T/count "$QBAK" "$@" >/dev/null 2>&1 ||
+        fail "the counting run failed"
+    WRITES=$(awk '$1 == "write" {print $2}' "$T/count")
+    [ "$WRITES" -gt 8 ] || fail "only $WRITES writes counted"
+    rm -rf src.qcow2 count-target.qcow2 count-repo
 }
 
 teardown() {
@@ -51,7 +62,7 @@ run_on_terminal() {
     # prints no prompt and does not take the terminal back when qbak stops.
     cat >run.sh <<EOS
 cd '$T'
-QBAK_FAILPOINT=write:12:stop $(cat cmd)
+QBAK_FAILPOINT=write:$((WRITES / 2)):stop $(cat cmd)
 echo "EXIT=\$?"
 sleep 60
 EOS
@@ -66,7 +77,7 @@ EOS
         fi
         sleep 0.05
     done
-    fail "qbak did not reach write 12 within 20 s: $(screen)"
+    fail "qbak did not reach write $((WRITES / 2)) within 20 s: $(screen)"
 }
 
 # check_bar COLUMNS: the screen holds the bar on one line that fits.
@@ -111,6 +122,7 @@ check_summary() {
 }
 
 copy_on() {
+    count_writes copy src.qcow2 count-target.qcow2 --sync full
     run_on_terminal "$1" copy "$BATS_FILE_TMPDIR/src.qcow2" t.qcow2 --sync full
     check_bar "$1"
     finish
@@ -118,6 +130,7 @@ copy_on() {
 }
 
 backup_on() {
+    count_writes backup src.qcow2 count-repo
     run_on_terminal "$1" backup "$BATS_FILE_TMPDIR/src.qcow2" repo
     check_bar "$1"
     finish
