@@ -128,12 +128,19 @@ cluster_bytes (const struct data_check *c, uint64_t index)
   return c->size - off < c->cs ? c->size - off : c->cs;
 }
 
+/* Whether the LEN bytes of a cluster at P are not what its manifest says
+ * (zeroes, or data of hash WANT).  Pure: either thread may call it. */
+static bool
+cluster_differs (const uint8_t *p, uint64_t len, bool zero, uint64_t want)
+{
+  return zero ? !is_zero (p, len) : manifest_hash (p, len) != want;
+}
+
 static void
 check_one (struct data_check *c, uint64_t index, const uint8_t *p,
            bool zero, uint64_t want)
 {
-  uint64_t len = cluster_bytes (c, index);
-  if (zero ? !is_zero (p, len) : manifest_hash (p, len) != want)
+  if (cluster_differs (p, cluster_bytes (c, index), zero, want))
     tell_bad_cluster (c, index * c->cs, zero ? NOT_ZERO : DIFFERS);
 }
 
@@ -160,8 +167,7 @@ read_and_check (void *opaque)
       uint64_t off = p->index * s->cs;
       uint64_t len = s->size - off < s->cs ? s->size - off : s->cs;
       const uint8_t *data = s->buf + i * s->cs;
-      s->bad[q->first + i] = p->zero ? !is_zero (data, len)
-                                     : manifest_hash (data, len) != p->want;
+      s->bad[q->first + i] = cluster_differs (data, len, p->zero, p->want);
     }
   }
 }
